@@ -1,0 +1,84 @@
+"""The RLT settings every RLT architecture config carries, and their checks.
+
+Kept apart from the architecture configs so that VideoMAE and ViViT declare them once. The fields
+are a dataclass so that transformers' config dataclasses pick them up and serialise them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .packing import check_backend
+from .tokenizer import COMPARE_TO_CHOICES, check_threshold
+
+LENGTH_ENCODING_INITS = ("zeros", "trunc_normal")
+POOLING_CHOICES = ("mean", "length_weighted")
+
+# Output fields that Trainer must not collect as predictions (the configs' keys_to_ignore_at_inference).
+RLT_OUTPUT_KEYS = ["hidden_states", "tokens_kept", "cu_seqlens", "keep_mask", "run_lengths"]
+
+
+@dataclass(repr=False)
+class RLTSettings:
+    """Run-length tokenization settings (all prefixed ``rlt_``).
+
+    Attributes:
+        rlt_enabled: drop repeated tubelets; False runs every token (the vanilla model's function).
+        rlt_threshold: ``tau``: a tubelet whose mean absolute difference from the one before it is at
+            most this is dropped. In reference units (pixels in [0, 1] normalised with the ImageNet std).
+        rlt_compare_to: ``"previous"`` (the published rule) or ``"last_kept"`` (drift-safe).
+        rlt_input_scale: per channel, how much one grey level moves ``pixel_values``
+            (``rescale_factor / std_c`` of the checkpoint's processor); None means the ImageNet scale.
+            Lets ``rlt_threshold`` mean the same pixel change whatever the checkpoint's normalisation.
+        rlt_use_length_encoding: add a learned embedding of each token's run length.
+        rlt_length_encoding_init: ``"zeros"`` (training-free use: the model's function is unchanged)
+            or ``"trunc_normal"`` (std 0.02, as the reference does for training).
+        rlt_pooling: how mean-pooling heads average a clip's tokens: ``"mean"`` over kept tokens, or
+            ``"length_weighted"`` (a token that stands for a run of 4 counts 4 times).
+        rlt_attention: attention backend for packed batches, see ``rlt.packing``.
+    """
+
+    rlt_enabled: bool = True
+    rlt_threshold: float = 0.1
+    rlt_compare_to: str = "previous"
+    rlt_input_scale: list[float] | None = None
+    rlt_use_length_encoding: bool = True
+    rlt_length_encoding_init: str = "zeros"
+    rlt_pooling: str = "mean"
+    rlt_attention: str = "auto"
+
+    def validate_rlt_settings(self) -> None:
+        self.rlt_threshold = check_threshold(self.rlt_threshold, name="rlt_threshold")
+        check_backend(self.rlt_attention)
+        for name, value, choices in (
+            ("rlt_compare_to", self.rlt_compare_to, COMPARE_TO_CHOICES),
+            ("rlt_length_encoding_init", self.rlt_length_encoding_init, LENGTH_ENCODING_INITS),
+            ("rlt_pooling", self.rlt_pooling, POOLING_CHOICES),
+        ):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        if self.rlt_input_scale is not None:
+            scale = [float(s) for s in self.rlt_input_scale]
+            if len(scale) != self.num_channels or any(s <= 0 for s in scale):
+                raise ValueError(
+                    f"rlt_input_scale must hold {self.num_channels} positive numbers, got {self.rlt_input_scale}"
+                )
+            self.rlt_input_scale = scale
+
+
+def input_scale_from_processor(processor_config: dict, num_channels: int) -> list[float] | None:
+    """``rescale_factor / std_c`` per channel from a (video or image) processor config dict.
+
+    None when the config does not say how it normalises.
+    """
+    if not processor_config:
+        return None
+    rescale = float(processor_config.get("rescale_factor", 1 / 255)) if processor_config.get("do_rescale", True) else 1.0
+    std = processor_config.get("image_std") if processor_config.get("do_normalize", True) else None
+    if std is None:
+        std = [1.0] * num_channels
+    elif isinstance(std, (int, float)):
+        std = [float(std)] * num_channels
+    if len(std) != num_channels:
+        return None
+    return [rescale / float(s) for s in std]

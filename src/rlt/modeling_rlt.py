@@ -1,0 +1,241 @@
+"""What every RLT architecture shares on the model side: choosing the tokens, embedding only the
+kept tubelets, the length encoding, packed self-attention, pooling and output types.
+
+The architecture files (``modeling_rlt_videomae.py``, ``modeling_rlt_vivit.py``) subclass
+transformers' own modules and use these pieces for what RLT changes. Single-dot relative imports
+only: this file travels into checkpoint folders for ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .packing import PackedSequence, packed_attention
+from .tokenizer import RunLengthTokens, _pair, check_keep_mask, run_length_tokenize, run_lengths_from_keep_mask
+
+
+@dataclass
+class RLTModelOutput(ModelOutput):
+    """Output of an RLT base model. Token tensors are packed: all clips' kept tokens end to end.
+
+    Args:
+        last_hidden_state: ``(1, total, hidden)``; clip ``i`` is ``[cu_seqlens[i], cu_seqlens[i+1])``.
+        hidden_states: per layer (embeddings first), each ``(1, total, hidden)``, if asked for.
+        cu_seqlens: int32 ``(B + 1,)``.
+        tokens_kept: int64 ``(B,)``, tokens each clip kept (ViViT's CLS token included).
+        keep_mask: bool ``(B, T', H', W')``, which tubelets were kept.
+        run_lengths: int64 ``(1, total)``, time steps each packed token stands for (1 for a CLS token).
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    cu_seqlens: torch.Tensor | None = None
+    tokens_kept: torch.Tensor | None = None
+    keep_mask: torch.Tensor | None = None
+    run_lengths: torch.Tensor | None = None
+
+    def per_clip(self) -> list[torch.Tensor]:
+        """``last_hidden_state`` split into one ``(tokens_i, hidden)`` tensor per clip."""
+        lengths = (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).tolist()
+        return list(self.last_hidden_state[0].split(lengths))
+
+
+@dataclass
+class RLTVideoClassifierOutput(ModelOutput):
+    """Output of an RLT video classifier: the usual ``loss``/``logits``, plus tokens kept per clip."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    tokens_kept: torch.Tensor | None = None
+
+
+class LengthEncoding(nn.Embedding):
+    """Learned embedding of a token's run length ``L`` (``1 <= L <= max_length``), added like a position encoding."""
+
+    def forward(self, run_lengths: torch.Tensor) -> torch.Tensor:
+        return super().forward(run_lengths - 1)
+
+
+def init_length_encoding(module: nn.Module, config) -> None:
+    """``_init_weights`` step for the length table: zeros (training-free) or truncated normal."""
+    if isinstance(module, LengthEncoding):
+        if config.rlt_length_encoding_init == "zeros":
+            init.zeros_(module.weight)
+        else:
+            init.trunc_normal_(module.weight, std=0.02)
+
+
+def choose_tokens(
+    config, pixel_values: torch.Tensor, keep_mask: torch.Tensor | None, tubelet_size: int, patch_size
+) -> tuple[RunLengthTokens, PackedSequence]:
+    """Validate the input against the config, decide which tubelets to keep, and lay out the packing.
+
+    ``keep_mask`` (bool ``(B, T', H', W')``), when given, was computed ahead (in a data loader) and is
+    used as it is. This is the forward's one host sync (the tokens kept per clip).
+    """
+    check_pixel_values(config, pixel_values)
+    batch, frames, _, height, width = pixel_values.shape
+    patch_h, patch_w = _pair(patch_size)
+    grid = (frames // tubelet_size, height // patch_h, width // patch_w)
+    if keep_mask is not None:
+        check_keep_mask(keep_mask, grid)
+        if keep_mask.shape[0] != batch:
+            raise ValueError(f"keep_mask holds {keep_mask.shape[0]} clips, pixel_values {batch}")
+        keep_mask = keep_mask.to(pixel_values.device)
+        if not bool(keep_mask[:, 0].all()):
+            raise ValueError("keep_mask must keep every tubelet of the first time step")
+        tokens = RunLengthTokens(keep_mask, run_lengths_from_keep_mask(keep_mask))
+    elif not config.rlt_enabled:
+        keep = torch.ones(batch, *grid, dtype=torch.bool, device=pixel_values.device)
+        tokens = RunLengthTokens(keep, torch.ones(keep.shape, dtype=torch.long, device=keep.device))
+    else:
+        tokens = run_length_tokenize(
+            pixel_values,
+            tubelet_size=tubelet_size,
+            patch_size=(patch_h, patch_w),
+            threshold=config.rlt_threshold,
+            input_scale=config.rlt_input_scale,
+            compare_to=config.rlt_compare_to,
+        )
+    return tokens, PackedSequence.from_keep_mask(tokens.keep_mask.flatten(1))
+
+
+def check_pixel_values(config, pixel_values) -> None:
+    """Clear errors for input the model cannot take, before anything reaches torch's kernels."""
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
+    if pixel_values.dim() != 5:
+        raise ValueError(
+            "pixel_values must have shape (batch, frames, channels, height, width), "
+            f"got {pixel_values.dim()} dimensions {tuple(pixel_values.shape)}"
+        )
+    if not pixel_values.is_floating_point():
+        raise ValueError(f"pixel_values must be a float tensor, got {pixel_values.dtype}")
+    batch, frames, channels, height, width = pixel_values.shape
+    if channels != config.num_channels:
+        hint = ""
+        if frames == config.num_channels:
+            hint = " (it looks like (batch, channels, frames, height, width): permute to (batch, frames, channels, ...))"
+        elif width == config.num_channels:
+            hint = " (it looks channels-last: permute to (batch, frames, channels, height, width))"
+        raise ValueError(
+            f"pixel_values {tuple(pixel_values.shape)} has {channels} channels at dimension 2, "
+            f"the model expects {config.num_channels}{hint}"
+        )
+    image_h, image_w = _pair(config.image_size)
+    if (height, width) != (image_h, image_w) or frames != config.num_frames:
+        raise ValueError(
+            f"pixel_values have {frames} frames of {height}x{width}; this model takes {config.num_frames} frames "
+            f"of {image_h}x{image_w} (its position embeddings are fixed to that grid)"
+        )
+
+
+def tubelet_patches(pixel_values: torch.Tensor, tubelet_size: int, patch_size) -> torch.Tensor:
+    """``(B, T, C, H, W) -> (B, N, C * t * ph * pw)``, tokens in (T', H', W') order, values in Conv3d weight order."""
+    patch_h, patch_w = _pair(patch_size)
+    batch, frames, channels, height, width = pixel_values.shape
+    grid_t, grid_h, grid_w = frames // tubelet_size, height // patch_h, width // patch_w
+    patches = pixel_values.reshape(batch, grid_t, tubelet_size, channels, grid_h, patch_h, grid_w, patch_w)
+    patches = patches.permute(0, 1, 4, 6, 3, 2, 5, 7)
+    return patches.reshape(batch, grid_t * grid_h * grid_w, channels * tubelet_size * patch_h * patch_w)
+
+
+def embed_kept_tubelets(pixel_values: torch.Tensor, projection: nn.Conv3d, packed: PackedSequence) -> torch.Tensor:
+    """The Conv3d tubelet embedding applied to kept tubelets only: ``-> (total, hidden)``."""
+    tubelet_size, patch_h, patch_w = projection.kernel_size
+    kept = packed.gather(tubelet_patches(pixel_values, tubelet_size, (patch_h, patch_w)))
+    weight = projection.weight.flatten(1)
+    return F.linear(kept.to(weight.dtype), weight, projection.bias)
+
+
+class PackedSelfAttentionMixin:
+    """Self-attention over packed tokens, for transformers' ViT-style attention modules.
+
+    Mixed in before the transformers class (``class X(PackedSelfAttentionMixin, VideoMAESelfAttention)``),
+    it keeps that class's ``query``/``key``/``value`` layers and weight names and replaces only how
+    attention is computed: ``(total, hidden) -> (total, hidden)``, block-diagonal per clip.
+    """
+
+    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence | None = None, **kwargs):
+        if packed is None:
+            return super().forward(hidden_states, **kwargs)
+        head_dim = self.attention_head_size
+        shape = (hidden_states.shape[0], -1, head_dim)
+        query = self.query(hidden_states).view(shape)
+        key = self.key(hidden_states).view(shape)
+        value = self.value(hidden_states).view(shape)
+        context = packed_attention(
+            query,
+            key,
+            value,
+            packed,
+            scaling=getattr(self, "scaling", head_dim**-0.5),
+            dropout=self.dropout_prob if self.training else 0.0,
+            backend=self.config.rlt_attention,
+            attn_implementation=self.config._attn_implementation,
+        )
+        return context.reshape(hidden_states.shape[0], -1), None
+
+
+@dataclass
+class EncodedClips:
+    """What an RLT encoder hands its heads: packed states plus the token choice and packing."""
+
+    last_hidden_state: torch.Tensor  # (total, hidden)
+    hidden_states: tuple[torch.Tensor, ...] | None
+    tokens: RunLengthTokens
+    packed: PackedSequence
+
+    def pool(self, how: str, weighting: str = "mean") -> torch.Tensor:
+        """One vector per clip, ``(B, hidden)``: ``how`` is "mean" (``weighting`` "mean" or
+        "length_weighted") or "first" (the first token: ViViT's CLS, VideoMAE's non-mean head)."""
+        if how == "first":
+            return self.packed.first_tokens(self.last_hidden_state)
+        weights = self.run_lengths() if weighting == "length_weighted" else None
+        return self.packed.mean(self.last_hidden_state, weights)
+
+    def run_lengths(self) -> torch.Tensor:
+        """Time steps each packed token stands for, ``(total,)``."""
+        return self.packed.gather(self.tokens.lengths.flatten(1))
+
+    def to_output(self) -> RLTModelOutput:
+        return RLTModelOutput(
+            last_hidden_state=self.last_hidden_state.unsqueeze(0),
+            hidden_states=self.hidden_states,
+            cu_seqlens=self.packed.cu_seqlens,
+            tokens_kept=self.tokens.counts,
+            keep_mask=self.tokens.keep_mask,
+            run_lengths=self.run_lengths().unsqueeze(0),
+        )
+
+
+def run_encoder(
+    layers: nn.ModuleList, hidden_states: torch.Tensor, packed: PackedSequence, output_hidden_states: bool
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """Run transformer layers over packed ``(total, hidden)`` tokens; returns the last state and, if asked, all."""
+    all_states = [hidden_states] if output_hidden_states else None
+    for layer in layers:
+        hidden_states = layer(hidden_states, packed=packed)
+        if all_states is not None:
+            all_states.append(hidden_states)
+    return hidden_states, (tuple(s.unsqueeze(0) for s in all_states) if all_states is not None else None)
+
+
+def reject_unsupported(kwargs: dict) -> None:
+    if kwargs.get("output_attentions"):
+        raise ValueError(
+            "output_attentions is not supported by RLT models: packed clips have different lengths, "
+            "so there is no (batch, heads, N, N) attention tensor"
+        )
+    if kwargs.get("interpolate_pos_encoding"):
+        raise ValueError(
+            "interpolate_pos_encoding is not supported by RLT models: convert the checkpoint at the "
+            "resolution you will run it at"
+        )

@@ -1,0 +1,287 @@
+"""Packed variable-length batches and block-diagonal attention over them.
+
+After run-length tokenization clips keep different numbers of tokens. Their tokens are laid end to
+end in one sequence of ``total`` tokens (``cu_seqlens`` marks where each clip starts) and attention
+is block-diagonal: a clip never sees another clip, and no compute is spent on padding. Shared by
+every architecture; no Hugging Face imports, so this file can travel into a checkpoint folder.
+
+Attention backends (``rlt_attention`` in the configs):
+
+- ``"auto"``: the fastest exact kernel for the device, dtype and batch (see ``resolve_backend``).
+- ``"dense"``: batched SDPA on ``(B, N)``; only for batches whose clips all keep ``N`` tokens.
+- ``"varlen"``: PyTorch's ``torch.nn.attention.varlen.varlen_attn`` (CUDA, fp16/bf16).
+- ``"flash_attn"``: ``flash_attn.flash_attn_varlen_func`` from the flash-attn package (CUDA, fp16/bf16).
+- ``"flex"``: FlexAttention with a per-clip block mask (compiled on CUDA).
+- ``"per_clip"``: one SDPA call per clip (the CPU default: exact, no padding, no mask).
+- ``"padded"``: pad to the longest clip and run SDPA with a key mask (works everywhere, supports dropout).
+- ``"eager"``: like ``"padded"`` in plain matmul/softmax, for debugging.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+ATTENTION_BACKENDS = ("auto", "dense", "varlen", "flash_attn", "flex", "per_clip", "padded", "eager")
+
+# What a model's ``attn_implementation`` asks for, when ``rlt_attention`` is left on "auto".
+_BACKEND_FOR_ATTN_IMPLEMENTATION = {
+    "flash_attention_2": "flash_attn",
+    "flash_attention_3": "flash_attn",
+    "flex_attention": "flex",
+    "eager": "eager",
+}
+
+
+def check_backend(name: str) -> str:
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(f"unknown RLT attention backend {name!r}; choose one of {ATTENTION_BACKENDS}")
+    return name
+
+
+@dataclass
+class PackedSequence:
+    """Where each clip's tokens lie in a packed sequence.
+
+    Attributes:
+        cu_seqlens: int32 ``(B + 1,)`` on the tokens' device; clip ``i`` is ``[cu_seqlens[i], cu_seqlens[i+1])``.
+        lengths: tokens per clip, on the host (read once per forward: the only host sync).
+        token_index: int64 ``(total,)``, each packed token's flat index into the unpacked ``(B * N)`` tokens.
+        source_positions: int64 ``(total,)``, each token's index in its clip before packing (``0 <= i < N``).
+        clip_ids: int64 ``(total,)``, the clip each token belongs to.
+        positions: int64 ``(total,)``, each token's index within its clip.
+    """
+
+    cu_seqlens: torch.Tensor
+    lengths: list[int]
+    token_index: torch.Tensor
+    source_positions: torch.Tensor
+    clip_ids: torch.Tensor
+    positions: torch.Tensor
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_keep_mask(cls, keep: torch.Tensor) -> PackedSequence:
+        """From a bool ``(B, N)`` mask of the tokens each clip keeps (in order)."""
+        if keep.dim() != 2 or keep.dtype != torch.bool:
+            raise ValueError(f"keep must be a bool (batch, tokens) tensor, got {keep.dtype} {tuple(keep.shape)}")
+        counts = keep.sum(1)
+        lengths = [int(n) for n in counts.tolist()]
+        total = sum(lengths)
+        if total == keep.numel():
+            token_index = torch.arange(total, device=keep.device)
+        else:
+            # The total is known on the host, so the gather needs no second sync.
+            token_index = torch.nonzero_static(keep.flatten(), size=total).squeeze(-1)
+        cu_seqlens = F.pad(counts.cumsum(0), (1, 0)).to(torch.int32)
+        clip_ids = token_index // keep.shape[1]
+        positions = torch.arange(total, device=keep.device) - cu_seqlens[:-1].to(torch.int64)[clip_ids]
+        return cls(cu_seqlens, lengths, token_index, token_index % keep.shape[1], clip_ids, positions)
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def total(self) -> int:
+        return sum(self.lengths)
+
+    @property
+    def max_seqlen(self) -> int:
+        return max(self.lengths)
+
+    @property
+    def is_uniform(self) -> bool:
+        """Every clip has the same number of tokens, so the batch is a plain ``(B, N)`` tensor."""
+        return len(set(self.lengths)) == 1
+
+    def gather(self, unpacked: torch.Tensor) -> torch.Tensor:
+        """Kept rows of ``(B, N, ...)`` -> packed ``(total, ...)``."""
+        flat = unpacked.flatten(0, 1)
+        if self.total == flat.shape[0]:
+            return flat
+        return flat.index_select(0, self.token_index)
+
+    def pad(self, packed: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+        """``(total, ...) -> (B, max_seqlen, ...)``, padding with ``value``."""
+        out = packed.new_full((self.batch_size, self.max_seqlen, *packed.shape[1:]), value)
+        out[self.clip_ids, self.positions] = packed
+        return out
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        """``(B, max_seqlen, ...) -> (total, ...)``."""
+        return padded[self.clip_ids, self.positions]
+
+    def padding_mask(self) -> torch.Tensor:
+        """bool ``(B, max_seqlen)``, True at real tokens."""
+        if "padding_mask" not in self._cache:
+            mask = torch.zeros(self.batch_size, self.max_seqlen, dtype=torch.bool, device=self.clip_ids.device)
+            mask[self.clip_ids, self.positions] = True
+            self._cache["padding_mask"] = mask
+        return self._cache["padding_mask"]
+
+    def split(self, packed: torch.Tensor) -> list[torch.Tensor]:
+        """One tensor per clip."""
+        return list(packed.split(self.lengths))
+
+    def first_tokens(self, packed: torch.Tensor) -> torch.Tensor:
+        """The first token of every clip: ``(total, D) -> (B, D)``."""
+        return packed[self.cu_seqlens[:-1].long()]
+
+    def mean(self, packed: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-clip mean of ``(total, D)`` -> ``(B, D)``; ``weights`` ``(total,)`` makes it a weighted mean."""
+        if weights is None:
+            weights = torch.ones(packed.shape[0], dtype=packed.dtype, device=packed.device)
+        weights = weights.to(packed.dtype)
+        sums = packed.new_zeros(self.batch_size, packed.shape[-1]).index_add_(
+            0, self.clip_ids, packed * weights.unsqueeze(-1)
+        )
+        totals = weights.new_zeros(self.batch_size).index_add_(0, self.clip_ids, weights)
+        return sums / totals.unsqueeze(-1)
+
+
+def resolve_backend(
+    requested: str, attn_implementation: str | None, query: torch.Tensor, packed: PackedSequence, dropout: float
+) -> str:
+    """The backend that will run: ``requested`` unless it is "auto" (or cannot run this call)."""
+    check_backend(requested)
+    if requested == "auto":
+        requested = _BACKEND_FOR_ATTN_IMPLEMENTATION.get(attn_implementation or "sdpa", "auto")
+    if requested == "auto":
+        if packed.is_uniform:
+            return "dense"
+        half = query.dtype in (torch.float16, torch.bfloat16)
+        if query.is_cuda and half and dropout == 0.0 and varlen_available():
+            return "varlen"
+        return "padded" if query.is_cuda else "per_clip"
+    if requested == "dense" and not packed.is_uniform:
+        raise ValueError(
+            f"the 'dense' attention backend needs every clip to keep the same number of tokens, got {packed.lengths}"
+        )
+    if requested in ("varlen", "flash_attn", "flex") and dropout > 0.0:
+        raise ValueError(
+            f"the {requested!r} attention backend does not support attention dropout ({dropout}); "
+            "use 'padded' or 'per_clip', or set attention_probs_dropout_prob=0"
+        )
+    if requested in ("varlen", "flash_attn"):
+        if requested == "varlen" and not varlen_available():
+            raise RuntimeError("the 'varlen' attention backend needs torch >= 2.10 (torch.nn.attention.varlen)")
+        if requested == "flash_attn" and importlib.util.find_spec("flash_attn") is None:
+            raise RuntimeError("the 'flash_attn' attention backend needs the flash-attn package")
+        if not query.is_cuda or query.dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(
+                f"the {requested!r} attention backend runs on CUDA in float16/bfloat16 only, "
+                f"got {query.dtype} on {query.device.type}"
+            )
+    return requested
+
+
+@functools.cache
+def varlen_available() -> bool:
+    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+
+
+def packed_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    packed: PackedSequence,
+    *,
+    scaling: float,
+    dropout: float = 0.0,
+    backend: str = "auto",
+    attn_implementation: str | None = None,
+) -> torch.Tensor:
+    """Block-diagonal attention over a packed batch: ``(total, heads, head_dim)`` each -> same shape."""
+    backend = resolve_backend(backend, attn_implementation, query, packed, dropout)
+    return _BACKENDS[backend](query, key, value, packed, scaling, dropout)
+
+
+def _dense(query, key, value, packed, scaling, dropout):
+    batch, length = packed.batch_size, packed.lengths[0]
+    q, k, v = (t.view(batch, length, *t.shape[1:]).transpose(1, 2) for t in (query, key, value))
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
+    return out.transpose(1, 2).reshape(query.shape)
+
+
+def _varlen(query, key, value, packed, scaling, dropout):
+    from torch.nn.attention.varlen import varlen_attn
+
+    cu = packed.cu_seqlens
+    # Positional arguments: the keyword names changed between torch 2.10, 2.11 and 2.13.
+    return varlen_attn(query, key, value, cu, cu, packed.max_seqlen, packed.max_seqlen, scale=scaling)
+
+
+def _flash_attn(query, key, value, packed, scaling, dropout):
+    from flash_attn import flash_attn_varlen_func
+
+    cu = packed.cu_seqlens
+    return flash_attn_varlen_func(
+        query, key, value, cu, cu, packed.max_seqlen, packed.max_seqlen, dropout_p=dropout, softmax_scale=scaling
+    )
+
+
+def _flex(query, key, value, packed, scaling, dropout):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    if "flex_block_mask" not in packed._cache:
+        clip_ids = packed.clip_ids
+
+        def same_clip(batch, head, q_idx, kv_idx):
+            return clip_ids[q_idx] == clip_ids[kv_idx]
+
+        total = packed.total
+        packed._cache["flex_block_mask"] = create_block_mask(
+            same_clip, None, None, total, total, device=query.device
+        )
+    q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))
+    out = _flex_attention(query.is_cuda)(q, k, v, block_mask=packed._cache["flex_block_mask"], scale=scaling)
+    return out.squeeze(0).transpose(0, 1)
+
+
+@functools.cache
+def _flex_attention(compiled: bool):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    # Uncompiled FlexAttention materialises the full score matrix; compiled it is a fused kernel.
+    return torch.compile(flex_attention, dynamic=True) if compiled else flex_attention
+
+
+def _per_clip(query, key, value, packed, scaling, dropout):
+    outs = [
+        F.scaled_dot_product_attention(
+            q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), dropout_p=dropout, scale=scaling
+        ).transpose(0, 1)
+        for q, k, v in zip(packed.split(query), packed.split(key), packed.split(value))
+    ]
+    return torch.cat(outs)
+
+
+def _padded(query, key, value, packed, scaling, dropout):
+    q, k, v = (packed.pad(t).transpose(1, 2) for t in (query, key, value))  # (B, heads, S, d)
+    key_mask = packed.padding_mask()[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout, scale=scaling)
+    return packed.unpad(out.transpose(1, 2))
+
+
+def _eager(query, key, value, packed, scaling, dropout):
+    q, k, v = (packed.pad(t).transpose(1, 2) for t in (query, key, value))
+    scores = (q @ k.transpose(-1, -2)) * scaling
+    scores = scores.masked_fill(~packed.padding_mask()[:, None, None, :], torch.finfo(scores.dtype).min)
+    probs = F.dropout(scores.softmax(-1), p=dropout, training=dropout > 0)
+    return packed.unpad((probs @ v).transpose(1, 2))
+
+
+_BACKENDS = {
+    "dense": _dense,
+    "varlen": _varlen,
+    "flash_attn": _flash_attn,
+    "flex": _flex,
+    "per_clip": _per_clip,
+    "padded": _padded,
+    "eager": _eager,
+}
