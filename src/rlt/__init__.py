@@ -6,6 +6,7 @@ Importing ``rlt`` registers the RLT configs and models with transformers' Auto c
 from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification
 
 from .configuration_rlt_videomae import RLTVideoMAEConfig
+from .conversion import convert
 from .modeling_rlt import RLTModelOutput, RLTVideoClassifierOutput
 from .modeling_rlt_videomae import RLTVideoMAEForVideoClassification, RLTVideoMAEModel
 from .packing import ATTENTION_BACKENDS, PackedSequence, packed_attention
@@ -30,6 +31,7 @@ __all__ = [
     "RLTVideoMAEForVideoClassification",
     "RLTVideoMAEModel",
     "RunLengthTokens",
+    "convert",
     "packed_attention",
     "run_length_tokenize",
     "run_lengths_from_keep_mask",

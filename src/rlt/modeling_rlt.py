@@ -17,7 +17,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .packing import PackedSequence, packed_attention
-from .tokenizer import RunLengthTokens, _pair, check_keep_mask, run_length_tokenize, run_lengths_from_keep_mask
+from .tokenizer import RunLengthTokens, to_pair, check_keep_mask, run_length_tokenize, run_lengths_from_keep_mask
 
 
 @dataclass
@@ -56,20 +56,44 @@ class RLTVideoClassifierOutput(ModelOutput):
     tokens_kept: torch.Tensor | None = None
 
 
+class RLTPreTrainedMixin:
+    """What every RLT ``PreTrainedModel`` adds: legacy weight names, length-table init, a full ``auto_map``.
+
+    Mixed in before the transformers ``...PreTrainedModel`` class. Subclasses set ``auto_class_names``
+    (Auto class -> class name in the same modeling file) and ``legacy_key_mapping``.
+    """
+
+    auto_class_names: dict[str, str] = {}
+    legacy_key_mapping: dict[str, str] = {}
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained``, also mapping the architecture's legacy weight names."""
+        kwargs["key_mapping"] = {**cls.legacy_key_mapping, **(kwargs.get("key_mapping") or {})}
+        return super().from_pretrained(*args, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # Each class registers for one Auto class; a checkpoint folder must serve all of them.
+        module = type(self).__module__.rsplit(".", 1)[-1]
+        auto_map = dict(getattr(self.config, "auto_map", None) or {})
+        auto_map.update({auto: f"{module}.{name}" for auto, name in self.auto_class_names.items()})
+        self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, LengthEncoding):
+            if self.config.rlt_length_encoding_init == "zeros":
+                init.zeros_(module.weight)
+            else:
+                init.trunc_normal_(module.weight, std=0.02)
+
+
 class LengthEncoding(nn.Embedding):
     """Learned embedding of a token's run length ``L`` (``1 <= L <= max_length``), added like a position encoding."""
 
     def forward(self, run_lengths: torch.Tensor) -> torch.Tensor:
         return super().forward(run_lengths - 1)
-
-
-def init_length_encoding(module: nn.Module, config) -> None:
-    """``_init_weights`` step for the length table: zeros (training-free) or truncated normal."""
-    if isinstance(module, LengthEncoding):
-        if config.rlt_length_encoding_init == "zeros":
-            init.zeros_(module.weight)
-        else:
-            init.trunc_normal_(module.weight, std=0.02)
 
 
 def choose_tokens(
@@ -82,7 +106,7 @@ def choose_tokens(
     """
     check_pixel_values(config, pixel_values)
     batch, frames, _, height, width = pixel_values.shape
-    patch_h, patch_w = _pair(patch_size)
+    patch_h, patch_w = to_pair(patch_size)
     grid = (frames // tubelet_size, height // patch_h, width // patch_w)
     if keep_mask is not None:
         check_keep_mask(keep_mask, grid)
@@ -129,7 +153,7 @@ def check_pixel_values(config, pixel_values) -> None:
             f"pixel_values {tuple(pixel_values.shape)} has {channels} channels at dimension 2, "
             f"the model expects {config.num_channels}{hint}"
         )
-    image_h, image_w = _pair(config.image_size)
+    image_h, image_w = to_pair(config.image_size)
     if (height, width) != (image_h, image_w) or frames != config.num_frames:
         raise ValueError(
             f"pixel_values have {frames} frames of {height}x{width}; this model takes {config.num_frames} frames "
@@ -139,7 +163,7 @@ def check_pixel_values(config, pixel_values) -> None:
 
 def tubelet_patches(pixel_values: torch.Tensor, tubelet_size: int, patch_size) -> torch.Tensor:
     """``(B, T, C, H, W) -> (B, N, C * t * ph * pw)``, tokens in (T', H', W') order, values in Conv3d weight order."""
-    patch_h, patch_w = _pair(patch_size)
+    patch_h, patch_w = to_pair(patch_size)
     batch, frames, channels, height, width = pixel_values.shape
     grid_t, grid_h, grid_w = frames // tubelet_size, height // patch_h, width // patch_w
     patches = pixel_values.reshape(batch, grid_t, tubelet_size, channels, grid_h, patch_h, grid_w, patch_w)

@@ -25,9 +25,9 @@ from .modeling_rlt import (
     EncodedClips,
     RLTModelOutput,
     RLTVideoClassifierOutput,
+    RLTPreTrainedMixin,
     choose_tokens,
     embed_kept_tubelets,
-    init_length_encoding,
     reject_unsupported,
     run_encoder,
 )
@@ -95,21 +95,19 @@ class RLTVideoMAEEncoder(nn.Module):
         return run_encoder(self.layer, hidden_states, packed, output_hidden_states)
 
 
-class RLTVideoMAEPreTrainedModel(VideoMAEPreTrainedModel):
+class RLTVideoMAEPreTrainedModel(RLTPreTrainedMixin, VideoMAEPreTrainedModel):
     config_class = RLTVideoMAEConfig
     config: RLTVideoMAEConfig
     _no_split_modules = ["RLTVideoMAEEmbeddings", "RLTVideoMAELayer"]
     _can_record_outputs = {}
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """``PreTrainedModel.from_pretrained``, also mapping the legacy ``q_bias``/``v_bias`` weight names."""
-        kwargs["key_mapping"] = {**LEGACY_KEY_MAPPING, **(kwargs.get("key_mapping") or {})}
-        return super().from_pretrained(*args, **kwargs)
+    legacy_key_mapping = LEGACY_KEY_MAPPING
+    auto_class_names = {
+        "AutoModel": "RLTVideoMAEModel",
+        "AutoModelForVideoClassification": "RLTVideoMAEForVideoClassification",
+    }
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        init_length_encoding(module, self.config)
         if isinstance(module, RLTVideoMAEEmbeddings):
             init.copy_(module.position_embeddings, sinusoid_position_table(module.num_patches, self.config.hidden_size))
 

@@ -57,7 +57,7 @@ class RunLengthTokens:
         return self.keep_mask.flatten(1), self.lengths.flatten(1)
 
 
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+def to_pair(value: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(value, int):
         return value, value
     value = tuple(value)
@@ -75,7 +75,7 @@ def tubelet_grid(
             "pixel_values must have 5 dimensions (batch, frames, channels, height, width), "
             f"got shape {tuple(pixel_values_shape)}"
         )
-    patch_h, patch_w = _pair(patch_size)
+    patch_h, patch_w = to_pair(patch_size)
     _, frames, channels, height, width = pixel_values_shape
     if width in (1, 3) and channels not in (1, 3):
         raise ValueError(
@@ -191,7 +191,7 @@ def run_length_tokenize(
         raise ValueError(f"compare_to must be one of {COMPARE_TO_CHOICES}, got {compare_to!r}")
     steps, grid_h, grid_w = tubelet_grid(pixel_values.shape, tubelet_size, patch_size)
     threshold = check_threshold(threshold)
-    patch_h, patch_w = _pair(patch_size)
+    patch_h, patch_w = to_pair(patch_size)
     batch, _, channels, _, _ = pixel_values.shape
     weights = _channel_weights(input_scale, channels)
 
