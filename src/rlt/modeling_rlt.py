@@ -65,6 +65,8 @@ class RLTPreTrainedMixin:
 
     auto_class_names: dict[str, str] = {}
     legacy_key_mapping: dict[str, str] = {}
+    # Vanilla checkpoints have no length table; it starts as configured (zeros: training-free).
+    _keys_to_ignore_on_load_missing = [r"length_embeddings"]
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):

@@ -1,0 +1,581 @@
+"""A video processor for RLT checkpoints: decode (PyAV), sample frames, resize, crop, normalise.
+
+``RLTVideoProcessor`` is a ``transformers`` video processor (``AutoVideoProcessor`` and the
+``video-classification`` pipeline load it from a checkpoint folder with ``trust_remote_code=True``)
+that needs no torchvision: it decodes with PyAV (or torchcodec when installed and asked for) and
+resizes, crops and normalises with plain torch ops. It returns ``pixel_values`` of shape
+``(B, T, C, H, W)``, the layout VideoMAE and ViViT take.
+
+Frame sampling (``num_frames`` frames from a clip of ``n``):
+
+- ``frame_stride=None, fps=None`` (default): uniform over the whole clip, the centre of each of
+  ``num_frames`` equal segments (``floor((i + 0.5) * n / num_frames)``);
+- ``frame_stride=s``: frames ``start, start + s, ...`` with ``start = 0``;
+- ``fps=f``: like a stride of ``video_fps / f`` frames (rounded per frame).
+
+A clip with fewer frames than the sampling asks for repeats its LAST frame to fill the clip (the
+indices are clipped to the last frame); it never raises. This file travels into checkpoint folders
+for ``trust_remote_code``: only single-dot relative imports, optional dependencies inside ``try``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers.image_processing_utils import BatchFeature
+from transformers.processing_utils import VideosKwargs
+from transformers.video_processing_utils import BaseVideoProcessor
+
+IMAGENET_DEFAULT_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_DEFAULT_STD = [0.229, 0.224, 0.225]
+DECODERS = ("pyav", "torchcodec")
+# Seek (to the keyframe before the next sampled frame) rather than decode through a gap of more
+# frames than this; below it, decoding straight on is cheaper than a seek and a keyframe restart.
+SEEK_GAP_FRAMES = 48
+
+
+class VideoDecodeError(ValueError):
+    """A video file (or buffer) that cannot be opened or decoded; the message names it."""
+
+
+class RLTVideoProcessorKwargs(VideosKwargs, total=False):
+    """``VideosKwargs`` plus what RLT's processor adds."""
+
+    frame_stride: int | None
+    rescale_offset: float | None
+    decoder: str | None
+
+
+def _describe(source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes of video>"
+    name = getattr(source, "name", None)
+    return str(name) if isinstance(name, str) else f"<{type(source).__name__}>"
+
+
+def sample_frame_indices(
+    total_frames: int,
+    num_frames: int,
+    *,
+    frame_stride: int | None = None,
+    fps: float | None = None,
+    video_fps: float | None = None,
+) -> np.ndarray:
+    """Which frames to take from a clip of ``total_frames``: int64 ``(num_frames,)``, non-decreasing.
+
+    Uniform over the clip by default; ``frame_stride`` or ``fps`` (with the clip's ``video_fps``)
+    take frames at a fixed step from frame 0. Indices past the end repeat the last frame.
+    """
+    if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
+        raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
+    if total_frames < 1:
+        raise ValueError("the video has no frames")
+    if frame_stride is not None and fps is not None:
+        raise ValueError("frame_stride and fps are exclusive: give one of them")
+    if frame_stride is not None:
+        if not isinstance(frame_stride, int) or isinstance(frame_stride, bool) or frame_stride < 1:
+            raise ValueError(f"frame_stride must be a positive integer, got {frame_stride!r}")
+        indices = np.arange(num_frames, dtype=np.int64) * frame_stride
+    elif fps is not None:
+        if not fps or fps <= 0 or not math.isfinite(fps):
+            raise ValueError(f"fps must be a positive number, got {fps!r}")
+        if not video_fps or video_fps <= 0:
+            raise ValueError("sampling at a target fps needs the video's frame rate, which is unknown")
+        indices = np.floor(np.arange(num_frames) * (video_fps / fps) + 1e-6).astype(np.int64)
+    else:
+        indices = np.floor((np.arange(num_frames) + 0.5) * total_frames / num_frames).astype(np.int64)
+    return np.minimum(indices, total_frames - 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _open_source(source):
+    """A path string, or a seekable file object, for PyAV / torchcodec; clear errors for bad input."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if path.startswith(("http://", "https://")):
+            raise VideoDecodeError(f"cannot read {path}: URLs are not supported, download the video first")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"video file not found: {path}")
+        if os.path.isdir(path):
+            raise VideoDecodeError(f"{path} is a folder, not a video file")
+        if not os.access(path, os.R_OK):
+            raise VideoDecodeError(f"cannot read video file {path}: permission denied")
+        if os.path.getsize(path) == 0:
+            raise VideoDecodeError(f"cannot decode video {path}: the file is empty")
+        return path
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise VideoDecodeError("cannot decode video from bytes: the buffer is empty")
+        return io.BytesIO(bytes(source))
+    if hasattr(source, "read"):
+        return source
+    raise TypeError(f"cannot read a video from {type(source).__name__}")
+
+
+def _import_av():
+    try:
+        import av
+    except ImportError as error:
+        raise ImportError("decoding video files needs PyAV: pip install av") from error
+    return av
+
+
+def _frame_count(container, stream) -> int:
+    """Frames in the stream; PyAV reports 0 for some containers, so derive it or count packets."""
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate or stream.guessed_rate
+    if rate and stream.duration and stream.time_base:
+        return max(1, int(round(float(stream.duration * stream.time_base * rate))))
+    if rate and container.duration:
+        return max(1, int(round(container.duration / 1_000_000 * float(rate))))
+    # Unknown: count packets without decoding them, then rewind.
+    count = sum(1 for packet in container.demux(stream) if packet.size)
+    container.seek(0)
+    return count
+
+
+def _decode_pyav(source, name: str, sample) -> tuple[np.ndarray, float | None]:
+    """Decode the frames ``sample(total, fps)`` asks for: ``(T, H, W, 3)`` uint8 and the clip's fps."""
+    av = _import_av()
+    opened = _open_source(source)
+    try:
+        container = av.open(opened, mode="r")
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as error:
+        raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
+    with container:
+        if not container.streams.video:
+            raise VideoDecodeError(f"{name} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = stream.average_rate or stream.guessed_rate
+        video_fps = float(rate) if rate else None
+        try:
+            total = _frame_count(container, stream)
+            if total < 1:
+                raise VideoDecodeError(f"{name} has a video stream with zero frames")
+            indices = sample(total, video_fps)
+            frames = _decode_indices(container, stream, indices, video_fps)
+        except av.FFmpegError as error:
+            raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
+    if not frames:
+        raise VideoDecodeError(f"cannot decode video {name}: no frame could be decoded (zero frames or a corrupt file)")
+    # Frames past what the stream really holds (a frame count that was an estimate) repeat the last one.
+    last = max(frames)
+    array = np.stack([frames[min(int(i), last)] if int(i) in frames else frames[_nearest_below(frames, int(i))] for i in indices])
+    return array, video_fps
+
+
+def _nearest_below(frames: dict, index: int) -> int:
+    below = [k for k in frames if k <= index]
+    return max(below) if below else min(frames)
+
+
+def _decode_indices(container, stream, indices: np.ndarray, video_fps: float | None) -> dict[int, np.ndarray]:
+    """Decode the wanted frame indices, seeking over long gaps; ``{index: (H, W, 3) uint8}``."""
+    wanted = sorted({int(i) for i in indices})
+    start = stream.start_time or 0
+    time_base = stream.time_base
+    can_seek = bool(video_fps and time_base and container.format.seek_to_pts if hasattr(container.format, "seek_to_pts") else video_fps and time_base)
+
+    def index_of(frame, counter):
+        if frame.pts is None or not video_fps or not time_base:
+            return counter
+        return int(round(float((frame.pts - start) * time_base) * video_fps))
+
+    frames: dict[int, np.ndarray] = {}
+    decoder = None
+    position = -1  # index of the last decoded frame
+    counter = -1
+    target_i = 0
+    while target_i < len(wanted):
+        target = wanted[target_i]
+        if decoder is None or (can_seek and target - position > SEEK_GAP_FRAMES):
+            if decoder is not None or target > SEEK_GAP_FRAMES:
+                if not can_seek:
+                    pass
+                else:
+                    pts = start + int(target / video_fps / float(time_base))
+                    container.seek(pts, stream=stream, backward=True, any_frame=False)
+            decoder = container.decode(stream)
+            counter = -1 if target <= SEEK_GAP_FRAMES and position < 0 else position
+        frame = next(decoder, None)
+        if frame is None:
+            break
+        counter += 1
+        index = index_of(frame, counter)
+        position = index
+        if index >= target:
+            array = frame.to_ndarray(format="rgb24")
+            # A frame stands for every wanted index up to its own (a seek may land past a target).
+            while target_i < len(wanted) and wanted[target_i] <= index:
+                frames[wanted[target_i]] = array
+                target_i += 1
+    return frames
+
+
+def _decode_torchcodec(source, name: str, sample) -> tuple[np.ndarray, float | None]:
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except ImportError as error:
+        raise ImportError("decoder='torchcodec' needs torchcodec (and FFmpeg's libraries): pip install torchcodec") from error
+    opened = _open_source(source)
+    if hasattr(opened, "read"):
+        opened = opened.read()
+    try:
+        decoder = VideoDecoder(opened, dimension_order="NHWC")
+        metadata = decoder.metadata
+        total = int(metadata.num_frames or len(decoder))
+        video_fps = float(metadata.average_fps) if metadata.average_fps else None
+    except Exception as error:  # torchcodec raises RuntimeError/ValueError for unreadable input
+        raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
+    if total < 1:
+        raise VideoDecodeError(f"{name} has a video stream with zero frames")
+    indices = sample(total, video_fps)
+    try:
+        batch = decoder.get_frames_at(indices=[int(i) for i in indices])
+    except Exception as error:
+        raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
+    return batch.data.numpy(), video_fps
+
+
+def decode_video(
+    source,
+    *,
+    num_frames: int = 16,
+    frame_stride: int | None = None,
+    fps: float | None = None,
+    decoder: str = "pyav",
+    do_sample_frames: bool = True,
+) -> np.ndarray:
+    """Decode a video file, bytes or file object into sampled RGB frames ``(T, H, W, 3)`` uint8.
+
+    With ``do_sample_frames=False`` every frame is decoded (``T`` = the clip's length).
+    """
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    name = _describe(source)
+
+    def sample(total, video_fps):
+        if not do_sample_frames:
+            return np.arange(total, dtype=np.int64)
+        return sample_frame_indices(total, num_frames, frame_stride=frame_stride, fps=fps, video_fps=video_fps)
+
+    if decoder == "torchcodec":
+        frames, _ = _decode_torchcodec(source, name, sample)
+    else:
+        frames, _ = _decode_pyav(source, name, sample)
+    return frames
+
+
+# ----------------------------------------------------------------------------------------------
+# Arrays
+
+
+def _frames_to_tensor(video, name: str) -> torch.Tensor:
+    """A decoded or user-given clip as uint8/float ``(T, C, H, W)`` with 3 channels."""
+    if isinstance(video, np.ndarray):
+        video = torch.from_numpy(np.ascontiguousarray(video))
+    elif not isinstance(video, torch.Tensor):
+        raise TypeError(f"cannot make a video of {type(video).__name__}")
+    if video.dim() == 3:  # a single frame, or (T, H, W) grey
+        raise ValueError(
+            f"{name}: a video array must have 4 dimensions (frames, height, width, channels) or "
+            f"(frames, channels, height, width), got shape {tuple(video.shape)}"
+        )
+    if video.dim() != 4:
+        raise ValueError(f"{name}: a video array must have 4 dimensions, got shape {tuple(video.shape)}")
+    if video.shape[-1] in (1, 3, 4) and video.shape[1] not in (1, 3, 4):
+        video = video.permute(0, 3, 1, 2)
+    elif video.shape[1] not in (1, 3, 4):
+        raise ValueError(
+            f"{name}: cannot tell the channel dimension of a video of shape {tuple(video.shape)} "
+            "(expected 1, 3 or 4 channels first or last)"
+        )
+    frames, channels, height, width = video.shape
+    if frames == 0:
+        raise ValueError(f"{name}: the video has zero frames")
+    if height == 0 or width == 0:
+        raise ValueError(f"{name}: the video's frames are empty ({height}x{width})")
+    if channels == 1:
+        video = video.expand(-1, 3, -1, -1)
+    elif channels == 4:
+        video = video[:, :3]
+    return video
+
+
+class RLTVideoProcessor(BaseVideoProcessor):
+    r"""Video processor for RLT checkpoints (VideoMAE, ViViT), with no torchvision needed.
+
+    Steps: decode (PyAV by default), sample ``num_frames`` frames, resize the short side to
+    ``size["shortest_edge"]`` (bilinear, antialiased), centre-crop to ``crop_size``, then
+    ``p * rescale_factor + rescale_offset`` and ``(x - image_mean) / image_std`` per channel.
+
+    Inputs: a path, bytes, a binary file object, a ``(T, H, W, C)`` / ``(T, C, H, W)`` numpy array or
+    tensor (uint8 0..255 values), or a list of those (a batch). Output ``pixel_values`` is float32
+    ``(B, T, C, H, W)``. Arrays are sampled like decoded videos when ``do_sample_frames``.
+
+    Args:
+        num_frames: frames per clip.
+        frame_stride: take every ``frame_stride``-th frame from frame 0 instead of spreading
+            ``num_frames`` over the clip; exclusive with ``fps``.
+        fps: take frames at this rate (frames per second of the clip's time); exclusive with ``frame_stride``.
+        decoder: ``"pyav"`` (default) or ``"torchcodec"``.
+        rescale_offset: added after rescaling (ViViT: ``rescale_factor = 1/127.5`` and offset ``-1``).
+    """
+
+    model_input_names = ["pixel_values"]
+    valid_kwargs = RLTVideoProcessorKwargs
+    do_resize = True
+    size = {"shortest_edge": 224}
+    do_center_crop = True
+    crop_size = {"height": 224, "width": 224}
+    do_rescale = True
+    rescale_factor = 1 / 255
+    rescale_offset = 0.0
+    do_normalize = True
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    do_convert_rgb = True
+    do_sample_frames = True
+    num_frames = 16
+    frame_stride = None
+    fps = None
+    decoder = "pyav"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._check_settings()
+
+    def _check_settings(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.frame_stride is not None and self.fps is not None:
+            raise ValueError("frame_stride and fps are exclusive: give one of them")
+        for name in ("image_mean", "image_std"):
+            value = getattr(self, name)
+            if value is not None and len(value) != 3:
+                raise ValueError(f"{name} must hold 3 numbers (RGB), got {list(value)}")
+        if self.image_std is not None and any(float(s) <= 0 for s in self.image_std):
+            raise ValueError(f"image_std must be positive, got {list(self.image_std)}")
+
+    # -- what RLT needs to know ----------------------------------------------------------------
+
+    @property
+    def rlt_input_scale(self) -> list[float]:
+        """Per channel, how much one grey level (of 0..255) moves ``pixel_values``: ``rescale_factor / std_c``.
+
+        The value for an RLT config's ``rlt_input_scale``; equals
+        ``rlt.configuration_rlt.input_scale_from_processor(processor.to_dict(), 3)``.
+        """
+        rescale = float(self.rescale_factor) if self.do_rescale else 1.0
+        std = list(self.image_std) if self.do_normalize and self.image_std is not None else [1.0, 1.0, 1.0]
+        return [rescale / float(s) for s in std]
+
+    @classmethod
+    def from_source_config(cls, processor_config: dict | None, *, num_frames: int | None = None, image_size=None, **kwargs):
+        """Build one from another checkpoint's (image or video) processor config dict.
+
+        Takes its mean/std, rescaling (ViViT's ``offset: true`` becomes ``rescale_offset = -1``),
+        resize and crop sizes; without a config, ImageNet normalisation at ``image_size``.
+        """
+        source = dict(processor_config or {})
+        settings = {}
+        for key in ("do_resize", "do_center_crop", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std"):
+            if source.get(key) is not None:
+                settings[key] = source[key]
+        for key in ("frame_stride", "fps", "decoder", "rescale_offset"):
+            if source.get(key) is not None:
+                settings[key] = source[key]
+        if isinstance(source.get("offset"), bool) and "rescale_offset" not in settings:
+            settings["rescale_offset"] = -1.0 if source["offset"] else 0.0
+        for key in ("image_mean", "image_std"):
+            if isinstance(settings.get(key), (int, float)):
+                settings[key] = [float(settings[key])] * 3
+        size = source.get("size")
+        if isinstance(size, dict) and size.get("shortest_edge"):
+            settings["size"] = {"shortest_edge": int(size["shortest_edge"])}
+        elif isinstance(size, dict) and size.get("height") and size.get("width"):
+            settings["size"] = {"shortest_edge": int(min(size["height"], size["width"]))}
+        elif isinstance(size, int):
+            settings["size"] = {"shortest_edge": size}
+        crop = source.get("crop_size")
+        if isinstance(crop, dict) and crop.get("height") and crop.get("width"):
+            settings["crop_size"] = {"height": int(crop["height"]), "width": int(crop["width"])}
+        elif isinstance(crop, int):
+            settings["crop_size"] = {"height": crop, "width": crop}
+        if image_size is not None:
+            height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+            settings["crop_size"] = {"height": int(height), "width": int(width)}
+            settings.setdefault("size", {"shortest_edge": int(min(height, width))})
+        if num_frames is not None:
+            settings["num_frames"] = int(num_frames)
+        settings.update(kwargs)
+        return cls(**settings)
+
+    # -- the steps --------------------------------------------------------------------------------
+
+    def load_frames(
+        self,
+        video,
+        *,
+        num_frames: int | None = None,
+        frame_stride: int | None = None,
+        fps: float | None = None,
+        do_sample_frames: bool | None = None,
+        decoder: str | None = None,
+    ) -> torch.Tensor:
+        """Decode (if needed) and sample one clip: uint8 (or the array's dtype) ``(T, 3, H, W)``."""
+        num_frames = self.num_frames if num_frames is None else num_frames
+        frame_stride = self.frame_stride if frame_stride is None and fps is None else frame_stride
+        fps = self.fps if fps is None and frame_stride is None else fps
+        do_sample_frames = self.do_sample_frames if do_sample_frames is None else do_sample_frames
+        decoder = decoder or self.decoder
+        if isinstance(video, (np.ndarray, torch.Tensor)):
+            frames = _frames_to_tensor(video, f"video array {tuple(video.shape)}")
+            if do_sample_frames:
+                if fps is not None:
+                    raise ValueError("sampling an array at a target fps needs its frame rate: decode the file instead")
+                indices = sample_frame_indices(frames.shape[0], num_frames, frame_stride=frame_stride)
+                frames = frames[torch.from_numpy(indices)]
+            return frames
+        decoded = decode_video(
+            video,
+            num_frames=num_frames,
+            frame_stride=frame_stride,
+            fps=fps,
+            decoder=decoder,
+            do_sample_frames=do_sample_frames,
+        )
+        return _frames_to_tensor(decoded, _describe(video))
+
+    def resize_and_crop(self, frames: torch.Tensor, *, size=None, crop_size=None, do_resize=None, do_center_crop=None) -> torch.Tensor:
+        """``(T, C, H, W)`` -> float32 ``(T, C, crop_h, crop_w)``, pixel values still 0..255."""
+        do_resize = self.do_resize if do_resize is None else do_resize
+        do_center_crop = self.do_center_crop if do_center_crop is None else do_center_crop
+        size = _size_dict(self.size if size is None else size)
+        crop_size = _size_dict(self.crop_size if crop_size is None else crop_size)
+        video = frames.float()
+        if do_resize:
+            video = _resize_short_side(video, size)
+        if do_center_crop:
+            video = _center_crop(video, crop_size)
+        return video
+
+    def normalize_frames(self, video: torch.Tensor, *, do_rescale=None, rescale_factor=None, rescale_offset=None,
+                         do_normalize=None, image_mean=None, image_std=None) -> torch.Tensor:
+        """``p * rescale_factor + rescale_offset``, then ``(x - mean_c) / std_c``: ``(..., C, H, W)``."""
+        do_rescale = self.do_rescale if do_rescale is None else do_rescale
+        do_normalize = self.do_normalize if do_normalize is None else do_normalize
+        video = video.float()
+        if do_rescale:
+            factor = self.rescale_factor if rescale_factor is None else rescale_factor
+            offset = self.rescale_offset if rescale_offset is None else rescale_offset
+            video = video * float(factor) + float(offset or 0.0)
+        if do_normalize:
+            mean = torch.tensor([float(m) for m in (self.image_mean if image_mean is None else image_mean)])
+            std = torch.tensor([float(s) for s in (self.image_std if image_std is None else image_std)])
+            video = (video - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
+        return video
+
+    def preprocess(self, videos, **kwargs) -> BatchFeature:
+        """Process one video or a list of videos into ``pixel_values`` ``(B, T, C, H, W)``."""
+        allowed = set(self.valid_kwargs.__annotations__) | {"return_tensors"}
+        unknown = sorted(set(kwargs) - allowed)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {unknown}")
+        settings = {key: kwargs[key] for key in kwargs if kwargs[key] is not None}
+        return_tensors = settings.pop("return_tensors", "pt")
+        sampling = {k: settings.get(k) for k in ("num_frames", "frame_stride", "fps", "do_sample_frames", "decoder")}
+        if "fps" in settings and "frame_stride" not in settings:
+            sampling["frame_stride"] = None
+        if "frame_stride" in settings and "fps" not in settings:
+            sampling["fps"] = None
+        if sampling["frame_stride"] is None and sampling["fps"] is None and "fps" not in settings and "frame_stride" not in settings:
+            sampling.pop("frame_stride"), sampling.pop("fps")
+        geometry = {k: settings.get(k) for k in ("size", "crop_size", "do_resize", "do_center_crop")}
+        values = {k: settings.get(k) for k in ("do_rescale", "rescale_factor", "rescale_offset", "do_normalize", "image_mean", "image_std")}
+
+        clips = []
+        for video in _as_batch(videos):
+            frames = self.load_frames(video, **sampling)
+            clips.append(self.normalize_frames(self.resize_and_crop(frames, **geometry), **values))
+        shapes = {tuple(clip.shape) for clip in clips}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"the videos came out in different shapes {sorted(shapes)}; set do_sample_frames=True and "
+                "do_center_crop=True so that every clip has num_frames frames of crop_size"
+            )
+        pixel_values = torch.stack(clips)
+        if return_tensors in ("np", "numpy"):
+            return BatchFeature({"pixel_values": pixel_values.numpy()})
+        return BatchFeature({"pixel_values": pixel_values})
+
+    def __call__(self, videos, **kwargs) -> BatchFeature:
+        return self.preprocess(videos, **kwargs)
+
+
+def _as_batch(videos) -> list:
+    if isinstance(videos, (list, tuple)):
+        if not videos:
+            raise ValueError("no video given (an empty list)")
+        return list(videos)
+    if isinstance(videos, (np.ndarray, torch.Tensor)) and videos.ndim == 5:
+        return list(videos)
+    return [videos]
+
+
+def _size_dict(size) -> dict:
+    if size is None:
+        return {}
+    if isinstance(size, int):
+        return {"shortest_edge": size, "height": size, "width": size}
+    if isinstance(size, dict):
+        return {k: v for k, v in size.items() if v is not None}
+    return {k: v for k, v in vars(size).items() if v is not None} if hasattr(size, "__dict__") else dict(
+        (k, getattr(size, k)) for k in ("shortest_edge", "height", "width") if getattr(size, k, None) is not None
+    )
+
+
+def _resize_short_side(video: torch.Tensor, size: dict) -> torch.Tensor:
+    height, width = video.shape[-2:]
+    if size.get("shortest_edge"):
+        short = int(size["shortest_edge"])
+        if height <= width:
+            new_h, new_w = short, max(1, int(round(width * short / height)))
+        else:
+            new_h, new_w = max(1, int(round(height * short / width))), short
+    elif size.get("height") and size.get("width"):
+        new_h, new_w = int(size["height"]), int(size["width"])
+    else:
+        raise ValueError(f"size must give shortest_edge or height and width, got {size}")
+    if (new_h, new_w) == (height, width):
+        return video
+    return F.interpolate(video, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _center_crop(video: torch.Tensor, crop_size: dict) -> torch.Tensor:
+    height, width = video.shape[-2:]
+    crop_h, crop_w = int(crop_size["height"]), int(crop_size["width"])
+    if crop_h > height or crop_w > width:
+        raise ValueError(
+            f"cannot centre-crop {crop_h}x{crop_w} from frames of {height}x{width}; "
+            "resize the short side to at least the crop size"
+        )
+    top = (height - crop_h) // 2
+    left = (width - crop_w) // 2
+    return video[..., top : top + crop_h, left : left + crop_w]
+
+
+RLTVideoProcessor.register_for_auto_class()

@@ -1,0 +1,74 @@
+"""Shared test helpers: tiny model settings and a Python process in which ``rlt`` is not importable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+TINY_VIDEOMAE = dict(
+    image_size=32,
+    patch_size=16,
+    num_frames=8,
+    tubelet_size=2,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    num_labels=5,
+)
+
+
+def noise_clips(batch: int, frames: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """Random ``(B, T, 3, H, W)`` clips: no two tubelets repeat exactly."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, frames, 3, size, size, generator=generator)
+
+
+def run_without_rlt(code: str, cwd: Path, timeout: int = 180) -> str:
+    """Run ``code`` in a fresh interpreter where ``rlt`` cannot be imported; return its stdout.
+
+    Isolated mode (-I) ignores PYTHONPATH and the current folder, and the editable install's
+    path entry is removed, so only what a checkpoint folder carries is available.
+    """
+    prelude = textwrap.dedent(
+        f"""
+        import sys
+        sys.path = [p for p in sys.path if not p.startswith({str(SRC)!r}) and "__editable__" not in p]
+        for finder in list(sys.meta_path):
+            if "editable" in type(finder).__module__.lower() or "editable" in type(finder).__name__.lower():
+                sys.meta_path.remove(finder)
+        try:
+            import rlt
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("rlt is importable in the isolated process: " + str(rlt.__file__))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["HF_HUB_OFFLINE"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", prelude + textwrap.dedent(code)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"isolated process failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
