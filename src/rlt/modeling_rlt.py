@@ -8,7 +8,8 @@ only: this file travels into checkpoint folders for ``trust_remote_code``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +17,18 @@ from torch import nn
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .configuration_rlt import RLTSettings
 from .packing import PackedSequence, packed_attention
-from .tokenizer import RunLengthTokens, to_pair, check_keep_mask, run_length_tokenize, run_lengths_from_keep_mask
+from .tokenizer import (
+    RunLengthTokens,
+    check_keep_mask,
+    run_length_tokenize,
+    run_lengths_from_keep_mask,
+    to_pair,
+    tubelet_grid,
+)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +42,7 @@ class RLTModelOutput(ModelOutput):
         tokens_kept: int64 ``(B,)``, tokens each clip kept (ViViT's CLS token included).
         keep_mask: bool ``(B, T', H', W')``, which tubelets were kept.
         run_lengths: int64 ``(1, total)``, time steps each packed token stands for (1 for a CLS token).
+        pooler_output: ``(B, hidden)``, the pooler's output for architectures that have one (ViViT).
     """
 
     last_hidden_state: torch.Tensor | None = None
@@ -39,6 +51,7 @@ class RLTModelOutput(ModelOutput):
     tokens_kept: torch.Tensor | None = None
     keep_mask: torch.Tensor | None = None
     run_lengths: torch.Tensor | None = None
+    pooler_output: torch.Tensor | None = None
 
     def per_clip(self) -> list[torch.Tensor]:
         """``last_hidden_state`` split into one ``(tokens_i, hidden)`` tensor per clip."""
@@ -70,8 +83,15 @@ class RLTPreTrainedMixin:
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """``PreTrainedModel.from_pretrained``, also mapping the architecture's legacy weight names."""
+        """``PreTrainedModel.from_pretrained``, also mapping the architecture's legacy weight names.
+
+        A checkpoint whose config lacks the RLT settings (a vanilla one) loads with their defaults,
+        with one warning saying so.
+        """
         kwargs["key_mapping"] = {**cls.legacy_key_mapping, **(kwargs.get("key_mapping") or {})}
+        checkpoint = kwargs.get("config") or (args[0] if args else kwargs.get("pretrained_model_name_or_path"))
+        if checkpoint is not None and not hasattr(checkpoint, "to_dict"):  # no config object given
+            _warn_if_rlt_settings_missing(cls, checkpoint, kwargs)
         return super().from_pretrained(*args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -91,6 +111,31 @@ class RLTPreTrainedMixin:
                 init.trunc_normal_(module.weight, std=0.02)
 
 
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
+
+
+def _warn_if_rlt_settings_missing(cls, checkpoint, kwargs: dict) -> None:
+    """One warning when ``checkpoint``'s config lacks RLT settings that ``kwargs`` do not set either."""
+    try:
+        config_dict, _ = cls.config_class.get_config_dict(
+            checkpoint, **{key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+        )
+    except (OSError, ValueError):
+        return  # the load itself reports the problem
+    defaults = {field.name: field.default for field in fields(RLTSettings)}
+    missing = [name for name in defaults if name not in config_dict and name not in kwargs]
+    if missing:
+        settings = ", ".join(f"{name}={defaults[name]!r}" for name in missing)
+        logger.warning(
+            "%s: its config (model_type %r) lacks RLT settings; %s uses the defaults %s. "
+            "rlt.convert (rlt convert) writes an RLT checkpoint that records them, with the processor's input scale.",
+            checkpoint,
+            config_dict.get("model_type"),
+            cls.__name__,
+            settings,
+        )
+
+
 class LengthEncoding(nn.Embedding):
     """Learned embedding of a token's run length ``L`` (``1 <= L <= max_length``), added like a position encoding."""
 
@@ -99,17 +144,24 @@ class LengthEncoding(nn.Embedding):
 
 
 def choose_tokens(
-    config, pixel_values: torch.Tensor, keep_mask: torch.Tensor | None, tubelet_size: int, patch_size
+    config,
+    pixel_values: torch.Tensor,
+    keep_mask: torch.Tensor | None,
+    tubelet_size: int,
+    patch_size,
+    num_prefix_tokens: int = 0,
 ) -> tuple[RunLengthTokens, PackedSequence]:
     """Validate the input against the config, decide which tubelets to keep, and lay out the packing.
 
     ``keep_mask`` (bool ``(B, T', H', W')``), when given, was computed ahead (in a data loader) and is
-    used as it is. This is the forward's one host sync (the tokens kept per clip).
+    used as it is. ``num_prefix_tokens`` (ViViT's CLS token: 1) puts that many always-kept tokens
+    before each clip's tubelet tokens in the packing. This is the forward's one host sync (the tokens
+    kept per clip).
     """
     check_pixel_values(config, pixel_values)
-    batch, frames, _, height, width = pixel_values.shape
+    batch = pixel_values.shape[0]
     patch_h, patch_w = to_pair(patch_size)
-    grid = (frames // tubelet_size, height // patch_h, width // patch_w)
+    grid = tubelet_grid(pixel_values.shape, tubelet_size, (patch_h, patch_w))
     if keep_mask is not None:
         check_keep_mask(keep_mask, grid)
         if keep_mask.shape[0] != batch:
@@ -121,6 +173,7 @@ def choose_tokens(
     elif not config.rlt_enabled:
         keep = torch.ones(batch, *grid, dtype=torch.bool, device=pixel_values.device)
         tokens = RunLengthTokens(keep, torch.ones(keep.shape, dtype=torch.long, device=keep.device))
+        return tokens, PackedSequence.full(batch, keep[0].numel(), keep.device, num_prefix_tokens)
     else:
         tokens = run_length_tokenize(
             pixel_values,
@@ -130,7 +183,7 @@ def choose_tokens(
             input_scale=config.rlt_input_scale,
             compare_to=config.rlt_compare_to,
         )
-    return tokens, PackedSequence.from_keep_mask(tokens.keep_mask.flatten(1))
+    return tokens, PackedSequence.from_keep_mask(tokens.keep_mask.flatten(1), num_prefix_tokens)
 
 
 def check_pixel_values(config, pixel_values) -> None:
@@ -173,41 +226,69 @@ def tubelet_patches(pixel_values: torch.Tensor, tubelet_size: int, patch_size) -
     return patches.reshape(batch, grid_t * grid_h * grid_w, channels * tubelet_size * patch_h * patch_w)
 
 
-def embed_kept_tubelets(pixel_values: torch.Tensor, projection: nn.Conv3d, packed: PackedSequence) -> torch.Tensor:
-    """The Conv3d tubelet embedding applied to kept tubelets only: ``-> (total, hidden)``."""
+def embed_kept_tubelets(
+    pixel_values: torch.Tensor,
+    projection: nn.Conv3d,
+    packed: PackedSequence,
+    prefix_tokens: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The Conv3d tubelet embedding applied to kept tubelets only: ``-> (total, hidden)``.
+
+    When the packing has prefix tokens, ``prefix_tokens`` ``(num_prefix_tokens, hidden)`` (ViViT's CLS
+    token) fill each clip's leading rows; they do not go through the projection.
+    """
     tubelet_size, patch_h, patch_w = projection.kernel_size
-    kept = packed.gather(tubelet_patches(pixel_values, tubelet_size, (patch_h, patch_w)))
+    patches = tubelet_patches(pixel_values, tubelet_size, (patch_h, patch_w))  # (B, N, K)
     weight = projection.weight.flatten(1)
-    return F.linear(kept.to(weight.dtype), weight, projection.bias)
+    prefix = packed.num_prefix_tokens
+    if not prefix:
+        return F.linear(packed.gather(patches).to(weight.dtype), weight, projection.bias)
+    if prefix_tokens is None or prefix_tokens.shape[0] != prefix:
+        raise ValueError(f"the packing has {prefix} prefix tokens per clip; pass their embeddings as prefix_tokens")
+    rows = packed.content_rows()
+    # Flat index of each kept tubelet in the (B * N) tubelets (the packing counts the prefix in its positions).
+    index = packed.clip_ids[rows] * patches.shape[1] + packed.source_positions[rows] - prefix
+    kept = F.linear(patches.flatten(0, 1).index_select(0, index).to(weight.dtype), weight, projection.bias)
+    prefix_rows = prefix_tokens.to(kept.dtype)[packed.positions.clamp(max=prefix - 1)]  # (total, hidden)
+    return prefix_rows.index_copy(0, rows, kept)
 
 
 class PackedSelfAttentionMixin:
     """Self-attention over packed tokens, for transformers' ViT-style attention modules.
 
     Mixed in before the transformers class (``class X(PackedSelfAttentionMixin, VideoMAESelfAttention)``),
-    it keeps that class's ``query``/``key``/``value`` layers and weight names and replaces only how
-    attention is computed: ``(total, hidden) -> (total, hidden)``, block-diagonal per clip.
+    it keeps that class's projection layers and weight names and replaces only how attention is
+    computed: ``(total, hidden) -> (total, hidden)``, block-diagonal per clip. Both of transformers'
+    layouts work: ``query``/``key``/``value`` with the output projection in a sibling module
+    (VideoMAE; returns the attention context), and ``q_proj``/``k_proj``/``v_proj``/``o_proj`` in one
+    module (ViViT; returns the projected output).
     """
 
-    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence | None = None, **kwargs):
+    def forward(self, hidden_states: torch.Tensor, *args, packed: PackedSequence | None = None, **kwargs):
         if packed is None:
-            return super().forward(hidden_states, **kwargs)
-        head_dim = self.attention_head_size
+            return super().forward(hidden_states, *args, **kwargs)
+        if hasattr(self, "q_proj"):
+            projections, output_projection = (self.q_proj, self.k_proj, self.v_proj), self.o_proj
+            head_dim, dropout = self.head_dim, self.attention_dropout
+        else:
+            projections, output_projection = (self.query, self.key, self.value), None
+            head_dim, dropout = self.attention_head_size, self.dropout_prob
         shape = (hidden_states.shape[0], -1, head_dim)
-        query = self.query(hidden_states).view(shape)
-        key = self.key(hidden_states).view(shape)
-        value = self.value(hidden_states).view(shape)
+        query, key, value = (projection(hidden_states).view(shape) for projection in projections)
         context = packed_attention(
             query,
             key,
             value,
             packed,
             scaling=getattr(self, "scaling", head_dim**-0.5),
-            dropout=self.dropout_prob if self.training else 0.0,
+            dropout=dropout if self.training else 0.0,
             backend=self.config.rlt_attention,
             attn_implementation=self.config._attn_implementation,
         )
-        return context.reshape(hidden_states.shape[0], -1), None
+        context = context.reshape(hidden_states.shape[0], -1)
+        if output_projection is not None:
+            context = output_projection(context)
+        return context, None
 
 
 @dataclass
@@ -228,18 +309,33 @@ class EncodedClips:
         return self.packed.mean(self.last_hidden_state, weights)
 
     def run_lengths(self) -> torch.Tensor:
-        """Time steps each packed token stands for, ``(total,)``."""
-        return self.packed.gather(self.tokens.lengths.flatten(1))
+        """Time steps each packed token stands for, ``(total,)`` (1 for a prefix token such as CLS)."""
+        return packed_run_lengths(self.tokens, self.packed)
 
-    def to_output(self) -> RLTModelOutput:
+    @property
+    def tokens_kept(self) -> torch.Tensor:
+        """Tokens each clip ran with, prefix (CLS) tokens included, int64 ``(B,)``."""
+        return self.tokens.counts + self.packed.num_prefix_tokens
+
+    def to_output(self, **extra) -> RLTModelOutput:
+        """The base model's output; ``extra`` sets further fields (``pooler_output``)."""
         return RLTModelOutput(
             last_hidden_state=self.last_hidden_state.unsqueeze(0),
             hidden_states=self.hidden_states,
             cu_seqlens=self.packed.cu_seqlens,
-            tokens_kept=self.tokens.counts,
+            tokens_kept=self.tokens_kept,
             keep_mask=self.tokens.keep_mask,
             run_lengths=self.run_lengths().unsqueeze(0),
+            **extra,
         )
+
+
+def packed_run_lengths(tokens: RunLengthTokens, packed: PackedSequence) -> torch.Tensor:
+    """Time steps each packed token stands for, ``(total,)``; 1 for prefix tokens (CLS)."""
+    lengths = tokens.lengths.flatten(1)
+    if packed.num_prefix_tokens:
+        lengths = F.pad(lengths, (packed.num_prefix_tokens, 0), value=1)
+    return packed.gather(lengths)
 
 
 def run_encoder(

@@ -54,6 +54,14 @@ class PackedSequence:
         source_positions: int64 ``(total,)``, each token's index in its clip before packing (``0 <= i < N``).
         clip_ids: int64 ``(total,)``, the clip each token belongs to.
         positions: int64 ``(total,)``, each token's index within its clip.
+        num_prefix_tokens: tokens every clip has before its tubelet tokens (ViViT's CLS token: 1), always kept.
+        capacity: tokens a clip has before dropping (prefix included): a static bound on every clip's length.
+        is_uniform: every clip has the same number of tokens, so the batch is a plain ``(B, N)`` tensor.
+        keeps_all: no token was dropped.
+
+    Code that runs per layer reads only tensors and the static fields (``capacity``, the flags,
+    ``batch_size``), never ``lengths``: under ``torch.compile`` the packed length is then a dynamic
+    dimension and a new batch does not recompile.
     """
 
     cu_seqlens: torch.Tensor
@@ -62,49 +70,100 @@ class PackedSequence:
     source_positions: torch.Tensor
     clip_ids: torch.Tensor
     positions: torch.Tensor
+    num_prefix_tokens: int = 0
+    capacity: int = 0
+    is_uniform: bool = False
+    keeps_all: bool = False
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_keep_mask(cls, keep: torch.Tensor) -> PackedSequence:
-        """From a bool ``(B, N)`` mask of the tokens each clip keeps (in order)."""
+    @torch.compiler.disable
+    def from_keep_mask(cls, keep: torch.Tensor, num_prefix_tokens: int = 0) -> PackedSequence:
+        """From a bool ``(B, N)`` mask of the tokens each clip keeps (in order). One host sync.
+
+        With ``num_prefix_tokens`` (e.g. 1 for a CLS token), every clip is laid out as its prefix tokens
+        followed by its kept tokens: the packing is over ``(B, num_prefix_tokens + N)`` with the prefix
+        columns always kept, so ``source_positions`` index a table that has the prefix rows first.
+        """
         if keep.dim() != 2 or keep.dtype != torch.bool:
             raise ValueError(f"keep must be a bool (batch, tokens) tensor, got {keep.dtype} {tuple(keep.shape)}")
+        if num_prefix_tokens:
+            keep = torch.cat([keep.new_ones(keep.shape[0], num_prefix_tokens), keep], dim=1)
         counts = keep.sum(1)
         lengths = [int(n) for n in counts.tolist()]
-        total = sum(lengths)
-        if total == keep.numel():
+        total, capacity = sum(lengths), keep.shape[1]
+        keeps_all = total == keep.numel()
+        if keeps_all:
             token_index = torch.arange(total, device=keep.device)
         else:
             # The total is known on the host, so the gather needs no second sync.
             token_index = torch.nonzero_static(keep.flatten(), size=total).squeeze(-1)
         cu_seqlens = F.pad(counts.cumsum(0), (1, 0)).to(torch.int32)
-        clip_ids = token_index // keep.shape[1]
+        clip_ids = token_index // capacity
         positions = torch.arange(total, device=keep.device) - cu_seqlens[:-1].to(torch.int64)[clip_ids]
-        return cls(cu_seqlens, lengths, token_index, token_index % keep.shape[1], clip_ids, positions)
+        packed = cls(
+            cu_seqlens,
+            lengths,
+            token_index,
+            token_index % capacity,
+            clip_ids,
+            positions,
+            num_prefix_tokens=num_prefix_tokens,
+            capacity=capacity,
+            is_uniform=len(set(lengths)) == 1,
+            keeps_all=keeps_all,
+        )
+        if not keeps_all:
+            for tensor in (token_index, packed.source_positions, clip_ids, positions):
+                torch._dynamo.maybe_mark_dynamic(tensor, 0)
+        return packed
+
+    @classmethod
+    def full(cls, batch: int, tokens_per_clip: int, device, num_prefix_tokens: int = 0) -> PackedSequence:
+        """Every clip keeps all its ``num_prefix_tokens + tokens_per_clip`` tokens; no host sync."""
+        capacity = num_prefix_tokens + tokens_per_clip
+        token_index = torch.arange(batch * capacity, device=device)
+        clip_ids, positions = token_index // capacity, token_index % capacity
+        cu_seqlens = torch.arange(0, batch * capacity + 1, capacity, device=device, dtype=torch.int32)
+        return cls(
+            cu_seqlens,
+            [capacity] * batch,
+            token_index,
+            positions,
+            clip_ids,
+            positions,
+            num_prefix_tokens=num_prefix_tokens,
+            capacity=capacity,
+            is_uniform=True,
+            keeps_all=True,
+        )
 
     @property
     def batch_size(self) -> int:
-        return len(self.lengths)
+        return self.cu_seqlens.shape[0] - 1
 
     @property
     def total(self) -> int:
-        return sum(self.lengths)
+        return self.token_index.shape[0]
 
     @property
     def max_seqlen(self) -> int:
         return max(self.lengths)
 
-    @property
-    def is_uniform(self) -> bool:
-        """Every clip has the same number of tokens, so the batch is a plain ``(B, N)`` tensor."""
-        return len(set(self.lengths)) == 1
-
     def gather(self, unpacked: torch.Tensor) -> torch.Tensor:
         """Kept rows of ``(B, N, ...)`` -> packed ``(total, ...)``."""
         flat = unpacked.flatten(0, 1)
-        if self.total == flat.shape[0]:
+        if self.keeps_all:
             return flat
         return flat.index_select(0, self.token_index)
+
+    def content_rows(self) -> torch.Tensor:
+        """Rows of the packed tokens that are not prefix tokens, int64 ``(total - B * num_prefix_tokens,)``."""
+        if "content_rows" not in self._cache:
+            size = self.total - self.batch_size * self.num_prefix_tokens
+            is_content = self.positions >= self.num_prefix_tokens
+            self._cache["content_rows"] = torch.nonzero_static(is_content, size=size).squeeze(-1)
+        return self._cache["content_rows"]
 
     def pad(self, packed: torch.Tensor, value: float = 0.0) -> torch.Tensor:
         """``(total, ...) -> (B, max_seqlen, ...)``, padding with ``value``."""
@@ -180,9 +239,12 @@ def resolve_backend(
     return requested
 
 
-@functools.cache
+_VARLEN_AVAILABLE = importlib.util.find_spec("torch.nn.attention.varlen") is not None
+
+
 def varlen_available() -> bool:
-    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+    """PyTorch's own variable-length attention is there (torch >= 2.10)."""
+    return _VARLEN_AVAILABLE
 
 
 def packed_attention(
@@ -202,8 +264,7 @@ def packed_attention(
 
 
 def _dense(query, key, value, packed, scaling, dropout):
-    batch, length = packed.batch_size, packed.lengths[0]
-    q, k, v = (t.view(batch, length, *t.shape[1:]).transpose(1, 2) for t in (query, key, value))
+    q, k, v = (t.view(packed.batch_size, -1, *t.shape[1:]).transpose(1, 2) for t in (query, key, value))
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
     return out.transpose(1, 2).reshape(query.shape)
 
@@ -211,18 +272,17 @@ def _dense(query, key, value, packed, scaling, dropout):
 def _varlen(query, key, value, packed, scaling, dropout):
     from torch.nn.attention.varlen import varlen_attn
 
-    cu = packed.cu_seqlens
-    # Positional arguments: the keyword names changed between torch 2.10, 2.11 and 2.13.
-    return varlen_attn(query, key, value, cu, cu, packed.max_seqlen, packed.max_seqlen, scale=scaling)
+    cu, bound = packed.cu_seqlens, packed.capacity
+    # Positional arguments: the keyword names changed between torch 2.10, 2.11 and 2.13. The static
+    # bound as max length (blocks past a clip's end exit at once) keeps the call free of host values.
+    return varlen_attn(query, key, value, cu, cu, bound, bound, scale=scaling)
 
 
 def _flash_attn(query, key, value, packed, scaling, dropout):
     from flash_attn import flash_attn_varlen_func
 
-    cu = packed.cu_seqlens
-    return flash_attn_varlen_func(
-        query, key, value, cu, cu, packed.max_seqlen, packed.max_seqlen, dropout_p=dropout, softmax_scale=scaling
-    )
+    cu, bound = packed.cu_seqlens, packed.capacity
+    return flash_attn_varlen_func(query, key, value, cu, cu, bound, bound, dropout_p=dropout, softmax_scale=scaling)
 
 
 def _flex(query, key, value, packed, scaling, dropout):

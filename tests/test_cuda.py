@@ -1,0 +1,69 @@
+"""GPU-only checks of the packed attention kernels (skipped where there is no CUDA device)."""
+
+import pytest
+import torch
+from conftest import TINY_VIDEOMAE, noise_clips
+
+from rlt import PackedSequence, RLTVideoMAEConfig, RLTVideoMAEForVideoClassification, packed_attention
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def packed_inputs(lengths, heads=4, head_dim=64, capacity=200, dtype=torch.bfloat16):
+    keep = torch.zeros(len(lengths), capacity, dtype=torch.bool, device="cuda")
+    for row, length in enumerate(lengths):
+        keep[row, torch.randperm(capacity, device="cuda")[:length]] = True
+    packed = PackedSequence.from_keep_mask(keep)
+    q, k, v = (torch.randn(sum(lengths), heads, head_dim, device="cuda", dtype=dtype) for _ in range(3))
+    return q, k, v, packed
+
+
+@pytest.mark.parametrize("backend", ["varlen", "padded", "flex"])
+def test_cuda_backends_match_per_clip_reference(backend):
+    q, k, v, packed = packed_inputs([200, 37, 150, 1])
+    reference = packed_attention(q.float(), k.float(), v.float(), packed, scaling=0.125, backend="per_clip")
+    out = packed_attention(q, k, v, packed, scaling=0.125, backend=backend)
+    error = (out.float() - reference).norm() / reference.norm()
+    assert error < 1e-2, f"{backend}: relative error {error:.2e}"
+
+
+def test_varlen_backward_matches_padded():
+    q, k, v, packed = packed_inputs([120, 64, 200])
+    grads = {}
+    for backend in ("varlen", "padded"):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        packed_attention(*leaves, packed, scaling=0.125, backend=backend).float().square().sum().backward()
+        grads[backend] = [leaf.grad.float() for leaf in leaves]
+    for got, expected in zip(grads["varlen"], grads["padded"]):
+        assert (got - expected).norm() / expected.norm() < 2e-2
+
+
+def test_model_auto_backend_in_bf16_matches_fp32():
+    config = RLTVideoMAEConfig(**TINY_VIDEOMAE, rlt_threshold=0.0)
+    model = RLTVideoMAEForVideoClassification(config).cuda().eval()
+    clips = noise_clips(3).cuda()
+    clips[1, 3:] = clips[1, 2]  # time steps 2 and 3 repeat step 1
+    with torch.no_grad():
+        expected = model(clips).logits
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            output = model(clips)
+    assert output.tokens_kept.tolist() == [16, 8, 16]
+    assert (output.logits.float() - expected).norm() / expected.norm() < 2e-2
+
+
+def test_compiled_model_does_not_recompile_per_batch():
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    config = RLTVideoMAEConfig(**TINY_VIDEOMAE, rlt_threshold=0.0)
+    model = RLTVideoMAEForVideoClassification(config).cuda().eval()
+    compiled = torch.compile(model)
+    frames_compiled = []
+    for step in range(6):
+        clips = noise_clips(4, seed=step).cuda()
+        clips[step % 4, 2 + step % 3 :] = clips[step % 4, :1]  # a different kept count every batch
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            compiled(clips)
+        frames_compiled.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    # After the second batch (where the packed length becomes dynamic) nothing new compiles.
+    assert frames_compiled[-1] == frames_compiled[2], frames_compiled
