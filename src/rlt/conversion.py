@@ -11,13 +11,17 @@ from transformers.utils import cached_file
 
 from .configuration_rlt import input_scale_from_processor
 from .configuration_rlt_videomae import RLTVideoMAEConfig
+from .configuration_rlt_vivit import RLTVivitConfig
 from .modeling_rlt_videomae import RLTVideoMAEForVideoClassification, RLTVideoMAEModel
+from .modeling_rlt_vivit import RLTVivitForVideoClassification, RLTVivitModel
+from .video_processing_rlt import RLTVideoProcessor
 
 logger = logging.getLogger(__name__)
 
 # Vanilla model_type -> (RLT config, RLT base model, RLT classifier).
 ARCHITECTURES = {
     "videomae": (RLTVideoMAEConfig, RLTVideoMAEModel, RLTVideoMAEForVideoClassification),
+    "vivit": (RLTVivitConfig, RLTVivitModel, RLTVivitForVideoClassification),
 }
 PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
 _NOT_COPIED = ("model_type", "architectures", "auto_map", "transformers_version")
@@ -54,7 +58,7 @@ def convert(
     overwrite: bool = False,
     **rlt_settings,
 ):
-    """Convert a VideoMAE checkpoint (a folder or a Hub id) into an RLT checkpoint folder.
+    """Convert a VideoMAE or ViViT checkpoint (a folder or a Hub id) into an RLT checkpoint folder.
 
     The weights are copied unchanged; the length encoding starts at zero, so the converted model
     computes what the original does on the tokens RLT keeps. The folder holds the config (with
@@ -96,8 +100,15 @@ def convert(
     if missing:
         raise ValueError(f"{source} lacks weights the RLT model needs: {missing[:5]}")
 
+    # An RLT video processor (PyAV decoding, no torchvision) with the source's mean/std/sizes, so that
+    # AutoVideoProcessor and pipeline("video-classification") work from the folder.
+    processor = RLTVideoProcessor.from_source_config(
+        processor_config, num_frames=config.num_frames, image_size=config.image_size
+    )
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
-    if processor_file is not None:
-        (output_dir / processor_file).write_text(json.dumps(processor_config, indent=2) + "\n")
+    processor.save_pretrained(output_dir)
+    from .hub import write_model_card  # the Hub-ready card (README.md)
+
+    write_model_card(output_dir, source=source)
     return model

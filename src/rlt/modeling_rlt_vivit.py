@@ -1,0 +1,183 @@
+"""RLT ViViT: transformers' ViViT with run-length tokenization.
+
+Same weight names as ``VivitModel`` / ``VivitForVideoClassification``, so vanilla checkpoints load as
+they are; only the length encoding is new. What changes: only kept tubelets are embedded, each keeps
+the learned position of its original slot plus a length encoding, every clip starts with its own CLS
+token (CLS position, no length encoding), and the clips of a batch run packed with block-diagonal
+attention. The classifier reads each clip's CLS token.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.models.vivit.modeling_vivit import (
+    VivitAttention,
+    VivitEmbeddings,
+    VivitLayer,
+    VivitPooler,
+    VivitPreTrainedModel,
+)
+
+from .configuration_rlt_vivit import RLTVivitConfig
+from .modeling_rlt import (
+    EncodedClips,
+    LengthEncoding,
+    PackedSelfAttentionMixin,
+    RLTModelOutput,
+    RLTPreTrainedMixin,
+    RLTVideoClassifierOutput,
+    choose_tokens,
+    embed_kept_tubelets,
+    packed_run_lengths,
+    reject_unsupported,
+    run_encoder,
+)
+from .packing import PackedSequence
+from .tokenizer import RunLengthTokens
+
+# Checkpoints written by transformers (google/vivit-*, and save_pretrained of current versions) use the
+# older ViT layout. transformers renames them by class name (VivitModel), which our classes do not get.
+LEGACY_KEY_MAPPING = {
+    r"encoder\.layer\.": "layers.",
+    r"attention\.attention\.query\.": "attention.q_proj.",
+    r"attention\.attention\.key\.": "attention.k_proj.",
+    r"attention\.attention\.value\.": "attention.v_proj.",
+    r"attention\.output\.dense\.": "attention.o_proj.",
+    r"intermediate\.dense\.": "mlp.fc1.",
+    r"output\.dense\.": "mlp.fc2.",  # after attention.output.dense, which no longer matches
+}
+
+NUM_PREFIX_TOKENS = 1  # the CLS token
+
+
+class RLTVivitEmbeddings(VivitEmbeddings):
+    """Each clip's CLS token, then its kept tubelets: patch embedding + learned position of the original
+    slot + run-length encoding; ``(total, hidden)``."""
+
+    def __init__(self, config: RLTVivitConfig):
+        super().__init__(config)
+        max_run = config.num_frames // config.tubelet_size[0]
+        self.length_embeddings = LengthEncoding(max_run, config.hidden_size) if config.rlt_use_length_encoding else None
+
+    def forward(self, pixel_values: torch.Tensor, tokens: RunLengthTokens, packed: PackedSequence) -> torch.Tensor:
+        embeddings = embed_kept_tubelets(
+            pixel_values, self.patch_embeddings.projection, packed, prefix_tokens=self.cls_token[0]
+        )
+        # Row 0 of the table is the CLS position, row 1 + i tubelet i's: the packing's source positions.
+        embeddings = embeddings + self.position_embeddings[0, packed.source_positions].to(embeddings.dtype)
+        if self.length_embeddings is not None:
+            rows = packed.content_rows()  # the CLS token gets no length encoding
+            lengths = self.length_embeddings(packed_run_lengths(tokens, packed)[rows])
+            embeddings = embeddings.index_add(0, rows, lengths.to(embeddings.dtype))
+        return self.dropout(embeddings)
+
+
+class RLTVivitAttention(PackedSelfAttentionMixin, VivitAttention):
+    pass
+
+
+class RLTVivitLayer(VivitLayer):
+    def __init__(self, config: RLTVivitConfig):
+        super().__init__(config)
+        self.attention = RLTVivitAttention(config)
+
+
+class RLTVivitPreTrainedModel(RLTPreTrainedMixin, VivitPreTrainedModel):
+    config_class = RLTVivitConfig
+    config: RLTVivitConfig
+    _no_split_modules = ["RLTVivitEmbeddings", "RLTVivitLayer"]
+    _can_record_outputs = {}
+    legacy_key_mapping = LEGACY_KEY_MAPPING
+    auto_class_names = {
+        "AutoModel": "RLTVivitModel",
+        "AutoModelForVideoClassification": "RLTVivitForVideoClassification",
+    }
+
+
+class RLTVivitModel(RLTVivitPreTrainedModel):
+    """ViViT encoder over run-length tokens. Returns packed hidden states (see ``RLTModelOutput``):
+    each clip's CLS token first, then its kept tokens; ``pooler_output`` from the CLS tokens."""
+
+    def __init__(self, config: RLTVivitConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = RLTVivitEmbeddings(config)
+        self.layers = nn.ModuleList([RLTVivitLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.pooler = VivitPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.patch_embeddings
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        keep_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> RLTModelOutput:
+        """
+        Args:
+            pixel_values: ``(B, T, C, H, W)``, normalised as the checkpoint's processor does.
+            keep_mask: optional bool ``(B, T', H', W')`` computed ahead (``rlt.run_length_tokenize``
+                in a data loader); by default the model tokenizes with its config's threshold.
+            output_hidden_states: also return every layer's packed hidden states.
+        """
+        encoded = self.encode(pixel_values, keep_mask, output_hidden_states, **kwargs)
+        pooled = self.pooler(encoded.pool("first").unsqueeze(1)) if self.pooler is not None else None
+        return encoded.to_output(pooler_output=pooled)
+
+    def encode(
+        self,
+        pixel_values: torch.Tensor,
+        keep_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> EncodedClips:
+        """The forward pass, returning the packing alongside the states for the heads to pool with."""
+        reject_unsupported(kwargs)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        frames, patch_h, patch_w = self.config.tubelet_size
+        tokens, packed = choose_tokens(
+            self.config, pixel_values, keep_mask, frames, (patch_h, patch_w), num_prefix_tokens=NUM_PREFIX_TOKENS
+        )
+        hidden_states = self.embeddings(pixel_values, tokens, packed)
+        hidden_states, all_hidden_states = run_encoder(self.layers, hidden_states, packed, output_hidden_states)
+        hidden_states = self.layernorm(hidden_states)
+        return EncodedClips(hidden_states, all_hidden_states, tokens, packed)
+
+
+class RLTVivitForVideoClassification(RLTVivitPreTrainedModel):
+    """ViViT video classifier over run-length tokens; the head reads each clip's own CLS token."""
+
+    def __init__(self, config: RLTVivitConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vivit = RLTVivitModel(config, add_pooling_layer=False)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        keep_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> RLTVideoClassifierOutput:
+        """Like ``VivitForVideoClassification.forward``; ``keep_mask`` as in ``RLTVivitModel``."""
+        loss_kwargs = {k: kwargs.pop(k) for k in ("num_items_in_batch",) if k in kwargs}
+        encoded = self.vivit.encode(pixel_values, keep_mask, output_hidden_states, **kwargs)
+        logits = self.classifier(encoded.pool("first"))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels, logits, self.config, **loss_kwargs)
+        return RLTVideoClassifierOutput(
+            loss=loss, logits=logits, hidden_states=encoded.hidden_states, tokens_kept=encoded.tokens_kept
+        )
+
+
+RLTVivitModel.register_for_auto_class("AutoModel")
+RLTVivitForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")

@@ -1,0 +1,361 @@
+import json
+
+import pytest
+import torch
+from conftest import noise_clips, run_without_rlt
+from safetensors import safe_open
+from transformers import AutoModelForVideoClassification, VivitConfig, VivitForVideoClassification, VivitModel
+from transformers import VivitImageProcessor
+from transformers.models.vivit.modeling_vivit import VivitEmbeddings
+
+import rlt
+from rlt import RLTVivitConfig, RLTVivitForVideoClassification, RLTVivitModel, run_length_tokenize
+from rlt.configuration_rlt import input_scale_from_processor
+
+# 8 frames of 32x32 in 2x16x16 tubelets: a (T', H', W') = (4, 2, 2) grid, 16 tubelet tokens + CLS.
+TINY_VIVIT = dict(
+    image_size=32,
+    num_frames=8,
+    tubelet_size=[2, 16, 16],
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    num_labels=5,
+)
+GRID = (4, 2, 2)
+
+
+def randomise(model):
+    """Non-zero CLS token, position table and biases (vanilla ViViT starts them at zero), so that a CLS
+    token or position row taken from the wrong place, or a weight that failed to load, shows."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(("bias", "cls_token", "position_embeddings")):
+                parameter.normal_()
+    return model
+
+
+def vanilla_and_rlt(**settings):
+    """A vanilla ViViT classifier and an RLT one with the same weights (``settings``: config fields)."""
+    rlt_settings = {k: v for k, v in settings.items() if k.startswith("rlt_")}
+    vivit_settings = {k: v for k, v in settings.items() if not k.startswith("rlt_")}
+    vanilla = randomise(VivitForVideoClassification(VivitConfig(**{**TINY_VIVIT, **vivit_settings})))
+    rlt_model = RLTVivitForVideoClassification(RLTVivitConfig(**{**TINY_VIVIT, **vivit_settings}, **rlt_settings))
+    missing, unexpected = rlt_model.load_state_dict(vanilla.state_dict(), strict=False)
+    assert missing == ["vivit.embeddings.length_embeddings.weight"] and unexpected == []
+    return vanilla.eval(), rlt_model.eval()
+
+
+def clips_with_repeats():
+    """Three noise clips that keep 16, 13 and 6 of their 16 tubelets at threshold 0 (17, 14, 7 with CLS)."""
+    clips = noise_clips(3)
+    clips[1, 3:6] = clips[1, 2]  # time step 2 (frames 4-5) repeats step 1 (frames 2-3) exactly
+    clips[1, 5, :, :16, :16] += 1  # ...except in one cell
+    clips[2, 1:] = clips[2, 0]  # static
+    clips[2, 6:, :, :, 16:] += 1  # the right half changes at the last step
+    return clips
+
+
+def test_threshold_zero_reproduces_vanilla_logits():
+    vanilla, rlt_model = vanilla_and_rlt(rlt_threshold=0.0)
+    clips = noise_clips(3)
+    with torch.no_grad():
+        expected = vanilla(clips).logits
+        output = rlt_model(clips)
+    assert output.tokens_kept.tolist() == [17, 17, 17]  # 16 tubelets + CLS
+    torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_base_model_states_and_pooler_match_vanilla():
+    vanilla = randomise(VivitModel(VivitConfig(**TINY_VIVIT))).eval()
+    rlt_model = RLTVivitModel(RLTVivitConfig(**TINY_VIVIT, rlt_threshold=0.0)).eval()
+    missing, unexpected = rlt_model.load_state_dict(vanilla.state_dict(), strict=False)
+    assert missing == ["embeddings.length_embeddings.weight"] and unexpected == []
+    clips = noise_clips(2)
+    with torch.no_grad():
+        expected = vanilla(clips)
+        output = rlt_model(clips, output_hidden_states=True)
+    assert output.last_hidden_state.shape == (1, 34, 32)
+    torch.testing.assert_close(torch.stack(output.per_clip()), expected.last_hidden_state, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(output.pooler_output, expected.pooler_output, atol=1e-5, rtol=1e-5)
+    assert len(output.hidden_states) == TINY_VIVIT["num_hidden_layers"] + 1
+    assert output.cu_seqlens.tolist() == [0, 17, 34]
+    assert (output.run_lengths == 1).all()
+
+
+def test_rlt_disabled_runs_every_token_even_on_repeats():
+    vanilla, rlt_model = vanilla_and_rlt(rlt_enabled=False)
+    clips = clips_with_repeats()
+    with torch.no_grad():
+        output = rlt_model(clips)
+        expected = vanilla(clips).logits
+    assert output.tokens_kept.tolist() == [17, 17, 17]
+    torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["auto", "per_clip", "padded", "eager", "flex"])
+def test_packed_batch_equals_clips_run_alone(backend):
+    _, rlt_model = vanilla_and_rlt(rlt_threshold=0.0, rlt_attention=backend)
+    with torch.no_grad():
+        rlt_model.vivit.embeddings.length_embeddings.weight.normal_()
+    clips = clips_with_repeats()
+    with torch.no_grad():
+        batch = rlt_model(clips)
+        alone = [rlt_model(clip[None]) for clip in clips]
+    assert batch.tokens_kept.tolist() == [17, 14, 7]
+    assert [out.tokens_kept.item() for out in alone] == [17, 14, 7]
+    torch.testing.assert_close(batch.logits, torch.cat([out.logits for out in alone]), atol=1e-5, rtol=1e-5)
+
+
+def test_static_clip_keeps_one_time_step_plus_cls_with_full_run_lengths():
+    rlt_model = RLTVivitModel(RLTVivitConfig(**TINY_VIVIT)).eval()  # default threshold 0.1
+    clip = noise_clips(1)[:, :1].expand(1, 8, 3, 32, 32)  # all frames identical
+    with torch.no_grad():
+        output = rlt_model(clip)
+    steps, grid_h, grid_w = GRID
+    assert output.tokens_kept.tolist() == [grid_h * grid_w + 1]
+    assert output.keep_mask[0, 0].all() and not output.keep_mask[0, 1:].any()
+    assert output.run_lengths.tolist() == [[1] + [steps] * (grid_h * grid_w)]  # CLS first, then T' each
+    assert output.last_hidden_state.shape == (1, grid_h * grid_w + 1, 32)
+
+
+def test_kept_tokens_keep_their_original_position_and_each_clip_starts_with_cls():
+    # The embeddings of a clip whose repeats are dropped equal the vanilla embeddings (CLS + its
+    # position, tubelets + their positions) at the kept rows, the CLS row first.
+    rlt_model = randomise(RLTVivitModel(RLTVivitConfig(**TINY_VIVIT, rlt_threshold=0.0))).eval()
+    clips = clips_with_repeats()[1:]
+    with torch.no_grad():
+        output = rlt_model(clips, output_hidden_states=True)
+        full = VivitEmbeddings.forward(rlt_model.embeddings, clips)  # vanilla: (B, 1 + N, hidden)
+    keep = run_length_tokenize(clips, threshold=0.0).keep_mask.flatten(1)
+    rows = torch.cat([torch.ones(2, 1, dtype=torch.bool), keep], dim=1)
+    torch.testing.assert_close(output.hidden_states[0][0], full[rows], atol=1e-5, rtol=1e-5)
+    assert output.cu_seqlens.tolist() == [0, 14, 21]
+
+
+def test_cls_row_does_not_go_through_the_patch_projection():
+    # Each clip's first row is exactly CLS token + CLS position (no conv bias), and the Conv3d module
+    # itself never runs (only kept tubelets are projected, with its weights).
+    rlt_model = RLTVivitModel(RLTVivitConfig(**TINY_VIVIT, rlt_threshold=0.0)).eval()
+    inputs = []
+    rlt_model.embeddings.patch_embeddings.projection.register_forward_pre_hook(lambda module, args: inputs.append(1))
+    clips = clips_with_repeats()
+    with torch.no_grad():
+        output = rlt_model(clips, output_hidden_states=True)
+    embeddings = output.hidden_states[0][0]
+    first_rows = output.cu_seqlens[:-1].long()
+    expected_cls = rlt_model.embeddings.cls_token[0, 0] + rlt_model.embeddings.position_embeddings[0, 0]
+    torch.testing.assert_close(embeddings[first_rows], expected_cls.expand(3, -1))
+    assert inputs == []  # the kept tubelets are projected with the conv's weights, the module is not called
+
+
+def test_length_encoding_is_added_to_tubelet_tokens_only():
+    rlt_model = RLTVivitModel(RLTVivitConfig(**TINY_VIVIT, rlt_threshold=0.0)).eval()
+    table = rlt_model.embeddings.length_embeddings.weight
+    assert torch.equal(table, torch.zeros_like(table))  # zeros by default: training-free
+    clips = clips_with_repeats()
+    with torch.no_grad():
+        before = rlt_model(clips, output_hidden_states=True)
+        table.copy_(torch.arange(1, 5, dtype=torch.float32).view(4, 1).expand(4, 32))
+        after = rlt_model(clips, output_hidden_states=True)
+    added = after.hidden_states[0][0] - before.hidden_states[0][0]
+    is_cls = torch.zeros(added.shape[0], dtype=torch.bool)
+    is_cls[before.cu_seqlens[:-1].long()] = True
+    expected = before.run_lengths[0].float().unsqueeze(1).expand_as(added) * ~is_cls.unsqueeze(1)
+    torch.testing.assert_close(added, expected)
+    assert sorted(set(before.run_lengths[0][~is_cls].tolist())) == [1, 2, 3, 4]
+
+
+def test_keep_mask_computed_in_a_loader_gives_the_same_output():
+    _, rlt_model = vanilla_and_rlt(rlt_threshold=0.0)
+    clips = clips_with_repeats()
+    keep_mask = run_length_tokenize(clips, threshold=0.0).keep_mask
+    with torch.no_grad():
+        own = rlt_model(clips)
+        given = rlt_model(clips, keep_mask=keep_mask)
+        everything = rlt_model(clips, keep_mask=torch.ones_like(keep_mask))
+    torch.testing.assert_close(given.logits, own.logits)
+    assert given.tokens_kept.tolist() == [17, 14, 7]
+    assert everything.tokens_kept.tolist() == [17, 17, 17]
+
+
+def test_dropout_in_training_matches_vanilla():
+    # Embedding, attention and hidden dropout: with the same random seed and nothing dropped, the
+    # RLT model draws the same masks as vanilla ViViT, and dropout is really on.
+    vanilla, rlt_model = vanilla_and_rlt(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3, rlt_threshold=0.0)
+    vanilla.train(), rlt_model.train()
+    clips = noise_clips(2)
+    torch.manual_seed(1)
+    expected = vanilla(clips).logits
+    torch.manual_seed(1)
+    same_seed = rlt_model(clips).logits
+    other_seed = rlt_model(clips).logits
+    torch.testing.assert_close(same_seed, expected, atol=1e-5, rtol=1e-5)
+    assert (same_seed - other_seed).abs().max() > 1e-3
+
+
+def test_training_step_reduces_loss_and_reaches_cls_and_length_table():
+    config = RLTVivitConfig(
+        **{**TINY_VIVIT, "num_labels": 2}, rlt_threshold=0.0, rlt_length_encoding_init="trunc_normal"
+    )
+    model = RLTVivitForVideoClassification(config).train()
+    clips = clips_with_repeats()[:2].repeat(2, 1, 1, 1, 1)
+    labels = torch.tensor([0, 1, 0, 1])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(10):
+        output = model(clips, labels=labels)
+        optimizer.zero_grad()
+        output.loss.backward()
+        losses.append(output.loss.item())
+        optimizer.step()
+    embeddings = model.vivit.embeddings
+    projection = embeddings.patch_embeddings.projection
+    for parameter in (embeddings.cls_token, embeddings.length_embeddings.weight, projection.weight):
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+    assert losses[-1] < losses[0] * 0.5
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = RLTVivitForVideoClassification(RLTVivitConfig(**TINY_VIVIT, rlt_threshold=0.0)).train()
+    clips, labels = clips_with_repeats(), torch.tensor([0, 1, 2])
+    model(clips, labels=labels).loss.backward()
+    expected = model.vivit.layers[0].attention.q_proj.weight.grad.clone()
+    model.zero_grad()
+    model.gradient_checkpointing_enable()
+    model(clips, labels=labels).loss.backward()
+    torch.testing.assert_close(model.vivit.layers[0].attention.q_proj.weight.grad, expected)
+
+
+@pytest.fixture(scope="module")
+def vanilla_folder(tmp_path_factory):
+    """A vanilla ViViT classifier as transformers saves it (the legacy ViT-style weight names), with the
+    ViViT image processor's config ([-1, 1] pixels), and its logits on noise clips."""
+    folder = tmp_path_factory.mktemp("vanilla_vivit")
+    torch.manual_seed(0)
+    model = randomise(VivitForVideoClassification(VivitConfig(**TINY_VIVIT))).eval()
+    model.save_pretrained(folder)
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        assert any("encoder.layer.0.attention.attention.query" in key for key in weights.keys())
+    VivitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    clips = noise_clips(2)
+    with torch.no_grad():
+        logits = model(clips).logits
+    torch.save({"clips": clips, "logits": logits}, folder / "reference.pt")
+    return folder
+
+
+def test_legacy_weight_names_load_into_the_rlt_classes(vanilla_folder):
+    reference = torch.load(vanilla_folder / "reference.pt")
+    model = RLTVivitForVideoClassification.from_pretrained(vanilla_folder, rlt_threshold=0.0).eval()
+    assert model.vivit.layers[0].attention.q_proj.bias.abs().sum() > 0
+    assert model.vivit.layers[1].mlp.fc2.bias.abs().sum() > 0
+    table = model.vivit.embeddings.length_embeddings.weight
+    assert table.device.type == "cpu" and torch.equal(table, torch.zeros_like(table))
+    with torch.no_grad():
+        torch.testing.assert_close(model(reference["clips"]).logits, reference["logits"], atol=1e-5, rtol=1e-5)
+
+
+def test_vanilla_checkpoint_converts(vanilla_folder, tmp_path):
+    reference = torch.load(vanilla_folder / "reference.pt")
+    model = rlt.convert(vanilla_folder, tmp_path / "rlt", threshold=0.0).eval()
+    assert type(model) is RLTVivitForVideoClassification
+    assert model.config.rlt_input_scale == pytest.approx([(1 / 127.5) / 0.5] * 3)  # [-1, 1] then 0.5/0.5
+    saved = json.loads((tmp_path / "rlt" / "config.json").read_text())
+    assert saved["model_type"] == "rlt_vivit" and saved["tubelet_size"] == [2, 16, 16]
+    assert saved["auto_map"]["AutoModelForVideoClassification"].endswith("RLTVivitForVideoClassification")
+    loaded = AutoModelForVideoClassification.from_pretrained(tmp_path / "rlt", trust_remote_code=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(reference["clips"]).logits, reference["logits"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(loaded(reference["clips"]).logits, reference["logits"], atol=1e-5, rtol=1e-5)
+
+
+def test_save_then_load_without_rlt_installed(tmp_path):
+    _, rlt_model = vanilla_and_rlt(rlt_threshold=0.0)
+    with torch.no_grad():
+        rlt_model.vivit.embeddings.length_embeddings.weight.normal_()  # saved and loaded too
+    folder = tmp_path / "checkpoint"
+    rlt_model.save_pretrained(folder)
+    clips = clips_with_repeats()
+    torch.save(clips, tmp_path / "clips.pt")
+    with torch.no_grad():
+        expected = rlt_model(clips)
+    code = f"""
+        import torch
+        from transformers import AutoModelForVideoClassification
+        model = AutoModelForVideoClassification.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        assert type(model).__name__ == "RLTVivitForVideoClassification", type(model)
+        assert not type(model).__module__.startswith("rlt."), type(model).__module__
+        with torch.no_grad():
+            output = model(torch.load({str(tmp_path / "clips.pt")!r}))
+        torch.save({{"logits": output.logits, "tokens_kept": output.tokens_kept}}, {str(tmp_path / "out.pt")!r})
+        """
+    run_without_rlt(code, cwd=tmp_path)
+    result = torch.load(tmp_path / "out.pt")
+    assert result["tokens_kept"].tolist() == [17, 14, 7]
+    torch.testing.assert_close(result["logits"], expected.logits, atol=1e-6, rtol=1e-6)
+
+
+def test_processor_scale_makes_the_threshold_mean_the_same_pixel_change():
+    # One video through the ViViT processor ([-1, 1], then 0.5/0.5) and through an ImageNet one keeps
+    # the same tubelets once the RLT config records each processor's input scale.
+    vivit_scale = input_scale_from_processor(VivitImageProcessor().to_dict(), 3)
+    assert vivit_scale == pytest.approx([(1 / 127.5) / 0.5] * 3)
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 250, (1, 8, 3, 32, 32), generator=generator).float()
+    # Frame 3 (the last of time step 1) is frame 0 (the first of step 0) brightened by 2, 6, 12 and 3
+    # grey levels in the four cells: tau = 0.1 is about 5.8 grey levels in reference units.
+    brighten = torch.tensor([[2.0, 6.0], [12.0, 3.0]]).repeat_interleave(16, 0).repeat_interleave(16, 1)
+    pixels[:, 3] = pixels[:, 0] + brighten
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    imagenet = (pixels / 255 - mean) / std
+    vivit = (pixels / 127.5 - 1 - 0.5) / 0.5
+    imagenet_keep = run_length_tokenize(imagenet, threshold=0.1).keep_mask
+    vivit_keep = run_length_tokenize(vivit, threshold=0.1, input_scale=vivit_scale).keep_mask
+    assert torch.equal(vivit_keep, imagenet_keep)
+    assert imagenet_keep[0, 1].tolist() == [[False, True], [True, False]]
+    unscaled = run_length_tokenize(vivit, threshold=0.1).keep_mask
+    assert not torch.equal(unscaled, imagenet_keep)
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((8, 3, 32, 32), "shape \\(batch, frames, channels, height, width\\)"),
+        ((1, 8, 1, 32, 32), "has 1 channels at dimension 2, the model expects 3"),
+        ((1, 3, 8, 32, 32), "looks like \\(batch, channels, frames"),
+        ((1, 7, 3, 32, 32), "7 frames of 32x32; this model takes 8 frames"),
+        ((1, 8, 3, 48, 48), "48x48"),
+    ],
+)
+def test_bad_input_is_named(shape, message):
+    _, rlt_model = vanilla_and_rlt()
+    with pytest.raises(ValueError, match=message):
+        rlt_model(torch.zeros(shape))
+
+
+def test_bad_settings_and_arguments_are_named():
+    with pytest.raises(ValueError, match="num_frames 7 is not a multiple of tubelet_size\\[0\\] 2"):
+        RLTVivitConfig(**{**TINY_VIVIT, "num_frames": 7})
+    with pytest.raises(ValueError, match="image_size 40x40 is not a multiple"):
+        RLTVivitConfig(**{**TINY_VIVIT, "image_size": 40})
+    with pytest.raises(ValueError, match="rlt_threshold must be a finite number >= 0"):
+        RLTVivitConfig(rlt_threshold=-0.5)
+    with pytest.raises(ValueError, match="unknown RLT attention backend 'xformers'"):
+        RLTVivitConfig(rlt_attention="xformers")
+    _, rlt_model = vanilla_and_rlt()
+    clips = noise_clips(1)
+    with pytest.raises(ValueError, match="interpolate_pos_encoding is not supported"):
+        rlt_model(clips, interpolate_pos_encoding=True)
+    with pytest.raises(ValueError, match="interpolate_pos_encoding is not supported"):
+        rlt_model.vivit(clips, interpolate_pos_encoding=True)
+    with pytest.raises(ValueError, match="output_attentions"):
+        rlt_model(clips, output_attentions=True)
+    with pytest.raises(ValueError, match="keep_mask has grid"):
+        rlt_model(clips, keep_mask=torch.ones(1, 2, 2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="first time step"):
+        rlt_model(clips, keep_mask=torch.zeros(1, *GRID, dtype=torch.bool))
+    rlt_model.config.rlt_attention = "nonsense"
+    with pytest.raises(ValueError, match="unknown RLT attention backend 'nonsense'"):
+        rlt_model(clips)
