@@ -13,8 +13,9 @@ Frame sampling (``num_frames`` frames from a clip of ``n``):
 - ``frame_stride=s``: frames ``start, start + s, ...`` with ``start = 0``;
 - ``fps=f``: like a stride of ``video_fps / f`` frames (rounded per frame).
 
-A clip with fewer frames than the sampling asks for repeats its LAST frame to fill the clip (the
-indices are clipped to the last frame); it never raises. This file travels into checkpoint folders
+A clip too short for the sampling never raises: with a stride or an fps, indices past the end
+repeat the clip's LAST frame; uniform sampling spreads the ``num_frames`` over the frames there are,
+so each frame repeats (4 frames sampled to 8: ``0 0 1 1 2 2 3 3``). This file travels into checkpoint folders
 for ``trust_remote_code``: only single-dot relative imports, optional dependencies inside ``try``.
 """
 
@@ -142,7 +143,8 @@ def _frame_count(container, stream) -> int:
         return max(1, int(round(container.duration / 1_000_000 * float(rate))))
     # Unknown: count packets without decoding them, then rewind.
     count = sum(1 for packet in container.demux(stream) if packet.size)
-    container.seek(0)
+    if count:
+        container.seek(0)
     return count
 
 
@@ -152,7 +154,7 @@ def _decode_pyav(source, name: str, sample) -> tuple[np.ndarray, float | None]:
     opened = _open_source(source)
     try:
         container = av.open(opened, mode="r")
-    except (av.FFmpegError, UnicodeDecodeError, ValueError) as error:
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
         raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
     with container:
         if not container.streams.video:
@@ -167,61 +169,60 @@ def _decode_pyav(source, name: str, sample) -> tuple[np.ndarray, float | None]:
                 raise VideoDecodeError(f"{name} has a video stream with zero frames")
             indices = sample(total, video_fps)
             frames = _decode_indices(container, stream, indices, video_fps)
-        except av.FFmpegError as error:
+        except av.error.FFmpegError as error:
             raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
     if not frames:
         raise VideoDecodeError(f"cannot decode video {name}: no frame could be decoded (zero frames or a corrupt file)")
-    # Frames past what the stream really holds (a frame count that was an estimate) repeat the last one.
-    last = max(frames)
-    array = np.stack([frames[min(int(i), last)] if int(i) in frames else frames[_nearest_below(frames, int(i))] for i in indices])
-    return array, video_fps
-
-
-def _nearest_below(frames: dict, index: int) -> int:
-    below = [k for k in frames if k <= index]
-    return max(below) if below else min(frames)
+    # A frame count that was an estimate can exceed what the stream holds: such indices repeat
+    # the last decoded frame (and an index before the first decoded frame takes that one).
+    decoded = sorted(frames)
+    picked = []
+    for index in indices:
+        index = int(index)
+        below = [k for k in decoded if k <= index]
+        picked.append(frames[below[-1] if below else decoded[0]])
+    return np.stack(picked), video_fps
 
 
 def _decode_indices(container, stream, indices: np.ndarray, video_fps: float | None) -> dict[int, np.ndarray]:
-    """Decode the wanted frame indices, seeking over long gaps; ``{index: (H, W, 3) uint8}``."""
+    """Decode the wanted frame indices: ``{index: (H, W, 3) uint8}``.
+
+    Decodes straight on through short gaps and seeks (to the keyframe at or before the next wanted
+    frame) over gaps longer than ``SEEK_GAP_FRAMES``, so a few frames from a long clip cost a few
+    GOPs, not the whole clip. Frame indices come from timestamps (``pts * time_base * fps``).
+    """
     wanted = sorted({int(i) for i in indices})
-    start = stream.start_time or 0
     time_base = stream.time_base
-    can_seek = bool(video_fps and time_base and container.format.seek_to_pts if hasattr(container.format, "seek_to_pts") else video_fps and time_base)
-
-    def index_of(frame, counter):
-        if frame.pts is None or not video_fps or not time_base:
-            return counter
-        return int(round(float((frame.pts - start) * time_base) * video_fps))
-
+    start = stream.start_time or 0
+    use_pts = bool(video_fps and time_base)
     frames: dict[int, np.ndarray] = {}
     decoder = None
     position = -1  # index of the last decoded frame
-    counter = -1
-    target_i = 0
-    while target_i < len(wanted):
-        target = wanted[target_i]
-        if decoder is None or (can_seek and target - position > SEEK_GAP_FRAMES):
-            if decoder is not None or target > SEEK_GAP_FRAMES:
-                if not can_seek:
-                    pass
-                else:
-                    pts = start + int(target / video_fps / float(time_base))
-                    container.seek(pts, stream=stream, backward=True, any_frame=False)
+    counter = -1  # frames decoded since the start (used when a frame has no timestamp)
+    seeked_for = None
+    i = 0
+    while i < len(wanted):
+        target = wanted[i]
+        if use_pts and seeked_for != target and target - position > SEEK_GAP_FRAMES:
+            container.seek(start + int(target / video_fps / time_base), stream=stream, backward=True, any_frame=False)
             decoder = container.decode(stream)
-            counter = -1 if target <= SEEK_GAP_FRAMES and position < 0 else position
+            seeked_for = target
+        elif decoder is None:
+            decoder = container.decode(stream)
         frame = next(decoder, None)
         if frame is None:
             break
         counter += 1
-        index = index_of(frame, counter)
-        position = index
-        if index >= target:
+        if use_pts and frame.pts is not None:
+            position = int(round(float((frame.pts - start) * time_base) * video_fps))
+        else:
+            position = counter
+        if position >= target:
             array = frame.to_ndarray(format="rgb24")
-            # A frame stands for every wanted index up to its own (a seek may land past a target).
-            while target_i < len(wanted) and wanted[target_i] <= index:
-                frames[wanted[target_i]] = array
-                target_i += 1
+            # One frame stands for every wanted index up to its own (a seek can land past a target).
+            while i < len(wanted) and wanted[i] <= position:
+                frames[wanted[i]] = array
+                i += 1
     return frames
 
 
@@ -229,7 +230,9 @@ def _decode_torchcodec(source, name: str, sample) -> tuple[np.ndarray, float | N
     try:
         from torchcodec.decoders import VideoDecoder
     except ImportError as error:
-        raise ImportError("decoder='torchcodec' needs torchcodec (and FFmpeg's libraries): pip install torchcodec") from error
+        raise ImportError(
+            "decoder='torchcodec' needs torchcodec (and FFmpeg's libraries): pip install torchcodec"
+        ) from error
     opened = _open_source(source)
     if hasattr(opened, "read"):
         opened = opened.read()
@@ -337,6 +340,7 @@ class RLTVideoProcessor(BaseVideoProcessor):
 
     model_input_names = ["pixel_values"]
     valid_kwargs = RLTVideoProcessorKwargs
+    default_to_square = False  # size=256 means the short side, as for VideoMAE
     do_resize = True
     size = {"shortest_edge": 224}
     do_center_crop = True
@@ -384,7 +388,9 @@ class RLTVideoProcessor(BaseVideoProcessor):
         return [rescale / float(s) for s in std]
 
     @classmethod
-    def from_source_config(cls, processor_config: dict | None, *, num_frames: int | None = None, image_size=None, **kwargs):
+    def from_source_config(
+        cls, processor_config: dict | None, *, num_frames: int | None = None, image_size=None, **kwargs
+    ):
         """Build one from another checkpoint's (image or video) processor config dict.
 
         Takes its mean/std, rescaling (ViViT's ``offset: true`` becomes ``rescale_offset = -1``),
@@ -392,7 +398,8 @@ class RLTVideoProcessor(BaseVideoProcessor):
         """
         source = dict(processor_config or {})
         settings = {}
-        for key in ("do_resize", "do_center_crop", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std"):
+        copied = ("do_resize", "do_center_crop", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std")
+        for key in copied:
             if source.get(key) is not None:
                 settings[key] = source[key]
         for key in ("frame_stride", "fps", "decoder", "rescale_offset"):
@@ -460,18 +467,23 @@ class RLTVideoProcessor(BaseVideoProcessor):
         )
         return _frames_to_tensor(decoded, _describe(video))
 
-    def resize_and_crop(self, frames: torch.Tensor, *, size=None, crop_size=None, do_resize=None, do_center_crop=None) -> torch.Tensor:
-        """``(T, C, H, W)`` -> float32 ``(T, C, crop_h, crop_w)``, pixel values still 0..255."""
+    def resize_and_crop(
+        self, frames: torch.Tensor, *, size=None, crop_size=None, do_resize=None, do_center_crop=None
+    ) -> torch.Tensor:
+        """``(T, C, H, W)`` -> float32 ``(T, C, crop_h, crop_w)``, pixel values still 0..255.
+
+        uint8 frames are resized as uint8 (rounded to whole grey levels), other dtypes in float.
+        """
         do_resize = self.do_resize if do_resize is None else do_resize
         do_center_crop = self.do_center_crop if do_center_crop is None else do_center_crop
         size = _size_dict(self.size if size is None else size)
         crop_size = _size_dict(self.crop_size if crop_size is None else crop_size)
-        video = frames.float()
+        video = frames if frames.dtype == torch.uint8 else frames.float()
         if do_resize:
             video = _resize_short_side(video, size)
         if do_center_crop:
             video = _center_crop(video, crop_size)
-        return video
+        return video.float()
 
     def normalize_frames(self, video: torch.Tensor, *, do_rescale=None, rescale_factor=None, rescale_offset=None,
                          do_normalize=None, image_mean=None, image_std=None) -> torch.Tensor:
@@ -497,15 +509,11 @@ class RLTVideoProcessor(BaseVideoProcessor):
             raise TypeError(f"{type(self).__name__} got unexpected arguments {unknown}")
         settings = {key: kwargs[key] for key in kwargs if kwargs[key] is not None}
         return_tensors = settings.pop("return_tensors", "pt")
-        sampling = {k: settings.get(k) for k in ("num_frames", "frame_stride", "fps", "do_sample_frames", "decoder")}
-        if "fps" in settings and "frame_stride" not in settings:
-            sampling["frame_stride"] = None
-        if "frame_stride" in settings and "fps" not in settings:
-            sampling["fps"] = None
-        if sampling["frame_stride"] is None and sampling["fps"] is None and "fps" not in settings and "frame_stride" not in settings:
-            sampling.pop("frame_stride"), sampling.pop("fps")
+        sampling_keys = ("num_frames", "frame_stride", "fps", "do_sample_frames", "decoder")
+        sampling = {k: settings[k] for k in sampling_keys if k in settings}
         geometry = {k: settings.get(k) for k in ("size", "crop_size", "do_resize", "do_center_crop")}
-        values = {k: settings.get(k) for k in ("do_rescale", "rescale_factor", "rescale_offset", "do_normalize", "image_mean", "image_std")}
+        value_keys = ("do_rescale", "rescale_factor", "rescale_offset", "do_normalize", "image_mean", "image_std")
+        values = {k: settings.get(k) for k in value_keys}
 
         clips = []
         for video in _as_batch(videos):
@@ -541,11 +549,9 @@ def _size_dict(size) -> dict:
         return {}
     if isinstance(size, int):
         return {"shortest_edge": size, "height": size, "width": size}
-    if isinstance(size, dict):
-        return {k: v for k, v in size.items() if v is not None}
-    return {k: v for k, v in vars(size).items() if v is not None} if hasattr(size, "__dict__") else dict(
-        (k, getattr(size, k)) for k in ("shortest_edge", "height", "width") if getattr(size, k, None) is not None
-    )
+    if not isinstance(size, dict):  # transformers' SizeDict
+        size = {key: getattr(size, key, None) for key in ("shortest_edge", "height", "width")}
+    return {key: value for key, value in size.items() if value is not None}
 
 
 def _resize_short_side(video: torch.Tensor, size: dict) -> torch.Tensor:
@@ -562,6 +568,10 @@ def _resize_short_side(video: torch.Tensor, size: dict) -> torch.Tensor:
         raise ValueError(f"size must give shortest_edge or height and width, got {size}")
     if (new_h, new_w) == (height, width):
         return video
+    if video.dtype == torch.uint8:
+        # torch's uint8 antialiased bilinear kernel (channels-last) is several times faster than
+        # the float one on CPU; it rounds to whole grey levels, as PIL and torchvision do.
+        video = video.contiguous(memory_format=torch.channels_last)
     return F.interpolate(video, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
 
 

@@ -1,0 +1,245 @@
+"""Video datasets for training and evaluation: files on disk -> ``datasets.Dataset`` -> model batches.
+
+- ``load_video_dataset(folder_or_list)``: a folder with one sub-folder per class, or a CSV / JSON /
+  JSON-lines list of ``path,label``, becomes a ``datasets.Dataset`` with a ``video`` column (the
+  file's path) and a ``label`` ``ClassLabel``. Nothing is decoded here.
+- ``VideoTransform(processor)``: for ``dataset.with_transform(...)``; decodes and preprocesses when
+  an example is read, i.e. lazily, in the data loader's workers.
+- ``VideoCollator``: stacks ``pixel_values`` and ``labels`` for ``Trainer`` / ``DataLoader`` and can
+  compute RLT's ``keep_mask`` in the worker too (the RLT models take ``keep_mask=``).
+
+A file that fails to decode raises an error naming it (``on_error="raise"``, the default); with
+``on_error="skip"`` the example is dropped from its batch together with its label, with a warning
+naming the file, so labels never shift onto other videos.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .tokenizer import run_length_tokenize
+from .video_processing_rlt import RLTVideoProcessor, VideoDecodeError
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ogv", ".wmv", ".flv")
+ON_ERROR_CHOICES = ("raise", "skip")
+
+
+def _read_list(path: Path, path_column: str, label_column: str) -> tuple[list[str], list]:
+    """``(paths, labels)`` from a CSV (header ``path,label`` or two unnamed columns), JSON or JSON lines file."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+        if not rows:
+            raise ValueError(f"{path} lists no videos")
+        header = [cell.strip() for cell in rows[0]]
+        if path_column in header and label_column in header:
+            i, j = header.index(path_column), header.index(label_column)
+            rows = rows[1:]
+        elif len(header) == 2:
+            i, j = 0, 1
+        else:
+            raise ValueError(f"{path}: expected columns {path_column!r} and {label_column!r}, got {header}")
+        entries = [(row[i].strip(), row[j].strip()) for row in rows]
+    elif suffix in (".json", ".jsonl"):
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".jsonl" or not text.lstrip().startswith("["):
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            records = json.loads(text)
+        try:
+            entries = [(record[path_column], record[label_column]) for record in records]
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"{path}: every entry needs {path_column!r} and {label_column!r} ({error})") from None
+    else:
+        raise ValueError(f"{path}: a video list must be a .csv, .json or .jsonl file")
+    if not entries:
+        raise ValueError(f"{path} lists no videos")
+    paths = [str(p) if os.path.isabs(p) else str((path.parent / p).resolve()) for p, _ in entries]
+    return paths, [label for _, label in entries]
+
+
+def _read_folder(folder: Path, extensions: Sequence[str]) -> tuple[list[str], list[str]]:
+    extensions = tuple(e.lower() for e in extensions)
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(f"{folder} has no class sub-folders (expected {folder}/<class name>/<video files>)")
+    paths, labels = [], []
+    for class_folder in classes:
+        for file in sorted(class_folder.rglob("*")):
+            if file.is_file() and file.suffix.lower() in extensions:
+                paths.append(str(file.resolve()))
+                labels.append(class_folder.name)
+    if not paths:
+        raise ValueError(f"no video files ({', '.join(extensions)}) under {folder}'s class sub-folders")
+    return paths, labels
+
+
+def load_video_dataset(
+    source: str | os.PathLike,
+    *,
+    class_names: Sequence[str] | None = None,
+    extensions: Sequence[str] = VIDEO_EXTENSIONS,
+    path_column: str = "path",
+    label_column: str = "label",
+):
+    """A ``datasets.Dataset`` of ``video`` (file path) and ``label`` (``ClassLabel``); nothing decoded.
+
+    Args:
+        source: a folder with one sub-folder per class (``train/cat/a.mp4``), or a ``.csv`` /
+            ``.json`` / ``.jsonl`` list of ``path,label`` (relative paths are relative to the list).
+        class_names: the classes in the order of the label ids (e.g. a model's ``id2label``);
+            default: sorted class names. Integer labels in a list are taken as ids.
+    """
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"no such video folder or list: {source}")
+    if source.is_dir():
+        paths, labels = _read_folder(source, extensions)
+    else:
+        paths, labels = _read_list(source, path_column, label_column)
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} listed video files do not exist, e.g. {missing[:3]}")
+
+    integer_labels = all(isinstance(label, int) or (isinstance(label, str) and label.isdigit()) for label in labels)
+    if class_names is None:
+        if integer_labels and not source.is_dir():
+            class_names = [str(i) for i in range(max(int(label) for label in labels) + 1)]
+        else:
+            class_names = sorted({str(label) for label in labels})
+    class_names = [str(name) for name in class_names]
+    index = {name: i for i, name in enumerate(class_names)}
+    ids = []
+    for path, label in zip(paths, labels):
+        key = str(label)
+        if key not in index and integer_labels and int(label) < len(class_names):
+            ids.append(int(label))
+            continue
+        if key not in index:
+            raise ValueError(f"{path} has label {label!r}, which is not one of the classes {class_names}")
+        ids.append(index[key])
+    features = Features({"video": Value("string"), "label": ClassLabel(names=class_names)})
+    return Dataset.from_dict({"video": paths, "label": ids}, features=features)
+
+
+class VideoTransform:
+    """Decode and preprocess examples when they are read: ``dataset.with_transform(VideoTransform(processor))``.
+
+    Turns a batch ``{"video": [paths], "label": [ids]}`` into ``{"pixel_values": [(T, C, H, W)],
+    "labels": [ids], "video": [paths]}``. Picklable, so it runs in ``DataLoader`` worker processes.
+
+    Args:
+        processor: an ``RLTVideoProcessor`` (or anything called like one returning ``pixel_values``).
+        on_error: ``"raise"`` (an error naming the file) or ``"skip"`` (``pixel_values`` None and a
+            warning naming the file; ``VideoCollator`` then drops the example with its label).
+    """
+
+    def __init__(self, processor: RLTVideoProcessor | None = None, *, on_error: str = "raise"):
+        if on_error not in ON_ERROR_CHOICES:
+            raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
+        self.processor = processor if processor is not None else RLTVideoProcessor()
+        self.on_error = on_error
+
+    def __call__(self, batch: dict) -> dict:
+        pixel_values = []
+        for path in batch["video"]:
+            try:
+                pixel_values.append(self.processor(path, return_tensors="pt")["pixel_values"][0])
+            except (OSError, ValueError, TypeError) as error:
+                message = str(error) if str(path) in str(error) else f"{path}: {error}"
+                if self.on_error == "raise":
+                    if message == str(error):
+                        raise
+                    raise VideoDecodeError(message) from error
+                logger.warning("skipping a video that cannot be read: %s", message)
+                pixel_values.append(None)
+        return {"pixel_values": pixel_values, "labels": list(batch["label"]), "video": list(batch["video"])}
+
+
+class VideoCollator:
+    """Stack examples into a model batch; optionally compute RLT's ``keep_mask`` (in the loader worker).
+
+    Output: ``pixel_values`` float ``(B, T, C, H, W)``, ``labels`` int64 ``(B,)`` and, when
+    ``threshold`` is set, ``keep_mask`` bool ``(B, T', H', W')`` for the RLT model's ``keep_mask=``.
+    Examples whose ``pixel_values`` is None (``VideoTransform(on_error="skip")``) are dropped
+    together with their labels.
+
+    Args:
+        threshold: ``tau``; None computes no keep mask (the model then computes it itself).
+        tubelet_size, patch_size, input_scale, compare_to: as in ``rlt.run_length_tokenize``.
+    """
+
+    def __init__(
+        self,
+        *,
+        threshold: float | None = None,
+        tubelet_size: int = 2,
+        patch_size: int | Sequence[int] = 16,
+        input_scale: Sequence[float] | None = None,
+        compare_to: str = "previous",
+    ):
+        self.threshold = threshold
+        self.tubelet_size = tubelet_size
+        self.patch_size = patch_size
+        self.input_scale = list(input_scale) if input_scale is not None else None
+        self.compare_to = compare_to
+
+    @classmethod
+    def for_model(cls, config, *, compute_keep_mask: bool = True) -> "VideoCollator":
+        """A collator with the RLT settings of a model's config (no keep mask when RLT is off)."""
+        enabled = compute_keep_mask and getattr(config, "rlt_enabled", False)
+        return cls(
+            threshold=config.rlt_threshold if enabled else None,
+            tubelet_size=config.tubelet_size,
+            patch_size=config.patch_size,
+            input_scale=getattr(config, "rlt_input_scale", None),
+            compare_to=getattr(config, "rlt_compare_to", "previous"),
+        )
+
+    def __call__(self, features: list[dict]) -> dict:
+        kept = [f for f in features if f.get("pixel_values") is not None]
+        dropped = [f.get("video", "?") for f in features if f.get("pixel_values") is None]
+        if dropped:
+            logger.warning("dropped %d unreadable videos from a batch: %s", len(dropped), dropped)
+        if not kept:
+            raise ValueError(f"no readable video in this batch (unreadable: {dropped})")
+        pixel_values = torch.stack([torch.as_tensor(f["pixel_values"]) for f in kept])
+        batch = {"pixel_values": pixel_values}
+        label_key = "labels" if "labels" in kept[0] else "label" if "label" in kept[0] else None
+        if label_key is not None:
+            batch["labels"] = torch.tensor([int(f[label_key]) for f in kept], dtype=torch.long)
+        if self.threshold is not None:
+            batch["keep_mask"] = run_length_tokenize(
+                pixel_values,
+                tubelet_size=self.tubelet_size,
+                patch_size=self.patch_size,
+                threshold=self.threshold,
+                input_scale=self.input_scale,
+                compare_to=self.compare_to,
+            ).keep_mask
+        return batch
+
+
+def find_unreadable_videos(dataset_or_paths, processor: RLTVideoProcessor | None = None) -> list[tuple[str, str]]:
+    """Decode every video once and list ``(path, error)`` for those that fail (a check before a long run)."""
+    processor = processor if processor is not None else RLTVideoProcessor(num_frames=2)
+    paths = dataset_or_paths["video"] if hasattr(dataset_or_paths, "column_names") else list(dataset_or_paths)
+    failures = []
+    for path in paths:
+        try:
+            processor.load_frames(path)
+        except (OSError, ValueError, TypeError) as error:
+            failures.append((str(path), str(error)))
+    return failures

@@ -1,0 +1,312 @@
+"""See what RLT does to a video: token counts, and the frames with the dropped tubelets greyed out.
+
+``inspect_video`` decodes and samples a clip, runs the run-length tokenizer at one or more
+thresholds and returns one ``ClipReport`` per threshold; ``render_keep_mask`` draws the sampled
+frames (one column per tubelet time step, one row per frame of the tubelet) with the dropped
+tubelets greyed out, as in the paper's Fig. 4; ``plot_kept_fraction`` draws the kept fraction
+against the threshold. ``run_inspection`` is what ``rlt inspect`` runs. Pillow only (no matplotlib).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .tokenizer import check_threshold, run_length_tokenize, to_pair
+from .video_processing_rlt import RLTVideoProcessor
+
+SAMPLE_VIDEO = Path(__file__).resolve().parent / "assets" / "bigbuckbunny_sample.mp4"
+SAMPLE_ATTRIBUTION = "Big Buck Bunny (c) Blender Foundation, CC-BY 3.0 (www.bigbuckbunny.org)"
+HEADER_HEIGHT = 28
+PLOT_SIZE = (720, 440)
+
+
+@dataclass
+class ClipReport:
+    """RLT statistics of one clip at one threshold.
+
+    Attributes:
+        name: the clip's file name (or a description of the input).
+        threshold: ``tau``.
+        tokens_total: tokens before RLT (``T' * H' * W'``).
+        tokens_kept: tokens RLT keeps.
+        keep_mask: bool ``(T', H', W')``.
+    """
+
+    name: str
+    threshold: float
+    tokens_total: int
+    tokens_kept: int
+    keep_mask: torch.Tensor
+
+    @property
+    def kept_fraction(self) -> float:
+        return self.tokens_kept / self.tokens_total
+
+    @property
+    def reduction(self) -> float:
+        """Share of the tokens RLT drops, in percent."""
+        return 100.0 * (1.0 - self.kept_fraction)
+
+    @property
+    def mean_run_length(self) -> float:
+        """Time steps a kept token stands for, on average (``tokens_total / tokens_kept``)."""
+        return self.tokens_total / self.tokens_kept
+
+    def summary(self) -> str:
+        return (
+            f"{self.name}: tau={self.threshold:g} kept {self.tokens_kept}/{self.tokens_total} tokens, "
+            f"{self.reduction:.1f}% fewer, mean run length {self.mean_run_length:.2f}"
+        )
+
+
+def _name_of(video) -> str:
+    if isinstance(video, (str, os.PathLike)):
+        return Path(video).name
+    return f"<{type(video).__name__}>"
+
+
+def inspect_video(
+    video,
+    thresholds: Sequence[float] = (0.1,),
+    *,
+    processor: RLTVideoProcessor | None = None,
+    num_frames: int = 16,
+    frame_stride: int | None = 2,
+    fps: float | None = None,
+    size: int = 224,
+    tubelet_size: int = 2,
+    patch_size: int | Sequence[int] = 16,
+    compare_to: str = "previous",
+) -> tuple[torch.Tensor, list[ClipReport]]:
+    """Sample a clip and tokenize it at each threshold.
+
+    Args:
+        video: a path, bytes, file object, array or tensor (anything ``RLTVideoProcessor`` takes).
+        thresholds: ``tau`` values (reference units: pixels in [0, 1], ImageNet std).
+        processor: decodes and normalises; default: ImageNet normalisation, short side and
+            centre crop ``size``, ``num_frames`` frames at ``frame_stride`` (or ``fps``; both None:
+            uniform over the clip).
+
+    Returns:
+        The sampled, resized and cropped frames (uint8 ``(T, 3, H, W)``, for drawing) and one
+        ``ClipReport`` per threshold, in the order given.
+    """
+    if not thresholds:
+        raise ValueError("give at least one threshold")
+    if processor is None:
+        processor = RLTVideoProcessor(
+            num_frames=num_frames,
+            frame_stride=frame_stride if fps is None else None,
+            fps=fps,
+            size={"shortest_edge": size},
+            crop_size={"height": size, "width": size},
+        )
+    frames = processor.resize_and_crop(processor.load_frames(video))
+    pixel_values = processor.normalize_frames(frames).unsqueeze(0)
+    reports = []
+    for threshold in thresholds:
+        tokens = run_length_tokenize(
+            pixel_values,
+            tubelet_size=tubelet_size,
+            patch_size=patch_size,
+            threshold=threshold,
+            input_scale=processor.rlt_input_scale,
+            compare_to=compare_to,
+        )
+        reports.append(
+            ClipReport(
+                name=_name_of(video),
+                threshold=float(threshold),
+                tokens_total=tokens.tokens_per_clip,
+                tokens_kept=int(tokens.counts[0]),
+                keep_mask=tokens.keep_mask[0],
+            )
+        )
+    return frames.round().clamp(0, 255).to(torch.uint8), reports
+
+
+def render_keep_mask(
+    frames: torch.Tensor,
+    keep_mask: torch.Tensor,
+    *,
+    tubelet_size: int = 2,
+    patch_size: int | Sequence[int] = 16,
+    title: str | None = None,
+):
+    """The sampled frames with dropped tubelets greyed out, as a PIL image.
+
+    Column ``k`` shows tubelet time step ``k``; row ``j`` its ``j``-th frame. The image is
+    ``T' * W`` wide and ``HEADER_HEIGHT + tubelet_size * H`` high (``frames`` is ``(T, 3, H, W)``).
+    """
+    from PIL import Image, ImageDraw
+
+    patch_h, patch_w = to_pair(patch_size)
+    frame_count, _, height, width = frames.shape
+    steps, grid_h, grid_w = keep_mask.shape
+    if steps * tubelet_size != frame_count or grid_h * patch_h != height or grid_w * patch_w != width:
+        raise ValueError(
+            f"keep_mask {tuple(keep_mask.shape)} does not match {frame_count} frames of {height}x{width} "
+            f"with tubelets of {tubelet_size}x{patch_h}x{patch_w}"
+        )
+    video = frames.float()
+    # Dropped tubelets: a mid grey that keeps a faint trace of the picture's luminance.
+    luminance = (0.299 * video[:, 0] + 0.587 * video[:, 1] + 0.114 * video[:, 2]).unsqueeze(1)
+    grey = (96 + 0.25 * luminance).expand_as(video)
+    dropped = ~keep_mask.repeat_interleave(tubelet_size, 0)
+    dropped = dropped.repeat_interleave(patch_h, 1).repeat_interleave(patch_w, 2).unsqueeze(1)
+    video = torch.where(dropped, grey, video).round().clamp(0, 255).to(torch.uint8)
+    # (T' * t, 3, H, W) -> rows of frames: (t * H, T' * W, 3)
+    grid = video.reshape(steps, tubelet_size, 3, height, width).permute(1, 3, 0, 4, 2)
+    grid = grid.reshape(tubelet_size * height, steps * width, 3).contiguous().numpy()
+    image = Image.new("RGB", (steps * width, HEADER_HEIGHT + tubelet_size * height), "white")
+    image.paste(Image.fromarray(grid), (0, HEADER_HEIGHT))
+    if title:
+        ImageDraw.Draw(image).text((6, 7), title, fill="black")
+    return image
+
+
+_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+def plot_kept_fraction(curves: dict[str, list[tuple[float, float]]], size: tuple[int, int] = PLOT_SIZE):
+    """Kept fraction (y, 0..1) against threshold (x) per clip, as a PIL image; ``curves[name] = [(tau, kept)]``."""
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    left, right, top, bottom = 60, 20, 30, 50
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    taus = [tau for points in curves.values() for tau, _ in points]
+    x_max = max(taus) if taus and max(taus) > 0 else 1.0
+    x_min = min(0.0, min(taus)) if taus else 0.0
+
+    def at(tau, kept):
+        x = left + (tau - x_min) / (x_max - x_min) * (width - left - right)
+        y = height - bottom - kept * (height - top - bottom)
+        return x, y
+
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    for i in range(6):
+        kept = i / 5
+        _, y = at(0, kept)
+        draw.line([left - 4, y, left, y], fill="black")
+        draw.line([left, y, width - right, y], fill="#e0e0e0")
+        draw.text((left - 34, y - 6), f"{kept:.1f}", fill="black")
+    for tau in sorted(set(taus)):
+        x, _ = at(tau, 0)
+        draw.line([x, height - bottom, x, height - bottom + 4], fill="black")
+        draw.text((x - 12, height - bottom + 8), f"{tau:g}", fill="black")
+    draw.text((width // 2 - 40, height - 22), "threshold tau", fill="black")
+    draw.text((8, 8), "kept fraction of tokens", fill="black")
+    for n, (name, points) in enumerate(curves.items()):
+        colour = _COLOURS[n % len(_COLOURS)]
+        xy = [at(tau, kept) for tau, kept in sorted(points)]
+        if len(xy) > 1:
+            draw.line(xy, fill=colour, width=2)
+        for x, y in xy:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        draw.text((width - right - 200, top + 8 + 14 * n), name[:32], fill=colour)
+    return image
+
+
+def _png_name(name: str, threshold: float, several: bool) -> str:
+    stem = Path(name).stem or "clip"
+    return f"{stem}_tau{threshold:g}.png" if several else f"{stem}.png"
+
+
+def run_inspection(
+    videos: Sequence | None = None,
+    thresholds: Sequence[float] = (0.1,),
+    *,
+    out_dir: str | os.PathLike | None = "rlt-inspect",
+    num_frames: int = 16,
+    frame_stride: int | None = 2,
+    fps: float | None = None,
+    size: int = 224,
+    tubelet_size: int = 2,
+    patch_size: int = 16,
+    compare_to: str = "previous",
+    progress: bool | None = None,
+    stream=None,
+    on_error=None,
+) -> list[list[ClipReport]]:
+    """Inspect clips (the bundled sample when ``videos`` is empty), print a table, write PNGs.
+
+    Writes ``<clip>.png`` per clip (``<clip>_tau<t>.png`` per clip and threshold when several
+    thresholds are given, plus ``kept_fraction_vs_threshold.png``) into ``out_dir`` (None: no
+    files). ``on_error(video, error)``, when given, is called for a clip that fails and the others
+    go on; without it the error is raised. Returns the reports of the clips that worked.
+    """
+    from tqdm.auto import tqdm
+
+    stream = sys.stdout if stream is None else stream
+    use_sample = not videos
+    if use_sample and not SAMPLE_VIDEO.exists():
+        raise FileNotFoundError(f"the sample clip is missing from the installation: {SAMPLE_VIDEO}")
+    videos = [SAMPLE_VIDEO] if use_sample else list(videos)
+    thresholds = [check_threshold(t) for t in thresholds]
+    if not thresholds:
+        raise ValueError("give at least one threshold")
+    several = len(thresholds) > 1
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    processor = RLTVideoProcessor(
+        num_frames=num_frames,
+        frame_stride=frame_stride if fps is None else None,
+        fps=fps,
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+    )
+    if use_sample:
+        print(f"no video given: inspecting the bundled sample clip ({SAMPLE_ATTRIBUTION})", file=stream)
+    sampling = f"{num_frames} frames, " + (
+        f"{fps:g} fps" if fps is not None else f"stride {frame_stride}" if frame_stride else "uniform over the clip"
+    )
+    print(f"{sampling}, {size}x{size}, tubelets {tubelet_size}x{patch_size}x{patch_size}", file=stream)
+    print(f"{'clip':<32} {'tau':>6} {'kept/total':>13} {'reduction':>10} {'mean run':>9}", file=stream)
+    results = []
+    show = (len(videos) > 1) if progress is None else progress
+    for video in tqdm(videos, desc="rlt inspect", unit="clip", disable=not show or None, file=sys.stderr):
+        try:
+            frames, reports = inspect_video(
+                video,
+                thresholds,
+                processor=processor,
+                tubelet_size=tubelet_size,
+                patch_size=patch_size,
+                compare_to=compare_to,
+            )
+        except (OSError, ValueError, TypeError) as error:
+            if on_error is None:
+                raise
+            on_error(video, error)
+            continue
+        results.append(reports)
+        for report in reports:
+            kept = f"{report.tokens_kept}/{report.tokens_total}"
+            print(
+                f"{report.name[:32]:<32} {report.threshold:>6g} {kept:>13} {report.reduction:>9.1f}% "
+                f"{report.mean_run_length:>9.2f}",
+                file=stream,
+            )
+            if out is not None:
+                title = f"{report.summary()}   (grey: dropped tubelets)"
+                image = render_keep_mask(
+                    frames, report.keep_mask, tubelet_size=tubelet_size, patch_size=patch_size, title=title
+                )
+                image.save(out / _png_name(report.name, report.threshold, several))
+    if out is not None and results:
+        if several:
+            curves = {}
+            for reports in results:
+                curves.setdefault(reports[0].name, [(r.threshold, r.kept_fraction) for r in reports])
+            plot_kept_fraction(curves).save(out / "kept_fraction_vs_threshold.png")
+        print(f"wrote {len(results) * len(thresholds) + several} PNG files to {out}", file=stream)
+    return results
