@@ -140,7 +140,10 @@ class LengthEncoding(nn.Embedding):
     """Learned embedding of a token's run length ``L`` (``1 <= L <= max_length``), added like a position encoding."""
 
     def forward(self, run_lengths: torch.Tensor) -> torch.Tensor:
-        return super().forward(run_lengths - 1)
+        # One-hot times the table: the backward is a small matmul, where an embedding lookup's
+        # backward would scatter tens of thousands of rows into a handful of table rows.
+        one_hot = F.one_hot(run_lengths - 1, self.num_embeddings).to(self.weight.dtype)
+        return one_hot @ self.weight
 
 
 def choose_tokens(

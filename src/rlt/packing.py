@@ -193,14 +193,15 @@ class PackedSequence:
 
     def mean(self, packed: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """Per-clip mean of ``(total, D)`` -> ``(B, D)``; ``weights`` ``(total,)`` makes it a weighted mean."""
+        # A (B, total) matrix of per-clip weights times the tokens: one matmul forward and backward,
+        # where a scatter-add would serialise on B rows of atomics.
         if weights is None:
-            weights = torch.ones(packed.shape[0], dtype=packed.dtype, device=packed.device)
-        weights = weights.to(packed.dtype)
-        sums = packed.new_zeros(self.batch_size, packed.shape[-1]).index_add_(
-            0, self.clip_ids, packed * weights.unsqueeze(-1)
-        )
-        totals = weights.new_zeros(self.batch_size).index_add_(0, self.clip_ids, weights)
-        return sums / totals.unsqueeze(-1)
+            weights = torch.ones(packed.shape[0], dtype=torch.float32, device=packed.device)
+        clips = torch.arange(self.batch_size, device=packed.device).unsqueeze(1)
+        matrix = torch.where(self.clip_ids.unsqueeze(0) == clips, weights.float().unsqueeze(0), 0.0)
+        # Integer weights (counts, run lengths) are exact even in bf16; divide by the totals after.
+        sums = matrix.to(packed.dtype) @ packed
+        return sums / matrix.sum(1, keepdim=True).to(packed.dtype)
 
 
 def resolve_backend(
