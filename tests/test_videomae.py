@@ -203,6 +203,8 @@ def test_bad_settings_and_arguments_are_named():
     clips = noise_clips(1)
     with pytest.raises(ValueError, match="output_attentions"):
         rlt_model(clips, output_attentions=True)
+    with pytest.raises(ValueError, match="attention_mask is not supported"):
+        rlt_model(clips, attention_mask=torch.ones(1, 16))
     with pytest.raises(ValueError, match="keep_mask has grid"):
         rlt_model(clips, keep_mask=torch.ones(1, 2, 2, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="first time step"):

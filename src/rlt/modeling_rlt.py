@@ -341,6 +341,18 @@ def packed_run_lengths(tokens: RunLengthTokens, packed: PackedSequence) -> torch
     return packed.gather(lengths)
 
 
+def classification_output(model, logits: torch.Tensor, labels, encoded: EncodedClips, kwargs: dict):
+    """An RLT classifier's output: the loss as transformers computes it (with Trainer's
+    ``num_items_in_batch`` when given), the logits, and the tokens each clip kept."""
+    loss = None
+    if labels is not None:
+        loss_kwargs = {key: kwargs[key] for key in ("num_items_in_batch",) if key in kwargs}
+        loss = model.loss_function(labels, logits, model.config, **loss_kwargs)
+    return RLTVideoClassifierOutput(
+        loss=loss, logits=logits, hidden_states=encoded.hidden_states, tokens_kept=encoded.tokens_kept
+    )
+
+
 def run_encoder(
     layers: nn.ModuleList, hidden_states: torch.Tensor, packed: PackedSequence, output_hidden_states: bool
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
@@ -354,6 +366,11 @@ def run_encoder(
 
 
 def reject_unsupported(kwargs: dict) -> None:
+    if kwargs.get("attention_mask") is not None:
+        raise ValueError(
+            "attention_mask is not supported by RLT models: each clip attends to its own kept tokens only; "
+            "to choose tokens yourself pass keep_mask (bool (batch, T', H', W'))"
+        )
     if kwargs.get("output_attentions"):
         raise ValueError(
             "output_attentions is not supported by RLT models: packed clips have different lengths, "

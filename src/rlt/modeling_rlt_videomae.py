@@ -27,6 +27,7 @@ from .modeling_rlt import (
     RLTVideoClassifierOutput,
     RLTPreTrainedMixin,
     choose_tokens,
+    classification_output,
     embed_kept_tubelets,
     reject_unsupported,
     run_encoder,
@@ -182,19 +183,12 @@ class RLTVideoMAEForVideoClassification(RLTVideoMAEPreTrainedModel):
         **kwargs,
     ) -> RLTVideoClassifierOutput:
         """Like ``VideoMAEForVideoClassification.forward``; ``keep_mask`` as in ``RLTVideoMAEModel``."""
-        loss_kwargs = {k: kwargs.pop(k) for k in ("num_items_in_batch",) if k in kwargs}
         encoded = self.videomae.encode(pixel_values, keep_mask, output_hidden_states, **kwargs)
         if self.fc_norm is not None:
             pooled = self.fc_norm(encoded.pool("mean", self.config.rlt_pooling))
         else:
             pooled = encoded.pool("first")
-        logits = self.classifier(pooled)
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(labels, logits, self.config, **loss_kwargs)
-        return RLTVideoClassifierOutput(
-            loss=loss, logits=logits, hidden_states=encoded.hidden_states, tokens_kept=encoded.tokens.counts
-        )
+        return classification_output(self, self.classifier(pooled), labels, encoded, kwargs)
 
 
 RLTVideoMAEModel.register_for_auto_class("AutoModel")

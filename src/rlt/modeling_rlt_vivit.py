@@ -28,6 +28,7 @@ from .modeling_rlt import (
     RLTPreTrainedMixin,
     RLTVideoClassifierOutput,
     choose_tokens,
+    classification_output,
     embed_kept_tubelets,
     packed_run_lengths,
     reject_unsupported,
@@ -168,15 +169,8 @@ class RLTVivitForVideoClassification(RLTVivitPreTrainedModel):
         **kwargs,
     ) -> RLTVideoClassifierOutput:
         """Like ``VivitForVideoClassification.forward``; ``keep_mask`` as in ``RLTVivitModel``."""
-        loss_kwargs = {k: kwargs.pop(k) for k in ("num_items_in_batch",) if k in kwargs}
         encoded = self.vivit.encode(pixel_values, keep_mask, output_hidden_states, **kwargs)
-        logits = self.classifier(encoded.pool("first"))
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(labels, logits, self.config, **loss_kwargs)
-        return RLTVideoClassifierOutput(
-            loss=loss, logits=logits, hidden_states=encoded.hidden_states, tokens_kept=encoded.tokens_kept
-        )
+        return classification_output(self, self.classifier(encoded.pool("first")), labels, encoded, kwargs)
 
 
 RLTVivitModel.register_for_auto_class("AutoModel")
