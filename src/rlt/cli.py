@@ -137,7 +137,86 @@ def _add_bench(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-COMMANDS = [_add_convert, _add_push, _add_inspect, _add_bench]
+def _add_cache(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "cache",
+        help="decode a labelled video folder or list once into a cache of uint8 clips (safetensors shards)",
+        description="Decode DATA (a folder with one sub-folder per class, or a CSV / JSON list of path,label) once, "
+        "in parallel, sample, resize and crop each clip as the checkpoint's processor does, and write uint8 "
+        "(T, C, H, W) clips with labels and source paths in safetensors shards under OUT. Unreadable files are "
+        "listed and skipped; running the command again on the same OUT resumes an interrupted run.",
+    )
+    parser.add_argument("data", help="video folder (one sub-folder per class) or CSV / JSON list")
+    parser.add_argument("out", help="cache folder to write (or to resume)")
+    parser.add_argument("--processor", metavar="FOLDER", help="checkpoint or processor folder whose sampling, "
+                        "sizes and normalisation to use (default: 16 frames, 224 px, ImageNet mean/std)")
+    parser.add_argument("--num-frames", type=int, help="frames per clip (default: the processor's)")
+    parser.add_argument("--frame-stride", type=int, help="take every N-th frame (default: the processor's sampling)")
+    parser.add_argument("--size", type=int, help="short side resize and square crop in pixels (default: processor's)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per core)")
+    parser.add_argument("--shard-size", type=int, default=256, help="clips per shard file (default 256)")
+    parser.add_argument("--keep-only-threshold", type=float, default=None, metavar="TAU",
+                        help="store only the tubelets RLT keeps at TAU, plus keep masks (for training at that TAU)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a cache of other data or settings in OUT")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_cache)
+
+
+def _run_cache(args) -> None:
+    from .cache import cache_clips
+
+    summary = cache_clips(
+        args.data, args.out, processor=args.processor, num_frames=args.num_frames, frame_stride=args.frame_stride,
+        size=args.size, workers=args.workers, shard_size=args.shard_size,
+        keep_only_threshold=args.keep_only_threshold, overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    print(summary)
+
+
+def _add_evaluate(subparsers) -> None:
+    from .evaluation import DEFAULT_THRESHOLDS, DTYPES, POOLINGS
+
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="accuracy, tokens kept and speed of a fine-tuned classifier at several RLT thresholds",
+        description="Run a fine-tuned video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT one, "
+        "converted in memory) over labelled clips (a video folder / CSV / JSON list, or a cache from `rlt cache`) "
+        "at each threshold, and print top-1 / top-5, tokens kept, model clips/s and the change against "
+        "threshold 0 (RLT off, the baseline). The clips are decoded once and reused for every threshold.",
+    )
+    parser.add_argument("model", help="checkpoint folder of a fine-tuned video classifier")
+    parser.add_argument("data", help="clip cache folder, video folder (one sub-folder per class) or CSV / JSON list")
+    parser.add_argument("--threshold", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS), metavar="TAU",
+                        help="thresholds to evaluate; 0 is the baseline, always run (default 0 0.05 0.1 0.2)")
+    parser.add_argument("--pooling", nargs="+", choices=POOLINGS, default=["mean"],
+                        help="pooling of mean-pooling heads to compare (default mean)")
+    parser.add_argument("--batch-size", type=int, default=16, help="clips per batch (default 16)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model precision (default fp32)")
+    parser.add_argument("--workers", type=int, default=None, help="loader processes (default: one per core)")
+    parser.add_argument("--processor", metavar="FOLDER", help="processor folder (default: the checkpoint's)")
+    parser.add_argument("--max-memory-gb", type=float, default=None,
+                        help="hold decoded clips in memory up to this size (default: half the free memory)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed passes on the first batch per setting")
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to this file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args) -> None:
+    from .evaluation import evaluate
+
+    report = evaluate(
+        args.model, args.data, thresholds=args.threshold, poolings=args.pooling, batch_size=args.batch_size,
+        device=args.device, dtype=args.dtype, workers=args.workers, processor=args.processor,
+        max_memory_gb=args.max_memory_gb, warmup=args.warmup, json_path=args.json, progress=not args.no_progress,
+    )
+    print(report)
+    if args.json:
+        print(f"wrote {args.json}")
+
+
+COMMANDS = [_add_convert, _add_push, _add_inspect, _add_bench, _add_cache, _add_evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -174,7 +174,8 @@ class VideoCollator:
     Output: ``pixel_values`` float ``(B, T, C, H, W)``, ``labels`` int64 ``(B,)`` and, when
     ``threshold`` is set, ``keep_mask`` bool ``(B, T', H', W')`` for the RLT model's ``keep_mask=``.
     Examples whose ``pixel_values`` is None (``VideoTransform(on_error="skip")``) are dropped
-    together with their labels.
+    together with their labels. Examples that carry their own ``keep_mask`` (from a keep-only clip
+    cache, ``rlt.cache``) pass it on instead.
 
     Args:
         threshold: ``tau``; None computes no keep mask (the model then computes it itself).
@@ -220,7 +221,9 @@ class VideoCollator:
         label_key = "labels" if "labels" in kept[0] else "label" if "label" in kept[0] else None
         if label_key is not None:
             batch["labels"] = torch.tensor([int(f[label_key]) for f in kept], dtype=torch.long)
-        if self.threshold is not None:
+        if kept[0].get("keep_mask") is not None:  # stored with the clip (a keep-only clip cache)
+            batch["keep_mask"] = torch.stack([torch.as_tensor(f["keep_mask"]) for f in kept])
+        elif self.threshold is not None:
             batch["keep_mask"] = run_length_tokenize(
                 pixel_values,
                 tubelet_size=self.tubelet_size,

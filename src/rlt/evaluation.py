@@ -1,0 +1,606 @@
+"""What RLT costs a fine-tuned model on your data: accuracy, tokens kept and speed at several thresholds.
+
+``evaluate(model, data, thresholds=[0, 0.05, 0.1, 0.2])`` (``rlt evaluate MODEL DATA``) runs a
+video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT one, which is loaded into the RLT
+class in memory) over labelled clips at each threshold and pooling, and reports top-1 / top-5
+accuracy, the tokens kept, the model's clips/s and the change against the baseline. Threshold 0
+is the baseline: RLT off, every token, the vanilla model's function.
+
+Every setting sees identical inputs: the clips are decoded once (or read from a clip cache) and held
+in memory as uint8 when they fit, else read again for each setting (decoding is deterministic).
+The loader's throughput is reported apart from the model's: model time is the forward pass alone
+(normalised clips already on the device, the device synchronised before and after), including RLT's
+tokenizer; loader time is the wait for decoded (or cached) batches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from .cache import ClipCache, default_workers, is_clip_cache, list_labelled_videos, load_processor, prepare_clip
+from .tokenizer import run_length_tokenize
+from .video_processing_rlt import RLTVideoProcessor
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLDS = (0.0, 0.05, 0.1, 0.2)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+POOLINGS = ("mean", "length_weighted")
+READ_ERRORS = (OSError, ValueError, TypeError, RuntimeError, EOFError)
+
+
+# ----------------------------------------------------------------------------------------------
+# The model
+
+
+def load_classifier(checkpoint: str | os.PathLike):
+    """An RLT video classifier and its processor from a checkpoint folder (RLT or vanilla VideoMAE / ViViT).
+
+    A vanilla checkpoint is loaded into the RLT class (same weights, length table at zero, so with
+    RLT off it computes what the vanilla model does), with ``rlt_input_scale`` from its processor.
+    """
+    from .configuration_rlt import RLTSettings
+    from .conversion import ARCHITECTURES
+
+    folder = Path(checkpoint)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such model folder: {folder}")
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
+    config = json.loads((folder / "config.json").read_text())
+    model_type = config.get("model_type")
+    classes = next((c for vanilla, c in ARCHITECTURES.items() if model_type in (vanilla, c[0].model_type)), None)
+    if classes is None:
+        raise ValueError(f"{folder} holds a {model_type!r} model; rlt evaluate takes VideoMAE and ViViT classifiers")
+    architectures = config.get("architectures") or []
+    if not any(name.endswith("ForVideoClassification") for name in architectures):
+        raise ValueError(
+            f"{folder} holds no video classifier (architectures {architectures}); evaluate a fine-tuned one"
+        )
+    processor, _ = load_processor(folder)
+    kwargs = {}
+    if model_type != classes[0].model_type:
+        # Vanilla: the RLT config from its fields, every RLT setting at its default (length table at
+        # zero), and the input scale of its processor, as `rlt convert` writes it.
+        settings = {f.name: f.default for f in fields(RLTSettings)}
+        settings["rlt_input_scale"] = processor.rlt_input_scale
+        copied = {k: v for k, v in config.items() if k not in ("model_type", "architectures", "auto_map",
+                                                                 "transformers_version")}
+        kwargs["config"] = classes[0](**{**copied, **settings})
+    model, info = classes[2].from_pretrained(str(folder), output_loading_info=True, **kwargs)
+    missing = [key for key in info["missing_keys"] if "length_embeddings" not in key]
+    if missing:
+        raise ValueError(f"{folder} lacks weights of a video classifier: {missing[:5]}")
+    return model.eval(), processor
+
+
+def _mean_pooling(model) -> bool:
+    return getattr(model, "fc_norm", None) is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# The data
+
+
+class _VideoClips(torch.utils.data.Dataset):
+    def __init__(self, paths, labels, processor):
+        self.paths, self.labels, self.processor = paths, labels, processor
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            return prepare_clip(self.processor, self.paths[i]), self.labels[i], self.paths[i], None
+        except READ_ERRORS as error:
+            return None, self.labels[i], self.paths[i], str(error) or type(error).__name__
+
+
+class _CacheClips(torch.utils.data.Dataset):
+    def __init__(self, cache: ClipCache, labels):
+        self.cache, self.labels = cache, labels
+
+    def __len__(self):
+        return len(self.cache)
+
+    def __getitem__(self, i):
+        return self.cache.clip(i), self.labels[i], self.cache.records[i]["path"], None
+
+
+class _TensorClips(torch.utils.data.Dataset):
+    def __init__(self, clips, labels):
+        self.clips, self.labels = clips, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.clips[i], self.labels[i], f"clip-{i:06d}", None
+
+
+def _collate(items):
+    good = [item for item in items if item[0] is not None]
+    failed = [{"path": item[2], "error": item[3]} for item in items if item[0] is None]
+    clips = torch.stack([torch.as_tensor(item[0]) for item in good]) if good else None
+    labels = torch.tensor([int(item[1]) for item in good], dtype=torch.long)
+    return clips, labels, failed
+
+
+@dataclass
+class ClipSource:
+    """Labelled uint8 clips for ``evaluate``: a torch ``Dataset`` of ``(clip, label, path, error)``."""
+
+    dataset: torch.utils.data.Dataset
+    kind: str  # "videos", "cache" or "memory"
+    class_names: list[str]
+    clip_shape: tuple[int, ...] | None
+    description: str
+
+    def batches(self, batch_size: int, workers: int, pin_memory: bool):
+        workers = workers if self.kind != "memory" else 0
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate,
+            pin_memory=pin_memory, persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
+        )
+
+
+def clip_source(data, processor: RLTVideoProcessor, class_names: Sequence[str] | None = None) -> ClipSource:
+    """Wrap ``data`` for ``evaluate``.
+
+    ``data``: a clip cache folder (``rlt cache``) or ``ClipCache``; a labelled video folder or CSV /
+    JSON list (decoded with ``processor``); a ``datasets.Dataset`` from ``load_video_dataset``;
+    or in-memory clips ``(clips, labels)`` / ``(clips, labels, class_names)`` with uint8 clips
+    ``(N, T, C, H, W)`` already sampled and resized for the model.
+    """
+    if isinstance(data, ClipCache) or (isinstance(data, (str, os.PathLike)) and is_clip_cache(data)):
+        cache = data if isinstance(data, ClipCache) else ClipCache(data)
+        if cache.keep_only_threshold is not None:
+            raise ValueError(
+                f"{cache.folder} holds only the tubelets RLT keeps at tau={cache.keep_only_threshold}; "
+                "evaluate needs full clips for its baseline: cache them without --keep-only-threshold"
+            )
+        _warn_if_sampling_differs(cache, processor)
+        mapping = _label_mapping(cache.class_names, class_names)
+        labels = [mapping[label] for label in cache.labels]
+        names = list(class_names) if class_names is not None else cache.class_names
+        return ClipSource(_CacheClips(cache, labels), "cache", names, cache.clip_shape, str(cache.folder))
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3) and isinstance(data[0], torch.Tensor):
+        clips, labels = data[0], [int(label) for label in data[1]]
+        if clips.dtype != torch.uint8 or clips.dim() != 5:
+            raise ValueError(f"in-memory clips must be uint8 (N, T, C, H, W), got {clips.dtype} {tuple(clips.shape)}")
+        if len(labels) != len(clips):
+            raise ValueError(f"{len(clips)} clips but {len(labels)} labels")
+        data_names = list(data[2]) if len(data) == 3 else None
+        if data_names is not None:
+            mapping = _label_mapping(data_names, class_names)
+            labels = [mapping[label] for label in labels]
+        names = list(class_names) if class_names is not None else data_names or [str(i) for i in range(max(labels) + 1)]
+        return ClipSource(_TensorClips(clips, labels), "memory", names, tuple(clips.shape[1:]), "in-memory clips")
+    if hasattr(data, "column_names") and "video" in data.column_names:
+        paths, labels, data_names = list(data["video"]), list(data["label"]), data.features["label"].names
+        description = f"dataset of {len(paths)} videos"
+    elif isinstance(data, (str, os.PathLike)):
+        paths, labels, data_names = list_labelled_videos(data)
+        description = str(data)
+    else:
+        raise TypeError(f"cannot evaluate on {type(data).__name__}: give a cache folder, a video folder or list, "
+                        "a dataset from load_video_dataset, or (clips, labels)")
+    mapping = _label_mapping(data_names, class_names)
+    crop = processor.crop_size
+    shape = (processor.num_frames, 3, crop.height, crop.width) if processor.do_center_crop else None
+    names = list(class_names) if class_names is not None else list(data_names)
+    return ClipSource(_VideoClips(paths, [mapping[label] for label in labels], processor), "videos", names, shape,
+                      description)
+
+
+def _label_mapping(data_names: Sequence[str], model_names: Sequence[str] | None) -> list[int]:
+    """Data label id -> model label id, by class name (or identity for a model with generic labels)."""
+    if model_names is None:
+        return list(range(len(data_names)))
+    model_names = [str(name) for name in model_names]
+    if all(str(name) in model_names for name in data_names):
+        return [model_names.index(str(name)) for name in data_names]
+    generic = all(name == f"LABEL_{i}" for i, name in enumerate(model_names))
+    if generic and len(data_names) <= len(model_names):
+        logger.warning(
+            "the model's labels have no names (LABEL_i): the data's classes %s are taken in order", list(data_names)
+        )
+        return list(range(len(data_names)))
+    unknown = [name for name in data_names if str(name) not in model_names]
+    raise ValueError(f"the data's classes {unknown[:5]} are not among the model's labels {model_names[:10]}")
+
+
+def _warn_if_sampling_differs(cache: ClipCache, processor: RLTVideoProcessor) -> None:
+    made_with = cache.index["settings"]["processor"]
+    if made_with.get("do_sample_frames") is False:
+        return  # clips written as they were given (write_clip_cache without a processor)
+    for key in ("num_frames", "frame_stride", "fps", "do_sample_frames"):
+        if made_with.get(key) != getattr(processor, key, None):
+            logger.warning(
+                "%s was made with %s=%r, the model's processor uses %r: the clips are not sampled as the model expects",
+                cache.folder, key, made_with.get(key), getattr(processor, key, None),
+            )
+
+
+# ----------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class EvaluationReport:
+    """Rows of (threshold, pooling) results and the loader's numbers; ``str()`` is the table."""
+
+    model: str
+    data: str
+    device: str
+    dtype: str
+    batch_size: int
+    num_clips: int
+    num_classes: int
+    loader: dict
+    rows: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        import transformers
+
+        return {
+            "model": self.model,
+            "data": self.data,
+            "device": self.device,
+            "device_name": torch.cuda.get_device_name(0) if self.device.startswith("cuda") else "cpu",
+            "dtype": self.dtype,
+            "batch_size": self.batch_size,
+            "num_clips": self.num_clips,
+            "num_classes": self.num_classes,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "loader": self.loader,
+            "results": self.rows,
+            "failed": self.failed,
+        }
+
+    def __str__(self) -> str:
+        loader = self.loader
+        lines = [
+            f"{self.num_clips} clips from {self.data} ({loader['kind']}), {self.device} {self.dtype}, "
+            f"batch {self.batch_size}",
+            f"loader: {loader['clips_per_s']:.1f} clips/s ({loader['clips']} clips in {loader['seconds']:.2f} s, "
+            f"{loader['workers']} workers, "
+            f"{'held in memory' if loader['held_in_memory'] else 'read again for each setting'})",
+        ]
+        if self.failed:
+            lines.append(f"{len(self.failed)} unreadable videos skipped:")
+            lines += [f"  {entry['path']}: {entry['error']}" for entry in self.failed]
+        header = ["threshold", "pooling", "top-1", "top-5", "tokens kept", "model clips/s", "d top-1", "speed-up",
+                  "agree"]
+        table = [header]
+        for row in self.rows:
+            table.append([
+                f"{row['threshold']:g}" + (" (off)" if not row["rlt_enabled"] else ""),
+                row["pooling"],
+                f"{100 * row['top1']:.2f}",
+                f"{100 * row['top5']:.2f}",
+                f"{row['tokens_kept_pct']:.1f}%",
+                f"{row['model_clips_per_s']:.1f}",
+                f"{row['delta_top1']:+.2f}",
+                f"{row['throughput_gain']:.2f}x",
+                f"{100 * row['agreement']:.1f}%",
+            ])
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        for r in table:
+            cells = [cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))]
+            lines.append("  ".join(cells))
+        lines.append(f"top-5 is top-{self.num_classes} with {self.num_classes} classes" if self.num_classes < 5 else "")
+        lines.append("d top-1: points against the baseline; speed-up: model clips/s over the baseline's; "
+                     "agree: top-1 predictions equal to the baseline's")
+        return "\n".join(line for line in lines if line)
+
+
+def _device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+    return device
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _available_memory() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+class _Normalizer:
+    """The processor's rescale and normalisation, on the device: uint8 ``(B, T, C, H, W)`` -> float32."""
+
+    def __init__(self, processor: RLTVideoProcessor, device: torch.device):
+        self.rescale = processor.do_rescale
+        self.factor, self.offset = float(processor.rescale_factor), float(processor.rescale_offset or 0.0)
+        self.normalize = processor.do_normalize
+        self.mean = torch.tensor([float(m) for m in processor.image_mean], device=device).view(-1, 1, 1)
+        self.std = torch.tensor([float(s) for s in processor.image_std], device=device).view(-1, 1, 1)
+
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
+        video = clips.float()
+        if self.rescale:
+            video = video * self.factor + self.offset
+        if self.normalize:
+            video = (video - self.mean) / self.std
+        return video
+
+
+def evaluate(
+    model,
+    data,
+    *,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    poolings: Sequence[str] = ("mean",),
+    batch_size: int = 16,
+    device: str | torch.device = "auto",
+    dtype: str = "fp32",
+    workers: int | None = None,
+    processor: RLTVideoProcessor | str | os.PathLike | None = None,
+    max_memory_gb: float | None = None,
+    warmup: int = 1,
+    json_path: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Evaluate a video classifier at each threshold (and pooling) on identical inputs; see the module doc.
+
+    Args:
+        model: a checkpoint folder (RLT, or vanilla VideoMAE / ViViT: loaded into the RLT class) or
+            an RLT classifier already loaded (then give ``processor``).
+        data: see ``clip_source``: a clip cache folder, a labelled video folder / list, a
+            ``load_video_dataset`` dataset, or in-memory uint8 clips ``(clips, labels[, class_names])``.
+        thresholds: ``tau`` values; 0 (always run, first) is the baseline with RLT off.
+        poolings: ``"mean"`` and / or ``"length_weighted"`` (mean-pooling heads only; a CLS head has one row).
+        dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"``: the model's weights and inputs (RLT's keep mask
+            is computed from the float32 clip, in the timed region).
+        workers: loader processes (default one per core).
+        processor: the processor whose normalisation (and, for videos, sampling) the model expects;
+            default: the checkpoint's.
+        max_memory_gb: hold the decoded uint8 clips in memory up to this size (default: half the
+            free memory), else read them again for each setting.
+        warmup: untimed forward passes on the first batch before each setting's timed pass.
+        json_path: also write the report as JSON here.
+    """
+    if isinstance(data, (str, os.PathLike)) and not Path(data).exists():  # before loading the model
+        raise FileNotFoundError(f"no such clip cache, video folder or list: {data}")
+    if isinstance(model, (str, os.PathLike)):
+        model_name = str(model)
+        model, checkpoint_processor = load_classifier(model)
+    else:
+        model_name, checkpoint_processor = type(model).__name__, None
+        if not hasattr(model.config, "rlt_enabled"):
+            raise TypeError(
+                f"{type(model).__name__} is not an RLT model; pass a checkpoint folder or an RLT classifier"
+            )
+    if isinstance(processor, (str, os.PathLike)):
+        processor, _ = load_processor(processor)
+    processor = processor or checkpoint_processor
+    if processor is None:
+        raise ValueError("give the processor the model expects (processor=...)")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    thresholds = sorted({float(t) for t in thresholds} | {0.0})
+    if any(not math.isfinite(t) or t < 0 for t in thresholds):
+        raise ValueError(f"thresholds must be finite numbers >= 0, got {thresholds}")
+    bad = [p for p in poolings if p not in POOLINGS]
+    if bad or not poolings:
+        raise ValueError(f"pooling must be among {POOLINGS}, got {list(poolings)}")
+    device = _device(device)
+    workers = default_workers() if workers is None else int(workers)
+
+    config = model.config
+    names = [str(config.id2label[i]) for i in range(config.num_labels)] if config.id2label else None
+    source = clip_source(data, processor, names)
+    expected = (config.num_frames, config.num_channels, *_pair(config.image_size))
+    if source.clip_shape is not None and tuple(source.clip_shape) != expected:
+        raise ValueError(
+            f"the clips are (frames, channels, height, width) = {tuple(source.clip_shape)}; "
+            f"the model takes {expected}: cache or sample them for this model"
+        )
+    model.to(device=device, dtype=DTYPES[dtype])
+    normalizer = _Normalizer(processor, device)
+    pin = device.type == "cuda"
+
+    budget = (max_memory_gb * (1 << 30)) if max_memory_gb is not None else _available_memory() / 2
+    clip_bytes = math.prod(source.clip_shape) if source.clip_shape else float("inf")
+    hold = source.kind == "memory" or len(source.dataset) * clip_bytes <= budget
+    failed: list[dict] = []
+    loader_stats = {"kind": source.kind, "workers": workers if source.kind != "memory" else 0, "held_in_memory": hold}
+    held = None
+    if hold:
+        held, seconds = _read_all(source, batch_size, workers, pin, failed, progress)
+        clips = sum(len(labels) for _, labels in held)
+        loader_stats.update(clips=clips, seconds=seconds, clips_per_s=clips / seconds if seconds > 0 else float("inf"))
+    if hold and not held:
+        raise ValueError(f"no readable clip in {source.description}")
+
+    settings = [(0.0, "-", False)]  # RLT off: every token, so both poolings are the plain mean
+    for tau in thresholds:
+        if tau > 0:
+            for pooling in (poolings if _mean_pooling(model) else ["cls"]):
+                settings.append((tau, pooling, True))
+    report = EvaluationReport(model_name, source.description, str(device), dtype, batch_size,
+                              0, config.num_labels, loader_stats, failed=failed)
+    baseline = None
+    original = (config.rlt_enabled, config.rlt_threshold, config.rlt_pooling)
+    try:
+        for tau, pooling, enabled in settings:
+            config.rlt_enabled, config.rlt_threshold = enabled, tau if enabled else config.rlt_threshold
+            if pooling in POOLINGS:
+                config.rlt_pooling = pooling
+            if held is not None:
+                batches, wait = held, None
+            else:
+                batches, wait = _Streamed(source, batch_size, workers, pin, failed if baseline is None else []), None
+            desc = f"tau={tau:g} {pooling}" if enabled else "baseline (RLT off)"
+            result = _run_setting(model, batches, normalizer, device, DTYPES[dtype], warmup, desc, progress)
+            if held is None:
+                wait = batches.wait_seconds
+                if baseline is None:
+                    loader_stats.update(clips=result["clips"], seconds=wait,
+                                        clips_per_s=result["clips"] / wait if wait > 0 else float("inf"))
+            if baseline is None:
+                baseline = result
+                report.num_clips = result["clips"]
+            row = {
+                "threshold": tau,
+                "rlt_enabled": enabled,
+                "pooling": pooling,
+                "top1": result["top1"],
+                "top5": result["top5"],
+                "tokens_kept_pct": 100.0 * result["tokens"] / (result["clips"] * _tokens_per_clip(config)),
+                "model_clips_per_s": result["clips_per_s"],
+                "model_seconds": result["seconds"],
+                "delta_top1": 100.0 * (result["top1"] - baseline["top1"]),
+                "throughput_gain": result["clips_per_s"] / baseline["clips_per_s"],
+                "agreement": float((result["predictions"] == baseline["predictions"]).float().mean()),
+            }
+            if wait is not None:
+                row["loader_wait_seconds"] = wait
+            report.rows.append(row)
+    finally:
+        config.rlt_enabled, config.rlt_threshold, config.rlt_pooling = original
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(report.to_dict(), indent=2))
+    return report
+
+
+def _tokens_per_clip(config) -> int:
+    """Tokens a clip has with nothing dropped (ViViT's CLS token included, as in ``tokens_kept``)."""
+    height, width = _pair(config.image_size)
+    tubelet, (patch_h, patch_w) = _tubelet(config)
+    cls_tokens = 1 if "vivit" in config.model_type else 0
+    return config.num_frames // tubelet * (height // patch_h) * (width // patch_w) + cls_tokens
+
+
+def _tubelet(config) -> tuple[int, tuple[int, int]]:
+    """Frames and pixels per token: VideoMAE's ``tubelet_size`` and ``patch_size``, ViViT's ``[t, p_h, p_w]``."""
+    if isinstance(config.tubelet_size, int):
+        return config.tubelet_size, _pair(config.patch_size)
+    frames, patch_h, patch_w = (int(size) for size in config.tubelet_size)
+    return frames, (patch_h, patch_w)
+
+
+def _pair(size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _read_all(source: ClipSource, batch_size, workers, pin, failed, progress):
+    """Decode / read every clip once: ``[(uint8 clips, labels)]`` and the seconds it took."""
+    from tqdm.auto import tqdm
+
+    held = []
+    start = time.perf_counter()
+    with tqdm(total=len(source.dataset), unit="clip", desc=f"reading {source.kind}", disable=not progress) as bar:
+        for clips, labels, bad in source.batches(batch_size, workers, pin):
+            failed += bad
+            for entry in bad:
+                logger.warning("skipping an unreadable video: %s", entry["error"])
+            if clips is not None:
+                held.append((clips, labels))
+            bar.update(len(labels) + len(bad))
+    return held, time.perf_counter() - start
+
+
+class _Streamed:
+    """Batches read again from the source, timing the waits."""
+
+    def __init__(self, source, batch_size, workers, pin, failed):
+        self.loader = source.batches(batch_size, workers, pin)
+        self.failed = failed
+        self.wait_seconds = 0.0
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        iterator = iter(self.loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                clips, labels, bad = next(iterator)
+            except StopIteration:
+                return
+            self.wait_seconds += time.perf_counter() - start
+            self.failed += bad
+            if clips is not None:
+                yield clips, labels
+
+
+def _forward(model, pixel_values: torch.Tensor, dtype: torch.dtype):
+    config = model.config
+    if dtype == torch.float32 or not config.rlt_enabled:
+        return model(pixel_values.to(dtype))
+    # The keep mask from the float32 clip, so that reduced precision does not change which tokens are kept.
+    tubelet_size, patch_size = _tubelet(config)
+    keep_mask = run_length_tokenize(
+        pixel_values,
+        tubelet_size=tubelet_size,
+        patch_size=patch_size,
+        threshold=config.rlt_threshold,
+        input_scale=config.rlt_input_scale,
+        compare_to=config.rlt_compare_to,
+    ).keep_mask
+    return model(pixel_values.to(dtype), keep_mask=keep_mask)
+
+
+@torch.inference_mode()
+def _run_setting(model, batches, normalizer, device, dtype, warmup, desc, progress) -> dict:
+    from tqdm.auto import tqdm
+
+    seconds, clips, correct1, correct5, tokens = 0.0, 0, 0, 0, 0
+    predictions = []
+    top_k = min(5, model.config.num_labels)
+    first = True
+    for batch, labels in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
+        pixel_values = normalizer(batch.to(device, non_blocking=True))
+        if first:
+            for _ in range(warmup):
+                _forward(model, pixel_values, dtype)
+            first = False
+        _synchronize(device)
+        start = time.perf_counter()
+        outputs = _forward(model, pixel_values, dtype)
+        _synchronize(device)
+        seconds += time.perf_counter() - start
+        logits = outputs.logits.float().cpu()
+        ranked = logits.topk(top_k, dim=-1).indices
+        correct1 += int((ranked[:, 0] == labels).sum())
+        correct5 += int((ranked == labels[:, None]).any(-1).sum())
+        tokens += int(outputs.tokens_kept.sum())
+        predictions.append(ranked[:, 0])
+        clips += len(labels)
+    if clips == 0:
+        raise ValueError("no readable clip to evaluate")
+    return {
+        "clips": clips,
+        "top1": correct1 / clips,
+        "top5": correct5 / clips,
+        "tokens": tokens,
+        "seconds": seconds,
+        "clips_per_s": clips / seconds if seconds > 0 else float("inf"),
+        "predictions": torch.cat(predictions),
+    }
