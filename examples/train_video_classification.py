@@ -1,0 +1,542 @@
+"""Fine-tune an RLT (or, for comparison, a vanilla) VideoMAE / ViViT video classifier with transformers' Trainer.
+
+Data (one of):
+    --train DIR_OR_CSV [--eval DIR_OR_CSV]   video files in class folders, or a path,label list (PyAV decodes)
+    --cache DIR [--eval-cache DIR]           a clip cache written by `rlt cache` (uint8 clips, no decoding)
+    --synthetic N [--synthetic-eval M]       the generated task of rlt.synthetic, rendered in memory
+                                             (no files, no PyAV; on the GPU when there is one)
+Model (one of):
+    --model PATH                             a VideoMAE / ViViT checkpoint folder (vanilla or RLT)
+    --from-scratch {vit-b,vit-s,tiny}        a randomly initialised model of that size (--arch videomae|vivit)
+RLT switches:
+    --vanilla            transformers' own class (every token, no RLT code at all): the baseline
+    --rlt-off            the RLT class with RLT disabled (every token, same code path)
+    --threshold TAU      RLT's threshold (default 0.1)
+    --no-length-encoding drop the run-length encoding
+    --random-drop        ablation: drop random tubelets, as many per clip as RLT would (keep mask made in the collator)
+    --token-budget N     batches of about N kept tokens instead of --batch-size clips (rlt.batching)
+
+Examples:
+    # a tiny CPU run on the generated task (about a minute)
+    python examples/train_video_classification.py --synthetic 256 --synthetic-eval 64 --from-scratch tiny \\
+        --image-size 64 --num-frames 8 --epochs 2 --batch-size 16 --output-dir /tmp/rlt-tiny
+    # baseline vs RLT, ViT-B 16x224 from scratch, bf16 (one GPU)
+    python examples/train_video_classification.py --synthetic 4000 --from-scratch vit-b --vanilla --bf16 --output-dir runs/base
+    python examples/train_video_classification.py --synthetic 4000 --from-scratch vit-b --bf16 --output-dir runs/rlt
+    # several GPUs, no code change (DDP):
+    torchrun --nproc_per_node 2 examples/train_video_classification.py ...   # or: accelerate launch ...
+
+Writes to --output-dir: the final model (+ its processor config, so `rlt convert` / `rlt evaluate` can reuse
+it), Trainer checkpoints (--resume-from-checkpoint last), and summary.json (wall-clock per epoch, clips/s,
+data loader wait apart from the step, mean tokens kept, final top-1/top-5 accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+import rlt
+from rlt.batching import TokenBudgetBatchSampler, count_kept_tokens
+from rlt.training import ClipCollator, PixelNormalizer, RLTTrainer, compute_metrics
+
+logger = logging.getLogger("train_video_classification")
+
+SIZES = {  # hidden, layers, heads, intermediate
+    "vit-b": (768, 12, 12, 3072),
+    "vit-s": (384, 12, 6, 1536),
+    "tiny": (64, 2, 4, 128),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    source = data.add_mutually_exclusive_group(required=True)
+    source.add_argument("--train", help="training videos: a folder of class folders, or a CSV/JSON path,label list")
+    source.add_argument("--cache", help="a clip cache folder (rlt cache) for training")
+    source.add_argument("--synthetic", type=int, metavar="N", help="N generated clips in memory (rlt.synthetic)")
+    data.add_argument("--eval", help="evaluation videos (default: 10%% of --train, stratified)")
+    data.add_argument("--eval-cache", help="a clip cache folder for evaluation")
+    data.add_argument("--synthetic-eval", type=int, metavar="M", help="generated evaluation clips (default N/5)")
+    data.add_argument("--synthetic-device", help="where to render generated clips (default: cuda if available)")
+    data.add_argument("--data-seed", type=int, default=0, help="seed of the generated task (default 0)")
+    data.add_argument("--frame-stride", type=int, help="sample every N-th frame of a video (default: uniform)")
+    data.add_argument("--num-workers", type=int, default=4, help="data loader workers (default 4)")
+
+    model = parser.add_argument_group("model")
+    choice = model.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--model", help="checkpoint folder (VideoMAE / ViViT, vanilla or RLT)")
+    choice.add_argument("--from-scratch", choices=sorted(SIZES), help="a new model of this size")
+    model.add_argument("--arch", choices=["videomae", "vivit"], default="videomae", help="with --from-scratch")
+    model.add_argument("--num-frames", type=int, default=16, help="with --from-scratch / --synthetic (default 16)")
+    model.add_argument("--image-size", type=int, default=224, help="with --from-scratch / --synthetic (default 224)")
+    model.add_argument("--vanilla", action="store_true", help="transformers' own model class (the baseline)")
+    model.add_argument("--rlt-off", action="store_true", help="RLT class with RLT disabled (every token)")
+    model.add_argument("--threshold", type=float, default=0.1, help="RLT threshold tau (default 0.1)")
+    model.add_argument("--no-length-encoding", action="store_true", help="no run-length encoding")
+    model.add_argument("--random-drop", action="store_true", help="ablation: random tokens at RLT's per-clip budget")
+    model.add_argument("--compare-to", choices=["previous", "last_kept"], default="previous", help="RLT's rule")
+    model.add_argument("--attention", default="auto", help="rlt_attention backend (default auto)")
+    model.add_argument(
+        "--keep-mask-in-loader", action="store_true", help="compute RLT's keep mask in the loader workers, not on the device"
+    )
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--output-dir", required=True)
+    train.add_argument("--epochs", type=float, default=3)
+    train.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs")
+    train.add_argument("--batch-size", type=int, default=8, help="clips per device per step")
+    train.add_argument("--eval-batch-size", type=int, help="default: --batch-size")
+    train.add_argument("--token-budget", type=int, metavar="N", help="batches of about N kept tokens (rlt.batching)")
+    train.add_argument("--grad-accum", type=int, default=1)
+    train.add_argument("--lr", type=float, help="peak learning rate (default 5e-5, 3e-4 with --from-scratch)")
+    train.add_argument("--weight-decay", type=float, default=0.05)
+    train.add_argument("--warmup", type=float, default=0.1, help="warm-up: a fraction (<1) or a number of steps")
+    train.add_argument("--label-smoothing", type=float, default=0.0)
+    precision = train.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", action="store_true")
+    precision.add_argument("--fp16", action="store_true")
+    train.add_argument("--gradient-checkpointing", action="store_true")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--eval-strategy", choices=["no", "epoch", "steps"], default="epoch")
+    train.add_argument("--eval-steps", type=int, default=500)
+    train.add_argument("--save-strategy", choices=["no", "epoch", "steps"], default="epoch")
+    train.add_argument("--save-steps", type=int, default=500)
+    train.add_argument("--save-total-limit", type=int, default=2)
+    train.add_argument("--logging-steps", type=int, default=20)
+    train.add_argument(
+        "--eval-only", action="store_true",
+        help="no training: evaluate --model as it is (a vanilla checkpoint loads into the RLT class training-free)",
+    )
+    train.add_argument("--resume-from-checkpoint", help="a checkpoint folder, or 'last' (the newest in --output-dir)")
+    train.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the final RLT model with its model card")
+    train.add_argument("--hub-private", action="store_true")
+    train.add_argument("--report-to", default="none")
+    args = parser.parse_args(argv)
+
+    if args.vanilla and (args.random_drop or args.rlt_off or args.no_length_encoding or args.token_budget):
+        parser.error("--vanilla runs transformers' own class: --random-drop, --rlt-off, --no-length-encoding "
+                     "and --token-budget need the RLT class")
+    if args.random_drop and args.rlt_off:
+        parser.error("--random-drop drops tokens; --rlt-off keeps them all: choose one")
+    if args.vanilla and args.push_to_hub:
+        parser.error("--push-to-hub uploads RLT checkpoints (rlt.hub); push a vanilla model with huggingface_hub")
+    if (args.eval_cache and not args.cache) or (args.eval and not args.train):
+        parser.error("--eval goes with --train, --eval-cache with --cache")
+    if args.synthetic_eval is not None and args.synthetic is None:
+        parser.error("--synthetic-eval goes with --synthetic")
+    if args.eval_only and not args.model:
+        parser.error("--eval-only evaluates a checkpoint: give --model")
+    if args.lr is None:
+        args.lr = 3e-4 if args.from_scratch else 5e-5
+    return args
+
+
+# ------------------------------------------------------------------------------------------ model
+
+
+def rlt_settings(args) -> dict:
+    return dict(
+        rlt_enabled=not args.rlt_off,
+        rlt_threshold=args.threshold,
+        rlt_use_length_encoding=not args.no_length_encoding,
+        rlt_compare_to=args.compare_to,
+        rlt_attention=args.attention,
+    )
+
+
+def build_model(args, id2label: dict[int, str], processor: rlt.RLTVideoProcessor):
+    """The model to train: new (--from-scratch) or from a checkpoint, RLT or vanilla (--vanilla)."""
+    labels = dict(num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VivitConfig, VivitForVideoClassification
+
+    if args.from_scratch:
+        hidden, layers, heads, intermediate = SIZES[args.from_scratch]
+        size = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                    intermediate_size=intermediate, image_size=args.image_size, num_frames=args.num_frames, **labels)
+        if args.arch == "videomae":
+            size.update(patch_size=16, tubelet_size=2, use_mean_pooling=True)
+        else:
+            size.update(tubelet_size=[2, 16, 16])
+        if args.vanilla:
+            config_class, model_class = (
+                (VideoMAEConfig, VideoMAEForVideoClassification) if args.arch == "videomae"
+                else (VivitConfig, VivitForVideoClassification)
+            )
+            return model_class(config_class(**size))
+        config_class, model_class = (
+            (rlt.RLTVideoMAEConfig, rlt.RLTVideoMAEForVideoClassification) if args.arch == "videomae"
+            else (rlt.RLTVivitConfig, rlt.RLTVivitForVideoClassification)
+        )
+        config = config_class(
+            **size, **rlt_settings(args), rlt_length_encoding_init="trunc_normal", rlt_input_scale=processor.rlt_input_scale
+        )
+        return model_class(config)
+
+    from transformers import AutoConfig
+
+    from rlt.conversion import _architecture_of
+    from rlt.modeling_rlt_videomae import LEGACY_KEY_MAPPING
+
+    source = AutoConfig.from_pretrained(args.model)
+    config_class, _, classifier_class = _architecture_of(source.model_type)
+    load = dict(**labels, ignore_mismatched_sizes=True)
+    if args.vanilla:
+        if source.model_type.startswith("rlt_"):
+            raise ValueError(f"{args.model} is an RLT checkpoint; --vanilla needs a vanilla one")
+        if source.model_type == "videomae":
+            return VideoMAEForVideoClassification.from_pretrained(args.model, key_mapping=LEGACY_KEY_MAPPING, **load)
+        return VivitForVideoClassification.from_pretrained(args.model, **load)
+    fields = {k: v for k, v in source.to_dict().items() if k not in ("model_type", "architectures", "auto_map", "transformers_version")}
+    fields.setdefault("rlt_input_scale", processor.rlt_input_scale)
+    config = config_class(**{**fields, **rlt_settings(args), **labels})
+    return classifier_class.from_pretrained(args.model, config=config, ignore_mismatched_sizes=True)
+
+
+def make_processor(args, cache=None) -> rlt.RLTVideoProcessor:
+    """The processor the model expects (its checkpoint's, the cache's, or ImageNet normalisation at --image-size)."""
+    if args.model:
+        from transformers import AutoConfig
+
+        from rlt.conversion import read_processor_config
+
+        config = AutoConfig.from_pretrained(args.model)
+        _, processor_config = read_processor_config(args.model)
+        processor = rlt.RLTVideoProcessor.from_source_config(
+            processor_config, num_frames=config.num_frames, image_size=config.image_size
+        )
+    elif cache is not None:
+        processor = cache.processor
+    else:
+        size = args.image_size
+        processor = rlt.RLTVideoProcessor(
+            num_frames=args.num_frames, size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+        )
+    if args.frame_stride:
+        processor.frame_stride = args.frame_stride
+    return processor
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def load_data(args, processor, device):
+    """``(train, eval, class_names, info)``; items hold ``pixel_values`` (uint8 or normalised) and ``labels``."""
+    info = {}
+    if args.synthetic:
+        from rlt.synthetic import SyntheticVideoConfig, SyntheticVideoDataset
+
+        config = SyntheticVideoConfig(num_frames=args.num_frames, image_size=args.image_size)
+        render = args.synthetic_device or device
+        start = time.perf_counter()
+        num_train = 0 if args.eval_only else args.synthetic
+        train = SyntheticVideoDataset(num_train, seed=args.data_seed, config=config, device=render)
+        num_eval = args.synthetic_eval if args.synthetic_eval is not None else max(len(config.classes), args.synthetic // 5)
+        # Another seed: other backgrounds, objects and motions than any training clip.
+        evaluation = SyntheticVideoDataset(num_eval, seed=args.data_seed + 1_000_003, config=config, device=render)
+        info.update(data="synthetic", generate_s=time.perf_counter() - start, render_device=str(render))
+        return train, evaluation, list(config.classes), info
+    if args.cache:
+        from rlt.cache import ClipCache, load_clip_cache
+
+        train = load_clip_cache(args.cache, normalize=False)
+        class_names = ClipCache(args.cache).class_names
+        if args.eval_cache:
+            evaluation = load_clip_cache(args.eval_cache, normalize=False)
+        else:
+            from rlt.cache import ClipCacheTransform
+
+            split = train.with_format(None).train_test_split(test_size=0.1, seed=args.seed, stratify_by_column="label")
+            transform = ClipCacheTransform(ClipCache(args.cache), normalize=False)
+            train, evaluation = split["train"].with_transform(transform), split["test"].with_transform(transform)
+        info.update(data="cache", cache=args.cache)
+        return train, evaluation, class_names, info
+    train = rlt.load_video_dataset(args.train)
+    class_names = train.features["label"].names
+    if args.eval:
+        evaluation = rlt.load_video_dataset(args.eval, class_names=class_names)
+    else:
+        split = train.train_test_split(test_size=0.1, seed=args.seed, stratify_by_column="label")
+        train, evaluation = split["train"], split["test"]
+    transform = rlt.VideoTransform(processor)
+    info.update(data="videos", train=args.train)
+    return train.with_transform(transform), evaluation.with_transform(transform), class_names, info
+
+
+class _CacheClips(torch.utils.data.Dataset):
+    """Map a cache dataset's ``clip`` (uint8) to ``pixel_values`` so every source looks the same.
+
+    A keep-only cache (``rlt cache --keep-only-threshold``) stores its keep masks: with ``keep_masks``
+    they go to the model, which then uses exactly the tubelets the cache kept.
+    """
+
+    def __init__(self, dataset, keep_masks: bool = False):
+        self.dataset = dataset
+        self.keep_masks = keep_masks
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        item = self.dataset[index]
+        example = {"pixel_values": item["clip"], "labels": item["labels"]}
+        if self.keep_masks and item.get("keep_mask") is not None:
+            example["keep_mask"] = item["keep_mask"]
+        return example
+
+
+def token_counts(args, dataset, model, normalizer, device):
+    """Tokens each training clip keeps (for --token-budget): the cache's stored counts, or one pass of RLT's rule."""
+    config = model.config
+    prefix = 1 if isinstance(config.tubelet_size, (list, tuple)) else 0  # ViViT's CLS token
+    tubelet = config.tubelet_size[0] if prefix else config.tubelet_size
+    patch = tuple(config.tubelet_size[1:]) if prefix else config.patch_size
+    if args.rlt_off:
+        grid = (config.num_frames // tubelet) * (config.image_size // (patch[0] if prefix else patch)) ** 2
+        return [grid + prefix] * len(dataset)
+    if isinstance(dataset, _CacheClips):
+        from rlt.cache import ClipCache
+
+        stored = ClipCache(args.cache).index["settings"].get("tokens", {})
+        wanted = {"threshold": args.threshold, "tubelet_size": tubelet, "compare_to": args.compare_to}
+        same_patch = stored.get("patch_size") in (patch, list(patch) if isinstance(patch, tuple) else [patch, patch])
+        if same_patch and all(stored.get(key) == value for key, value in wanted.items()):
+            counts = dataset.dataset.with_format(None)["tokens_kept"]
+            if min(counts) > 0:
+                return [c + prefix for c in counts]
+    return count_kept_tokens(
+        dataset,
+        threshold=args.threshold,
+        tubelet_size=tubelet,
+        patch_size=patch,
+        input_scale=normalizer.input_scale,
+        compare_to=args.compare_to,
+        num_prefix_tokens=prefix,
+        num_workers=args.num_workers,
+        device=device,
+    ).tolist()
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.push_to_hub:
+        from rlt.hub import require_token
+
+        require_token()  # before training, not after
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    set_seed(args.seed)
+    output_dir = Path(args.output_dir)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+    cache = None
+    if args.cache:
+        from rlt.cache import ClipCache
+
+        cache = ClipCache(args.cache)
+    processor = make_processor(args, cache)
+    normalizer = PixelNormalizer.from_processor(processor)
+    train_dataset, eval_dataset, class_names, data_info = load_data(args, processor, device)
+    model = build_model(args, dict(enumerate(class_names)), processor)
+    config = model.config
+    is_rlt = hasattr(config, "rlt_enabled")
+    if args.cache:
+        stored = cache.keep_only_threshold
+        keep_masks = is_rlt and not (args.rlt_off or args.random_drop) and stored is not None
+        if keep_masks and stored != args.threshold:
+            raise ValueError(f"{args.cache} keeps the tubelets of threshold {stored}, not {args.threshold}")
+        train_dataset, eval_dataset = _CacheClips(train_dataset, keep_masks), _CacheClips(eval_dataset, keep_masks)
+    collator = ClipCollator.for_model(
+        config,
+        drop="random" if args.random_drop else ("rlt" if is_rlt and args.keep_mask_in_loader and not args.rlt_off else None),
+        input_scale=normalizer.input_scale,
+    )
+    tubelet = config.tubelet_size
+    t, ph, pw = (tubelet if isinstance(tubelet, (list, tuple)) else (tubelet, config.patch_size, config.patch_size))
+    tokens_per_clip = (config.num_frames // t) * (config.image_size // ph) * (config.image_size // pw)
+    tokens_per_clip += 1 if isinstance(tubelet, (list, tuple)) else 0
+
+    sampler, counts = None, None
+    if args.token_budget:
+        start = time.perf_counter()
+        counts = token_counts(args, train_dataset, model, normalizer, device)
+        sampler = TokenBudgetBatchSampler(counts, args.token_budget, seed=args.seed)
+        data_info["count_tokens_s"] = time.perf_counter() - start
+
+    training_args = TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.eval_batch_size or args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup,  # transformers 5: a value below 1 is a fraction of the steps (warmup_ratio is gone)
+        lr_scheduler_type="cosine",
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        label_smoothing_factor=args.label_smoothing,
+        bf16=args.bf16,
+        fp16=args.fp16,
+        **checkpointing_argument(args.gradient_checkpointing),
+        eval_strategy=args.eval_strategy,
+        eval_steps=args.eval_steps,
+        save_strategy=args.save_strategy,
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        logging_steps=args.logging_steps,
+        seed=args.seed,
+        data_seed=args.seed,
+        dataloader_num_workers=args.num_workers,
+        dataloader_persistent_workers=args.num_workers > 0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # The collator reads raw columns, and a wrapped forward hides the signature: say what the labels are.
+        remove_unused_columns=False,
+        label_names=["labels"],
+        # Every parameter gets a gradient in every step (length table included, even when all runs are 1;
+        # RLT classifiers build no pooler), so DDP need not search the graph for unused ones.
+        ddp_find_unused_parameters=False,
+        report_to=args.report_to,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = RLTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        compute_metrics=compute_metrics,
+        normalizer=normalizer,
+        train_batch_sampler=sampler,
+        tokens_per_clip=tokens_per_clip,
+    )
+    resume = args.resume_from_checkpoint
+    if resume == "last":
+        resume = get_last_checkpoint(str(output_dir))
+        if resume is None:
+            logger.info("no checkpoint in %s: starting from scratch", output_dir)
+    train_metrics = {}
+    if not args.eval_only:
+        train_metrics = trainer.train(resume_from_checkpoint=resume).metrics
+    stats = trainer.training_stats()
+
+    eval_start = time.perf_counter()
+    metrics = trainer.evaluate()
+    eval_s = time.perf_counter() - eval_start
+
+    mode = "eval-only " if args.eval_only else ""
+    mode += "vanilla" if not is_rlt else "rlt-off" if args.rlt_off else "random-drop" if args.random_drop else "rlt"
+    summary = {
+        "mode": mode,
+        "model": args.model or f"{args.arch} {args.from_scratch} from scratch",
+        "model_class": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "rlt": {k: getattr(config, k) for k in ("rlt_enabled", "rlt_threshold", "rlt_use_length_encoding",
+                                                "rlt_compare_to", "rlt_attention")} if is_rlt else None,
+        "token_budget": args.token_budget,
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "seed": args.seed,
+        "data": {**data_info, "train_clips": len(train_dataset), "eval_clips": len(eval_dataset), "classes": class_names},
+        "clip_shape": [config.num_frames, 3, config.image_size, config.image_size],
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        **stats,
+        "trainer_train_samples_per_second": train_metrics.get("train_samples_per_second"),
+        "final_loss": train_metrics.get("train_loss"),
+        "eval_accuracy": metrics.get("eval_accuracy"),
+        "eval_top5_accuracy": metrics.get("eval_top5_accuracy"),
+        "eval_loss": metrics.get("eval_loss"),
+        "eval_mean_tokens_kept": metrics.get("eval_mean_tokens_kept"),
+        "eval_s": eval_s,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "rlt": rlt.__version__,
+                     "python": platform.python_version()},
+        "command": " ".join(sys.argv),
+    }
+    if not args.eval_only:  # the final model (all ranks call it; rank 0 writes): reusable by rlt convert / evaluate
+        trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if not args.eval_only:
+            processor.save_pretrained(str(output_dir))
+        if is_rlt and not args.eval_only:
+            write_card(output_dir, summary, args)
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        print_summary(summary)
+        if args.push_to_hub:
+            from rlt.hub import push_to_hub
+
+            info = push_to_hub(output_dir, args.push_to_hub, private=args.hub_private, commit_message="Fine-tuned RLT model")
+            print(f"uploaded {output_dir} to {args.push_to_hub}: {info.commit_url}")
+    return summary
+
+
+def checkpointing_argument(enabled: bool) -> dict:
+    """``gradient_checkpointing`` (renamed ``activation_checkpointing`` in transformers 5.2x), only when asked for."""
+    if not enabled:
+        return {}
+    import dataclasses
+
+    names = {field.name for field in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": True}
+
+
+def write_card(output_dir: Path, summary: dict, args) -> None:
+    from huggingface_hub import EvalResult
+
+    from rlt.hub import write_model_card
+
+    dataset = {"synthetic": ("rlt-synthetic-motion", "rlt.synthetic generated motion classes"),
+               "cache": (Path(args.cache or ".").name, Path(args.cache or ".").name),
+               "videos": (Path(args.train or ".").name, Path(args.train or ".").name)}[summary["data"]["data"]]
+    results = [
+        EvalResult(task_type="video-classification", dataset_type=dataset[0], dataset_name=dataset[1],
+                   dataset_split="validation", metric_type=metric, metric_name=name, metric_value=round(value, 4))
+        for metric, name, value in (("accuracy", "top-1 accuracy", summary["eval_accuracy"]),
+                                    ("top_5_accuracy", "top-5 accuracy", summary["eval_top5_accuracy"]))
+        if value is not None
+    ]
+    write_model_card(output_dir, eval_results=results, base_model=args.model if args.model and not Path(args.model).exists() else None)
+
+
+def print_summary(summary: dict) -> None:
+    lines = [
+        f"== {summary['mode']}: {summary['model_class']} ({summary['parameters'] / 1e6:.1f}M parameters), "
+        f"{summary['device']}"
+    ]
+    if summary["train_clips"]:
+        epochs = ", ".join(f"{s:.1f}" for s in summary["epoch_wall_s"])
+        lines += [
+            f"   wall-clock per epoch [s]: {epochs}  (train total {summary['train_wall_s']:.1f} s, {summary['steps']} steps)",
+            f"   train clips/s: {summary['train_clips_per_s']:.1f}   data loader wait: {summary['loader_wait_s']:.1f} s "
+            f"({100 * (summary['loader_wait_fraction'] or 0):.1f}% of training)",
+            f"   mean tokens kept (training): {summary['mean_tokens_kept']:.0f} of {summary.get('tokens_per_clip')} "
+            f"({100 * summary.get('kept_fraction', 0):.1f}%)",
+        ]
+    lines.append(
+        f"   eval top-1 {summary['eval_accuracy']:.4f}  top-5 {summary['eval_top5_accuracy']:.4f}  "
+        f"loss {summary['eval_loss']:.4f}  mean tokens kept {summary['eval_mean_tokens_kept'] or 0:.0f}  "
+        f"({summary['data']['eval_clips']} clips, {summary['eval_s']:.1f} s)"
+    )
+    print("\n" + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

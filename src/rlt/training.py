@@ -1,0 +1,343 @@
+"""Fine-tuning with transformers' ``Trainer``: collator, metrics, on-device normalisation, timing.
+
+- ``ClipCollator``: stacks clips (uint8 frames or normalised floats) and labels; optionally adds a
+  ``keep_mask``: RLT's own (computed in the loader workers) or, as an ablation, a random one that
+  keeps exactly as many tokens per clip as RLT would (``random_drop_keep_mask``).
+- ``PixelNormalizer``: a processor's rescale + mean/std as one multiply-add, run on the accelerator so
+  that uint8 clips (4x less host-to-device traffic than float32) can be fed straight from memory.
+- ``RLTTrainer``: a ``Trainer`` that normalises uint8 ``pixel_values`` on the device, batches by a
+  token budget (``rlt.batching.TokenBudgetBatchSampler``) when given one, and measures what a
+  speed claim needs: wall-clock per epoch, clips per second, time waiting for the data loader apart
+  from the step, tokens kept per clip (``training_stats()``).
+- ``compute_metrics``: top-1 / top-5 accuracy with numpy (``evaluate.load`` would need the Hub).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback
+
+from .tokenizer import run_length_tokenize
+
+DROP_CHOICES = (None, "rlt", "random")
+
+
+def random_drop_keep_mask(keep_mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random keep mask with the same tokens per clip as ``keep_mask``: ``(B, T', H', W')`` bool.
+
+    The first time step stays fully kept (as RLT keeps it); of the later tubelets, each clip keeps as
+    many as ``keep_mask`` does, chosen uniformly at random. The ablation for "is it which tokens RLT
+    drops, or only how many?".
+    """
+    if keep_mask.dtype != torch.bool or keep_mask.dim() != 4:
+        raise ValueError(f"keep_mask must be a bool (B, T', H', W') tensor, got {keep_mask.dtype} {tuple(keep_mask.shape)}")
+    batch = keep_mask.shape[0]
+    later = keep_mask[:, 1:].reshape(batch, -1)
+    wanted = later.sum(1, keepdim=True)  # (B, 1)
+    scores = torch.rand(later.shape, generator=generator, device=keep_mask.device)
+    ranks = scores.argsort(1).argsort(1)  # a random rank per tubelet
+    chosen = (ranks < wanted).view_as(keep_mask[:, 1:])
+    return torch.cat([torch.ones_like(keep_mask[:, :1]), chosen], dim=1)
+
+
+class PixelNormalizer:
+    """A processor's value mapping, ``(p * rescale + offset - mean_c) / std_c``, as ``p * a_c + b_c``.
+
+    Called on uint8 ``(..., C, H, W)`` pixel values (0..255) it returns float32 on the same device;
+    float input is returned as it is (already normalised by a processor).
+    """
+
+    def __init__(
+        self,
+        *,
+        rescale_factor: float = 1 / 255,
+        rescale_offset: float = 0.0,
+        image_mean: Sequence[float] = (0.485, 0.456, 0.406),
+        image_std: Sequence[float] = (0.229, 0.224, 0.225),
+    ):
+        std = [float(s) for s in image_std]
+        self.scale = [float(rescale_factor) / s for s in std]
+        self.shift = [(float(rescale_offset) - float(m)) / s for m, s in zip(image_mean, std)]
+
+    @classmethod
+    def from_processor(cls, processor) -> PixelNormalizer:
+        rescale = float(processor.rescale_factor) if processor.do_rescale else 1.0
+        offset = float(getattr(processor, "rescale_offset", 0.0) or 0.0) if processor.do_rescale else 0.0
+        normalize = processor.do_normalize and processor.image_std is not None
+        return cls(
+            rescale_factor=rescale,
+            rescale_offset=offset,
+            image_mean=processor.image_mean if normalize else (0.0, 0.0, 0.0),
+            image_std=processor.image_std if normalize else (1.0, 1.0, 1.0),
+        )
+
+    @property
+    def input_scale(self) -> list[float]:
+        """How much one grey level moves the output, per channel (an RLT config's ``rlt_input_scale``)."""
+        return list(self.scale)
+
+    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.is_floating_point():
+            return pixel_values
+        channels = pixel_values.shape[-3]
+        shape = (channels, 1, 1)
+        scale = torch.tensor(self.scale, device=pixel_values.device).view(shape)
+        shift = torch.tensor(self.shift, device=pixel_values.device).view(shape)
+        return torch.addcmul(shift, pixel_values.float(), scale)
+
+
+class ClipCollator:
+    """Stack ``{"pixel_values", "labels"}`` examples into a batch, optionally with a ``keep_mask``.
+
+    ``pixel_values`` stay in their dtype: uint8 clips are normalised later, on the device
+    (``RLTTrainer``); float clips were normalised by a processor. Examples whose ``pixel_values`` is
+    None (unreadable videos, ``rlt.VideoTransform(on_error="skip")``) are dropped with their labels.
+
+    Args:
+        drop: None (the model decides, with its config), ``"rlt"`` (RLT's keep mask, computed here in
+            the loader worker) or ``"random"`` (a random keep mask with RLT's per-clip counts).
+        threshold, tubelet_size, patch_size, compare_to: RLT's settings (``VideoCollator.for_model``).
+        input_scale: per channel, how much one grey level moves float ``pixel_values`` (the
+            processor's ``rlt_input_scale``); uint8 input needs none.
+    """
+
+    def __init__(
+        self,
+        *,
+        drop: str | None = None,
+        threshold: float = 0.1,
+        tubelet_size: int = 2,
+        patch_size: int | Sequence[int] = 16,
+        input_scale: Sequence[float] | None = None,
+        compare_to: str = "previous",
+    ):
+        if drop not in DROP_CHOICES:
+            raise ValueError(f"drop must be one of {DROP_CHOICES}, got {drop!r}")
+        self.drop = drop
+        self.threshold = threshold
+        self.tubelet_size = tubelet_size
+        self.patch_size = patch_size
+        self.input_scale = list(input_scale) if input_scale is not None else None
+        self.compare_to = compare_to
+
+    @classmethod
+    def for_model(cls, config, drop: str | None = None, input_scale: Sequence[float] | None = None) -> ClipCollator:
+        """A collator with a model config's RLT settings (ViViT's ``tubelet_size`` is ``[t, ph, pw]``)."""
+        tubelet = config.tubelet_size
+        if isinstance(tubelet, (list, tuple)):
+            tubelet_size, patch_size = int(tubelet[0]), (int(tubelet[1]), int(tubelet[2]))
+        else:
+            tubelet_size, patch_size = int(tubelet), config.patch_size
+        return cls(
+            drop=drop,
+            threshold=getattr(config, "rlt_threshold", 0.1),
+            tubelet_size=tubelet_size,
+            patch_size=patch_size,
+            input_scale=input_scale if input_scale is not None else getattr(config, "rlt_input_scale", None),
+            compare_to=getattr(config, "rlt_compare_to", "previous"),
+        )
+
+    def keep_mask(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """RLT's keep mask for a batch ``(B, T, C, H, W)`` (uint8 or normalised floats)."""
+        scale = self.input_scale
+        if not pixel_values.is_floating_point():
+            pixel_values, scale = pixel_values.float(), [1.0] * pixel_values.shape[2]
+        return run_length_tokenize(
+            pixel_values,
+            tubelet_size=self.tubelet_size,
+            patch_size=self.patch_size,
+            threshold=self.threshold,
+            input_scale=scale,
+            compare_to=self.compare_to,
+        ).keep_mask
+
+    def __call__(self, features: list[dict]) -> dict:
+        kept = [f for f in features if f.get("pixel_values") is not None]
+        if not kept:
+            raise ValueError("no readable video in this batch")
+        pixel_values = torch.stack([torch.as_tensor(f["pixel_values"]) for f in kept])
+        batch = {"pixel_values": pixel_values}
+        label_key = "labels" if "labels" in kept[0] else "label" if "label" in kept[0] else None
+        if label_key is not None:
+            batch["labels"] = torch.tensor([int(f[label_key]) for f in kept], dtype=torch.long)
+        if self.drop is not None:
+            keep_mask = self.keep_mask(pixel_values)
+            batch["keep_mask"] = random_drop_keep_mask(keep_mask) if self.drop == "random" else keep_mask
+        elif kept[0].get("keep_mask") is not None:  # stored with the clip (a keep-only clip cache)
+            batch["keep_mask"] = torch.stack([torch.as_tensor(f["keep_mask"]) for f in kept])
+        return batch
+
+
+def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of rows whose label is among the ``k`` highest logits."""
+    k = min(k, logits.shape[-1])
+    top = np.argpartition(-logits, k - 1, axis=-1)[:, :k]
+    return float((top == labels[:, None]).any(-1).mean())
+
+
+def compute_metrics(eval_prediction) -> dict:
+    """``Trainer``'s ``compute_metrics``: ``accuracy`` (top-1) and ``top5_accuracy``, with numpy."""
+    logits = eval_prediction.predictions
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    logits, labels = np.asarray(logits), np.asarray(eval_prediction.label_ids)
+    return {"accuracy": top_k_accuracy(logits, labels, 1), "top5_accuracy": top_k_accuracy(logits, labels, 5)}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _EpochTimer(TrainerCallback):
+    """Wall-clock of each training epoch (evaluation excluded), synchronised with the device."""
+
+    def __init__(self, trainer: RLTTrainer):
+        self.trainer = trainer
+        self.start = None
+        self.clips_at_start = 0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        _synchronize(args.device)
+        self.start = time.perf_counter()
+        self.clips_at_start = self.trainer._train_clips
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        _synchronize(args.device)
+        wall = time.perf_counter() - self.start
+        clips = self.trainer._train_clips - self.clips_at_start
+        self.trainer.epoch_stats.append(
+            {"epoch": len(self.trainer.epoch_stats) + 1, "wall_s": wall, "clips": clips, "clips_per_s": clips / wall}
+        )
+
+
+class RLTTrainer(Trainer):
+    """``Trainer`` for video classifiers fed uint8 clips, with token-budget batching and timing.
+
+    Args:
+        normalizer: a ``PixelNormalizer`` applied on the device to uint8 ``pixel_values`` (training
+            and evaluation). Float ``pixel_values`` pass through.
+        train_batch_sampler: a batch sampler for the training set (e.g. ``TokenBudgetBatchSampler``),
+            used instead of the fixed ``per_device_train_batch_size``.
+        tokens_per_clip: tokens a clip has without RLT, to count kept tokens for models that do not
+            report them (vanilla transformers models).
+    """
+
+    def __init__(self, *args, normalizer=None, train_batch_sampler=None, tokens_per_clip: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.normalizer = normalizer
+        self.train_batch_sampler = train_batch_sampler
+        self.tokens_per_clip = tokens_per_clip
+        self.epoch_stats: list[dict] = []
+        self._train_clips = 0
+        self._train_tokens = None  # a device tensor: adding to it needs no host sync
+        self._eval_tokens, self._eval_clips = None, 0
+        self._loader_wait = 0.0
+        self._train_wall = 0.0
+        self.add_callback(_EpochTimer(self))
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def get_train_dataloader(self):
+        if self.train_batch_sampler is None:
+            return super().get_train_dataloader()
+        loader = torch.utils.data.DataLoader(
+            self.train_dataset,
+            batch_sampler=self.train_batch_sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
+            prefetch_factor=self.args.dataloader_prefetch_factor if self.args.dataloader_num_workers > 0 else None,
+        )
+        # Under DDP every rank builds the same batches; accelerate deals them out (BatchSamplerShard).
+        return self.accelerator.prepare(loader)
+
+    def _prepare_inputs(self, inputs):
+        inputs = super()._prepare_inputs(inputs)
+        if self.normalizer is not None and "pixel_values" in inputs:
+            inputs["pixel_values"] = self.normalizer(inputs["pixel_values"])
+        return inputs
+
+    def get_batch_samples(self, *args, **kwargs):
+        start = time.perf_counter()  # the training loop fetches each step's batches here: the loader wait
+        batches = super().get_batch_samples(*args, **kwargs)
+        self._loader_wait += time.perf_counter() - start
+        return batches
+
+    # -- counting -------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        batch = inputs["pixel_values"].shape[0]
+        kept = outputs.get("tokens_kept") if hasattr(outputs, "get") else None
+        tokens = kept.detach().sum() if kept is not None else torch.tensor(batch * (self.tokens_per_clip or 0))
+        tokens = tokens.to(loss.device)
+        if model.training:
+            self._train_tokens = tokens if self._train_tokens is None else self._train_tokens + tokens
+            self._train_clips += batch
+        else:
+            self._eval_tokens = tokens if self._eval_tokens is None else self._eval_tokens + tokens
+            self._eval_clips += batch
+        return (loss, outputs) if return_outputs else loss
+
+    def evaluate(self, *args, **kwargs):
+        """``Trainer.evaluate``, adding ``eval_mean_tokens_kept`` (over the processes) to the metrics."""
+        self._eval_tokens, self._eval_clips = None, 0
+        metrics = super().evaluate(*args, **kwargs)
+        totals = torch.tensor(
+            [float(self._eval_clips), float(self._eval_tokens.item() if self._eval_tokens is not None else 0)],
+            device=self.args.device,
+            dtype=torch.float64,
+        )
+        if self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        clips, tokens = totals.tolist()
+        if clips:
+            prefix = kwargs.get("metric_key_prefix", "eval")
+            metrics[f"{prefix}_mean_tokens_kept"] = tokens / clips
+        return metrics
+
+    def train(self, *args, **kwargs):
+        _synchronize(self.args.device)
+        start = time.perf_counter()
+        result = super().train(*args, **kwargs)
+        _synchronize(self.args.device)
+        self._train_wall += time.perf_counter() - start
+        return result
+
+    def training_stats(self) -> dict:
+        """Throughput and token counts of the training so far, summed over processes (call on all ranks)."""
+        device = self.args.device
+        totals = torch.tensor(
+            [float(self._train_clips), float(self._train_tokens.item() if self._train_tokens is not None else 0)],
+            device=device,
+            dtype=torch.float64,
+        )
+        if self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        clips, tokens = (float(x) for x in totals.tolist())
+        epochs = self.epoch_stats
+        train_time = sum(e["wall_s"] for e in epochs) or self._train_wall
+        stats = {
+            "world_size": self.args.world_size,
+            "train_wall_s": self._train_wall,
+            "epoch_wall_s": [round(e["wall_s"], 3) for e in epochs],
+            "mean_epoch_wall_s": float(np.mean([e["wall_s"] for e in epochs])) if epochs else None,
+            "train_clips": int(clips),
+            "train_clips_per_s": clips / train_time if train_time else None,
+            "loader_wait_s": self._loader_wait,
+            "loader_wait_fraction": self._loader_wait / train_time if train_time else None,
+            "step_s": train_time - self._loader_wait,
+            "mean_tokens_kept": tokens / clips if clips else None,
+        }
+        if self.tokens_per_clip and clips:
+            stats["tokens_per_clip"] = self.tokens_per_clip
+            stats["kept_fraction"] = tokens / clips / self.tokens_per_clip
+        if self.args.world_size > 1:
+            stats["note"] = "times and epoch clip counts are this process's; train_clips and tokens are summed over ranks"
+        return stats

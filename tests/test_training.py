@@ -1,0 +1,277 @@
+"""Fine-tuning with Trainer: the generated task, random-drop ablation, collator, metrics, a real training run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_VIDEOMAE
+from transformers import AutoModelForVideoClassification, EvalPrediction, TrainingArguments
+
+import rlt
+from rlt import RLTVideoMAEConfig, RLTVideoMAEForVideoClassification, RLTVivitConfig, RLTVivitForVideoClassification
+from rlt.synthetic import CLASS_NAMES, SyntheticVideoConfig, SyntheticVideoDataset, _clip_parameters, generate_clips
+from rlt.training import ClipCollator, PixelNormalizer, RLTTrainer, compute_metrics, random_drop_keep_mask
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_video_classification.py"
+SMALL = SyntheticVideoConfig(num_frames=8, image_size=32)
+
+
+def imagenet_normalise(clips: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    return (clips.float() / 255 - mean) / std
+
+
+# ------------------------------------------------------------------------------ the generated task
+
+
+def test_generator_is_deterministic_per_clip_and_seed():
+    clips, labels = generate_clips(6, seed=7, config=SMALL)
+    assert clips.dtype == torch.uint8 and clips.shape == (6, 8, 3, 32, 32)
+    assert labels.tolist() == [0, 1, 2, 3, 4, 5]
+    again, _ = generate_clips([4, 5, 0], seed=7, config=SMALL)  # other batch, other order
+    torch.testing.assert_close(again, clips[[4, 5, 0]], rtol=0, atol=0)
+    other, _ = generate_clips(6, seed=8, config=SMALL)
+    assert (other.float() - clips.float()).abs().mean() > 10
+    dataset = SyntheticVideoDataset(6, seed=7, config=SMALL, chunk_size=4)
+    torch.testing.assert_close(dataset.clips, clips, rtol=0, atol=0)
+    assert dataset[3]["labels"] == 3 and dataset.class_names == list(CLASS_NAMES)
+
+
+def test_classes_move_the_object_as_named():
+    config = SyntheticVideoConfig(num_frames=16, image_size=224)
+    for index in range(64):
+        params = _clip_parameters(0, index, config, num_images=10)
+        kind = config.classes[params["label"]]
+        target = params["sprites"][1]
+        path = target["position"] + params["camera"]  # where it is in the scene
+        shift = path[-1] - path[0]
+        moved_in_frame = np.abs(target["position"][-1] - target["position"][0]).max()
+        if kind in ("static", "zoom", "blink", "camera_pan"):
+            assert np.abs(shift).max() < 1e-9, kind  # still in the scene
+        if kind == "move_left":
+            assert shift[0] < -abs(shift[1]) * 0.5 and shift[0] < -5
+        if kind == "move_right":
+            assert shift[0] > abs(shift[1]) * 0.5 and shift[0] > 5
+        if kind == "move_up":
+            assert shift[1] < -abs(shift[0]) * 0.5 and shift[1] < -5
+        if kind == "move_down":
+            assert shift[1] > abs(shift[0]) * 0.5 and shift[1] > 5
+        if kind == "camera_pan":
+            assert moved_in_frame > 5  # the whole scene shifts in the frame
+        radius = target["radius"][:, 0]
+        if kind == "zoom":
+            assert max(radius[-1] / radius[0], radius[0] / radius[-1]) > 1.5
+        else:
+            assert np.ptp(radius) == 0
+        assert target["visible"].all() != (kind == "blink")
+
+
+def test_static_clips_keep_few_tokens_and_pans_keep_many():
+    config = SyntheticVideoConfig(num_frames=8, image_size=64, shake_prob=0.0)
+    static = [i for i in range(48) if i % 8 == CLASS_NAMES.index("static")]
+    pans = [i for i in range(48) if i % 8 == CLASS_NAMES.index("camera_pan")]
+    counts = {}
+    for name, indices in (("static", static), ("pan", pans)):
+        clips, _ = generate_clips(indices, seed=0, config=config)
+        counts[name] = rlt.run_length_tokenize(imagenet_normalise(clips), threshold=0.1).kept_fraction
+    # 4 x 4 cells x 4 time steps: the first step (25%) is always kept.
+    assert counts["static"].mean() < 0.45, counts
+    assert counts["pan"].mean() > 0.75, counts
+    shaky, _ = generate_clips(static, seed=0, config=SyntheticVideoConfig(num_frames=8, image_size=64, shake_prob=1.0))
+    shaky_kept = rlt.run_length_tokenize(imagenet_normalise(shaky), threshold=0.1).kept_fraction
+    assert shaky_kept.mean() > counts["static"].mean() + 0.2  # a shaking camera costs RLT tokens
+
+
+# ---------------------------------------------------------------------------- collator, metrics
+
+
+def test_random_drop_keeps_rlt_counts_per_clip_at_random_places():
+    clips, _ = generate_clips(8, seed=1, config=SMALL)
+    collator = ClipCollator(drop="random")
+    batch = collator([{"pixel_values": c, "labels": 0} for c in clips])
+    rlt_mask = rlt.run_length_tokenize(imagenet_normalise(clips), threshold=0.1).keep_mask
+    random_mask = batch["keep_mask"]
+    assert batch["pixel_values"].dtype == torch.uint8  # normalised later, on the device
+    torch.testing.assert_close(random_mask.flatten(1).sum(1), rlt_mask.flatten(1).sum(1))
+    assert random_mask[:, 0].all()
+    assert not torch.equal(random_mask, rlt_mask)
+    # The RLT collator reproduces the model's own keep mask from uint8 clips.
+    assert torch.equal(ClipCollator(drop="rlt")([{"pixel_values": c} for c in clips])["keep_mask"], rlt_mask)
+    mask = torch.rand(64, 4, 3, 3) > 0.5
+    mask[:, 0] = True
+    dropped = random_drop_keep_mask(mask)
+    torch.testing.assert_close(dropped.flatten(1).sum(1), mask.flatten(1).sum(1))
+    # Random places: over many clips each later tubelet is kept about as often as the mean.
+    assert dropped[:, 1:].float().mean(0).std() < 0.15
+
+
+def test_pixel_normalizer_matches_the_processor():
+    processor = rlt.RLTVideoProcessor(num_frames=8, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    clip = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    normalizer = PixelNormalizer.from_processor(processor)
+    torch.testing.assert_close(normalizer(clip), processor.normalize_frames(clip.float()), atol=1e-5, rtol=1e-5)
+    assert normalizer.input_scale == pytest.approx(processor.rlt_input_scale)
+    vivit = rlt.RLTVideoProcessor(rescale_factor=1 / 127.5, rescale_offset=-1.0, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    torch.testing.assert_close(PixelNormalizer.from_processor(vivit)(clip), vivit.normalize_frames(clip.float()))
+
+
+def test_top1_top5_accuracy():
+    logits = np.array([[9, 1, 2, 3, 4, 5, 0], [0, 1, 2, 3, 4, 5, 9], [9, 8, 7, 6, 5, 4, 3]], dtype=np.float32)
+    metrics = compute_metrics(EvalPrediction(predictions=logits, label_ids=np.array([0, 2, 6])))
+    assert metrics["accuracy"] == pytest.approx(1 / 3)
+    assert metrics["top5_accuracy"] == pytest.approx(2 / 3)  # label 2 is 5th of row 1; label 6 is last of row 2
+    assert compute_metrics(EvalPrediction(predictions=(logits[:, :3], None), label_ids=np.array([0, 2, 1])))[
+        "top5_accuracy"
+    ] == 1.0
+
+
+# ------------------------------------------------------------------------- DDP: no unused parameters
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["rlt", "rlt_off", "no_length_encoding", "random_drop", "vivit", "vanilla"],
+)
+def test_every_parameter_gets_a_gradient(name):
+    """The example sets ddp_find_unused_parameters=False: a parameter without a gradient would hang DDP."""
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+    clips = imagenet_normalise(generate_clips(4, seed=0, config=SyntheticVideoConfig(num_frames=8, image_size=32))[0])
+    labels = torch.tensor([0, 1, 2, 3])
+    kwargs = {}
+    if name == "vivit":
+        config = RLTVivitConfig(
+            image_size=32, num_frames=8, tubelet_size=[2, 16, 16], hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=4, intermediate_size=64, num_labels=5, rlt_length_encoding_init="trunc_normal",
+        )
+        model = RLTVivitForVideoClassification(config)
+    elif name == "vanilla":
+        model = VideoMAEForVideoClassification(VideoMAEConfig(**TINY_VIDEOMAE))
+    else:
+        config = RLTVideoMAEConfig(
+            **TINY_VIDEOMAE,
+            rlt_enabled=name != "rlt_off",
+            rlt_use_length_encoding=name != "no_length_encoding",
+            rlt_length_encoding_init="trunc_normal",
+        )
+        model = RLTVideoMAEForVideoClassification(config)
+        if name == "random_drop":
+            kwargs["keep_mask"] = ClipCollator(drop="random").keep_mask(clips)
+    model.train()
+    model(clips, labels=labels, **kwargs).loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+
+
+# ------------------------------------------------------------------------------------ Trainer runs
+
+
+def test_trainer_on_mp4_files_loss_falls_and_checkpoint_loads_back(tmp_path):
+    pytest.importorskip("av")
+    from rlt.synthetic import write_synthetic_split
+
+    config = SyntheticVideoConfig(num_frames=8, image_size=32, classes=("static", "camera_pan"))
+    csv_path = write_synthetic_split(tmp_path / "data", "train", 16, seed=0, config=config, crf=10)
+    assert len((tmp_path / "data" / "train" / "camera_pan").glob("*.mp4").__iter__().__next__().name) > 0
+    dataset = rlt.load_video_dataset(csv_path)
+    assert dataset.features["label"].names == ["camera_pan", "static"]
+    processor = rlt.RLTVideoProcessor(num_frames=8, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    dataset = dataset.with_transform(rlt.VideoTransform(processor))
+
+    names = dataset.features["label"].names
+    model_config = RLTVideoMAEConfig(
+        **{**TINY_VIDEOMAE, "num_labels": 2},
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+        rlt_length_encoding_init="trunc_normal",
+    )
+    model = RLTVideoMAEForVideoClassification(model_config)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        per_device_train_batch_size=8,
+        learning_rate=3e-3,
+        max_steps=16,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=16,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        dataloader_num_workers=0,
+    )
+    trainer = RLTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        eval_dataset=dataset,
+        data_collator=ClipCollator.for_model(model_config),
+        compute_metrics=compute_metrics,
+        normalizer=PixelNormalizer.from_processor(processor),
+        tokens_per_clip=16,  # 4 time steps x 2 x 2 cells
+    )
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 16 and all(np.isfinite(losses))
+    assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4]), losses
+    metrics = trainer.evaluate()
+    assert metrics["eval_accuracy"] >= 0.75 and np.isfinite(metrics["eval_loss"])
+    stats = trainer.training_stats()
+    assert stats["train_clips"] == 16 * 8
+    assert 4 < stats["mean_tokens_kept"] < 16  # static clips drop tokens, pans keep them
+    assert stats["kept_fraction"] == pytest.approx(stats["mean_tokens_kept"] / 16)
+
+    checkpoint = tmp_path / "run" / "checkpoint-16"
+    assert (checkpoint / "config.json").is_file()
+    loaded = AutoModelForVideoClassification.from_pretrained(checkpoint).eval()
+    assert type(loaded) is RLTVideoMAEForVideoClassification
+    model.eval()
+    clips = torch.stack([dataset[i]["pixel_values"] for i in range(4)])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(clips).logits, model(clips).logits)
+    assert loaded.config.id2label[0] == "camera_pan"
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("train_video_classification", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_script_random_drop_token_budget_and_resume(tmp_path):
+    script = _example()
+    out = tmp_path / "run"
+    argv = [
+        "--synthetic", "48", "--synthetic-eval", "16", "--from-scratch", "tiny", "--image-size", "32",
+        "--num-frames", "8", "--batch-size", "8", "--token-budget", "200", "--random-drop",
+        "--num-workers", "0", "--output-dir", str(out), "--save-strategy", "epoch", "--epochs", "1",
+        "--eval-strategy", "no", "--logging-steps", "1",
+    ]  # fmt: skip
+    summary = script.main(argv)
+    assert summary["mode"] == "random-drop" and summary["token_budget"] == 200
+    assert summary["train_clips"] == 48  # one epoch: every clip once
+    assert summary["steps"] < 48 // 8  # RLT keeps < 32 of 64 tokens here: more than 8 clips fit 200 tokens
+    assert 0 <= summary["eval_accuracy"] <= 1 and len(summary["epoch_wall_s"]) == 1
+    assert summary["loader_wait_s"] >= 0 and summary["mean_tokens_kept"] < 64
+    assert json.loads((out / "summary.json").read_text())["mode"] == "random-drop"
+    assert (out / "video_preprocessor_config.json").is_file() and (out / "README.md").is_file()
+    loaded = AutoModelForVideoClassification.from_pretrained(out)
+    assert loaded.config.num_labels == len(CLASS_NAMES)
+
+    resumed = script.main([*argv[:-6], "--epochs", "2", "--eval-strategy", "no", "--resume-from-checkpoint", "last"])
+    assert resumed["steps"] > summary["steps"] and resumed["train_clips"] == 48  # only the second epoch ran
+
+
+def test_example_script_rejects_contradictory_switches(capsys):
+    script = _example()
+    with pytest.raises(SystemExit):
+        script.parse_args(["--synthetic", "8", "--from-scratch", "tiny", "--output-dir", "x", "--vanilla", "--random-drop"])
+    assert "--vanilla runs transformers' own class" in capsys.readouterr().err
