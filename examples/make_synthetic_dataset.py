@@ -1,13 +1,16 @@
-"""Write the generated motion task of rlt.synthetic as mp4 files in class folders (needs PyAV and scikit-image).
+"""Write the generated motion task of rlt.synthetic as mp4 files in class folders, or as clip caches.
 
     python examples/make_synthetic_dataset.py rlt_out/synthetic --train 800 --validation 160
+    python examples/make_synthetic_dataset.py rlt_out/synthetic --train 0 --validation 800 --cache --device cuda
 
-Writes OUT/train/<class>/*.mp4 and OUT/validation/<class>/*.mp4, the lists OUT/train.csv and
-OUT/validation.csv (path,label) and OUT/labels.csv (id,label). Train with them:
+Videos (needs PyAV and scikit-image): OUT/train/<class>/*.mp4 and OUT/validation/<class>/*.mp4, the
+lists OUT/train.csv and OUT/validation.csv (path,label) and OUT/labels.csv (id,label). Train with them:
 
     python examples/train_video_classification.py --train OUT/train.csv --eval OUT/validation.csv ...
 
-The clips are those `--synthetic` renders in memory (same seeds), encoded with H.264 (CRF 18).
+With --cache, OUT/train and OUT/validation are clip caches of the uint8 clips as rendered (no
+encoding, no PyAV), for `rlt evaluate` and `--cache` / `--eval-cache`. Either way the clips are those
+`--synthetic` renders in memory (same seeds); videos are encoded with H.264 (CRF 18).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from rlt.synthetic import CLASS_NAMES, SyntheticVideoConfig, write_synthetic_split
+from rlt.synthetic import CLASS_NAMES, SyntheticVideoConfig, generate_clips, write_synthetic_split
 
 VALIDATION_SEED_OFFSET = 1_000_003  # as in train_video_classification.py: other clips than training's
 
@@ -32,6 +35,7 @@ def main(argv=None) -> None:
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--crf", type=int, default=18, help="H.264 quality (0 lossless, default 18)")
     parser.add_argument("--device", help="render on this torch device (default cpu)")
+    parser.add_argument("--cache", action="store_true", help="write clip caches (uint8, no PyAV) instead of mp4 files")
     args = parser.parse_args(argv)
 
     config = SyntheticVideoConfig(num_frames=args.num_frames, image_size=args.image_size, classes=tuple(args.classes))
@@ -42,10 +46,30 @@ def main(argv=None) -> None:
         if count <= 0:
             continue
         start = time.perf_counter()
-        listing = write_synthetic_split(
-            args.out, split, count, seed=seed, config=config, device=args.device, fps=args.fps, crf=args.crf
-        )
-        print(f"{split}: {count} clips in {time.perf_counter() - start:.1f} s, listed in {listing}")
+        if args.cache:
+            written = write_cache(f"{args.out}/{split}", count, seed=seed, config=config, device=args.device)
+        else:
+            written = write_synthetic_split(
+                args.out, split, count, seed=seed, config=config, device=args.device, fps=args.fps, crf=args.crf
+            )
+        print(f"{split}: {count} clips in {time.perf_counter() - start:.1f} s: {written}")
+
+
+def write_cache(out: str, count: int, *, seed: int, config: SyntheticVideoConfig, device, chunk_size: int = 64) -> str:
+    from rlt.cache import write_clip_cache
+
+    labels = [index % len(config.classes) for index in range(count)]  # generate_clips' documented rule
+
+    def clips():  # a chunk at a time: the split never sits in memory whole
+        for begin in range(0, count, chunk_size):
+            chunk, chunk_labels = generate_clips(range(begin, min(begin + chunk_size, count)), seed=seed,
+                                                 config=config, device=device)
+            if chunk_labels.tolist() != labels[begin:begin + len(chunk)]:
+                raise RuntimeError("generate_clips no longer cycles labels through the classes")
+            yield from chunk.cpu()
+
+    write_clip_cache(clips(), labels, out, class_names=config.classes, progress=False)
+    return out
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 import json
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from torch.utils.data import DataLoader
 from video_helpers import write_video
 
 from rlt import RLTVideoMAEConfig, RLTVideoMAEForVideoClassification, RLTVideoProcessor, run_length_tokenize
-from rlt.data import VideoCollator, VideoTransform, find_unreadable_videos, load_video_dataset
+from rlt.data import VideoCollator, VideoTransform, find_unreadable_videos, list_labelled_videos, load_video_dataset
 
 # Class "bright" videos are white-ish, "dark" ones black-ish: a clip's pixels tell its true class.
 LEVEL = {"bright": 220, "dark": 20}
@@ -151,3 +152,14 @@ def test_trainer_runs_on_the_lazy_dataset_with_workers(video_folder, tmp_path):
                       data_collator=VideoCollator.for_model(config))
     assert np.isfinite(trainer.train().training_loss)
     assert np.isfinite(trainer.evaluate()["eval_loss"])
+
+
+def test_listing_videos_needs_no_datasets(video_folder, monkeypatch):
+    """rlt cache / rlt evaluate list a folder on hosts without `datasets` (e.g. a bare GPU image)."""
+    expected = load_video_dataset(video_folder)
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` now raises ImportError
+    paths, labels, names = list_labelled_videos(video_folder)
+    assert paths == list(expected["video"]) and labels == list(expected["label"])
+    assert names == expected.features["label"].names
+    with pytest.raises(ImportError):
+        load_video_dataset(video_folder)

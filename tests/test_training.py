@@ -275,3 +275,21 @@ def test_example_script_rejects_contradictory_switches(capsys):
     with pytest.raises(SystemExit):
         script.parse_args(["--synthetic", "8", "--from-scratch", "tiny", "--output-dir", "x", "--vanilla", "--random-drop"])
     assert "--vanilla runs transformers' own class" in capsys.readouterr().err
+
+
+def test_example_writes_the_generated_task_as_clip_caches(tmp_path):
+    """make_synthetic_dataset.py --cache: the clips --synthetic renders, with their labels, readable by rlt evaluate."""
+    from rlt.cache import ClipCache, load_clip_cache
+
+    spec = importlib.util.spec_from_file_location("make_synthetic_dataset", EXAMPLE.parent / "make_synthetic_dataset.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([str(tmp_path), "--train", "0", "--validation", "10", "--image-size", "32", "--num-frames", "4", "--cache"])
+
+    assert not (tmp_path / "train").exists()
+    cache = load_clip_cache(tmp_path / "validation", normalize=False)
+    config = SyntheticVideoConfig(num_frames=4, image_size=32)
+    clips, labels = generate_clips(10, seed=module.VALIDATION_SEED_OFFSET, config=config)
+    assert ClipCache(tmp_path / "validation").class_names == list(CLASS_NAMES)
+    assert [cache[i]["labels"] for i in range(10)] == labels.tolist()
+    torch.testing.assert_close(torch.stack([cache[i]["clip"] for i in range(10)]), clips)

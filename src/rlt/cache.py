@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data import list_labelled_videos
 from .tokenizer import run_length_tokenize, to_pair
 from .video_processing_rlt import RLTVideoProcessor, _frames_to_tensor
 
@@ -515,14 +516,6 @@ def _stored_clip_shape(handle) -> list[int]:
     return [steps * tubelet_size, channels, grid_h * patch_h, grid_w * patch_w]
 
 
-def list_labelled_videos(source, class_names: Sequence[str] | None = None) -> tuple[list[str], list[int], list[str]]:
-    """``(paths, label ids, class names)`` of a class-folder tree or a CSV / JSON list (see ``load_video_dataset``)."""
-    from .data import load_video_dataset
-
-    dataset = load_video_dataset(source, class_names=class_names)
-    return list(dataset["video"]), [int(label) for label in dataset["label"]], list(dataset.features["label"].names)
-
-
 def default_workers() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -564,7 +557,7 @@ def cache_clips(
         processor, tokens = _override(processor, num_frames, frame_stride, size), TokenSettings()
     else:
         processor, tokens = load_processor(processor, num_frames=num_frames, frame_stride=frame_stride, size=size)
-    paths, labels, names = list_labelled_videos(data, class_names)
+    paths, labels, names = list_labelled_videos(data, class_names=class_names)
     workers = default_workers() if workers is None else int(workers)
     job = _Job(processor, tokens, keep_only_threshold)
     return _write_cache(

@@ -84,24 +84,19 @@ def _read_folder(folder: Path, extensions: Sequence[str]) -> tuple[list[str], li
     return paths, labels
 
 
-def load_video_dataset(
+def list_labelled_videos(
     source: str | os.PathLike,
     *,
     class_names: Sequence[str] | None = None,
     extensions: Sequence[str] = VIDEO_EXTENSIONS,
     path_column: str = "path",
     label_column: str = "label",
-):
-    """A ``datasets.Dataset`` of ``video`` (file path) and ``label`` (``ClassLabel``); nothing decoded.
+) -> tuple[list[str], list[int], list[str]]:
+    """``(paths, label ids, class names)`` of a class-folder tree or a CSV / JSON list, checked.
 
-    Args:
-        source: a folder with one sub-folder per class (``train/cat/a.mp4``), or a ``.csv`` /
-            ``.json`` / ``.jsonl`` list of ``path,label`` (relative paths are relative to the list).
-        class_names: the classes in the order of the label ids (e.g. a model's ``id2label``);
-            default: sorted class names. Integer labels in a list are taken as ids.
+    Needs no ``datasets`` (the cache and ``rlt evaluate`` use it); ``load_video_dataset`` wraps it.
+    Arguments as for ``load_video_dataset``.
     """
-    from datasets import ClassLabel, Dataset, Features, Value
-
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"no such video folder or list: {source}")
@@ -130,6 +125,30 @@ def load_video_dataset(
         if key not in index:
             raise ValueError(f"{path} has label {label!r}, which is not one of the classes {class_names}")
         ids.append(index[key])
+    return paths, ids, class_names
+
+
+def load_video_dataset(
+    source: str | os.PathLike,
+    *,
+    class_names: Sequence[str] | None = None,
+    extensions: Sequence[str] = VIDEO_EXTENSIONS,
+    path_column: str = "path",
+    label_column: str = "label",
+):
+    """A ``datasets.Dataset`` of ``video`` (file path) and ``label`` (``ClassLabel``); nothing decoded.
+
+    Args:
+        source: a folder with one sub-folder per class (``train/cat/a.mp4``), or a ``.csv`` /
+            ``.json`` / ``.jsonl`` list of ``path,label`` (relative paths are relative to the list).
+        class_names: the classes in the order of the label ids (e.g. a model's ``id2label``);
+            default: sorted class names. Integer labels in a list are taken as ids.
+    """
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    paths, ids, class_names = list_labelled_videos(
+        source, class_names=class_names, extensions=extensions, path_column=path_column, label_column=label_column
+    )
     features = Features({"video": Value("string"), "label": ClassLabel(names=class_names)})
     return Dataset.from_dict({"video": paths, "label": ids}, features=features)
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from .cache import ClipCache, default_workers, is_clip_cache, list_labelled_videos, load_processor, prepare_clip
+from .cache import ClipCache, default_workers, is_clip_cache, load_processor, prepare_clip
+from .data import list_labelled_videos
 from .tokenizer import run_length_tokenize
 from .video_processing_rlt import RLTVideoProcessor
 
