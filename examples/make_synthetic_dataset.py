@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from rlt.synthetic import CLASS_NAMES, SyntheticVideoConfig, generate_clips, write_synthetic_split
+from rlt.synthetic import CLASS_NAMES, SyntheticVideoConfig, write_synthetic_cache, write_synthetic_split
 
 VALIDATION_SEED_OFFSET = 1_000_003  # as in train_video_classification.py: other clips than training's
 
@@ -47,29 +47,12 @@ def main(argv=None) -> None:
             continue
         start = time.perf_counter()
         if args.cache:
-            written = write_cache(f"{args.out}/{split}", count, seed=seed, config=config, device=args.device)
+            written = write_synthetic_cache(f"{args.out}/{split}", count, seed=seed, config=config, device=args.device)
         else:
             written = write_synthetic_split(
                 args.out, split, count, seed=seed, config=config, device=args.device, fps=args.fps, crf=args.crf
             )
         print(f"{split}: {count} clips in {time.perf_counter() - start:.1f} s: {written}")
-
-
-def write_cache(out: str, count: int, *, seed: int, config: SyntheticVideoConfig, device, chunk_size: int = 64) -> str:
-    from rlt.cache import write_clip_cache
-
-    labels = [index % len(config.classes) for index in range(count)]  # generate_clips' documented rule
-
-    def clips():  # a chunk at a time: the split never sits in memory whole
-        for begin in range(0, count, chunk_size):
-            chunk, chunk_labels = generate_clips(range(begin, min(begin + chunk_size, count)), seed=seed,
-                                                 config=config, device=device)
-            if chunk_labels.tolist() != labels[begin:begin + len(chunk)]:
-                raise RuntimeError("generate_clips no longer cycles labels through the classes")
-            yield from chunk.cpu()
-
-    write_clip_cache(clips(), labels, out, class_names=config.classes, progress=False)
-    return out
 
 
 if __name__ == "__main__":

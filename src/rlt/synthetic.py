@@ -23,7 +23,7 @@ Clips come out as uint8 ``(B, T, 3, H, W)`` tensors, deterministic for a seed an
 has its own random stream, so chunking does not change them), rendered with batched ``grid_sample``
 on any torch device: a GPU builds thousands of 16 x 224 x 224 clips in seconds, with no PyAV and no
 files. ``write_synthetic_split`` writes them as mp4 files in class folders (PyAV) for the
-file-based path (``rlt.load_video_dataset``).
+file-based path (``rlt.load_video_dataset``), ``write_synthetic_cache`` as a clip cache (``rlt.cache``).
 
 Example:
     >>> from rlt.synthetic import SyntheticVideoDataset
@@ -457,6 +457,37 @@ def write_mp4(path: str | Path, frames: torch.Tensor | np.ndarray, *, fps: int =
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def write_synthetic_cache(
+    out: str | Path,
+    num_clips: int,
+    *,
+    seed: int = 0,
+    config: SyntheticVideoConfig | None = None,
+    device: str | torch.device | None = None,
+    chunk_size: int = 64,
+) -> Path:
+    """Write ``num_clips`` clips as a clip cache (``rlt.cache``) at ``out``: uint8 as rendered, no PyAV.
+
+    Rendered a chunk at a time, so the split never sits in memory whole. Returns ``out``.
+    """
+    from .cache import write_clip_cache
+
+    config = config or SyntheticVideoConfig()
+    labels = [index % len(config.classes) for index in range(num_clips)]  # generate_clips' label rule
+
+    def clips():
+        for begin in range(0, num_clips, chunk_size):
+            chunk, chunk_labels = generate_clips(
+                range(begin, min(begin + chunk_size, num_clips)), seed=seed, config=config, device=device
+            )
+            if chunk_labels.tolist() != labels[begin : begin + len(chunk)]:
+                raise RuntimeError("generate_clips no longer cycles labels through the classes")
+            yield from chunk.cpu()
+
+    write_clip_cache(clips(), labels, out, class_names=config.classes, progress=False)
+    return Path(out)
 
 
 def write_synthetic_split(
