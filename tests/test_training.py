@@ -14,7 +14,14 @@ from transformers import AutoModelForVideoClassification, EvalPrediction, Traini
 
 import rlt
 from rlt import RLTVideoMAEConfig, RLTVideoMAEForVideoClassification, RLTVivitConfig, RLTVivitForVideoClassification
-from rlt.synthetic import CLASS_NAMES, SyntheticVideoConfig, SyntheticVideoDataset, _clip_parameters, generate_clips
+from rlt.synthetic import (
+    CLASS_NAMES,
+    SyntheticVideoConfig,
+    SyntheticVideoDataset,
+    _clip_parameters,
+    generate_clips,
+    write_synthetic_cache,
+)
 from rlt.training import ClipCollator, PixelNormalizer, RLTTrainer, compute_metrics, random_drop_keep_mask
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_video_classification.py"
@@ -239,8 +246,8 @@ def test_trainer_on_mp4_files_loss_falls_and_checkpoint_loads_back(tmp_path):
     assert loaded.config.id2label[0] == "camera_pan"
 
 
-def _example():
-    spec = importlib.util.spec_from_file_location("train_video_classification", EXAMPLE)
+def _example(path: Path = EXAMPLE):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -281,9 +288,7 @@ def test_example_writes_the_generated_task_as_clip_caches(tmp_path):
     """make_synthetic_dataset.py --cache: the clips --synthetic renders, with their labels, readable by rlt evaluate."""
     from rlt.cache import ClipCache, load_clip_cache
 
-    spec = importlib.util.spec_from_file_location("make_synthetic_dataset", EXAMPLE.parent / "make_synthetic_dataset.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _example(EXAMPLE.parent / "make_synthetic_dataset.py")
     module.main([str(tmp_path), "--train", "0", "--validation", "10", "--image-size", "32", "--num-frames", "4", "--cache"])
 
     assert not (tmp_path / "train").exists()
@@ -293,3 +298,5 @@ def test_example_writes_the_generated_task_as_clip_caches(tmp_path):
     assert ClipCache(tmp_path / "validation").class_names == list(CLASS_NAMES)
     assert [cache[i]["labels"] for i in range(10)] == labels.tolist()
     torch.testing.assert_close(torch.stack([cache[i]["clip"] for i in range(10)]), clips)
+    with pytest.raises(ValueError, match="num_clips and chunk_size must be at least 1"):
+        write_synthetic_cache(tmp_path / "none", 0, config=config)

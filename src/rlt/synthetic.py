@@ -176,12 +176,17 @@ def _texture(rng, num_images):
     )
 
 
+def label_of(index: int, config: SyntheticVideoConfig) -> int:
+    """The label of clip ``index``: labels cycle through the classes, so every split is balanced."""
+    return int(index) % len(config.classes)
+
+
 def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_images: int) -> dict:
     """Everything random about clip ``index``, from its own stream ``(seed, index)``."""
     rng = np.random.default_rng([int(seed), int(index)])
     frames, size = config.num_frames, config.image_size
     unit = size / REFERENCE_SIZE
-    label = index % len(config.classes)
+    label = label_of(index, config)
     kind = config.classes[label]
     t = np.arange(frames, dtype=np.float64)
     margin = 2.0 * unit
@@ -474,16 +479,15 @@ def write_synthetic_cache(
     """
     from .cache import write_clip_cache
 
+    if num_clips < 1 or chunk_size < 1:
+        raise ValueError(f"num_clips and chunk_size must be at least 1, got {num_clips} and {chunk_size}")
     config = config or SyntheticVideoConfig()
-    labels = [index % len(config.classes) for index in range(num_clips)]  # generate_clips' label rule
+    labels = [label_of(index, config) for index in range(num_clips)]  # known before rendering, as the cache needs
 
     def clips():
         for begin in range(0, num_clips, chunk_size):
-            chunk, chunk_labels = generate_clips(
-                range(begin, min(begin + chunk_size, num_clips)), seed=seed, config=config, device=device
-            )
-            if chunk_labels.tolist() != labels[begin : begin + len(chunk)]:
-                raise RuntimeError("generate_clips no longer cycles labels through the classes")
+            chunk, _ = generate_clips(range(begin, min(begin + chunk_size, num_clips)), seed=seed, config=config,
+                                      device=device)
             yield from chunk.cpu()
 
     write_clip_cache(clips(), labels, out, class_names=config.classes, progress=False)
