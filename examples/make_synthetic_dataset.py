@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from rlt.synthetic import CLASS_NAMES, SyntheticVideoConfig, write_synthetic_cache, write_synthetic_split
+from rlt.synthetic import CLASS_NAMES, TASK_VARIANTS, task_config, write_synthetic_cache, write_synthetic_split
 
 VALIDATION_SEED_OFFSET = 1_000_003  # as in train_video_classification.py: other clips than training's
 
@@ -31,6 +31,8 @@ def main(argv=None) -> None:
     parser.add_argument("--num-frames", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variant", choices=sorted(TASK_VARIANTS), default="full", help="task variant (default full)")
+    parser.add_argument("--time-step", type=float, default=1.0, help="0.5 renders at twice the frame rate")
     parser.add_argument("--classes", nargs="+", choices=CLASS_NAMES, default=list(CLASS_NAMES))
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--crf", type=int, default=18, help="H.264 quality (0 lossless, default 18)")
@@ -38,7 +40,13 @@ def main(argv=None) -> None:
     parser.add_argument("--cache", action="store_true", help="write clip caches (uint8, no PyAV) instead of mp4 files")
     args = parser.parse_args(argv)
 
-    config = SyntheticVideoConfig(num_frames=args.num_frames, image_size=args.image_size, classes=tuple(args.classes))
+    config = task_config(
+        args.variant,
+        num_frames=args.num_frames,
+        image_size=args.image_size,
+        classes=tuple(args.classes),
+        time_step=args.time_step,
+    )
     for split, count, seed in (
         ("train", args.train, args.seed),
         ("validation", args.validation, args.seed + VALIDATION_SEED_OFFSET),

@@ -71,6 +71,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--eval-cache", help="a clip cache folder for evaluation")
     data.add_argument("--synthetic-eval", type=int, metavar="M", help="generated evaluation clips (default N/5)")
     data.add_argument("--synthetic-device", help="where to render generated clips (default: cuda if available)")
+    data.add_argument(
+        "--synthetic-variant", choices=["full", "still"], default="full",
+        help="the generated task: 'full' (nuisances on) or 'still' (a still, clean camera) (default full)",
+    )
+    data.add_argument(
+        "--synthetic-time-step", type=float, default=1.0,
+        help="time between generated frames in reference frames: 0.5 = twice the frame rate (dense sampling)",
+    )
     data.add_argument("--data-seed", type=int, default=0, help="seed of the generated task (default 0)")
     data.add_argument("--frame-stride", type=int, help="sample every N-th frame of a video (default: uniform)")
     data.add_argument("--num-workers", type=int, default=4, help="data loader workers (default 4)")
@@ -236,9 +244,14 @@ def load_data(args, processor, device):
     """``(train, eval, class_names, info)``; items hold ``pixel_values`` (uint8 or normalised) and ``labels``."""
     info = {}
     if args.synthetic:
-        from rlt.synthetic import SyntheticVideoConfig, SyntheticVideoDataset
+        from rlt.synthetic import SyntheticVideoDataset, task_config
 
-        config = SyntheticVideoConfig(num_frames=args.num_frames, image_size=args.image_size)
+        config = task_config(
+            args.synthetic_variant,
+            num_frames=args.num_frames,
+            image_size=args.image_size,
+            time_step=args.synthetic_time_step,
+        )
         render = args.synthetic_device or device
         start = time.perf_counter()
         num_train = 0 if args.eval_only else args.synthetic

@@ -20,6 +20,7 @@ from rlt.synthetic import (
     SyntheticVideoDataset,
     _clip_parameters,
     generate_clips,
+    task_config,
     write_synthetic_cache,
 )
 from rlt.training import ClipCollator, PixelNormalizer, RLTTrainer, compute_metrics, random_drop_keep_mask
@@ -93,6 +94,22 @@ def test_static_clips_keep_few_tokens_and_pans_keep_many():
     shaky, _ = generate_clips(static, seed=0, config=SyntheticVideoConfig(num_frames=8, image_size=64, shake_prob=1.0))
     shaky_kept = rlt.run_length_tokenize(imagenet_normalise(shaky), threshold=0.1).kept_fraction
     assert shaky_kept.mean() > counts["static"].mean() + 0.2  # a shaking camera costs RLT tokens
+
+
+def test_task_variants_and_dense_time_step():
+    still = task_config("still", image_size=64, num_frames=8)
+    assert (still.distractor_prob, still.occluder_prob, still.shake_prob, still.max_noise) == (0, 0, 0, 0)
+    assert task_config("full") == SyntheticVideoConfig()
+    with pytest.raises(ValueError, match="unknown synthetic task variant"):
+        task_config("noisy")
+    with pytest.raises(ValueError, match="time_step"):
+        SyntheticVideoConfig(time_step=0)
+    dense = task_config("still", image_size=64, num_frames=8, time_step=0.5)
+    mover = CLASS_NAMES.index("move_right")
+    normal_path = _clip_parameters(0, mover, still, num_images=10)["sprites"][1]["position"]
+    dense_path = _clip_parameters(0, mover, dense, num_images=10)["sprites"][1]["position"]
+    # Same motion, twice the frame rate: half the distance per frame.
+    np.testing.assert_allclose(np.diff(dense_path, axis=0), np.diff(normal_path, axis=0) / 2)
 
 
 # ---------------------------------------------------------------------------- collator, metrics
