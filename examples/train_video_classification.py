@@ -478,6 +478,12 @@ def main(argv=None) -> dict:
         "eval_loss": metrics.get("eval_loss"),
         "eval_mean_tokens_kept": metrics.get("eval_mean_tokens_kept"),
         "eval_s": eval_s,
+        # Accuracy after each evaluation during training: where a run plateaus, or how fast it recovers.
+        "eval_history": [
+            {key: entry[key] for key in ("epoch", "step", "eval_accuracy", "eval_top5_accuracy", "eval_loss") if key in entry}
+            for entry in trainer.state.log_history
+            if "eval_accuracy" in entry
+        ],
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "rlt": rlt.__version__,
                      "python": platform.python_version()},
