@@ -191,11 +191,11 @@ def tube_mask(
 class TubeMaskingTrainer(RLTTrainer):
     """``RLTTrainer`` (uint8 clips normalised on the device, timing) that adds a fresh tube mask to every batch."""
 
-    # VideoMAE's loss is a plain mean that ignores num_items_in_batch: let Trainer divide it for accumulation.
-    loss_is_scaled_for_ga = False
-
     def __init__(self, *args, mask_ratio: float, grid: tuple[int, int], **kwargs):
         super().__init__(*args, **kwargs)
+        # VideoMAE's loss is a plain batch mean that ignores num_items_in_batch, though its forward takes
+        # **kwargs: Trainer must divide it by the accumulation steps itself, not count on the model to.
+        self.model_accepts_loss_kwargs = False
         self.mask_ratio = mask_ratio
         self.steps, self.cells_per_step = grid
 

@@ -96,6 +96,45 @@ def test_the_trainer_gives_every_batch_a_fresh_mask_on_the_device(pretrain, pret
     assert not torch.equal(first["bool_masked_pos"], second["bool_masked_pos"])
 
 
+def test_gradient_accumulation_gives_the_gradient_of_the_whole_batch(pretrain, tmp_path):
+    """VideoMAE's loss ignores num_items_in_batch: Trainer must divide it by the accumulation steps."""
+    args = pretrain.parse_args(["--synthetic", "8", "--output-dir", str(tmp_path), *TINY_RUN])
+    clips = generate_clips(8, config=SyntheticVideoConfig(num_frames=8, image_size=64))[0]
+    dataset = [{"pixel_values": clip} for clip in clips]
+    masks = pretrain.tube_mask(8, 4, 16, 0.9, generator=torch.Generator().manual_seed(1))
+    gradients = []
+    for batch_size, accumulation in ((8, 1), (4, 2)):
+        torch.manual_seed(0)
+        model = pretrain.build_model(args)
+        trainer = pretrain.TubeMaskingTrainer(
+            model=model, train_dataset=dataset, data_collator=pretrain.ClipCollator(),
+            normalizer=pretrain.PixelNormalizer(), mask_ratio=0.9, grid=(4, 16),
+            args=pretrain.TrainingArguments(
+                str(tmp_path / "run"), per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
+                max_steps=1, learning_rate=0.0, max_grad_norm=0, use_cpu=True, report_to="none", save_strategy="no",
+                remove_unused_columns=False, label_names=[], dataloader_num_workers=0, data_seed=0, seed=0,
+            ),
+        )
+        trainer.get_train_dataloader = lambda size=batch_size: torch.utils.data.DataLoader(
+            dataset, batch_size=size, collate_fn=pretrain.ClipCollator()
+        )
+        seen = []  # the same masks in both runs: clip i always gets masks[i]
+
+        def fixed_masks(inputs, trainer=trainer, seen=seen):
+            inputs = pretrain.RLTTrainer._prepare_inputs(trainer, inputs)
+            count = inputs["pixel_values"].shape[0]
+            inputs["bool_masked_pos"] = masks[sum(seen) : sum(seen) + count]
+            seen.append(count)
+            return inputs
+
+        trainer._prepare_inputs = fixed_masks
+        total = []
+        model.decoder.head.weight.register_hook(lambda grad, total=total: total.append(grad.clone()))
+        trainer.train()
+        gradients.append(sum(total))
+    torch.testing.assert_close(gradients[1], gradients[0], rtol=1e-4, atol=1e-9)
+
+
 # -------------------------------------------------------------------------------------- the checkpoint
 
 
