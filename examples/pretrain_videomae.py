@@ -56,6 +56,7 @@ from transformers import TrainingArguments, VideoMAEConfig, VideoMAEForPreTraini
 from transformers.trainer_utils import get_last_checkpoint
 
 import rlt
+from rlt.cache import prepare_clip
 from rlt.training import VIT_SIZES, ClipCollator, PixelNormalizer, RLTTrainer
 
 logger = logging.getLogger("pretrain_videomae")
@@ -245,8 +246,6 @@ class _VideoFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index):
-        from rlt.cache import prepare_clip
-
         return {"pixel_values": prepare_clip(self.processor, self.paths[index])}
 
 
