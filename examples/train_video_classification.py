@@ -49,15 +49,10 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import rlt
 from rlt.batching import TokenBudgetBatchSampler, count_kept_tokens
+from rlt.training import VIT_SIZES as SIZES
 from rlt.training import ClipCollator, PixelNormalizer, RLTTrainer, compute_metrics
 
 logger = logging.getLogger("train_video_classification")
-
-SIZES = {  # hidden, layers, heads, intermediate
-    "vit-b": (768, 12, 12, 3072),
-    "vit-s": (384, 12, 6, 1536),
-    "tiny": (64, 2, 4, 128),
-}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -10,13 +10,15 @@ A cache folder holds:
 
 - ``clips-00000-of-000NN.safetensors``: tensors ``clips`` uint8 ``(N, T, C, H, W)`` (the layout the
   models take, channels before height), ``labels`` int64 ``(N,)``, ``positions`` int64 ``(N,)``
-  (index in the source list) and ``tokens_kept`` int64 ``(N,)`` (tokens RLT keeps at the recorded
-  threshold; -1 when the clip cannot be cut into tubelets). With ``keep_only_threshold``, ``clips``
+  (index in the source list), ``tokens_kept`` int64 ``(N,)`` (tokens RLT keeps at the recorded
+  threshold; -1 when the clip cannot be cut into tubelets) and ``padded_frames`` int64 ``(N,)``
+  (sampled frames that repeat the one before them because the video is too short for the sampling:
+  RLT drops the repeats, so such a clip's ``tokens_kept`` understates its content). With ``keep_only_threshold``, ``clips``
   is replaced by ``tubelets`` uint8 ``(K, t, C, p, p)`` (only the kept ones, clip after clip, in
   token order), ``tubelet_offsets`` int64 ``(N + 1,)`` and ``keep_mask`` bool ``(N, T', H', W')``.
 - ``clip_cache.json``: the index: class names, settings, finished shards, unreadable files
   (``failed``: path, label, error) and, once complete, one record per clip (``clips``: path,
-  label, shard, row, tokens_kept).
+  label, shard, row, tokens_kept, padded_frames) and the padding in all (``padded``: clips, frames).
 - ``sources.json``: the source list (paths, labels) the shards are cut from.
 - ``video_preprocessor_config.json``: the processor the clips were made with (its mean/std
   normalise them when read).
@@ -154,14 +156,16 @@ def processor_settings(processor: RLTVideoProcessor) -> dict:
 # One clip
 
 
-def prepare_clip(processor: RLTVideoProcessor, video) -> torch.Tensor:
+def prepare_clip(processor: RLTVideoProcessor, video, *, return_padded_frames: bool = False):
     """Decode (a path, bytes) or take (an array) one video, sample, resize, crop: uint8 ``(T, C, H, W)``.
 
     ``processor.normalize_frames(clip.float())`` of the result equals ``processor(video)["pixel_values"][0]``
     exactly: the processor resizes uint8 frames in uint8, so its values before normalising are whole grey levels.
+    With ``return_padded_frames``: ``(clip, padded)``, the sampled frames that repeat the one before them.
     """
-    clip = processor.resize_and_crop(processor.load_frames(video))
-    return clip.round().clamp_(0, 255).to(torch.uint8).contiguous()
+    frames, padded = processor.load_frames(video, return_padded_frames=True)
+    clip = processor.resize_and_crop(frames).round().clamp_(0, 255).to(torch.uint8).contiguous()
+    return (clip, padded) if return_padded_frames else clip
 
 
 def _clip_tokens(processor, clip: torch.Tensor, tokens: TokenSettings, threshold: float):
@@ -228,14 +232,14 @@ def _init_worker(job: _Job) -> None:
 
 
 def _process(task) -> tuple:
-    """``(position, clip | None, keep_mask | None, tokens_kept, keep-only mask | None, error | None)``."""
+    """``(position, clip | None, tokens_kept, keep-only mask | None, error | None, padded frames)``."""
     position, video = task
     job = _JOB
     try:
-        clip = prepare_clip(job.processor, video)
+        clip, padded = prepare_clip(job.processor, video, return_padded_frames=True)
     except READ_ERRORS as error:
         message = str(error) or type(error).__name__
-        return position, None, -1, None, message
+        return position, None, -1, None, message, 0
     mask = _clip_tokens(job.processor, clip, job.tokens, job.tokens.threshold)
     kept = int(mask.sum()) if mask is not None else -1
     keep_only = None
@@ -246,7 +250,7 @@ def _process(task) -> tuple:
                 f"clips of shape {tuple(clip.shape)} cannot be cut into tubelets of {job.tokens.tubelet_size} frames "
                 f"and {job.tokens.patch_size} px: keep_only_threshold needs them"
             )
-    return position, clip.numpy(), kept, keep_only, None
+    return position, clip.numpy(), kept, keep_only, None, padded
 
 
 def _results(tasks: list, job: _Job, workers: int) -> Iterator[tuple]:
@@ -285,6 +289,8 @@ class CacheSummary:
     processed: int = 0  # videos read in this call
     seconds: float = 0.0
     complete: bool = False
+    padded_clips: int = 0  # clips too short for the sampling (a repeated frame), all of the cache
+    padded_frames: int = 0  # their repeated frames in all
 
     @property
     def clips_per_second(self) -> float:
@@ -299,6 +305,12 @@ class CacheSummary:
             lines.append(
                 f"prepared {self.processed} clips in {self.seconds:.1f} s: {self.clips_per_second:.1f} clips/s "
                 "(decode, sample, resize, write)"
+            )
+        if self.padded_clips:
+            lines.append(
+                f"{self.padded_clips} of {self.clips} clips are shorter than the sampling needs: {self.padded_frames} "
+                f"sampled frames repeat the frame before them (per clip: 'padded_frames' in {INDEX_FILE}); RLT drops "
+                "the repeats, so those clips keep fewer tokens than their content would"
             )
         if self.failed:
             lines.append(f"{len(self.failed)} unreadable videos skipped (listed in {INDEX_FILE} under 'failed'):")
@@ -419,14 +431,14 @@ def _write_cache(
             first, end = shard * shard_size, min((shard + 1) * shard_size, len(paths))
             rows, failed = [], []
             for _ in range(first, end):
-                position, clip, kept, keep_only, error = next(stream)
+                position, clip, kept, keep_only, error, padded = next(stream)
                 bar.update(1)
                 if error is not None:
                     entry = {"path": paths[position], "label": labels[position], "error": error}
                     failed.append(entry)
                     logger.warning("skipping an unreadable video: %s: %s", paths[position], error)
                     continue
-                rows.append((position, torch.from_numpy(clip), kept, keep_only))
+                rows.append((position, torch.from_numpy(clip), kept, keep_only, padded))
             tensors = _shard_tensors(rows, labels, processor, tokens, keep_only_threshold)
             name = _shard_name(shard, shard_count)
             temporary = out / f"{name}.tmp-{os.getpid()}"
@@ -434,7 +446,9 @@ def _write_cache(
                                                          "paths": json.dumps([paths[r[0]] for r in rows])})
             os.replace(temporary, out / name)
             index["shards"][str(shard)] = {"file": name, "first": first, "count": end - first,
-                                           "rows": len(rows), "failed": failed}
+                                           "rows": len(rows), "failed": failed,
+                                           "padded_clips": sum(r[4] > 0 for r in rows),
+                                           "padded_frames": sum(r[4] for r in rows)}
             _write_json(out / INDEX_FILE, index)
             summary.shards_written += 1
             summary.processed += end - first
@@ -446,6 +460,8 @@ def _write_cache(
     summary.complete = index["complete"]
     summary.failed = [entry for s in sorted(index["shards"], key=int) for entry in index["shards"][s]["failed"]]
     summary.clips = sum(entry["rows"] for entry in index["shards"].values())
+    summary.padded_clips = sum(entry.get("padded_clips", 0) for entry in index["shards"].values())
+    summary.padded_frames = sum(entry.get("padded_frames", 0) for entry in index["shards"].values())
     return summary
 
 
@@ -455,6 +471,7 @@ def _shard_tensors(rows, labels, processor, tokens: TokenSettings, keep_only_thr
         "positions": positions,
         "labels": torch.tensor([labels[r[0]] for r in rows], dtype=torch.int64),
         "tokens_kept": torch.tensor([r[2] for r in rows], dtype=torch.int64),
+        "padded_frames": torch.tensor([r[4] for r in rows], dtype=torch.int64),
     }
     if not rows:
         shape = (0, processor.num_frames, 3, 0, 0)
@@ -488,12 +505,17 @@ def _finish_index(out: Path, index: dict, paths, labels, class_names) -> None:
         with safe_open(str(out / entry["file"]), framework="pt") as handle:
             positions = handle.get_tensor("positions").tolist()
             kept = handle.get_tensor("tokens_kept").tolist()
+            # Shards written before padding was recorded hold no count: None, not a made-up 0.
+            padded = handle.get_tensor("padded_frames").tolist() if "padded_frames" in handle.keys() else None
             if positions and shape is None:
                 shape = _stored_clip_shape(handle)
         for row, (position, count) in enumerate(zip(positions, kept)):
             records.append({"path": paths[position], "label": int(labels[position]), "shard": int(shard),
-                            "row": row, "tokens_kept": int(count)})
+                            "row": row, "tokens_kept": int(count),
+                            "padded_frames": int(padded[row]) if padded is not None else None})
     index["clips"] = records
+    index["padded"] = {"clips": sum(1 for r in records if r["padded_frames"]),
+                       "frames": sum(r["padded_frames"] or 0 for r in records)}
     index["failed"] = [f for s in sorted(index["shards"], key=int) for f in index["shards"][s]["failed"]]
     if shape is None:
         processor = RLTVideoProcessor.from_pretrained(str(out))

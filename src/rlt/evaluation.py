@@ -11,6 +11,10 @@ in memory as uint8 when they fit, else read again for each setting (decoding is 
 The loader's throughput is reported apart from the model's: model time is the forward pass alone
 (normalised clips already on the device, the device synchronised before and after), including RLT's
 tokenizer; loader time is the wait for decoded (or cached) batches.
+
+Clips shorter than the sampling needs repeat frames (``RLTVideoProcessor``); RLT drops the repeats,
+which would overstate its token reduction. The report counts them (``padded``): which clips, and how
+many of their sampled frames repeat the one before.
 """
 
 from __future__ import annotations
@@ -101,9 +105,10 @@ class _VideoClips(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         try:
-            return prepare_clip(self.processor, self.paths[i]), self.labels[i], self.paths[i], None
+            clip, padded = prepare_clip(self.processor, self.paths[i], return_padded_frames=True)
+            return clip, self.labels[i], self.paths[i], None, padded
         except READ_ERRORS as error:
-            return None, self.labels[i], self.paths[i], str(error) or type(error).__name__
+            return None, self.labels[i], self.paths[i], str(error) or type(error).__name__, 0
 
 
 class _CacheClips(torch.utils.data.Dataset):
@@ -114,7 +119,8 @@ class _CacheClips(torch.utils.data.Dataset):
         return len(self.cache)
 
     def __getitem__(self, i):
-        return self.cache.clip(i), self.labels[i], self.cache.records[i]["path"], None
+        record = self.cache.records[i]  # caches written before padding was recorded: None (unknown)
+        return self.cache.clip(i), self.labels[i], record["path"], None, record.get("padded_frames")
 
 
 class _TensorClips(torch.utils.data.Dataset):
@@ -125,15 +131,17 @@ class _TensorClips(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        return self.clips[i], self.labels[i], f"clip-{i:06d}", None
+        return self.clips[i], self.labels[i], f"clip-{i:06d}", None, 0  # sampled by the caller
 
 
 def _collate(items):
+    """``(uint8 clips | None, labels, failed [{path, error}], padded [{path, padded_frames}])``."""
     good = [item for item in items if item[0] is not None]
     failed = [{"path": item[2], "error": item[3]} for item in items if item[0] is None]
+    padded = [{"path": item[2], "padded_frames": item[4]} for item in good if item[4] != 0]  # None: unknown
     clips = torch.stack([torch.as_tensor(item[0]) for item in good]) if good else None
     labels = torch.tensor([int(item[1]) for item in good], dtype=torch.long)
-    return clips, labels, failed
+    return clips, labels, failed, padded
 
 
 @dataclass
@@ -250,6 +258,20 @@ class EvaluationReport:
     loader: dict
     rows: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
+    padded: list[dict] = field(default_factory=list)  # {"path", "padded_frames"} of clips with repeated frames
+
+    def padding(self) -> dict:
+        """Clips too short for the sampling: ``{"clips", "frames", "unknown", "videos"}``.
+
+        ``frames``: their repeated frames in all; ``unknown``: clips of a cache that predates the count.
+        """
+        known = [entry for entry in self.padded if entry["padded_frames"] is not None]
+        return {
+            "clips": len(known),
+            "frames": sum(entry["padded_frames"] for entry in known),
+            "unknown": len(self.padded) - len(known),
+            "videos": known,
+        }
 
     def to_dict(self) -> dict:
         import transformers
@@ -268,6 +290,7 @@ class EvaluationReport:
             "loader": self.loader,
             "results": self.rows,
             "failed": self.failed,
+            "padded": self.padding(),
         }
 
     def __str__(self) -> str:
@@ -282,6 +305,15 @@ class EvaluationReport:
         if self.failed:
             lines.append(f"{len(self.failed)} unreadable videos skipped:")
             lines += [f"  {entry['path']}: {entry['error']}" for entry in self.failed]
+        padding = self.padding()
+        if padding["clips"]:
+            lines.append(
+                f"padded: {padding['clips']} of {self.num_clips} clips are shorter than the sampling needs; "
+                f"{padding['frames']} of their sampled frames repeat the one before, and RLT drops the repeats, "
+                "so 'tokens kept' counts them as saved (listed under 'padded' in the JSON)"
+            )
+        if padding["unknown"]:
+            lines.append(f"padded: unknown for {padding['unknown']} clips (a clip cache older than the count)")
         header = ["threshold", "pooling", "top-1", "top-5", "tokens kept", "model clips/s", "d top-1", "speed-up",
                   "agree"]
         table = [header]
@@ -428,10 +460,11 @@ def evaluate(
     clip_bytes = math.prod(source.clip_shape) if source.clip_shape else float("inf")
     hold = source.kind == "memory" or len(source.dataset) * clip_bytes <= budget
     failed: list[dict] = []
+    padded: list[dict] = []
     loader_stats = {"kind": source.kind, "workers": workers if source.kind != "memory" else 0, "held_in_memory": hold}
     held = None
     if hold:
-        held, seconds = _read_all(source, batch_size, workers, pin, failed, progress)
+        held, seconds = _read_all(source, batch_size, workers, pin, failed, progress, padded)
         clips = sum(len(labels) for _, labels in held)
         loader_stats.update(clips=clips, seconds=seconds, clips_per_s=clips / seconds if seconds > 0 else float("inf"))
     if hold and not held:
@@ -443,7 +476,7 @@ def evaluate(
             for pooling in (poolings if _mean_pooling(model) else ["cls"]):
                 settings.append((tau, pooling, True))
     report = EvaluationReport(model_name, source.description, str(device), dtype, batch_size,
-                              0, config.num_labels, loader_stats, failed=failed)
+                              0, config.num_labels, loader_stats, failed=failed, padded=padded)
     baseline = None
     original = (config.rlt_enabled, config.rlt_threshold, config.rlt_pooling)
     try:
@@ -454,7 +487,9 @@ def evaluate(
             if held is not None:
                 batches, wait = held, None
             else:
-                batches, wait = _Streamed(source, batch_size, workers, pin, failed if baseline is None else []), None
+                first_pass = baseline is None
+                batches, wait = _Streamed(source, batch_size, workers, pin, failed if first_pass else [],
+                                          padded if first_pass else []), None
             desc = f"tau={tau:g} {pooling}" if enabled else "baseline (RLT off)"
             result = _run_setting(model, batches, normalizer, device, DTYPES[dtype], warmup, desc, progress)
             if held is None:
@@ -509,15 +544,20 @@ def _pair(size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def _read_all(source: ClipSource, batch_size, workers, pin, failed, progress):
-    """Decode / read every clip once: ``[(uint8 clips, labels)]`` and the seconds it took."""
+def _read_all(source: ClipSource, batch_size, workers, pin, failed, progress, padded=None):
+    """Decode / read every clip once: ``[(uint8 clips, labels)]`` and the seconds it took.
+
+    Appends unreadable videos to ``failed`` and clips with repeated frames to ``padded``.
+    """
     from tqdm.auto import tqdm
 
     held = []
     start = time.perf_counter()
     with tqdm(total=len(source.dataset), unit="clip", desc=f"reading {source.kind}", disable=not progress) as bar:
-        for clips, labels, bad in source.batches(batch_size, workers, pin):
+        for clips, labels, bad, repeats in source.batches(batch_size, workers, pin):
             failed += bad
+            if padded is not None:
+                padded += repeats
             for entry in bad:
                 logger.warning("skipping an unreadable video: %s", entry["error"])
             if clips is not None:
@@ -529,9 +569,10 @@ def _read_all(source: ClipSource, batch_size, workers, pin, failed, progress):
 class _Streamed:
     """Batches read again from the source, timing the waits."""
 
-    def __init__(self, source, batch_size, workers, pin, failed):
+    def __init__(self, source, batch_size, workers, pin, failed, padded=None):
         self.loader = source.batches(batch_size, workers, pin)
         self.failed = failed
+        self.padded = padded if padded is not None else []
         self.wait_seconds = 0.0
 
     def __len__(self):
@@ -542,11 +583,12 @@ class _Streamed:
         while True:
             start = time.perf_counter()
             try:
-                clips, labels, bad = next(iterator)
+                clips, labels, bad, repeats = next(iterator)
             except StopIteration:
                 return
             self.wait_seconds += time.perf_counter() - start
             self.failed += bad
+            self.padded += repeats
             if clips is not None:
                 yield clips, labels
 

@@ -36,6 +36,8 @@ class ClipReport:
         tokens_total: tokens before RLT (``T' * H' * W'``).
         tokens_kept: tokens RLT keeps.
         keep_mask: bool ``(T', H', W')``.
+        padded_frames: sampled frames that repeat the one before them because the clip is shorter
+            than the sampling needs; RLT drops the repeats, so ``reduction`` overstates the content's.
     """
 
     name: str
@@ -43,6 +45,7 @@ class ClipReport:
     tokens_total: int
     tokens_kept: int
     keep_mask: torch.Tensor
+    padded_frames: int = 0
 
     @property
     def kept_fraction(self) -> float:
@@ -59,9 +62,10 @@ class ClipReport:
         return self.tokens_total / self.tokens_kept
 
     def summary(self) -> str:
+        padded = f", {self.padded_frames} repeated frames (clip too short)" if self.padded_frames else ""
         return (
             f"{self.name}: tau={self.threshold:g} kept {self.tokens_kept}/{self.tokens_total} tokens, "
-            f"{self.reduction:.1f}% fewer, mean run length {self.mean_run_length:.2f}"
+            f"{self.reduction:.1f}% fewer, mean run length {self.mean_run_length:.2f}{padded}"
         )
 
 
@@ -107,7 +111,8 @@ def inspect_video(
             size={"shortest_edge": size},
             crop_size={"height": size, "width": size},
         )
-    frames = processor.resize_and_crop(processor.load_frames(video))
+    frames, padded = processor.load_frames(video, return_padded_frames=True)
+    frames = processor.resize_and_crop(frames)
     pixel_values = processor.normalize_frames(frames).unsqueeze(0)
     reports = []
     for threshold in thresholds:
@@ -126,6 +131,7 @@ def inspect_video(
                 tokens_total=tokens.tokens_per_clip,
                 tokens_kept=int(tokens.counts[0]),
                 keep_mask=tokens.keep_mask[0],
+                padded_frames=padded,
             )
         )
     return frames.round().clamp(0, 255).to(torch.uint8), reports
@@ -270,7 +276,7 @@ def run_inspection(
         f"{fps:g} fps" if fps is not None else f"stride {frame_stride}" if frame_stride else "uniform over the clip"
     )
     print(f"{sampling}, {size}x{size}, tubelets {tubelet_size}x{patch_size}x{patch_size}", file=stream)
-    print(f"{'clip':<32} {'tau':>6} {'kept/total':>13} {'reduction':>10} {'mean run':>9}", file=stream)
+    print(f"{'clip':<32} {'tau':>6} {'kept/total':>13} {'reduction':>10} {'mean run':>9} {'padded':>7}", file=stream)
     results = []
     show = (len(videos) > 1) if progress is None else progress
     for video in tqdm(videos, desc="rlt inspect", unit="clip", disable=not show or None, file=sys.stderr):
@@ -293,7 +299,7 @@ def run_inspection(
             kept = f"{report.tokens_kept}/{report.tokens_total}"
             print(
                 f"{report.name[:32]:<32} {report.threshold:>6g} {kept:>13} {report.reduction:>9.1f}% "
-                f"{report.mean_run_length:>9.2f}",
+                f"{report.mean_run_length:>9.2f} {report.padded_frames:>7}",
                 file=stream,
             )
             if out is not None:
@@ -302,6 +308,14 @@ def run_inspection(
                     frames, report.keep_mask, tubelet_size=tubelet_size, patch_size=patch_size, title=title
                 )
                 image.save(out / _png_name(report.name, report.threshold, several))
+    padded = [reports[0] for reports in results if reports[0].padded_frames]
+    if padded:
+        print(
+            f"padded: {len(padded)} of {len(results)} clips are shorter than the sampling needs ({num_frames} frames); "
+            f"{sum(r.padded_frames for r in padded)} sampled frames repeat the one before, and RLT drops the repeats, "
+            "so their reduction overstates the content's",
+            file=stream,
+        )
     if out is not None and results:
         if several:
             curves = {}

@@ -24,6 +24,12 @@ from transformers import Trainer, TrainerCallback
 from .tokenizer import run_length_tokenize
 
 DROP_CHOICES = (None, "rlt", "random")
+# Encoder sizes of the models the example scripts build from scratch: hidden, layers, heads, intermediate.
+VIT_SIZES = {
+    "vit-b": (768, 12, 12, 3072),
+    "vit-s": (384, 12, 6, 1536),
+    "tiny": (64, 2, 4, 128),
+}
 
 
 def random_drop_keep_mask(keep_mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -15,8 +15,13 @@ Frame sampling (``num_frames`` frames from a clip of ``n``):
 
 A clip too short for the sampling never raises: with a stride or an fps, indices past the end
 repeat the clip's LAST frame; uniform sampling spreads the ``num_frames`` over the frames there are,
-so each frame repeats (4 frames sampled to 8: ``0 0 1 1 2 2 3 3``). This file travels into checkpoint folders
-for ``trust_remote_code``: only single-dot relative imports, optional dependencies inside ``try``.
+so each frame repeats (4 frames sampled to 8: ``0 0 1 1 2 2 3 3``). A truncated file that decodes fewer
+frames than its header claims repeats its last decoded frame too. RLT then drops the repeats, so such a
+clip keeps fewer tokens than its content would: ``count_padded_frames`` counts the repeated frames, and
+``load_frames(..., return_padded_frames=True)`` / ``processor(videos, return_padded_frames=True)``
+report them per clip, for tools that must not let padding inflate token statistics silently.
+This file travels into checkpoint folders for ``trust_remote_code``: only single-dot relative imports,
+optional dependencies inside ``try``.
 """
 
 from __future__ import annotations
@@ -96,6 +101,17 @@ def sample_frame_indices(
     return np.minimum(indices, total_frames - 1)
 
 
+def count_padded_frames(source_indices) -> int:
+    """Sampled frames that repeat the frame before them: ``len(indices) - len(set(indices))``.
+
+    ``source_indices`` are the (non-decreasing) clip frames each sampled frame was taken from. A
+    repeat means the clip had fewer (decodable) frames, or a lower frame rate, than the sampling
+    needs; 0 for a clip long enough.
+    """
+    indices = np.asarray(source_indices).reshape(-1)
+    return int(indices.size - np.unique(indices).size)
+
+
 # ----------------------------------------------------------------------------------------------
 # Decoding
 
@@ -148,8 +164,9 @@ def _frame_count(container, stream) -> int:
     return count
 
 
-def _decode_pyav(source, name: str, sample) -> tuple[np.ndarray, float | None]:
-    """Decode the frames ``sample(total, fps)`` asks for: ``(T, H, W, 3)`` uint8 and the clip's fps."""
+def _decode_pyav(source, name: str, sample) -> tuple[np.ndarray, float | None, np.ndarray]:
+    """Decode the frames ``sample(total, fps)`` asks for: ``(T, H, W, 3)`` uint8, the clip's fps, and
+    the clip frame each sampled frame really is ``(T,)`` (an estimated frame count can exceed what decodes)."""
     av = _import_av()
     opened = _open_source(source)
     try:
@@ -168,7 +185,7 @@ def _decode_pyav(source, name: str, sample) -> tuple[np.ndarray, float | None]:
             if total < 1:
                 raise VideoDecodeError(f"{name} has a video stream with zero frames")
             indices = sample(total, video_fps)
-            frames = _decode_indices(container, stream, indices, video_fps)
+            frames, positions = _decode_indices(container, stream, indices, video_fps)
         except av.error.FFmpegError as error:
             raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
     if not frames:
@@ -176,16 +193,20 @@ def _decode_pyav(source, name: str, sample) -> tuple[np.ndarray, float | None]:
     # A frame count that was an estimate can exceed what the stream holds: such indices repeat
     # the last decoded frame (and an index before the first decoded frame takes that one).
     decoded = sorted(frames)
-    picked = []
+    picked, sources = [], []
     for index in indices:
         index = int(index)
         below = [k for k in decoded if k <= index]
-        picked.append(frames[below[-1] if below else decoded[0]])
-    return np.stack(picked), video_fps
+        key = below[-1] if below else decoded[0]
+        picked.append(frames[key])
+        sources.append(positions[key])
+    return np.stack(picked), video_fps, np.asarray(sources, dtype=np.int64)
 
 
-def _decode_indices(container, stream, indices: np.ndarray, video_fps: float | None) -> dict[int, np.ndarray]:
-    """Decode the wanted frame indices: ``{index: (H, W, 3) uint8}``.
+def _decode_indices(
+    container, stream, indices: np.ndarray, video_fps: float | None
+) -> tuple[dict[int, np.ndarray], dict[int, int]]:
+    """Decode the wanted frame indices: ``{index: (H, W, 3) uint8}`` and ``{index: the frame's own index}``.
 
     Decodes straight on through short gaps and seeks (to the keyframe at or before the next wanted
     frame) over gaps longer than ``SEEK_GAP_FRAMES``, so a few frames from a long clip cost a few
@@ -196,6 +217,7 @@ def _decode_indices(container, stream, indices: np.ndarray, video_fps: float | N
     start = stream.start_time or 0
     use_pts = bool(video_fps and time_base)
     frames: dict[int, np.ndarray] = {}
+    positions: dict[int, int] = {}  # what each wanted index got: they differ where a seek lands past a target
     decoder = None
     position = -1  # index of the last decoded frame
     counter = -1  # frames decoded since the start (used when a frame has no timestamp)
@@ -222,11 +244,12 @@ def _decode_indices(container, stream, indices: np.ndarray, video_fps: float | N
             # One frame stands for every wanted index up to its own (a seek can land past a target).
             while i < len(wanted) and wanted[i] <= position:
                 frames[wanted[i]] = array
+                positions[wanted[i]] = position
                 i += 1
-    return frames
+    return frames, positions
 
 
-def _decode_torchcodec(source, name: str, sample) -> tuple[np.ndarray, float | None]:
+def _decode_torchcodec(source, name: str, sample) -> tuple[np.ndarray, float | None, np.ndarray]:
     try:
         from torchcodec.decoders import VideoDecoder
     except ImportError as error:
@@ -250,7 +273,7 @@ def _decode_torchcodec(source, name: str, sample) -> tuple[np.ndarray, float | N
         batch = decoder.get_frames_at(indices=[int(i) for i in indices])
     except Exception as error:
         raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
-    return batch.data.numpy(), video_fps
+    return batch.data.numpy(), video_fps, np.asarray(indices, dtype=np.int64)
 
 
 def decode_video(
@@ -261,10 +284,13 @@ def decode_video(
     fps: float | None = None,
     decoder: str = "pyav",
     do_sample_frames: bool = True,
-) -> np.ndarray:
+    return_padded_frames: bool = False,
+):
     """Decode a video file, bytes or file object into sampled RGB frames ``(T, H, W, 3)`` uint8.
 
-    With ``do_sample_frames=False`` every frame is decoded (``T`` = the clip's length).
+    With ``do_sample_frames=False`` every frame is decoded (``T`` = the clip's length). With
+    ``return_padded_frames``, returns ``(frames, padded)``: how many sampled frames repeat the one
+    before them because the clip is too short for the sampling (``count_padded_frames``).
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
@@ -276,10 +302,10 @@ def decode_video(
         return sample_frame_indices(total, num_frames, frame_stride=frame_stride, fps=fps, video_fps=video_fps)
 
     if decoder == "torchcodec":
-        frames, _ = _decode_torchcodec(source, name, sample)
+        frames, _, sources = _decode_torchcodec(source, name, sample)
     else:
-        frames, _ = _decode_pyav(source, name, sample)
-    return frames
+        frames, _, sources = _decode_pyav(source, name, sample)
+    return (frames, count_padded_frames(sources)) if return_padded_frames else frames
 
 
 # ----------------------------------------------------------------------------------------------
@@ -442,8 +468,13 @@ class RLTVideoProcessor(BaseVideoProcessor):
         fps: float | None = None,
         do_sample_frames: bool | None = None,
         decoder: str | None = None,
-    ) -> torch.Tensor:
-        """Decode (if needed) and sample one clip: uint8 (or the array's dtype) ``(T, 3, H, W)``."""
+        return_padded_frames: bool = False,
+    ):
+        """Decode (if needed) and sample one clip: uint8 (or the array's dtype) ``(T, 3, H, W)``.
+
+        With ``return_padded_frames``: ``(frames, padded)``, ``padded`` the number of sampled frames
+        that repeat the one before them because the clip is too short for the sampling.
+        """
         num_frames = self.num_frames if num_frames is None else num_frames
         frame_stride = self.frame_stride if frame_stride is None and fps is None else frame_stride
         fps = self.fps if fps is None and frame_stride is None else fps
@@ -451,21 +482,25 @@ class RLTVideoProcessor(BaseVideoProcessor):
         decoder = decoder or self.decoder
         if isinstance(video, (np.ndarray, torch.Tensor)):
             frames = _frames_to_tensor(video, f"video array {tuple(video.shape)}")
+            padded = 0
             if do_sample_frames:
                 if fps is not None:
                     raise ValueError("sampling an array at a target fps needs its frame rate: decode the file instead")
                 indices = sample_frame_indices(frames.shape[0], num_frames, frame_stride=frame_stride)
                 frames = frames[torch.from_numpy(indices)]
-            return frames
-        decoded = decode_video(
+                padded = count_padded_frames(indices)
+            return (frames, padded) if return_padded_frames else frames
+        decoded, padded = decode_video(
             video,
             num_frames=num_frames,
             frame_stride=frame_stride,
             fps=fps,
             decoder=decoder,
             do_sample_frames=do_sample_frames,
+            return_padded_frames=True,
         )
-        return _frames_to_tensor(decoded, _describe(video))
+        frames = _frames_to_tensor(decoded, _describe(video))
+        return (frames, padded) if return_padded_frames else frames
 
     def resize_and_crop(
         self, frames: torch.Tensor, *, size=None, crop_size=None, do_resize=None, do_center_crop=None
@@ -501,8 +536,12 @@ class RLTVideoProcessor(BaseVideoProcessor):
             video = (video - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
         return video
 
-    def preprocess(self, videos, **kwargs) -> BatchFeature:
-        """Process one video or a list of videos into ``pixel_values`` ``(B, T, C, H, W)``."""
+    def preprocess(self, videos, return_padded_frames: bool = False, **kwargs) -> BatchFeature:
+        """Process one video or a list of videos into ``pixel_values`` ``(B, T, C, H, W)``.
+
+        With ``return_padded_frames=True`` the output also holds ``padded_frames`` ``(B,)`` int64: per
+        clip, the sampled frames that repeat the one before them (the clip was too short).
+        """
         allowed = set(self.valid_kwargs.__annotations__) | {"return_tensors"}
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
@@ -515,20 +554,23 @@ class RLTVideoProcessor(BaseVideoProcessor):
         value_keys = ("do_rescale", "rescale_factor", "rescale_offset", "do_normalize", "image_mean", "image_std")
         values = {k: settings.get(k) for k in value_keys}
 
-        clips = []
+        clips, padded = [], []
         for video in _as_batch(videos):
-            frames = self.load_frames(video, **sampling)
+            frames, repeats = self.load_frames(video, **sampling, return_padded_frames=True)
             clips.append(self.normalize_frames(self.resize_and_crop(frames, **geometry), **values))
+            padded.append(repeats)
         shapes = {tuple(clip.shape) for clip in clips}
         if len(shapes) > 1:
             raise ValueError(
                 f"the videos came out in different shapes {sorted(shapes)}; set do_sample_frames=True and "
                 "do_center_crop=True so that every clip has num_frames frames of crop_size"
             )
-        pixel_values = torch.stack(clips)
+        output = {"pixel_values": torch.stack(clips)}
+        if return_padded_frames:
+            output["padded_frames"] = torch.tensor(padded, dtype=torch.int64)
         if return_tensors in ("np", "numpy"):
-            return BatchFeature({"pixel_values": pixel_values.numpy()})
-        return BatchFeature({"pixel_values": pixel_values})
+            return BatchFeature({key: value.numpy() for key, value in output.items()})
+        return BatchFeature(output)
 
     def __call__(self, videos, **kwargs) -> BatchFeature:
         return self.preprocess(videos, **kwargs)
