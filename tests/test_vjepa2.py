@@ -1,4 +1,6 @@
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -199,7 +201,8 @@ def test_runs_longer_than_the_length_table_use_its_last_row():
         table.copy_(torch.arange(4, dtype=torch.float32).view(4, 1).expand(4, HIDDEN))
         after = rlt_model(clip, output_hidden_states=True)
     assert before.run_lengths.unique().tolist() == [8]
-    torch.testing.assert_close(after.hidden_states[0] - before.hidden_states[0], torch.full_like(after.hidden_states[0], 3.0))
+    added = after.hidden_states[0] - before.hidden_states[0]
+    torch.testing.assert_close(added, torch.full_like(added, 3.0))
 
 
 def test_length_weighted_query_attention_counts_each_token_run_length_times():
@@ -214,10 +217,9 @@ def test_length_weighted_query_attention_counts_each_token_run_length_times():
     queries = torch.randn(1, 1, HIDDEN, generator=generator).expand(2, 1, HIDDEN)
     with torch.no_grad():
         pooled = layer(queries, tokens, packed=packed, key_weights=run_lengths.float())
-        expected = [
-            VJEPA2PoolerCrossAttentionLayer.forward(layer, queries[:1], clip_tokens.repeat_interleave(clip_lengths, 0)[None])[0]
-            for clip_tokens, clip_lengths in zip(packed.split(tokens), packed.split(run_lengths))
-        ]
+        clips = zip(packed.split(tokens), packed.split(run_lengths))
+        repeated = [clip.repeat_interleave(lengths, 0) for clip, lengths in clips]
+        expected = [VJEPA2PoolerCrossAttentionLayer.forward(layer, queries[:1], clip[None])[0] for clip in repeated]
         plain = layer(queries, tokens, packed=packed)
     torch.testing.assert_close(pooled, torch.cat(expected), atol=1e-5, rtol=1e-5)
     assert (pooled - plain).abs().max() > 1e-3
@@ -225,7 +227,8 @@ def test_length_weighted_query_attention_counts_each_token_run_length_times():
 
 def test_length_weighted_pooling_changes_only_clips_with_runs():
     _, mean_model = vanilla_and_rlt(rlt_threshold=0.0)
-    weighted = RLTVJEPA2ForVideoClassification(RLTVJEPA2Config(**TINY_VJEPA2, rlt_threshold=0.0, rlt_pooling="length_weighted"))
+    config = RLTVJEPA2Config(**TINY_VJEPA2, rlt_threshold=0.0, rlt_pooling="length_weighted")
+    weighted = RLTVJEPA2ForVideoClassification(config)
     weighted.load_state_dict(mean_model.state_dict())
     clips = clips_with_repeats()
     with torch.no_grad():
@@ -338,12 +341,14 @@ def test_vanilla_checkpoints_load_into_the_rlt_classes(vanilla_folders, caplog):
     with safe_open(vanilla_folders / "classifier" / "model.safetensors", "pt") as weights:
         assert any(".predictor." in key for key in weights.keys())
     with caplog.at_level("WARNING"):
-        model = RLTVJEPA2ForVideoClassification.from_pretrained(vanilla_folders / "classifier", rlt_threshold=0.0).eval()
+        model = RLTVJEPA2ForVideoClassification.from_pretrained(vanilla_folders / "classifier", rlt_threshold=0.0)
+        model.eval()
         encoder = RLTVJEPA2Model.from_pretrained(vanilla_folders / "encoder", rlt_threshold=0.0).eval()
     assert "predictor" not in caplog.text  # skipped on purpose, not reported as unexpected
     assert not any("predictor" in name for name, _ in model.named_parameters())
     assert model.vjepa2.encoder.layer[0].attention.query.bias.abs().sum() > 0
-    for table in (model.vjepa2.encoder.embeddings.length_embeddings.weight, encoder.encoder.embeddings.length_embeddings.weight):
+    for embeddings in (model.vjepa2.encoder.embeddings, encoder.encoder.embeddings):
+        table = embeddings.length_embeddings.weight
         assert table.device.type == "cpu" and torch.equal(table, torch.zeros_like(table))
     with torch.no_grad():
         torch.testing.assert_close(model(reference["clips"]).logits, reference["logits"], atol=1e-5, rtol=1e-5)
@@ -397,7 +402,8 @@ def test_save_then_load_without_rlt_installed(tmp_path):
         with torch.no_grad():
             output = model(pixel_values_videos=clips)
             states = encoder(pixel_values_videos=clips).last_hidden_state
-        torch.save({{"logits": output.logits, "tokens_kept": output.tokens_kept, "states": states}}, {str(tmp_path / "out.pt")!r})
+        result = {{"logits": output.logits, "tokens_kept": output.tokens_kept, "states": states}}
+        torch.save(result, {str(tmp_path / "out.pt")!r})
         """
     run_without_rlt(code, cwd=tmp_path)
     result = torch.load(tmp_path / "out.pt")
@@ -470,3 +476,24 @@ def test_config_geometry_aliases_and_checks():
     with pytest.raises(ValueError, match="unknown RLT attention backend 'xformers'"):
         RLTVJEPA2Config(rlt_attention="xformers")
     assert rlt.RLTVJEPA2Config is RLTVJEPA2Config and "RLTVJEPA2Model" in rlt.__all__
+
+
+def test_long_clip_example_counts_what_the_model_keeps(capsys):
+    # The example's tokenizer call keeps exactly the tokens the model keeps on the same processed clip,
+    # and a clip too short for the stride is reported with its padding.
+    path = Path(__file__).resolve().parents[1] / "examples" / "long_clip_tokens.py"
+    spec = importlib.util.spec_from_file_location("long_clip_tokens", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    video = Path(rlt.__file__).parent / "assets" / "bigbuckbunny_sample.mp4"  # 132 frames
+    config = RLTVJEPA2Config(**{**TINY_VJEPA2, "frames_per_clip": 16, "crop_size": 64, "patch_size": 16})
+    row = example.measure_clip(video, stride=16, threshold=0.1, config=config)
+    assert row["source_frames"] == 132 and row["padded_frames"] == 16 - 9  # frames 0, 16, ..., 128 are real
+    assert row["tokens"] == 8 * 4 * 4 and row["real_tokens"] == 4 * 4 * 4
+    processor = rlt.RLTVideoProcessor(num_frames=16, frame_stride=16, size={"shortest_edge": 73}, crop_size=64)
+    model = RLTVJEPA2Model(config).eval()
+    with torch.no_grad():
+        output = model(**processor(str(video)))  # the processor's pixel_values: accepted as an alias
+    assert output.tokens_kept.tolist() == [row["kept"]]
+    example.main([str(video), "--frames", "16", "--crop", "64", "--strides", "4"])
+    assert "| bigbuckbunny_sample | 132 | 4 | 0 |" in capsys.readouterr().out

@@ -72,7 +72,9 @@ def take_video_input(pixel_values_videos: torch.Tensor | None, kwargs: dict) -> 
         raise ValueError("pass the clips once: as pixel_values_videos (V-JEPA 2's name) or as pixel_values, not both")
     clips = pixel_values_videos if pixel_values_videos is not None else alias
     if clips is None:
-        raise ValueError("pass the clips as pixel_values_videos: a float tensor (batch, frames, channels, height, width)")
+        raise ValueError(
+            "pass the clips as pixel_values_videos: a float tensor (batch, frames, channels, height, width)"
+        )
     return clips
 
 
@@ -103,15 +105,21 @@ def check_video_input(config: RLTVJEPA2Config, pixel_values_videos) -> None:
     shape = tuple(pixel_values_videos.shape)
     if pixel_values_videos.dim() != 5:
         raise ValueError(
-            f"{INPUT_NAME} must have shape (batch, frames, channels, height, width), got {len(shape)} dimensions {shape}"
+            f"{INPUT_NAME} must have shape (batch, frames, channels, height, width), "
+            f"got {len(shape)} dimensions {shape}"
         )
     if not pixel_values_videos.is_floating_point():
-        raise ValueError(f"{INPUT_NAME} must be a float tensor, normalised as the processor does; got {pixel_values_videos.dtype}")
+        raise ValueError(
+            f"{INPUT_NAME} must be a float tensor, normalised as the processor does; got {pixel_values_videos.dtype}"
+        )
     _, frames, channels, height, width = shape
     if channels != config.in_chans:
         hint = ""
         if frames == config.in_chans:
-            hint = " (it looks like (batch, channels, frames, height, width): permute to (batch, frames, channels, ...))"
+            hint = (
+                " (it looks like (batch, channels, frames, height, width): "
+                "permute to (batch, frames, channels, ...))"
+            )
         elif width == config.in_chans:
             hint = " (it looks channels-last: permute to (batch, frames, channels, height, width))"
         raise ValueError(
@@ -170,7 +178,9 @@ class RLTVJEPA2Embeddings(VJEPA2Embeddings):
         max_run = config.frames_per_clip // config.tubelet_size
         self.length_embeddings = LengthEncoding(max_run, hidden_size) if config.rlt_use_length_encoding else None
 
-    def forward(self, pixel_values_videos: torch.Tensor, tokens: RunLengthTokens, packed: PackedSequence) -> torch.Tensor:
+    def forward(
+        self, pixel_values_videos: torch.Tensor, tokens: RunLengthTokens, packed: PackedSequence
+    ) -> torch.Tensor:
         embeddings = embed_kept_tubelets(pixel_values_videos, self.patch_embeddings.proj, packed)
         if self.length_embeddings is not None:
             # A clip longer than frames_per_clip can hold longer runs than the table has rows: those
@@ -184,7 +194,12 @@ class RLTVJEPA2RopeAttention(VJEPA2RopeAttention):
     """V-JEPA 2's RoPE self-attention over packed tokens: ``(total, hidden) -> (total, hidden)``,
     block-diagonal per clip, each token rotated by its original (t, h, w) position."""
 
-    def forward(self, hidden_states: torch.Tensor, position_mask: torch.Tensor | None = None, packed: PackedSequence | None = None):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_mask: torch.Tensor | None = None,
+        packed: PackedSequence | None = None,
+    ):
         if packed is None:
             return super().forward(hidden_states, position_mask=position_mask)
         # (total, heads, 1, head_dim): transformers' rotation takes (batch, heads, tokens, head_dim) and
@@ -214,12 +229,20 @@ def drop_clip_path(hidden_states: torch.Tensor, drop_path: nn.Module, packed: Pa
     if drop_prob == 0.0 or not drop_path.training:
         return hidden_states
     keep_prob = 1 - drop_prob
-    keep = torch.floor(torch.rand((packed.batch_size, 1), dtype=hidden_states.dtype, device=hidden_states.device) + keep_prob)
+    draws = torch.rand((packed.batch_size, 1), dtype=hidden_states.dtype, device=hidden_states.device)
+    keep = torch.floor(draws + keep_prob)
     return hidden_states.div(keep_prob) * keep[packed.clip_ids]
 
 
 class RLTVJEPA2Layer(VJEPA2Layer):
-    def __init__(self, config: RLTVJEPA2Config, drop_path_rate: float, hidden_size: int, num_attention_heads: int, mlp_ratio: float):
+    def __init__(
+        self,
+        config: RLTVJEPA2Config,
+        drop_path_rate: float,
+        hidden_size: int,
+        num_attention_heads: int,
+        mlp_ratio: float,
+    ):
         super().__init__(config, drop_path_rate, hidden_size, num_attention_heads, mlp_ratio)
         self.attention = RLTVJEPA2RopeAttention(config, hidden_size, num_attention_heads)
 
@@ -250,7 +273,11 @@ class RLTVJEPA2Encoder(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(
-        self, pixel_values_videos: torch.Tensor, tokens: RunLengthTokens, packed: PackedSequence, output_hidden_states: bool = False
+        self,
+        pixel_values_videos: torch.Tensor,
+        tokens: RunLengthTokens,
+        packed: PackedSequence,
+        output_hidden_states: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """``-> ((total, hidden), per-layer states or None)``; the states before the final layer norm."""
         hidden_states = self.embeddings(pixel_values_videos, tokens, packed)
@@ -295,18 +322,26 @@ def packed_cross_attention(
         else:
             bias = packed.pad(key_weights.log().to(query.dtype))[:, None, None, :]
             mask = bias.masked_fill(~real, float("-inf"))
-    out = F.scaled_dot_product_attention(query.unsqueeze(2), keys, values, attn_mask=mask, dropout_p=dropout, scale=scaling)
+    out = F.scaled_dot_product_attention(
+        query.unsqueeze(2), keys, values, attn_mask=mask, dropout_p=dropout, scale=scaling
+    )
     return out.squeeze(2)
 
 
 class RLTVJEPA2PoolerSelfAttention(VJEPA2PoolerSelfAttention):
     """The pooler's self-attention (no RoPE) over packed tokens, block-diagonal per clip."""
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, packed: PackedSequence | None = None):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        packed: PackedSequence | None = None,
+    ):
         if packed is None:
             return super().forward(hidden_states, attention_mask=attention_mask)
         shape = (hidden_states.shape[0], self.num_heads, self.head_dim)
-        query, key, value = (projection(hidden_states).view(shape) for projection in (self.q_proj, self.k_proj, self.v_proj))
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        query, key, value = (projection(hidden_states).view(shape) for projection in projections)
         context = packed_attention(
             query,
             key,
@@ -368,7 +403,11 @@ class RLTVJEPA2PoolerCrossAttentionLayer(VJEPA2PoolerCrossAttentionLayer):
         self.cross_attn = RLTVJEPA2PoolerCrossAttention(config)
 
     def forward(
-        self, queries: torch.Tensor, hidden_states: torch.Tensor, packed: PackedSequence, key_weights: torch.Tensor | None = None
+        self,
+        queries: torch.Tensor,
+        hidden_states: torch.Tensor,
+        packed: PackedSequence,
+        key_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``queries`` ``(B, 1, hidden)``, ``hidden_states`` ``(total, hidden)`` -> ``(B, 1, hidden)``."""
         tokens = self.layer_norm1(hidden_states)  # as in V-JEPA 2, the query itself is not normalised
@@ -387,7 +426,9 @@ class RLTVJEPA2AttentivePooler(VJEPA2AttentivePooler):
             [RLTVJEPA2PoolerSelfAttentionLayer(config) for _ in range(config.num_pooler_layers)]
         )
 
-    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence, key_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, packed: PackedSequence, key_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``key_weights`` ``(total,)``: each token's weight in the query's softmax (its run length for
         ``rlt_pooling="length_weighted"``), or None for plain attention over the kept tokens."""
         for layer in self.self_attention_layers:
@@ -399,7 +440,12 @@ class RLTVJEPA2AttentivePooler(VJEPA2AttentivePooler):
 class RLTVJEPA2PreTrainedModel(RLTPreTrainedMixin, VJEPA2PreTrainedModel):
     config_class = RLTVJEPA2Config
     config: RLTVJEPA2Config
-    _no_split_modules = ["RLTVJEPA2Embeddings", "RLTVJEPA2Layer", "RLTVJEPA2PoolerSelfAttentionLayer", "RLTVJEPA2PoolerCrossAttentionLayer"]
+    _no_split_modules = [
+        "RLTVJEPA2Embeddings",
+        "RLTVJEPA2Layer",
+        "RLTVJEPA2PoolerSelfAttentionLayer",
+        "RLTVJEPA2PoolerCrossAttentionLayer",
+    ]
     _can_record_outputs = {}
     # The JEPA predictor is not built (see the module docstring): its weights are skipped on load.
     _keys_to_ignore_on_load_unexpected = [r"(^|\.)predictor\."]
