@@ -85,12 +85,13 @@ def test_threshold_zero_reproduces_vanilla_logits(frames):
     # 16 frames: twice frames_per_clip (RoPE has no fixed length); 1 frame: an image, repeated to fill
     # one tubelet as transformers does.
     vanilla, rlt_model = vanilla_and_rlt(rlt_threshold=0.0)
-    clips = noise_clips(3, frames=frames)
+    clips, labels = noise_clips(3, frames=frames), torch.tensor([0, 3, 4])
     with torch.no_grad():
-        expected = vanilla(clips).logits
-        output = rlt_model(clips)
+        expected = vanilla(clips, labels=labels)
+        output = rlt_model(clips, labels=labels)
     assert output.tokens_kept.tolist() == [max(frames // 2, 1) * 16] * 3
-    torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(output.logits, expected.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(output.loss, expected.loss, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("frames", [8, 16])
@@ -121,8 +122,10 @@ def test_rlt_disabled_runs_every_token_even_on_repeats():
     torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "length_weighted"])
-@pytest.mark.parametrize("backend", ["auto", "per_clip", "padded", "eager", "flex"])
+@pytest.mark.parametrize(
+    "backend, pooling",
+    [(backend, "mean") for backend in ("auto", "per_clip", "padded", "eager", "flex")] + [("auto", "length_weighted")],
+)
 def test_packed_batch_equals_clips_run_alone(backend, pooling):
     _, rlt_model = vanilla_and_rlt(rlt_threshold=0.0, rlt_attention=backend, rlt_pooling=pooling)
     with torch.no_grad():

@@ -153,20 +153,17 @@ class _ClipFrames:
         return getattr(self._config, name)
 
 
-def rope_positions(packed: PackedSequence, grid_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each packed token's original (frame, height, width) position, int64 ``(total, 1, 1)`` each.
+def rope_positions(token_ids: torch.Tensor, grid_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Original (frame, height, width) of tokens from their ids: int64 ``(total,)`` -> three ``(total, 1, 1)``.
 
-    V-JEPA 2 numbers a clip's tokens ``t * g^2 + h * g + w`` (``g = crop_size // patch_size``): the
-    packing's ``source_positions``. Computed once per forward and shared by every layer. The trailing
-    dims broadcast over heads against queries laid out ``(total, heads, 1, head_dim)``.
+    V-JEPA 2 numbers a clip's tokens ``t * g^2 + h * g + w`` (``g = crop_size // patch_size``), which are
+    the packing's ``source_positions``. The trailing dims broadcast over heads against queries laid out
+    ``(total, heads, 1, head_dim)``.
     """
-    key = ("vjepa2_rope_positions", grid_size)
-    if key not in packed._cache:
-        ids = packed.source_positions.view(-1, 1, 1)
-        tokens_per_frame = grid_size * grid_size
-        within_frame = ids % tokens_per_frame
-        packed._cache[key] = (ids // tokens_per_frame, within_frame // grid_size, within_frame % grid_size)
-    return packed._cache[key]
+    ids = token_ids.view(-1, 1, 1)
+    tokens_per_frame = grid_size * grid_size
+    within_frame = ids % tokens_per_frame
+    return ids // tokens_per_frame, within_frame // grid_size, within_frame % grid_size
 
 
 class RLTVJEPA2Embeddings(VJEPA2Embeddings):
@@ -206,7 +203,7 @@ class RLTVJEPA2RopeAttention(VJEPA2RopeAttention):
         # broadcasts positions; one token per "batch" row keeps the packed layout without transposes.
         shape = (hidden_states.shape[0], self.num_attention_heads, 1, self.attention_head_size)
         query, key, value = (projection(hidden_states).view(shape) for projection in (self.query, self.key, self.value))
-        positions = rope_positions(packed, self.grid_size)
+        positions = rope_positions(packed.source_positions, self.grid_size)
         query = self.apply_rotary_embeddings(query, positions)
         key = self.apply_rotary_embeddings(key, positions)
         context = packed_attention(
