@@ -1,0 +1,548 @@
+"""RLT V-JEPA 2: transformers' V-JEPA 2 encoder and attentive-probe classifier with run-length tokenization.
+
+Same weight names as ``VJEPA2Model`` / ``VJEPA2ForVideoClassification``, so vanilla checkpoints load as
+they are; only the length encoding is new. What changes:
+
+- only kept tubelets go through the Conv3d patch embedding, plus a run-length encoding;
+- the encoder runs the clips of a batch packed (block-diagonal attention), and its 3D RoPE rotates
+  each kept token by its ORIGINAL (t, h, w) position: V-JEPA 2 has no position table, its RoPE reads
+  token ids, and the packing's ``source_positions`` are exactly those ids;
+- the attentive pooler's self-attention layers run packed over each clip's own tokens, and its learned
+  query attends to its own clip's tokens only.
+
+The JEPA predictor (masked-latent prediction, used in pre-training) is not built: ``RLTVJEPA2Model`` is
+the encoder, as ``VJEPA2Model(..., skip_predictor=True)`` runs it. A vanilla checkpoint's
+``predictor.*`` weights are skipped on load and an RLT checkpoint does not save them.
+
+V-JEPA 2 takes clips of any whole number of tubelets (RoPE has no fixed length), so these models do
+too; frames must be a multiple of ``tubelet_size`` (transformers' Conv3d would silently drop the rest)
+and frames must be ``crop_size`` square (RoPE splits token ids on that grid). Fewer frames than one
+tubelet (an image) are repeated to fill it, as transformers does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.models.vjepa2.modeling_vjepa2 import (
+    VJEPA2AttentivePooler,
+    VJEPA2Embeddings,
+    VJEPA2Layer,
+    VJEPA2PoolerCrossAttention,
+    VJEPA2PoolerCrossAttentionLayer,
+    VJEPA2PoolerSelfAttention,
+    VJEPA2PoolerSelfAttentionLayer,
+    VJEPA2PreTrainedModel,
+    VJEPA2RopeAttention,
+)
+
+from .configuration_rlt_vjepa2 import RLTVJEPA2Config
+from .modeling_rlt import (
+    EncodedClips,
+    LengthEncoding,
+    RLTModelOutput,
+    RLTPreTrainedMixin,
+    RLTVideoClassifierOutput,
+    choose_tokens,
+    classification_output,
+    embed_kept_tubelets,
+    reject_unsupported,
+    run_encoder,
+)
+from .packing import PackedSequence, packed_attention
+from .tokenizer import RunLengthTokens
+
+__all__ = [
+    "RLTVJEPA2ForVideoClassification",
+    "RLTVJEPA2Model",
+    "RLTVJEPA2PreTrainedModel",
+    "check_video_input",
+    "packed_cross_attention",
+]
+
+INPUT_NAME = "pixel_values_videos"
+
+
+def take_video_input(pixel_values_videos: torch.Tensor | None, kwargs: dict) -> torch.Tensor:
+    """The clips, under transformers' V-JEPA 2 name or under ``pixel_values`` (what ``rlt``'s video
+    processor, collators and the VideoMAE / ViViT models use), which is accepted as an alias."""
+    alias = kwargs.pop("pixel_values", None)
+    if pixel_values_videos is not None and alias is not None:
+        raise ValueError("pass the clips once: as pixel_values_videos (V-JEPA 2's name) or as pixel_values, not both")
+    clips = pixel_values_videos if pixel_values_videos is not None else alias
+    if clips is None:
+        raise ValueError(
+            "pass the clips as pixel_values_videos: a float tensor (batch, frames, channels, height, width)"
+        )
+    return clips
+
+
+def reject_predictor_arguments(kwargs: dict) -> None:
+    """V-JEPA 2's predictor arguments, which the RLT encoder cannot honour: a clear error, not a silent skip."""
+    for name in ("context_mask", "target_mask"):
+        if kwargs.get(name) is not None:
+            raise ValueError(
+                f"{name} is an argument of V-JEPA 2's JEPA predictor, which RLT V-JEPA 2 does not include "
+                "(it runs the encoder only); use transformers' VJEPA2Model for masked prediction"
+            )
+    if kwargs.get("skip_predictor", True) is False:
+        raise ValueError(
+            "skip_predictor=False asks for V-JEPA 2's JEPA predictor, which RLT V-JEPA 2 does not include "
+            "(it runs the encoder only, as skip_predictor=True does)"
+        )
+    kwargs.pop("skip_predictor", None)
+
+
+def check_video_input(config: RLTVJEPA2Config, pixel_values_videos) -> None:
+    """Clear errors for clips V-JEPA 2 cannot take, before anything reaches torch's kernels.
+
+    Any number of frames that is a whole number of tubelets is fine (RoPE has no fixed length); the
+    frames must be ``crop_size`` square, the grid the RoPE positions are computed on.
+    """
+    if not isinstance(pixel_values_videos, torch.Tensor):
+        raise TypeError(f"{INPUT_NAME} must be a torch.Tensor, got {type(pixel_values_videos).__name__}")
+    shape = tuple(pixel_values_videos.shape)
+    if pixel_values_videos.dim() != 5:
+        raise ValueError(
+            f"{INPUT_NAME} must have shape (batch, frames, channels, height, width), "
+            f"got {len(shape)} dimensions {shape}"
+        )
+    if not pixel_values_videos.is_floating_point():
+        raise ValueError(
+            f"{INPUT_NAME} must be a float tensor, normalised as the processor does; got {pixel_values_videos.dtype}"
+        )
+    _, frames, channels, height, width = shape
+    if channels != config.in_chans:
+        hint = ""
+        if frames == config.in_chans:
+            hint = (
+                " (it looks like (batch, channels, frames, height, width): "
+                "permute to (batch, frames, channels, ...))"
+            )
+        elif width == config.in_chans:
+            hint = " (it looks channels-last: permute to (batch, frames, channels, height, width))"
+        raise ValueError(
+            f"{INPUT_NAME} {shape} has {channels} channels at dimension 2, the model expects {config.in_chans}{hint}"
+        )
+    if (height, width) != (config.crop_size, config.crop_size):
+        raise ValueError(
+            f"{INPUT_NAME} frames are {height}x{width}; this model takes {config.crop_size}x{config.crop_size} "
+            "(its RoPE positions are laid out on that grid): resize and crop with the checkpoint's processor"
+        )
+    if frames % config.tubelet_size:
+        raise ValueError(
+            f"{INPUT_NAME} has {frames} frames, not a multiple of the tubelet size {config.tubelet_size}: "
+            f"sample a multiple of {config.tubelet_size} frames (any such number works; the checkpoint was "
+            f"trained on {config.frames_per_clip})"
+        )
+
+
+class _ClipFrames:
+    """The config as ``choose_tokens`` reads it, with this clip's own frame count.
+
+    ``choose_tokens`` checks the input against a fixed ``num_frames`` (VideoMAE and ViViT have position
+    tables of that length); V-JEPA 2 has none, so it sees the frame count ``check_video_input`` accepted.
+    """
+
+    def __init__(self, config: RLTVJEPA2Config, num_frames: int):
+        self._config = config
+        self.num_frames = num_frames
+
+    def __getattr__(self, name: str):
+        return getattr(self._config, name)
+
+
+def rope_positions(token_ids: torch.Tensor, grid_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Original (frame, height, width) of tokens from their ids: int64 ``(total,)`` -> three ``(total, 1, 1)``.
+
+    V-JEPA 2 numbers a clip's tokens ``t * g^2 + h * g + w`` (``g = crop_size // patch_size``), which are
+    the packing's ``source_positions``. The trailing dims broadcast over heads against queries laid out
+    ``(total, heads, 1, head_dim)``.
+    """
+    ids = token_ids.view(-1, 1, 1)
+    tokens_per_frame = grid_size * grid_size
+    within_frame = ids % tokens_per_frame
+    return ids // tokens_per_frame, within_frame // grid_size, within_frame % grid_size
+
+
+class RLTVJEPA2Embeddings(VJEPA2Embeddings):
+    """Kept tubelets -> Conv3d patch embedding + run-length encoding: ``(total, hidden)``. No position
+    term: V-JEPA 2's positions enter through RoPE in every attention layer."""
+
+    def __init__(self, config: RLTVJEPA2Config, hidden_size: int):
+        super().__init__(config, hidden_size=hidden_size)
+        max_run = config.frames_per_clip // config.tubelet_size
+        self.length_embeddings = LengthEncoding(max_run, hidden_size) if config.rlt_use_length_encoding else None
+
+    def forward(
+        self, pixel_values_videos: torch.Tensor, tokens: RunLengthTokens, packed: PackedSequence
+    ) -> torch.Tensor:
+        embeddings = embed_kept_tubelets(pixel_values_videos, self.patch_embeddings.proj, packed)
+        if self.length_embeddings is not None:
+            # A clip longer than frames_per_clip can hold longer runs than the table has rows: those
+            # share its last row (the longest run the checkpoint was trained to encode).
+            run_lengths = packed.gather(tokens.lengths.flatten(1)).clamp(max=self.length_embeddings.num_embeddings)
+            embeddings = embeddings + self.length_embeddings(run_lengths).to(embeddings.dtype)
+        return embeddings
+
+
+class RLTVJEPA2RopeAttention(VJEPA2RopeAttention):
+    """V-JEPA 2's RoPE self-attention over packed tokens: ``(total, hidden) -> (total, hidden)``,
+    block-diagonal per clip, each token rotated by its original (t, h, w) position."""
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_mask: torch.Tensor | None = None,
+        packed: PackedSequence | None = None,
+    ):
+        if packed is None:
+            return super().forward(hidden_states, position_mask=position_mask)
+        # (total, heads, 1, head_dim): transformers' rotation takes (batch, heads, tokens, head_dim) and
+        # broadcasts positions; one token per "batch" row keeps the packed layout without transposes.
+        shape = (hidden_states.shape[0], self.num_attention_heads, 1, self.attention_head_size)
+        query, key, value = (projection(hidden_states).view(shape) for projection in (self.query, self.key, self.value))
+        positions = rope_positions(packed.source_positions, self.grid_size)
+        query = self.apply_rotary_embeddings(query, positions)
+        key = self.apply_rotary_embeddings(key, positions)
+        context = packed_attention(
+            query.squeeze(2),
+            key.squeeze(2),
+            value.squeeze(2),
+            packed,
+            scaling=self.scaling,
+            dropout=self.dropout_prob if self.training else 0.0,
+            backend=self.config.rlt_attention,
+            attn_implementation=self.config._attn_implementation,
+        )
+        return self.proj(context.reshape(hidden_states.shape[0], self.all_head_size)), None
+
+
+def drop_clip_path(hidden_states: torch.Tensor, drop_path: nn.Module, packed: PackedSequence) -> torch.Tensor:
+    """V-JEPA 2's stochastic depth on packed ``(total, hidden)`` tokens: one draw per CLIP, as the vanilla
+    model draws one per sample (same draws in the same order, so a seeded run matches it)."""
+    drop_prob = getattr(drop_path, "drop_prob", 0.0)
+    if drop_prob == 0.0 or not drop_path.training:
+        return hidden_states
+    keep_prob = 1 - drop_prob
+    draws = torch.rand((packed.batch_size, 1), dtype=hidden_states.dtype, device=hidden_states.device)
+    keep = torch.floor(draws + keep_prob)
+    return hidden_states.div(keep_prob) * keep[packed.clip_ids]
+
+
+class RLTVJEPA2Layer(VJEPA2Layer):
+    def __init__(
+        self,
+        config: RLTVJEPA2Config,
+        drop_path_rate: float,
+        hidden_size: int,
+        num_attention_heads: int,
+        mlp_ratio: float,
+    ):
+        super().__init__(config, drop_path_rate, hidden_size, num_attention_heads, mlp_ratio)
+        self.attention = RLTVJEPA2RopeAttention(config, hidden_size, num_attention_heads)
+
+    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
+        """``(total, hidden) -> (total, hidden)``."""
+        attention_output, _ = self.attention(self.norm1(hidden_states), packed=packed)
+        hidden_states = drop_clip_path(attention_output, self.drop_path, packed) + hidden_states
+        mlp_output = self.mlp(self.norm2(hidden_states))
+        return drop_clip_path(mlp_output, self.drop_path, packed) + hidden_states
+
+
+class RLTVJEPA2Encoder(nn.Module):
+    """``VJEPA2Encoder``'s modules and weight names (``embeddings``, ``layer``, ``layernorm``) over packed tokens."""
+
+    def __init__(self, config: RLTVJEPA2Config):
+        super().__init__()
+        self.config = config
+        self.embeddings = RLTVJEPA2Embeddings(config, hidden_size=config.hidden_size)
+        layers = config.num_hidden_layers
+        drop_path_rates = [config.drop_path_rate * i / (layers - 1) if layers > 1 else 0.0 for i in range(layers)]
+        self.layer = nn.ModuleList(
+            [
+                RLTVJEPA2Layer(config, rate, config.hidden_size, config.num_attention_heads, config.mlp_ratio)
+                for rate in drop_path_rates
+            ]
+        )
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        tokens: RunLengthTokens,
+        packed: PackedSequence,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """``-> ((total, hidden), per-layer states or None)``; the states before the final layer norm."""
+        hidden_states = self.embeddings(pixel_values_videos, tokens, packed)
+        hidden_states, all_hidden_states = run_encoder(self.layer, hidden_states, packed, output_hidden_states)
+        return self.layernorm(hidden_states), all_hidden_states
+
+
+def packed_cross_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    packed: PackedSequence,
+    *,
+    scaling: float,
+    dropout: float = 0.0,
+    key_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One query per clip attending to that clip's packed tokens only.
+
+    Args:
+        query: ``(B, heads, head_dim)``.
+        key, value: ``(total, heads, head_dim)``, packed as ``packed`` says.
+        key_weights: optional positive ``(total,)``: a token of weight ``w`` counts as ``w`` copies of
+            itself in the softmax (its score plus ``log w``).
+
+    Returns:
+        ``(B, heads, head_dim)``.
+    """
+    batch = packed.batch_size
+    if packed.is_uniform:
+        keys, values = (t.view(batch, -1, *t.shape[1:]).transpose(1, 2) for t in (key, value))
+        mask = None
+        if key_weights is not None:
+            mask = key_weights.log().to(query.dtype).view(batch, 1, 1, -1)
+    else:
+        # One query row per clip: padding to the longest clip costs B x max_len scores, nothing next
+        # to the encoder, and runs on every device and dtype with dropout.
+        keys, values = (packed.pad(t).transpose(1, 2) for t in (key, value))  # (B, heads, S, d)
+        real = packed.padding_mask()[:, None, None, :]
+        if key_weights is None:
+            mask = real
+        else:
+            bias = packed.pad(key_weights.log().to(query.dtype))[:, None, None, :]
+            mask = bias.masked_fill(~real, float("-inf"))
+    out = F.scaled_dot_product_attention(
+        query.unsqueeze(2), keys, values, attn_mask=mask, dropout_p=dropout, scale=scaling
+    )
+    return out.squeeze(2)
+
+
+class RLTVJEPA2PoolerSelfAttention(VJEPA2PoolerSelfAttention):
+    """The pooler's self-attention (no RoPE) over packed tokens, block-diagonal per clip."""
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        packed: PackedSequence | None = None,
+    ):
+        if packed is None:
+            return super().forward(hidden_states, attention_mask=attention_mask)
+        shape = (hidden_states.shape[0], self.num_heads, self.head_dim)
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        query, key, value = (projection(hidden_states).view(shape) for projection in projections)
+        context = packed_attention(
+            query,
+            key,
+            value,
+            packed,
+            scaling=self.scale,
+            dropout=self.dropout if self.training else 0.0,
+            backend=self.config.rlt_attention,
+            attn_implementation=self.config._attn_implementation,
+        )
+        return self.out_proj(context.reshape(hidden_states.shape[0], self.embed_dim)), None
+
+
+class RLTVJEPA2PoolerCrossAttention(VJEPA2PoolerCrossAttention):
+    """The pooler's query cross-attention: each clip's query attends to its own packed tokens."""
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        packed: PackedSequence | None = None,
+        key_weights: torch.Tensor | None = None,
+    ):
+        """Packed: ``queries`` ``(B, 1, hidden)``, ``keys``/``values`` ``(total, hidden)`` -> ``(B, 1, hidden)``."""
+        if packed is None:
+            return super().forward(queries, keys, values, attention_mask=attention_mask)
+        batch = queries.shape[0]
+        query = self.q_proj(queries).view(batch, self.num_heads, self.head_dim)
+        shape = (keys.shape[0], self.num_heads, self.head_dim)
+        context = packed_cross_attention(
+            query,
+            self.k_proj(keys).view(shape),
+            self.v_proj(values).view(shape),
+            packed,
+            scaling=self.scale,
+            dropout=self.dropout if self.training else 0.0,
+            key_weights=key_weights,
+        )
+        return context.reshape(batch, 1, self.embed_dim), None
+
+
+class RLTVJEPA2PoolerSelfAttentionLayer(VJEPA2PoolerSelfAttentionLayer):
+    def __init__(self, config: RLTVJEPA2Config):
+        super().__init__(config)
+        self.self_attn = RLTVJEPA2PoolerSelfAttention(config)
+
+    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
+        """``(total, hidden) -> (total, hidden)``."""
+        attention_output, _ = self.self_attn(self.layer_norm1(hidden_states), packed=packed)
+        hidden_states = hidden_states + attention_output
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+
+
+class RLTVJEPA2PoolerCrossAttentionLayer(VJEPA2PoolerCrossAttentionLayer):
+    def __init__(self, config: RLTVJEPA2Config):
+        super().__init__(config)
+        self.cross_attn = RLTVJEPA2PoolerCrossAttention(config)
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        hidden_states: torch.Tensor,
+        packed: PackedSequence,
+        key_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``queries`` ``(B, 1, hidden)``, ``hidden_states`` ``(total, hidden)`` -> ``(B, 1, hidden)``."""
+        tokens = self.layer_norm1(hidden_states)  # as in V-JEPA 2, the query itself is not normalised
+        attention_output, _ = self.cross_attn(queries, tokens, tokens, packed=packed, key_weights=key_weights)
+        hidden_states = queries + attention_output
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+
+
+class RLTVJEPA2AttentivePooler(VJEPA2AttentivePooler):
+    """V-JEPA 2's attentive probe over packed clips: ``(total, hidden) -> (B, hidden)``."""
+
+    def __init__(self, config: RLTVJEPA2Config):
+        super().__init__(config)
+        self.cross_attention_layer = RLTVJEPA2PoolerCrossAttentionLayer(config)
+        self.self_attention_layers = nn.ModuleList(
+            [RLTVJEPA2PoolerSelfAttentionLayer(config) for _ in range(config.num_pooler_layers)]
+        )
+
+    def forward(
+        self, hidden_states: torch.Tensor, packed: PackedSequence, key_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``key_weights`` ``(total,)``: each token's weight in the query's softmax (its run length for
+        ``rlt_pooling="length_weighted"``), or None for plain attention over the kept tokens."""
+        for layer in self.self_attention_layers:
+            hidden_states = layer(hidden_states, packed=packed)
+        queries = self.query_tokens.expand(packed.batch_size, -1, -1)
+        return self.cross_attention_layer(queries, hidden_states, packed=packed, key_weights=key_weights).squeeze(1)
+
+
+class RLTVJEPA2PreTrainedModel(RLTPreTrainedMixin, VJEPA2PreTrainedModel):
+    config_class = RLTVJEPA2Config
+    config: RLTVJEPA2Config
+    _no_split_modules = [
+        "RLTVJEPA2Embeddings",
+        "RLTVJEPA2Layer",
+        "RLTVJEPA2PoolerSelfAttentionLayer",
+        "RLTVJEPA2PoolerCrossAttentionLayer",
+    ]
+    _can_record_outputs = {}
+    # The JEPA predictor is not built (see the module docstring): its weights are skipped on load.
+    _keys_to_ignore_on_load_unexpected = [r"(^|\.)predictor\."]
+    auto_class_names = {
+        "AutoModel": "RLTVJEPA2Model",
+        "AutoModelForVideoClassification": "RLTVJEPA2ForVideoClassification",
+    }
+
+
+class RLTVJEPA2Model(RLTVJEPA2PreTrainedModel):
+    """V-JEPA 2 encoder over run-length tokens. Returns packed hidden states (see ``RLTModelOutput``)."""
+
+    def __init__(self, config: RLTVJEPA2Config):
+        super().__init__(config)
+        self.encoder = RLTVJEPA2Encoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.encoder.embeddings.patch_embeddings
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor | None = None,
+        keep_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> RLTModelOutput | tuple:
+        """
+        Args:
+            pixel_values_videos: ``(B, T, C, crop_size, crop_size)``, normalised as the checkpoint's
+                processor does; ``T`` any multiple of ``tubelet_size``. ``pixel_values=`` is accepted too.
+            keep_mask: optional bool ``(B, T', H', W')`` computed ahead (``rlt.run_length_tokenize``
+                in a data loader); by default the model tokenizes with its config's threshold.
+            output_hidden_states: also return the packed embeddings and every layer's output.
+            return_dict: False returns ``RLTModelOutput.to_tuple()`` (``last_hidden_state`` first).
+        """
+        output = self.encode(pixel_values_videos, keep_mask, output_hidden_states, **kwargs).to_output()
+        return output if _return_dict(self.config, return_dict) else output.to_tuple()
+
+    def encode(
+        self,
+        pixel_values_videos: torch.Tensor | None = None,
+        keep_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> EncodedClips:
+        """The forward pass, returning the packing alongside the states for the heads to pool with."""
+        clips = take_video_input(pixel_values_videos, kwargs)
+        reject_predictor_arguments(kwargs)
+        reject_unsupported(kwargs)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if isinstance(clips, torch.Tensor) and clips.dim() == 5 and clips.shape[1] < self.config.tubelet_size:
+            clips = clips.repeat(1, self.config.tubelet_size, 1, 1, 1)  # as transformers does for images
+        check_video_input(self.config, clips)
+        tokens, packed = choose_tokens(
+            _ClipFrames(self.config, clips.shape[1]), clips, keep_mask, self.config.tubelet_size, self.config.patch_size
+        )
+        hidden_states, all_hidden_states = self.encoder(clips, tokens, packed, output_hidden_states)
+        return EncodedClips(hidden_states, all_hidden_states, tokens, packed)
+
+
+class RLTVJEPA2ForVideoClassification(RLTVJEPA2PreTrainedModel):
+    """V-JEPA 2 video classifier over run-length tokens: the attentive probe pools each clip's own tokens.
+
+    With ``rlt_pooling="length_weighted"`` a token counts ``L`` times in the probe's query attention
+    (its run length), as if the repeats it stands for were there.
+    """
+
+    def __init__(self, config: RLTVJEPA2Config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vjepa2 = RLTVJEPA2Model(config)
+        self.pooler = RLTVJEPA2AttentivePooler(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels, bias=True)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        keep_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> RLTVideoClassifierOutput | tuple:
+        """Like ``VJEPA2ForVideoClassification.forward``; ``keep_mask`` as in ``RLTVJEPA2Model``.
+        ``return_dict=False`` returns ``RLTVideoClassifierOutput.to_tuple()``: ``(loss, logits, ...)``
+        with labels, ``(logits, ...)`` without, as transformers does."""
+        encoded = self.vjepa2.encode(pixel_values_videos, keep_mask, output_hidden_states, **kwargs)
+        key_weights = encoded.run_lengths().float() if self.config.rlt_pooling == "length_weighted" else None
+        pooled = self.pooler(encoded.last_hidden_state, encoded.packed, key_weights=key_weights)
+        output = classification_output(self, self.classifier(pooled), labels, encoded, kwargs)
+        return output if _return_dict(self.config, return_dict) else output.to_tuple()
+
+
+def _return_dict(config, return_dict: bool | None) -> bool:
+    return config.return_dict if return_dict is None else return_dict
+
+
+RLTVJEPA2Model.register_for_auto_class("AutoModel")
+RLTVJEPA2ForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")

@@ -1,0 +1,502 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import noise_clips, run_without_rlt
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification, VJEPA2Config
+from transformers import VJEPA2ForVideoClassification, VJEPA2Model
+from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Embeddings, VJEPA2Layer, VJEPA2PoolerCrossAttentionLayer
+
+import rlt
+from rlt import RLTVJEPA2Config, RLTVJEPA2ForVideoClassification, RLTVJEPA2Model, run_length_tokenize
+from rlt.modeling_rlt_vjepa2 import RLTVJEPA2PoolerCrossAttentionLayer
+from rlt.packing import PackedSequence
+
+# 8 frames of 32x32 in 2x8x8 tubelets: a (T', H', W') = (4, 4, 4) grid, 64 tokens. A head of 20 dims
+# rotates 3 x 6 of them by (t, h, w) and leaves 2 unrotated, so both of RoPE's branches run.
+TINY_VJEPA2 = dict(
+    crop_size=32,
+    patch_size=8,
+    frames_per_clip=8,
+    tubelet_size=2,
+    hidden_size=40,
+    num_attention_heads=2,
+    num_hidden_layers=2,
+    mlp_ratio=2.0,
+    num_pooler_layers=1,
+    pred_hidden_size=32,
+    pred_num_attention_heads=2,
+    pred_num_hidden_layers=1,
+    num_labels=5,
+)
+GRID = (4, 4, 4)
+TOKENS = 64
+HIDDEN = TINY_VJEPA2["hidden_size"]
+
+
+def randomise(model):
+    """Non-zero biases (V-JEPA 2 starts them at zero), so that a bias that failed to load would show."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_()
+    return model
+
+
+def vanilla_and_rlt(**settings):
+    """A vanilla V-JEPA 2 classifier and an RLT one with the same weights (``settings``: config fields)."""
+    rlt_settings = {k: v for k, v in settings.items() if k.startswith("rlt_")}
+    vjepa2_settings = {**TINY_VJEPA2, **{k: v for k, v in settings.items() if not k.startswith("rlt_")}}
+    vanilla = randomise(VJEPA2ForVideoClassification(VJEPA2Config(**vjepa2_settings)))
+    rlt_model = RLTVJEPA2ForVideoClassification(RLTVJEPA2Config(**vjepa2_settings, **rlt_settings))
+    missing, unexpected = rlt_model.load_state_dict(vanilla.state_dict(), strict=False)
+    assert missing == ["vjepa2.encoder.embeddings.length_embeddings.weight"]
+    assert unexpected and all(".predictor." in key for key in unexpected)  # the JEPA predictor is not built
+    return vanilla.eval(), rlt_model.eval()
+
+
+def vanilla_and_rlt_encoders():
+    vanilla = randomise(VJEPA2Model(VJEPA2Config(**TINY_VJEPA2))).eval()
+    rlt_model = RLTVJEPA2Model(RLTVJEPA2Config(**TINY_VJEPA2, rlt_threshold=0.0)).eval()
+    missing, unexpected = rlt_model.load_state_dict(vanilla.state_dict(), strict=False)
+    assert missing == ["encoder.embeddings.length_embeddings.weight"]
+    assert all(key.startswith("predictor.") for key in unexpected)
+    return vanilla, rlt_model
+
+
+def clips_with_repeats():
+    """Three noise clips that keep 64, 49 and 24 of their 64 tubelets at threshold 0."""
+    clips = noise_clips(3)
+    clips[1, 3:6] = clips[1, 2]  # time step 2 (frames 4-5) repeats step 1 (frames 2-3) exactly
+    clips[1, 5, :, :8, :8] += 1  # ...except in one cell
+    clips[2, 1:] = clips[2, 0]  # static
+    clips[2, 6:, :, :, 16:] += 1  # the right half changes at the last step
+    return clips
+
+
+KEPT_WITH_REPEATS = [64, 49, 24]
+
+
+@pytest.mark.parametrize("frames", [8, 16, 1])
+def test_threshold_zero_reproduces_vanilla_logits(frames):
+    # 16 frames: twice frames_per_clip (RoPE has no fixed length); 1 frame: an image, repeated to fill
+    # one tubelet as transformers does.
+    vanilla, rlt_model = vanilla_and_rlt(rlt_threshold=0.0)
+    clips, labels = noise_clips(3, frames=frames), torch.tensor([0, 3, 4])
+    with torch.no_grad():
+        expected = vanilla(clips, labels=labels)
+        output = rlt_model(clips, labels=labels)
+    assert output.tokens_kept.tolist() == [max(frames // 2, 1) * 16] * 3
+    torch.testing.assert_close(output.logits, expected.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(output.loss, expected.loss, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("frames", [8, 16])
+def test_encoder_states_match_vanilla(frames):
+    vanilla, rlt_model = vanilla_and_rlt_encoders()
+    clips = noise_clips(2, frames=frames)
+    tokens = frames // 2 * 16
+    with torch.no_grad():
+        expected = vanilla(clips, skip_predictor=True, output_hidden_states=True)
+        output = rlt_model(clips, output_hidden_states=True)
+    assert output.last_hidden_state.shape == (1, 2 * tokens, HIDDEN)
+    torch.testing.assert_close(torch.stack(output.per_clip()), expected.last_hidden_state, atol=1e-5, rtol=1e-5)
+    # The same layout as transformers': the embeddings, then every layer's output (before the last norm).
+    assert len(output.hidden_states) == len(expected.hidden_states) == TINY_VJEPA2["num_hidden_layers"] + 1
+    for ours, theirs in zip(output.hidden_states, expected.hidden_states):
+        torch.testing.assert_close(ours[0].view(2, tokens, HIDDEN), theirs, atol=1e-5, rtol=1e-5)
+    assert output.cu_seqlens.tolist() == [0, tokens, 2 * tokens]
+    assert (output.run_lengths == 1).all()
+
+
+def test_rlt_disabled_runs_every_token_even_on_repeats():
+    vanilla, rlt_model = vanilla_and_rlt(rlt_enabled=False)
+    clips = clips_with_repeats()
+    with torch.no_grad():
+        output = rlt_model(clips)
+        expected = vanilla(clips).logits
+    assert output.tokens_kept.tolist() == [TOKENS] * 3
+    torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "backend, pooling",
+    [(backend, "mean") for backend in ("auto", "per_clip", "padded", "eager", "flex")] + [("auto", "length_weighted")],
+)
+def test_packed_batch_equals_clips_run_alone(backend, pooling):
+    _, rlt_model = vanilla_and_rlt(rlt_threshold=0.0, rlt_attention=backend, rlt_pooling=pooling)
+    with torch.no_grad():
+        rlt_model.vjepa2.encoder.embeddings.length_embeddings.weight.normal_()
+    clips = clips_with_repeats()
+    with torch.no_grad():
+        batch = rlt_model(clips)
+        alone = [rlt_model(clip[None]) for clip in clips]
+    assert batch.tokens_kept.tolist() == KEPT_WITH_REPEATS
+    assert [out.tokens_kept.item() for out in alone] == KEPT_WITH_REPEATS
+    torch.testing.assert_close(batch.logits, torch.cat([out.logits for out in alone]), atol=1e-5, rtol=1e-5)
+
+
+def test_static_clip_keeps_one_time_step_with_full_run_lengths():
+    rlt_model = RLTVJEPA2Model(RLTVJEPA2Config(**TINY_VJEPA2)).eval()  # default threshold 0.1
+    clip = noise_clips(1)[:, :1].expand(1, 8, 3, 32, 32)  # all frames identical
+    with torch.no_grad():
+        output = rlt_model(clip)
+    steps, grid_h, grid_w = GRID
+    assert output.tokens_kept.tolist() == [grid_h * grid_w]
+    assert output.keep_mask[0, 0].all() and not output.keep_mask[0, 1:].any()
+    assert output.run_lengths.tolist() == [[steps] * (grid_h * grid_w)]
+    assert output.last_hidden_state.shape == (1, grid_h * grid_w, HIDDEN)
+
+
+def test_kept_tokens_are_rotated_by_their_original_positions():
+    # A clip whose repeats are dropped equals transformers' own layers run on the kept tokens alone
+    # with position_mask = their original token ids (the way V-JEPA 2's predictor runs a subset).
+    _, rlt_model = vanilla_and_rlt_encoders()
+    with torch.no_grad():  # sharp attention (V-JEPA 2's init makes it almost uniform), so positions show
+        for layer in rlt_model.encoder.layer:
+            for projection in (layer.attention.query, layer.attention.key, layer.attention.proj):
+                projection.weight.normal_(std=0.5)
+    clips = clips_with_repeats()[1:]
+    keep = run_length_tokenize(clips, patch_size=8, threshold=0.0).keep_mask.flatten(1)
+    with torch.no_grad():
+        output = rlt_model(clips, output_hidden_states=True)
+        full = VJEPA2Embeddings.forward(rlt_model.encoder.embeddings, clips)  # vanilla: (B, N, hidden)
+        expected, unrotated = [], []
+        for clip_embeddings, clip_keep in zip(full, keep):
+            ids = clip_keep.nonzero().view(1, -1)
+            for position_mask, results in ((ids, expected), (None, unrotated)):
+                states = clip_embeddings[clip_keep].unsqueeze(0)
+                for layer in rlt_model.encoder.layer:
+                    states = VJEPA2Layer.forward(layer, states, position_mask=position_mask)[0]
+                results.append(rlt_model.encoder.layernorm(states)[0])
+    assert output.tokens_kept.tolist() == KEPT_WITH_REPEATS[1:]
+    torch.testing.assert_close(output.hidden_states[0][0], full[keep], atol=1e-5, rtol=1e-5)  # (T', H', W') order
+    for ours, theirs, wrong in zip(output.per_clip(), expected, unrotated):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+        assert (ours - wrong).abs().max() > 0.1  # positions 0, 1, 2, ... would be wrong
+
+
+def test_length_encoding_is_added_per_token_run_length():
+    rlt_model = RLTVJEPA2Model(RLTVJEPA2Config(**TINY_VJEPA2, rlt_threshold=0.0)).eval()
+    table = rlt_model.encoder.embeddings.length_embeddings.weight
+    assert table.shape == (4, HIDDEN) and torch.equal(table, torch.zeros_like(table))  # zeros: training-free
+    clips = clips_with_repeats()
+    with torch.no_grad():
+        before = rlt_model(clips, output_hidden_states=True)
+        table.copy_(torch.arange(4, dtype=torch.float32).view(4, 1).expand(4, HIDDEN))
+        after = rlt_model(clips, output_hidden_states=True)
+    added = after.hidden_states[0][0] - before.hidden_states[0][0]
+    expected = (before.run_lengths[0] - 1).float().unsqueeze(1).expand_as(added)
+    torch.testing.assert_close(added, expected)
+    assert sorted(set(before.run_lengths[0].tolist())) == [1, 2, 3, 4]
+
+
+def test_runs_longer_than_the_length_table_use_its_last_row():
+    # A static clip of 16 frames (twice frames_per_clip) has runs of 8 time steps; the table has 4 rows.
+    rlt_model = RLTVJEPA2Model(RLTVJEPA2Config(**TINY_VJEPA2)).eval()
+    table = rlt_model.encoder.embeddings.length_embeddings.weight
+    clip = noise_clips(1, frames=16)[:, :1].expand(1, 16, 3, 32, 32)
+    with torch.no_grad():
+        before = rlt_model(clip, output_hidden_states=True)
+        table.copy_(torch.arange(4, dtype=torch.float32).view(4, 1).expand(4, HIDDEN))
+        after = rlt_model(clip, output_hidden_states=True)
+    assert before.run_lengths.unique().tolist() == [8]
+    added = after.hidden_states[0] - before.hidden_states[0]
+    torch.testing.assert_close(added, torch.full_like(added, 3.0))
+
+
+def test_length_weighted_query_attention_counts_each_token_run_length_times():
+    # The probe's query attending to a token with weight L equals attending to L copies of it.
+    config = RLTVJEPA2Config(**TINY_VJEPA2)
+    layer = randomise(RLTVJEPA2PoolerCrossAttentionLayer(config)).eval()
+    generator = torch.Generator().manual_seed(1)
+    keep = torch.tensor([[True, True, False, True, True], [True, False, False, True, False]])
+    packed = PackedSequence.from_keep_mask(keep)
+    tokens = torch.randn(packed.total, HIDDEN, generator=generator)
+    run_lengths = torch.tensor([1, 2, 1, 1, 3, 2])
+    queries = torch.randn(1, 1, HIDDEN, generator=generator).expand(2, 1, HIDDEN)
+    with torch.no_grad():
+        pooled = layer(queries, tokens, packed=packed, key_weights=run_lengths.float())
+        clips = zip(packed.split(tokens), packed.split(run_lengths))
+        repeated = [clip.repeat_interleave(lengths, 0) for clip, lengths in clips]
+        expected = [VJEPA2PoolerCrossAttentionLayer.forward(layer, queries[:1], clip[None])[0] for clip in repeated]
+        plain = layer(queries, tokens, packed=packed)
+    torch.testing.assert_close(pooled, torch.cat(expected), atol=1e-5, rtol=1e-5)
+    assert (pooled - plain).abs().max() > 1e-3
+
+
+def test_length_weighted_pooling_changes_only_clips_with_runs():
+    _, mean_model = vanilla_and_rlt(rlt_threshold=0.0)
+    config = RLTVJEPA2Config(**TINY_VJEPA2, rlt_threshold=0.0, rlt_pooling="length_weighted")
+    weighted = RLTVJEPA2ForVideoClassification(config)
+    weighted.load_state_dict(mean_model.state_dict())
+    clips = clips_with_repeats()
+    with torch.no_grad():
+        mean_logits, weighted_logits = mean_model(clips).logits, weighted.eval()(clips).logits
+    torch.testing.assert_close(weighted_logits[0], mean_logits[0])  # nothing dropped: every run is 1
+    assert (weighted_logits[1:] - mean_logits[1:]).abs().amax(1).min() > 1e-4
+
+
+def test_keep_mask_computed_in_a_loader_gives_the_same_output():
+    _, rlt_model = vanilla_and_rlt(rlt_threshold=0.0)
+    clips = clips_with_repeats()
+    keep_mask = run_length_tokenize(clips, patch_size=8, threshold=0.0).keep_mask
+    with torch.no_grad():
+        own = rlt_model(clips)
+        given = rlt_model(clips, keep_mask=keep_mask)
+    torch.testing.assert_close(given.logits, own.logits)
+    assert given.tokens_kept.tolist() == KEPT_WITH_REPEATS
+
+
+def test_pixel_values_alias_and_tuple_outputs():
+    _, rlt_model = vanilla_and_rlt(rlt_threshold=0.0)
+    clips, labels = clips_with_repeats(), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        output = rlt_model(pixel_values_videos=clips, labels=labels)
+        aliased = rlt_model(pixel_values=clips, labels=labels)
+        as_tuple = rlt_model(clips, return_dict=False)
+        with_loss = rlt_model(clips, labels=labels, return_dict=False)
+        base = rlt_model.vjepa2(clips)
+        base_tuple = rlt_model.vjepa2(pixel_values=clips, return_dict=False)
+    torch.testing.assert_close(aliased.logits, output.logits)
+    torch.testing.assert_close(as_tuple[0], output.logits)
+    torch.testing.assert_close(with_loss[0], output.loss)  # as transformers: loss first when there are labels
+    torch.testing.assert_close(with_loss[1], output.logits)
+    torch.testing.assert_close(base_tuple[0], base.last_hidden_state)
+    assert base_tuple[1].tolist() == base.cu_seqlens.tolist()
+
+
+def test_dropout_and_drop_path_in_training_match_vanilla():
+    # Encoder attention dropout, stochastic depth (one draw per clip) and the probe's attention dropout:
+    # with the same seed and nothing dropped, the RLT model draws what vanilla V-JEPA 2 draws.
+    settings = dict(attention_probs_dropout_prob=0.3, attention_dropout=0.3, drop_path_rate=0.5, rlt_threshold=0.0)
+    vanilla, rlt_model = vanilla_and_rlt(**settings)
+    vanilla.train(), rlt_model.train()
+    clips = noise_clips(4)
+    torch.manual_seed(1)
+    expected = vanilla(clips).logits
+    torch.manual_seed(1)
+    same_seed = rlt_model(clips).logits
+    other_seed = rlt_model(clips).logits
+    torch.testing.assert_close(same_seed, expected, atol=1e-5, rtol=1e-5)
+    assert (same_seed - other_seed).abs().max() > 1e-3
+
+
+def test_training_step_reduces_loss_and_reaches_every_part():
+    config = RLTVJEPA2Config(
+        **{**TINY_VJEPA2, "num_labels": 2}, rlt_threshold=0.0, rlt_length_encoding_init="trunc_normal"
+    )
+    model = RLTVJEPA2ForVideoClassification(config).train()
+    clips = clips_with_repeats()[:2].repeat(2, 1, 1, 1, 1)
+    labels = torch.tensor([0, 1, 0, 1])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(10):
+        output = model(clips, labels=labels)
+        optimizer.zero_grad()
+        output.loss.backward()
+        losses.append(output.loss.item())
+        optimizer.step()
+    embeddings = model.vjepa2.encoder.embeddings
+    for parameter in (
+        embeddings.length_embeddings.weight,
+        embeddings.patch_embeddings.proj.weight,
+        model.pooler.query_tokens,
+        model.pooler.self_attention_layers[0].self_attn.q_proj.weight,
+    ):
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+    assert losses[-1] < losses[0] * 0.5
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = RLTVJEPA2ForVideoClassification(RLTVJEPA2Config(**TINY_VJEPA2, rlt_threshold=0.0)).train()
+    clips, labels = clips_with_repeats(), torch.tensor([0, 1, 2])
+    model(clips, labels=labels).loss.backward()
+    expected = model.vjepa2.encoder.layer[0].attention.query.weight.grad.clone()
+    model.zero_grad()
+    model.gradient_checkpointing_enable()
+    model(clips, labels=labels).loss.backward()
+    torch.testing.assert_close(model.vjepa2.encoder.layer[0].attention.query.weight.grad, expected)
+
+
+@pytest.fixture(scope="module")
+def vanilla_folders(tmp_path_factory):
+    """A vanilla V-JEPA 2 classifier and encoder as transformers saves them (predictor weights included),
+    with their outputs on noise clips."""
+    root = tmp_path_factory.mktemp("vanilla_vjepa2")
+    torch.manual_seed(0)
+    classifier = randomise(VJEPA2ForVideoClassification(VJEPA2Config(**TINY_VJEPA2))).eval()
+    classifier.save_pretrained(root / "classifier")
+    classifier.vjepa2.save_pretrained(root / "encoder")
+    clips = noise_clips(2)
+    with torch.no_grad():
+        logits = classifier(clips).logits
+        states = classifier.vjepa2(clips, skip_predictor=True).last_hidden_state
+    torch.save({"clips": clips, "logits": logits, "states": states}, root / "reference.pt")
+    return root
+
+
+def test_vanilla_checkpoints_load_into_the_rlt_classes(vanilla_folders, caplog):
+    reference = torch.load(vanilla_folders / "reference.pt")
+    with safe_open(vanilla_folders / "classifier" / "model.safetensors", "pt") as weights:
+        assert any(".predictor." in key for key in weights.keys())
+    with caplog.at_level("WARNING"):
+        model = RLTVJEPA2ForVideoClassification.from_pretrained(vanilla_folders / "classifier", rlt_threshold=0.0)
+        model.eval()
+        encoder = RLTVJEPA2Model.from_pretrained(vanilla_folders / "encoder", rlt_threshold=0.0).eval()
+    assert "predictor" not in caplog.text  # skipped on purpose, not reported as unexpected
+    assert not any("predictor" in name for name, _ in model.named_parameters())
+    assert model.vjepa2.encoder.layer[0].attention.query.bias.abs().sum() > 0
+    for embeddings in (model.vjepa2.encoder.embeddings, encoder.encoder.embeddings):
+        table = embeddings.length_embeddings.weight
+        assert table.device.type == "cpu" and torch.equal(table, torch.zeros_like(table))
+    with torch.no_grad():
+        torch.testing.assert_close(model(reference["clips"]).logits, reference["logits"], atol=1e-5, rtol=1e-5)
+        states = torch.stack(encoder(reference["clips"]).per_clip())
+    torch.testing.assert_close(states, reference["states"], atol=1e-5, rtol=1e-5)
+
+
+def test_save_and_reload(vanilla_folders, tmp_path):
+    model = RLTVJEPA2ForVideoClassification.from_pretrained(vanilla_folders / "classifier", rlt_threshold=0.0).eval()
+    with torch.no_grad():
+        model.vjepa2.encoder.embeddings.length_embeddings.weight.normal_()
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "rlt_vjepa2" and saved["rlt_threshold"] == 0.0
+    assert saved["auto_map"] == {
+        "AutoConfig": "configuration_rlt_vjepa2.RLTVJEPA2Config",
+        "AutoModel": "modeling_rlt_vjepa2.RLTVJEPA2Model",
+        "AutoModelForVideoClassification": "modeling_rlt_vjepa2.RLTVJEPA2ForVideoClassification",
+    }
+    with safe_open(tmp_path / "model.safetensors", "pt") as weights:
+        assert not any("predictor" in key for key in weights.keys())
+    assert type(AutoConfig.from_pretrained(tmp_path)) is RLTVJEPA2Config
+    reloaded = AutoModelForVideoClassification.from_pretrained(tmp_path).eval()
+    assert type(reloaded) is RLTVJEPA2ForVideoClassification
+    assert type(AutoModel.from_pretrained(tmp_path)) is RLTVJEPA2Model
+    clips = clips_with_repeats()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(clips).logits, model(clips).logits)
+
+
+def test_save_then_load_without_rlt_installed(tmp_path):
+    _, rlt_model = vanilla_and_rlt(rlt_threshold=0.0)
+    with torch.no_grad():
+        rlt_model.vjepa2.encoder.embeddings.length_embeddings.weight.normal_()  # saved and loaded too
+    folder = tmp_path / "checkpoint"
+    rlt_model.save_pretrained(folder)
+    clips = clips_with_repeats()
+    torch.save(clips, tmp_path / "clips.pt")
+    with torch.no_grad():
+        expected = rlt_model(clips)
+        expected_states = rlt_model.vjepa2(clips).last_hidden_state
+    code = f"""
+        import torch
+        from transformers import AutoModel, AutoModelForVideoClassification
+        clips = torch.load({str(tmp_path / "clips.pt")!r})
+        model = AutoModelForVideoClassification.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        encoder = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        for loaded, name in ((model, "RLTVJEPA2ForVideoClassification"), (encoder, "RLTVJEPA2Model")):
+            assert type(loaded).__name__ == name, type(loaded)
+            assert not type(loaded).__module__.startswith("rlt."), type(loaded).__module__
+        with torch.no_grad():
+            output = model(pixel_values_videos=clips)
+            states = encoder(pixel_values_videos=clips).last_hidden_state
+        result = {{"logits": output.logits, "tokens_kept": output.tokens_kept, "states": states}}
+        torch.save(result, {str(tmp_path / "out.pt")!r})
+        """
+    run_without_rlt(code, cwd=tmp_path)
+    result = torch.load(tmp_path / "out.pt")
+    assert result["tokens_kept"].tolist() == KEPT_WITH_REPEATS
+    torch.testing.assert_close(result["logits"], expected.logits, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(result["states"], expected_states, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((8, 3, 32, 32), "shape \\(batch, frames, channels, height, width\\)"),
+        ((1, 8, 1, 32, 32), "has 1 channels at dimension 2, the model expects 3"),
+        ((1, 3, 8, 32, 32), "looks like \\(batch, channels, frames"),
+        ((1, 8, 32, 32, 3), "channels-last"),
+        ((1, 7, 3, 32, 32), "7 frames, not a multiple of the tubelet size 2"),
+        ((1, 8, 3, 48, 48), "frames are 48x48; this model takes 32x32"),
+    ],
+)
+def test_bad_input_is_named(shape, message):
+    _, rlt_model = vanilla_and_rlt()
+    with pytest.raises(ValueError, match=message):
+        rlt_model(torch.zeros(shape))
+    with pytest.raises(ValueError, match=message):
+        rlt_model.vjepa2(pixel_values_videos=torch.zeros(shape))
+
+
+def test_bad_arguments_are_named():
+    _, rlt_model = vanilla_and_rlt()
+    clips = noise_clips(1)
+    with pytest.raises(ValueError, match="float tensor"):
+        rlt_model((clips * 100).to(torch.uint8))
+    with pytest.raises(ValueError, match="not both"):
+        rlt_model(clips, pixel_values=clips)
+    with pytest.raises(ValueError, match="pass the clips as pixel_values_videos"):
+        rlt_model(labels=torch.tensor([0]))
+    with pytest.raises(ValueError, match="context_mask is an argument of V-JEPA 2's JEPA predictor"):
+        rlt_model.vjepa2(clips, context_mask=[torch.arange(TOKENS)[None]])
+    with pytest.raises(ValueError, match="skip_predictor=False"):
+        rlt_model.vjepa2(clips, skip_predictor=False)
+    rlt_model.vjepa2(clips, skip_predictor=True)  # what transformers' classifier passes: accepted
+    with pytest.raises(ValueError, match="attention_mask is not supported"):
+        rlt_model(clips, attention_mask=torch.ones(1, TOKENS))
+    with pytest.raises(ValueError, match="output_attentions"):
+        rlt_model(clips, output_attentions=True)
+    with pytest.raises(ValueError, match="keep_mask has grid"):
+        rlt_model(clips, keep_mask=torch.ones(1, 2, 4, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="first time step"):
+        rlt_model(clips, keep_mask=torch.zeros(1, *GRID, dtype=torch.bool))
+
+
+def test_config_geometry_aliases_and_checks():
+    config = RLTVJEPA2Config(**TINY_VJEPA2)
+    assert config.rlt_num_frames == 8 and config.rlt_image_size == (32, 32) and config.rlt_num_channels == 3
+    assert config.rlt_tubelet_size == 2 and config.rlt_patch_size == (8, 8) and config.rlt_token_grid == GRID
+    assert config.rlt_num_prefix_tokens == 0 and config.rlt_input_name == "pixel_values_videos"
+    # The names VideoMAE, ViViT and the video-classification pipeline read.
+    assert (config.num_frames, config.image_size, config.num_channels) == (8, 32, 3)
+    assert RLTVJEPA2Config(patch_size=[16, 16]).patch_size == 16
+    with pytest.raises(ValueError, match="crop_size 36 is not a multiple of patch_size 8"):
+        RLTVJEPA2Config(**{**TINY_VJEPA2, "crop_size": 36})
+    with pytest.raises(ValueError, match="frames_per_clip 7 is not a multiple of tubelet_size 2"):
+        RLTVJEPA2Config(**{**TINY_VJEPA2, "frames_per_clip": 7})
+    with pytest.raises(ValueError, match="patch_size must be one int"):
+        RLTVJEPA2Config(patch_size=[16, 8])
+    with pytest.raises(ValueError, match="rlt_threshold must be a finite number >= 0"):
+        RLTVJEPA2Config(rlt_threshold=-0.5)
+    with pytest.raises(ValueError, match="rlt_input_scale must hold 3 positive numbers"):
+        RLTVJEPA2Config(rlt_input_scale=[1.0])
+    with pytest.raises(ValueError, match="unknown RLT attention backend 'xformers'"):
+        RLTVJEPA2Config(rlt_attention="xformers")
+    assert rlt.RLTVJEPA2Config is RLTVJEPA2Config and "RLTVJEPA2Model" in rlt.__all__
+
+
+def test_long_clip_example_counts_what_the_model_keeps(capsys):
+    # The example's tokenizer call keeps exactly the tokens the model keeps on the same processed clip,
+    # and a clip too short for the stride is reported with its padding.
+    path = Path(__file__).resolve().parents[1] / "examples" / "long_clip_tokens.py"
+    spec = importlib.util.spec_from_file_location("long_clip_tokens", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    video = Path(rlt.__file__).parent / "assets" / "bigbuckbunny_sample.mp4"  # 132 frames
+    config = RLTVJEPA2Config(**{**TINY_VJEPA2, "frames_per_clip": 16, "crop_size": 64, "patch_size": 16})
+    row = example.measure_clip(video, stride=16, threshold=0.1, config=config)
+    assert row["source_frames"] == 132 and row["padded_frames"] == 16 - 9  # frames 0, 16, ..., 128 are real
+    assert row["tokens"] == 8 * 4 * 4 and row["real_tokens"] == 4 * 4 * 4
+    processor = rlt.RLTVideoProcessor(num_frames=16, frame_stride=16, size={"shortest_edge": 73}, crop_size=64)
+    model = RLTVJEPA2Model(config).eval()
+    with torch.no_grad():
+        output = model(**processor(str(video)))  # the processor's pixel_values: accepted as an alias
+    assert output.tokens_kept.tolist() == [row["kept"]]
+    example.main([str(video), "--frames", "16", "--crop", "64", "--strides", "4"])
+    assert "| bigbuckbunny_sample | 132 | 4 | 0 |" in capsys.readouterr().out
