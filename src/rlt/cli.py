@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .hf_datasets import add_dataset_arguments, dataset_options
+
 
 def _add_convert(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -140,13 +142,15 @@ def _add_bench(subparsers) -> None:
 def _add_cache(subparsers) -> None:
     parser = subparsers.add_parser(
         "cache",
-        help="decode a labelled video folder or list once into a cache of uint8 clips (safetensors shards)",
-        description="Decode DATA (a folder with one sub-folder per class, or a CSV / JSON list of path,label) once, "
-        "in parallel, sample, resize and crop each clip as the checkpoint's processor does, and write uint8 "
-        "(T, C, H, W) clips with labels and source paths in safetensors shards under OUT. Unreadable files are "
-        "listed and skipped; running the command again on the same OUT resumes an interrupted run.",
+        help="decode a labelled video folder, list or dataset once into a cache of uint8 clips (safetensors shards)",
+        description="Decode DATA (a folder with one sub-folder per class, a CSV / JSON list of path,label, or a "
+        "Hugging Face dataset with a Video column, streamed with --streaming) once, in parallel, sample, resize and "
+        "crop each clip as the checkpoint's processor does, and write uint8 (T, C, H, W) clips with labels and "
+        "source paths (a dataset's: row N) in safetensors shards under OUT. Unreadable files and rows are listed "
+        "and skipped; running the command again on the same OUT resumes an interrupted run.",
     )
-    parser.add_argument("data", help="video folder (one sub-folder per class) or CSV / JSON list")
+    parser.add_argument("data", help="video folder (one sub-folder per class), CSV / JSON list, or a dataset: a "
+                        "save_to_disk folder, parquet / webdataset shards or a Hub id")
     parser.add_argument("out", help="cache folder to write (or to resume)")
     parser.add_argument("--processor", metavar="FOLDER", help="checkpoint or processor folder whose sampling, "
                         "sizes and normalisation to use (default: 16 frames, 224 px, ImageNet mean/std)")
@@ -159,6 +163,7 @@ def _add_cache(subparsers) -> None:
                         help="store only the tubelets RLT keeps at TAU, plus keep masks (for training at that TAU)")
     parser.add_argument("--overwrite", action="store_true", help="replace a cache of other data or settings in OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_dataset_arguments(parser)
     parser.set_defaults(run=_run_cache)
 
 
@@ -169,6 +174,7 @@ def _run_cache(args) -> None:
         args.data, args.out, processor=args.processor, num_frames=args.num_frames, frame_stride=args.frame_stride,
         size=args.size, workers=args.workers, shard_size=args.shard_size,
         keep_only_threshold=args.keep_only_threshold, overwrite=args.overwrite, progress=not args.no_progress,
+        dataset_options=dataset_options(args),
     )
     print(summary)
 

@@ -196,7 +196,8 @@ class DatasetRow(NamedTuple):
         name: ``"row {index}"``, with the video's stored path when it has one.
         video: what ``RLTVideoProcessor`` decodes: a ``{"path", "bytes"}`` dict, a path or bytes.
         label: the class id (into ``VideoDatasetSource.class_names``), or None when ``error`` says why not.
-        error: why the row cannot be used (no label, a label outside the classes), else None.
+        error: why the row cannot be used (``"no label (-1 in column 'label')"``, a label outside the
+            classes, a remote video that cannot be fetched), else None; reported as ``f"{name}: {error}"``.
     """
 
     index: int
@@ -231,14 +232,14 @@ class VideoDatasetSource:
     def label_of(self, value) -> int:
         """The class id of a raw label value; ValueError saying why there is none (unlabelled, unknown)."""
         if value is None or (self.label_kind != "string" and int(value) < 0):
-            raise ValueError(f"has no label ({value!r} in column {self.label_column!r})")
+            raise ValueError(f"no label ({value!r} in column {self.label_column!r})")
         if self.label_kind == "int":
             if int(value) >= len(self.class_names):
-                raise ValueError(f"has label {int(value)}, but there are {len(self.class_names)} classes")
+                raise ValueError(f"label {int(value)} is beyond the {len(self.class_names)} classes")
             return int(value)
         key = int(value) if self.label_kind == "class_label" else value
         if key not in self.label_ids:
-            raise ValueError(f"has label {value!r}, which is not one of the classes {self.class_names[:10]}")
+            raise ValueError(f"label {value!r} is not one of the classes {self.class_names[:10]}")
         return self.label_ids[key]
 
     def _row(self, index: int, example: Mapping) -> DatasetRow:
@@ -249,12 +250,12 @@ class VideoDatasetSource:
             try:
                 label = self.label_of(example[self.label_column])
             except (ValueError, TypeError) as problem:
-                error = f"{name} {problem}"
+                error = str(problem)
         if error is None:
             try:
                 video = _fetch_remote(video)
             except OSError as problem:
-                error = f"{name}: cannot fetch the video: {problem}"
+                error = f"cannot fetch the video: {problem}"
         return DatasetRow(index, name, video, label, error)
 
     def row(self, index: int) -> DatasetRow:
@@ -329,7 +330,7 @@ class VideoDatasetSource:
             def relabel(example, index):
                 row = self._row(index, example)
                 if row.error is not None:
-                    logger.warning("leaving out %s", row.error)
+                    logger.warning("leaving out %s: %s", row.name, row.error)
                 return {"video": row.video, "label": -1 if row.label is None else row.label, "row": index}
 
             stream = self.dataset.map(relabel, with_indices=True, remove_columns=list(self.dataset.features),
@@ -343,7 +344,7 @@ class VideoDatasetSource:
                 ids.append(self.label_of(value))
             except (ValueError, TypeError) as problem:
                 ids.append(-1)
-                skipped.append(f"row {index} {problem}")
+                skipped.append(f"row {index}: {problem}")
         dataset = self.dataset.select_columns([self.video_column])
         if self.video_column != "video":
             dataset = dataset.rename_column(self.video_column, "video")
