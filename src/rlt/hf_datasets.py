@@ -434,7 +434,7 @@ def open_video_dataset(
         class_names: the classes in the order of the class ids (e.g. a model's ``id2label``); data
             classes are mapped to them by name. Default: the ``ClassLabel``'s names, else those
             read from the label column (sorted strings, or ``0 .. max`` for integers).
-        need_labels: False accepts a dataset without a label column (``rlt inspect``).
+        need_labels: False reads no labels unless ``label_column`` is given (``rlt inspect``).
     """
     datasets = _datasets()
     dataset, split, description = _load(source, split, config, streaming)
@@ -464,14 +464,14 @@ def open_video_dataset(
             "feature, file paths or video bytes (--video-column)"
         )
 
-    if label_column is None:
+    if label_column is None and need_labels:
         label_column = next((name for name in LABEL_COLUMNS if name in features), None)
-        if label_column is None and need_labels:
+        if label_column is None:
             raise ValueError(
                 f"{description} has no 'label' or 'labels' column (its columns: {columns}); name the column that "
                 "holds the class labels with --label-column"
             )
-    elif label_column not in features:
+    elif label_column is not None and label_column not in features:
         raise ValueError(f"{description} has no column {label_column!r}; its columns are {columns}")
     if label_column == video_column:
         raise ValueError(f"the video and label columns are both {video_column!r}")
