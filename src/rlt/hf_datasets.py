@@ -156,7 +156,7 @@ def _load(source, split: str | None, config: str | None, streaming: bool):
         return dataset, split, f"{name}" + (f" [{split}]" if split else "")
 
     path = Path(source)
-    text = os.fspath(source)
+    text = str(path.resolve()) if path.exists() else os.fspath(source)  # one name for one folder, however spelled
     if path.is_dir() and _is_saved_dataset(path):
         if config is not None:
             raise ValueError(f"{path} is a save_to_disk folder, which has no configurations: leave out --config")
