@@ -138,6 +138,34 @@ def test_processor_reads_through_a_torchcodec_decoder(data):
     torch.testing.assert_close(processor(row)["pixel_values"], through[:1])
 
 
+def test_a_decoder_object_is_sampled_like_a_file(data, monkeypatch):
+    """torchcodec's API (metadata, get_frames_at -> NCHW frames) served by PyAV, for machines without torchcodec:
+    the frames the processor asks a decoder for, and their order and layout, give the file's own clip."""
+    from rlt.video_processing_rlt import decode_video
+
+    class VideoDecoder:
+        __module__ = "torchcodec.decoders._video_decoder"
+
+        def __init__(self, path):
+            self.frames = torch.from_numpy(decode_video(path, do_sample_frames=False)).permute(0, 3, 1, 2)
+            self.metadata = type("Metadata", (), {"num_frames": len(self.frames), "average_fps": 25.0, "path": path})
+            self.asked = []
+
+        def get_frames_at(self, indices):
+            self.asked.append(list(indices))
+            return type("FrameBatch", (), {"data": self.frames[indices]})
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "torchcodec" else real_find_spec(name, *a))
+    processor = RLTVideoProcessor(num_frames=16, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    decoder = VideoDecoder(data["paths"][0])  # 12 frames: uniform sampling of 16 repeats some
+    torch.testing.assert_close(processor(decoder)["pixel_values"], processor(data["paths"][0])["pixel_values"])
+    assert decoder.asked == [list(range(12))]  # each frame once, in order
+    strided = processor(decoder, frame_stride=2)["pixel_values"]
+    torch.testing.assert_close(strided, processor(data["paths"][0], frame_stride=2)["pixel_values"])
+
+
 def test_a_decoder_object_without_torchcodec_is_a_clear_error(monkeypatch):
     class VideoDecoder:  # what a torchcodec decoder looks like, in a process that cannot import torchcodec
         __module__ = "torchcodec.decoders._video_decoder"
