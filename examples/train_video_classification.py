@@ -2,6 +2,10 @@
 
 Data (one of):
     --train DIR_OR_CSV [--eval DIR_OR_CSV]   video files in class folders, or a path,label list (PyAV decodes)
+    --train DATASET [--split S] [--eval-split S]
+                                             a Hugging Face dataset with a Video column: a save_to_disk folder,
+                                             parquet / webdataset shards or a Hub id (--config, --video-column,
+                                             --label-column); unreadable rows stop the run, naming the row
     --cache DIR [--eval-cache DIR]           a clip cache written by `rlt cache` (uint8 clips, no decoding)
     --synthetic N [--synthetic-eval M]       the generated task of rlt.synthetic, rendered in memory
                                              (no files, no PyAV; on the GPU when there is one)
@@ -48,6 +52,7 @@ from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 import rlt
+import rlt.hf_datasets
 from rlt.batching import TokenBudgetBatchSampler, count_kept_tokens
 from rlt.training import VIT_SIZES as SIZES
 from rlt.training import ClipCollator, PixelNormalizer, RLTTrainer, compute_metrics
@@ -59,10 +64,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
     source = data.add_mutually_exclusive_group(required=True)
-    source.add_argument("--train", help="training videos: a folder of class folders, or a CSV/JSON path,label list")
+    source.add_argument("--train", help="training videos: a folder of class folders, a CSV/JSON path,label list, "
+                        "or a dataset (save_to_disk folder, parquet / webdataset shards, Hub id)")
     source.add_argument("--cache", help="a clip cache folder (rlt cache) for training")
     source.add_argument("--synthetic", type=int, metavar="N", help="N generated clips in memory (rlt.synthetic)")
-    data.add_argument("--eval", help="evaluation videos (default: 10%% of --train, stratified)")
+    data.add_argument("--eval", help="evaluation videos or dataset (default: 10%% of --train, stratified)")
+    data.add_argument("--eval-split", help="the evaluation split of the --train (or --eval) dataset, e.g. validation")
     data.add_argument("--eval-cache", help="a clip cache folder for evaluation")
     data.add_argument("--synthetic-eval", type=int, metavar="M", help="generated evaluation clips (default N/5)")
     data.add_argument("--synthetic-device", help="where to render generated clips (default: cuda if available)")
@@ -127,6 +134,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the final RLT model with its model card")
     train.add_argument("--hub-private", action="store_true")
     train.add_argument("--report-to", default="none")
+    rlt.hf_datasets.add_dataset_arguments(parser, streaming=False)
     args = parser.parse_args(argv)
 
     if args.vanilla and (args.random_drop or args.rlt_off or args.no_length_encoding or args.token_budget):
@@ -138,6 +146,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--push-to-hub uploads RLT checkpoints (rlt.hub); push a vanilla model with huggingface_hub")
     if (args.eval_cache and not args.cache) or (args.eval and not args.train):
         parser.error("--eval goes with --train, --eval-cache with --cache")
+    if (args.eval_split or rlt.hf_datasets.dataset_options(args)) and not args.train:
+        parser.error("--split, --eval-split, --config, --video-column and --label-column go with --train")
     if args.synthetic_eval is not None and args.synthetic is None:
         parser.error("--synthetic-eval goes with --synthetic")
     if args.eval_only and not args.model:
@@ -271,15 +281,21 @@ def load_data(args, processor, device):
             train, evaluation = split["train"].with_transform(transform), split["test"].with_transform(transform)
         info.update(data="cache", cache=args.cache)
         return train, evaluation, class_names, info
-    train = rlt.load_video_dataset(args.train)
+    options = rlt.hf_datasets.dataset_options(args)
+    train = rlt.load_video_dataset(args.train, **options)
     class_names = train.features["label"].names
-    if args.eval:
-        evaluation = rlt.load_video_dataset(args.eval, class_names=class_names)
+    if args.eval or args.eval_split:
+        # The column options hold for the evaluation data too; --split is the training split's.
+        eval_options = {key: value for key, value in options.items() if key != "split"}
+        if args.eval_split:
+            eval_options["split"] = args.eval_split
+        evaluation = rlt.load_video_dataset(args.eval or args.train, class_names=class_names, **eval_options)
     else:
         split = train.train_test_split(test_size=0.1, seed=args.seed, stratify_by_column="label")
         train, evaluation = split["train"], split["test"]
     transform = rlt.VideoTransform(processor)
-    info.update(data="videos", train=args.train)
+    is_dataset = "row" in train.column_names  # a Hugging Face dataset's rows, not files
+    info.update(data="dataset" if is_dataset else "videos", train=args.train)
     return train.with_transform(transform), evaluation.with_transform(transform), class_names, info
 
 
@@ -517,9 +533,12 @@ def write_card(output_dir: Path, summary: dict, args) -> None:
 
     from rlt.hub import write_model_card
 
+    train = Path(args.train or ".")
     dataset = {"synthetic": ("rlt-synthetic-motion", "rlt.synthetic generated motion classes"),
                "cache": (Path(args.cache or ".").name, Path(args.cache or ".").name),
-               "videos": (Path(args.train or ".").name, Path(args.train or ".").name)}[summary["data"]["data"]]
+               "videos": (train.name, train.name),
+               # A Hub id is the dataset's type on the Hub; a local dataset folder goes by its name.
+               "dataset": (train.name if train.exists() else str(args.train), str(args.train))}[summary["data"]["data"]]
     results = [
         EvalResult(task_type="video-classification", dataset_type=dataset[0], dataset_name=dataset[1],
                    dataset_split="validation", metric_type=metric, metric_name=name, metric_value=round(value, 4))

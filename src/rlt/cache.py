@@ -1,7 +1,8 @@
 """Decode once: a folder of preprocessed uint8 clips in safetensors shards.
 
 Decoding, not the model, bounds video training and evaluation. ``cache_clips`` (``rlt cache``)
-decodes a labelled video folder or list once, in parallel, samples, resizes and crops every clip
+decodes a labelled video folder or list, or a Hugging Face dataset with a ``Video`` column (streamed
+too: ``rlt.hf_datasets``), once, in parallel, samples, resizes and crops every clip
 exactly as a checkpoint's processor does, and writes the clips as uint8 (0..255) in shards; reading
 them back costs a memory copy and one normalisation. ``write_clip_cache`` writes the same format
 from clips already in memory (e.g. generated ones), without decoding, so it needs no PyAV.
@@ -25,20 +26,25 @@ A cache folder holds:
 
 A shard is written to a temporary file and renamed, then recorded in the index: an interrupted run
 resumes where it stopped, without rewriting finished shards. An unreadable file is recorded with
-its path and error and skipped; labels travel with their clips, so nothing shifts.
+its path and error and skipped; labels travel with their clips, so nothing shifts. A dataset's rows
+are named ``row N`` (their index in the split) in place of paths, and are read in order, so a stream
+of unknown length needs no first pass: its shards are named ``clips-00000.safetensors`` ..., its
+``sources.json`` is written once it has ended, and a resumed run reads past the finished rows.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import math
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -379,13 +385,9 @@ def _write_cache(
     on_shard: Callable[[int], None] | None,
     progress: bool,
 ) -> CacheSummary:
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
-        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
-    if max_shards is not None and max_shards < 0:
-        raise ValueError(f"max_shards must be >= 0, got {max_shards}")
+    _check_shard_arguments(shard_size, max_shards)
     if not paths:
         raise ValueError("no clips to cache")
     out = Path(out)
@@ -402,20 +404,7 @@ def _write_cache(
     out.mkdir(parents=True, exist_ok=True)
     if index is None:
         _write_json(out / SOURCES_FILE, {"paths": paths, "labels": labels})
-        processor.save_pretrained(out)
-        index = {
-            "format": CACHE_FORMAT,
-            "version": CACHE_VERSION,
-            "layout": CLIP_LAYOUT,
-            "dtype": "uint8",
-            "source": source,
-            "class_names": class_names,
-            "num_sources": len(paths),
-            "settings": settings,
-            "shards": {},
-            "complete": False,
-        }
-        _write_json(out / INDEX_FILE, index)
+        index = _new_index(out, processor, source, class_names, len(paths), settings)
 
     summary = CacheSummary(out, shards_total=shard_count)
     done = {int(k) for k, entry in index["shards"].items() if (out / entry["file"]).is_file()}
@@ -431,25 +420,10 @@ def _write_cache(
             first, end = shard * shard_size, min((shard + 1) * shard_size, len(paths))
             rows, failed = [], []
             for _ in range(first, end):
-                position, clip, kept, keep_only, error, padded = next(stream)
+                _take_result(next(stream), paths, labels, rows, failed)
                 bar.update(1)
-                if error is not None:
-                    entry = {"path": paths[position], "label": labels[position], "error": error}
-                    failed.append(entry)
-                    logger.warning("skipping an unreadable video: %s: %s", paths[position], error)
-                    continue
-                rows.append((position, torch.from_numpy(clip), kept, keep_only, padded))
-            tensors = _shard_tensors(rows, labels, processor, tokens, keep_only_threshold)
-            name = _shard_name(shard, shard_count)
-            temporary = out / f"{name}.tmp-{os.getpid()}"
-            save_file(tensors, str(temporary), metadata={"format": CACHE_FORMAT, "layout": CLIP_LAYOUT,
-                                                         "paths": json.dumps([paths[r[0]] for r in rows])})
-            os.replace(temporary, out / name)
-            index["shards"][str(shard)] = {"file": name, "first": first, "count": end - first,
-                                           "rows": len(rows), "failed": failed,
-                                           "padded_clips": sum(r[4] > 0 for r in rows),
-                                           "padded_frames": sum(r[4] for r in rows)}
-            _write_json(out / INDEX_FILE, index)
+            _save_shard(out, index, shard, _shard_name(shard, shard_count), first, end - first, rows, failed,
+                        paths, labels, processor, tokens, keep_only_threshold)
             summary.shards_written += 1
             summary.processed += end - first
             if on_shard is not None:
@@ -457,6 +431,62 @@ def _write_cache(
     summary.seconds = time.perf_counter() - start
     if len(index["shards"]) == shard_count and not index["complete"]:
         _finish_index(out, index, paths, labels, class_names)
+    return _summarise(summary, index)
+
+
+def _check_shard_arguments(shard_size, max_shards) -> None:
+    if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    if max_shards is not None and max_shards < 0:
+        raise ValueError(f"max_shards must be >= 0, got {max_shards}")
+
+
+def _new_index(out: Path, processor, source: str, class_names, num_sources: int | None, settings: dict) -> dict:
+    """Start a cache: save the processor and write an index with no shards yet."""
+    processor.save_pretrained(out)
+    index = {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "layout": CLIP_LAYOUT,
+        "dtype": "uint8",
+        "source": source,
+        "class_names": class_names,
+        "num_sources": num_sources,
+        "settings": settings,
+        "shards": {},
+        "complete": False,
+    }
+    _write_json(out / INDEX_FILE, index)
+    return index
+
+
+def _take_result(result: tuple, paths, labels, rows: list, failed: list) -> None:
+    """File one ``_process`` result: a clip into ``rows``, an unreadable video into ``failed`` (with a warning)."""
+    position, clip, kept, keep_only, error, padded = result
+    if error is not None:
+        failed.append({"path": paths[position], "label": labels[position], "error": error, "position": position})
+        logger.warning("skipping an unreadable video: %s: %s", paths[position], error)
+        return
+    rows.append((position, torch.from_numpy(clip), kept, keep_only, padded))
+
+
+def _save_shard(out: Path, index: dict, shard: int, name: str, first: int, count: int, rows, failed, paths, labels,
+                processor, tokens, keep_only_threshold) -> None:
+    """Write a shard (to a temporary file, renamed when complete) and record it in the index."""
+    from safetensors.torch import save_file
+
+    tensors = _shard_tensors(rows, labels, processor, tokens, keep_only_threshold)
+    temporary = out / f"{name}.tmp-{os.getpid()}"
+    save_file(tensors, str(temporary), metadata={"format": CACHE_FORMAT, "layout": CLIP_LAYOUT,
+                                                 "paths": json.dumps([paths[r[0]] for r in rows])})
+    os.replace(temporary, out / name)
+    index["shards"][str(shard)] = {"file": name, "first": first, "count": count, "rows": len(rows), "failed": failed,
+                                   "padded_clips": sum(r[4] > 0 for r in rows),
+                                   "padded_frames": sum(r[4] for r in rows)}
+    _write_json(out / INDEX_FILE, index)
+
+
+def _summarise(summary: CacheSummary, index: dict) -> CacheSummary:
     summary.complete = index["complete"]
     summary.failed = [entry for s in sorted(index["shards"], key=int) for entry in index["shards"][s]["failed"]]
     summary.clips = sum(entry["rows"] for entry in index["shards"].values())
@@ -561,11 +591,13 @@ def cache_clips(
     max_shards: int | None = None,
     on_shard: Callable[[int], None] | None = None,
     progress: bool = True,
+    dataset_options: Mapping | None = None,
 ) -> CacheSummary:
-    """Decode a labelled video folder / CSV / JSON list once into a clip cache folder (see the module doc).
+    """Decode a labelled video folder / CSV / JSON list or a dataset once into a clip cache folder (see the module doc).
 
     Args:
-        data: a folder with one sub-folder per class, or a ``path,label`` list (``load_video_dataset``).
+        data: a folder with one sub-folder per class, or a ``path,label`` list (``load_video_dataset``);
+            or a Hugging Face dataset with a ``Video`` column (``rlt.hf_datasets.is_dataset_source``).
         out: the cache folder; a cache of the same data and settings there is resumed.
         processor: an ``RLTVideoProcessor``, or a checkpoint / processor folder (``load_processor``);
             default ``RLTVideoProcessor()``. ``num_frames``, ``frame_stride``, ``size`` override it.
@@ -574,20 +606,163 @@ def cache_clips(
         keep_only_threshold: store only the tubelets RLT keeps at this ``tau``, plus keep masks.
         max_shards: stop after writing this many shards (the cache stays resumable).
         on_shard: called with each shard's number once it is written and recorded.
+        dataset_options: ``split``, ``config``, ``streaming``, ``video_column``, ``label_column`` for
+            ``rlt.hf_datasets.open_video_dataset``; a stream is cached as it is read, in one pass.
     """
+    from .hf_datasets import is_dataset_source, open_video_dataset
+
     if isinstance(processor, RLTVideoProcessor):
         processor, tokens = _override(processor, num_frames, frame_stride, size), TokenSettings()
     else:
         processor, tokens = load_processor(processor, num_frames=num_frames, frame_stride=frame_stride, size=size)
-    paths, labels, names = list_labelled_videos(data, class_names=class_names)
     workers = default_workers() if workers is None else int(workers)
     job = _Job(processor, tokens, keep_only_threshold)
+    if dataset_options or is_dataset_source(data):
+        source = open_video_dataset(data, class_names=class_names, **dict(dataset_options or {}))
+        return _write_dataset_cache(Path(out), source, job=job, workers=workers, shard_size=shard_size,
+                                    overwrite=overwrite, max_shards=max_shards, on_shard=on_shard, progress=progress)
+    paths, labels, names = list_labelled_videos(data, class_names=class_names)
     return _write_cache(
         Path(out), paths=paths, labels=labels, class_names=names,
         results=lambda positions: _results([(p, paths[p]) for p in positions], job, workers),
         processor=processor, tokens=tokens, shard_size=shard_size, keep_only_threshold=keep_only_threshold,
         source=str(data), overwrite=overwrite, max_shards=max_shards, on_shard=on_shard, progress=progress,
     )
+
+
+def _ordered_results(tasks: Iterable[tuple], job: _Job, workers: int) -> Iterator[tuple]:
+    """``_process`` over ``(position, video, error)`` tasks, in order; a task that carries an error is not decoded.
+
+    Unlike ``Pool.imap``, which reads all of its input ahead, this keeps at most four tasks per
+    worker in flight, so the video bytes of a long dataset or stream are never all in memory.
+    """
+    if workers <= 1:
+        previous = _JOB
+        _init_worker_in_process(job)
+        try:
+            for position, video, error in tasks:
+                yield (position, None, -1, None, error, 0) if error is not None else _process((position, video))
+        finally:
+            _init_worker_in_process(previous)
+        return
+    pending: collections.deque = collections.deque()
+    with multiprocessing.get_context().Pool(workers, _init_worker, (job,)) as pool:
+        for position, video, error in tasks:
+            if error is not None:
+                pending.append((position, None, -1, None, error, 0))
+            else:
+                pending.append(pool.apply_async(_process, ((position, video),)))
+            while len(pending) >= 4 * workers:
+                yield _result_of(pending.popleft())
+        while pending:
+            yield _result_of(pending.popleft())
+
+
+def _result_of(item) -> tuple:
+    return item if isinstance(item, tuple) else item.get()
+
+
+def _recorded_rows(out: Path, index: dict) -> tuple[dict, dict]:
+    """``(names, labels)`` by position of the rows in the finished shards (read from the shards and the index)."""
+    from safetensors import safe_open
+
+    names, labels = {}, {}
+    for entry in index["shards"].values():
+        with safe_open(str(out / entry["file"]), framework="pt") as handle:
+            positions = handle.get_tensor("positions").tolist()
+            names.update(zip(positions, json.loads(handle.metadata()["paths"])))
+            labels.update(zip(positions, handle.get_tensor("labels").tolist()))
+        for failure in entry["failed"]:
+            names[failure["position"]], labels[failure["position"]] = failure["path"], failure["label"]
+    return names, labels
+
+
+def _dataset_tasks(source, start: int, names: dict, labels: dict) -> Iterator[tuple]:
+    """``(position, video, error)`` of the dataset's rows from ``start`` on, recording each row's name and label."""
+    for row in source.rows(start):
+        names[row.index], labels[row.index] = row.name, row.label
+        yield row.index, row.video, row.error
+
+
+def _write_dataset_cache(
+    out: Path, source, *, job: _Job, workers: int, shard_size: int, overwrite: bool, max_shards: int | None,
+    on_shard: Callable[[int], None] | None, progress: bool,
+) -> CacheSummary:
+    """Cache the rows of a ``rlt.hf_datasets.VideoDatasetSource`` in order, in one pass (a stream too).
+
+    Shards are cut every ``shard_size`` rows as they come; finished shards are a prefix of the rows,
+    so a resumed run starts at the first row after them. The progress bar counts rows (of the
+    total, when the dataset's metadata gives it).
+    """
+    from tqdm.auto import tqdm
+
+    _check_shard_arguments(shard_size, max_shards)
+    processor, tokens, keep_only_threshold = job.processor, job.tokens, job.keep_only_threshold
+    total = source.num_rows
+    if total == 0:
+        raise ValueError(f"{source.description} has no rows to cache")
+    settings = {
+        "sources": _digest(source.identity()),
+        "class_names": source.class_names,
+        "processor": processor_settings(processor),
+        "tokens": tokens.to_dict(),
+        "shard_size": shard_size,
+        "keep_only_threshold": keep_only_threshold,
+    }
+    index = _prepare_folder(out, settings, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    if index is None:
+        index = _new_index(out, processor, source.description, source.class_names, total, settings)
+    shard_count = math.ceil(total / shard_size) if total is not None else None
+    summary = CacheSummary(out, shards_total=shard_count or len(index["shards"]))
+    if index["complete"]:
+        summary.shards_reused = len(index["shards"])
+        return _summarise(summary, index)
+
+    done = 0  # finished shards form a prefix; any after a missing one are redone
+    while str(done) in index["shards"] and (out / index["shards"][str(done)]["file"]).is_file():
+        done += 1
+    index["shards"] = {key: entry for key, entry in index["shards"].items() if int(key) < done}
+    summary.shards_reused = done
+    start = sum(entry["count"] for entry in index["shards"].values())
+    names, labels = _recorded_rows(out, index)
+    tasks = _dataset_tasks(source, start, names, labels)
+    bar = tqdm(total=total, initial=start, unit="row", desc="caching rows", disable=not progress)
+    began = time.perf_counter()
+    ended = False
+    with closing(_ordered_results(tasks, job, workers)) as results, bar:
+        shard, first = done, start
+        while max_shards is None or summary.shards_written < max_shards:
+            rows, failed, count = [], [], 0
+            for result in itertools.islice(results, shard_size):
+                _take_result(result, names, labels, rows, failed)
+                count += 1
+                bar.update(1)
+            ended = count < shard_size
+            if count:
+                name = _shard_name(shard, shard_count) if shard_count else f"clips-{shard:05d}.safetensors"
+                _save_shard(out, index, shard, name, first, count, rows, failed, names, labels, processor, tokens,
+                            keep_only_threshold)
+                summary.shards_written += 1
+                summary.processed += count
+                if on_shard is not None:
+                    on_shard(shard)
+            if ended:
+                break
+            shard, first = shard + 1, first + count
+    summary.seconds = time.perf_counter() - began
+    if ended:
+        rows_read = len(names)
+        if rows_read == 0:
+            raise ValueError(f"{source.description} has no rows to cache")
+        if total is not None and rows_read != total:
+            logger.warning("%s has %d rows, not the %d its metadata gives", source.description, rows_read, total)
+        ordered = range(rows_read)
+        _write_json(out / SOURCES_FILE, {"paths": [names[i] for i in ordered], "labels": [labels[i] for i in ordered]})
+        index["num_sources"] = rows_read
+        _finish_index(out, index, names, labels, source.class_names)
+    summary.shards_total = shard_count if shard_count and not ended else len(index["shards"])
+    return _summarise(summary, index)
 
 
 def _override(processor: RLTVideoProcessor, num_frames, frame_stride, size) -> RLTVideoProcessor:
@@ -715,9 +890,9 @@ class ClipCache:
         if self.index.get("format") != CACHE_FORMAT:
             raise ValueError(f"{index_path} is not an rlt clip cache index")
         if not self.index.get("complete"):
-            done, total = len(self.index.get("shards", {})), math.ceil(
-                self.index["num_sources"] / self.index["settings"]["shard_size"]
-            )
+            done, sources = len(self.index.get("shards", {})), self.index["num_sources"]
+            # A stream of unknown length does not know its shard count before it has ended.
+            total = "?" if sources is None else math.ceil(sources / self.index["settings"]["shard_size"])
             raise ValueError(
                 f"the clip cache {self.folder} is incomplete ({done} of {total} shards); "
                 "run `rlt cache` again to finish it"

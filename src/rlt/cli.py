@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .hf_datasets import add_dataset_arguments, dataset_options
+
 
 def _add_convert(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -72,9 +74,13 @@ def _add_inspect(subparsers) -> None:
         description="Print, per clip, the tokens RLT keeps of the total, the reduction and the mean run "
         "length, and write a PNG per clip with the dropped tubelets greyed out. With several thresholds, "
         "also a plot of the kept fraction against the threshold. With no VIDEO, a bundled sample clip "
-        "(Big Buck Bunny, (c) Blender Foundation, CC-BY 3.0) is used.",
+        "(Big Buck Bunny, (c) Blender Foundation, CC-BY 3.0) is used; --dataset inspects rows of a dataset.",
     )
     parser.add_argument("videos", nargs="*", metavar="VIDEO", help="video files (default: the bundled sample clip)")
+    parser.add_argument("--dataset", metavar="DATA", help="inspect rows of a dataset with a Video column instead: a "
+                        "save_to_disk folder, parquet / webdataset shards or a Hub id")
+    parser.add_argument("--rows", type=int, nargs="+", metavar="N", help="with --dataset: the rows to inspect "
+                        "(default: the first four)")
     parser.add_argument(
         "--threshold", type=float, nargs="+", default=[0.1], metavar="TAU", help="one or more thresholds tau (default 0.1)"
     )
@@ -91,6 +97,7 @@ def _add_inspect(subparsers) -> None:
     parser.add_argument(
         "--compare-to", choices=["previous", "last_kept"], default="previous", help="RLT's comparison rule"
     )
+    add_dataset_arguments(parser)
     parser.set_defaults(run=_run_inspect)
 
 
@@ -100,6 +107,13 @@ def _run_inspect(args) -> None:
     for name in ("num_frames", "frame_stride", "size", "tubelet_size", "patch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    videos, names = args.videos, None
+    if args.dataset is not None:
+        if args.videos:
+            raise ValueError("give VIDEO files or --dataset, not both")
+        videos, names = _dataset_rows(args)
+    elif args.rows or dataset_options(args):
+        raise ValueError("--rows, --split, --config, --video-column, --label-column and --streaming go with --dataset")
     failures = []
 
     def report(video, error):
@@ -107,7 +121,7 @@ def _run_inspect(args) -> None:
         print(f"rlt inspect: error: {error}", file=sys.stderr)
 
     run_inspection(
-        args.videos,
+        videos,
         args.threshold,
         out_dir=None if args.no_png else args.out,
         num_frames=args.num_frames,
@@ -117,10 +131,25 @@ def _run_inspect(args) -> None:
         tubelet_size=args.tubelet_size,
         patch_size=args.patch_size,
         compare_to=args.compare_to,
-        on_error=report if len(args.videos) > 1 else None,
+        on_error=report if len(videos) > 1 else None,
+        names=names,
     )
     if failures:
-        raise ValueError(f"{len(failures)} of {len(args.videos)} videos could not be inspected")
+        raise ValueError(f"{len(failures)} of {len(videos)} videos could not be inspected")
+
+
+def _dataset_rows(args) -> tuple[list, list[str]]:
+    """The videos and names (``row-N``) of the dataset rows ``rlt inspect --dataset`` looks at."""
+    import itertools
+
+    from .hf_datasets import open_video_dataset
+
+    source = open_video_dataset(args.dataset, need_labels=False, **dataset_options(args))
+    rows = source.take(args.rows) if args.rows else list(itertools.islice(source.rows(), 4))
+    unusable = [f"{row.name}: {row.error}" for row in rows if row.error is not None]
+    if unusable:
+        raise ValueError("; ".join(unusable))
+    return [row.video for row in rows], [f"row-{row.index}" for row in rows]
 
 
 def _add_bench(subparsers) -> None:
@@ -140,13 +169,15 @@ def _add_bench(subparsers) -> None:
 def _add_cache(subparsers) -> None:
     parser = subparsers.add_parser(
         "cache",
-        help="decode a labelled video folder or list once into a cache of uint8 clips (safetensors shards)",
-        description="Decode DATA (a folder with one sub-folder per class, or a CSV / JSON list of path,label) once, "
-        "in parallel, sample, resize and crop each clip as the checkpoint's processor does, and write uint8 "
-        "(T, C, H, W) clips with labels and source paths in safetensors shards under OUT. Unreadable files are "
-        "listed and skipped; running the command again on the same OUT resumes an interrupted run.",
+        help="decode a labelled video folder, list or dataset once into a cache of uint8 clips (safetensors shards)",
+        description="Decode DATA (a folder with one sub-folder per class, a CSV / JSON list of path,label, or a "
+        "Hugging Face dataset with a Video column, streamed with --streaming) once, in parallel, sample, resize and "
+        "crop each clip as the checkpoint's processor does, and write uint8 (T, C, H, W) clips with labels and "
+        "source paths (a dataset's: row N) in safetensors shards under OUT. Unreadable files and rows are listed "
+        "and skipped; running the command again on the same OUT resumes an interrupted run.",
     )
-    parser.add_argument("data", help="video folder (one sub-folder per class) or CSV / JSON list")
+    parser.add_argument("data", help="video folder (one sub-folder per class), CSV / JSON list, or a dataset: a "
+                        "save_to_disk folder, parquet / webdataset shards or a Hub id")
     parser.add_argument("out", help="cache folder to write (or to resume)")
     parser.add_argument("--processor", metavar="FOLDER", help="checkpoint or processor folder whose sampling, "
                         "sizes and normalisation to use (default: 16 frames, 224 px, ImageNet mean/std)")
@@ -159,6 +190,7 @@ def _add_cache(subparsers) -> None:
                         help="store only the tubelets RLT keeps at TAU, plus keep masks (for training at that TAU)")
     parser.add_argument("--overwrite", action="store_true", help="replace a cache of other data or settings in OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_dataset_arguments(parser)
     parser.set_defaults(run=_run_cache)
 
 
@@ -169,6 +201,7 @@ def _run_cache(args) -> None:
         args.data, args.out, processor=args.processor, num_frames=args.num_frames, frame_stride=args.frame_stride,
         size=args.size, workers=args.workers, shard_size=args.shard_size,
         keep_only_threshold=args.keep_only_threshold, overwrite=args.overwrite, progress=not args.no_progress,
+        dataset_options=dataset_options(args),
     )
     print(summary)
 
@@ -180,12 +213,14 @@ def _add_evaluate(subparsers) -> None:
         "evaluate",
         help="accuracy, tokens kept and speed of a fine-tuned classifier at several RLT thresholds",
         description="Run a fine-tuned video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT one, "
-        "converted in memory) over labelled clips (a video folder / CSV / JSON list, or a cache from `rlt cache`) "
+        "converted in memory) over labelled clips (a video folder / CSV / JSON list, a Hugging Face dataset with a "
+        "Video column, or a cache from `rlt cache`) "
         "at each threshold, and print top-1 / top-5, tokens kept, model clips/s and the change against "
         "threshold 0 (RLT off, the baseline). The clips are decoded once and reused for every threshold.",
     )
     parser.add_argument("model", help="checkpoint folder of a fine-tuned video classifier")
-    parser.add_argument("data", help="clip cache folder, video folder (one sub-folder per class) or CSV / JSON list")
+    parser.add_argument("data", help="clip cache folder, video folder (one sub-folder per class), CSV / JSON list, "
+                        "or a dataset: a save_to_disk folder, parquet / webdataset shards or a Hub id")
     parser.add_argument("--threshold", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS), metavar="TAU",
                         help="thresholds to evaluate; 0 is the baseline, always run (default 0 0.05 0.1 0.2)")
     parser.add_argument("--pooling", nargs="+", choices=POOLINGS, default=["mean"],
@@ -200,6 +235,7 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed passes on the first batch per setting")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to this file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_dataset_arguments(parser, streaming=False)
     parser.set_defaults(run=_run_evaluate)
 
 
@@ -210,6 +246,7 @@ def _run_evaluate(args) -> None:
         args.model, args.data, thresholds=args.threshold, poolings=args.pooling, batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, workers=args.workers, processor=args.processor,
         max_memory_gb=args.max_memory_gb, warmup=args.warmup, json_path=args.json, progress=not args.no_progress,
+        dataset_options=dataset_options(args),
     )
     print(report)
     if args.json:

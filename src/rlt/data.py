@@ -2,7 +2,9 @@
 
 - ``load_video_dataset(folder_or_list)``: a folder with one sub-folder per class, or a CSV / JSON /
   JSON-lines list of ``path,label``, becomes a ``datasets.Dataset`` with a ``video`` column (the
-  file's path) and a ``label`` ``ClassLabel``. Nothing is decoded here.
+  file's path) and a ``label`` ``ClassLabel``. Nothing is decoded here. A Hugging Face dataset with a
+  ``Video`` column (a ``save_to_disk`` folder, parquet / webdataset shards, a Hub id;
+  ``rlt.hf_datasets``) becomes the same, its ``video`` rows ``{"path", "bytes"}`` dicts, plus ``row``.
 - ``VideoTransform(processor)``: for ``dataset.with_transform(...)``; decodes and preprocesses when
   an example is read, i.e. lazily, in the data loader's workers.
 - ``VideoCollator``: stacks ``pixel_values`` and ``labels`` for ``Trainer`` / ``DataLoader`` and can
@@ -129,25 +131,47 @@ def list_labelled_videos(
 
 
 def load_video_dataset(
-    source: str | os.PathLike,
+    source,
     *,
     class_names: Sequence[str] | None = None,
     extensions: Sequence[str] = VIDEO_EXTENSIONS,
     path_column: str = "path",
-    label_column: str = "label",
+    label_column: str | None = None,
+    split: str | None = None,
+    config: str | None = None,
+    streaming: bool = False,
+    video_column: str | None = None,
 ):
     """A ``datasets.Dataset`` of ``video`` (file path) and ``label`` (``ClassLabel``); nothing decoded.
 
     Args:
         source: a folder with one sub-folder per class (``train/cat/a.mp4``), or a ``.csv`` /
-            ``.json`` / ``.jsonl`` list of ``path,label`` (relative paths are relative to the list).
+            ``.json`` / ``.jsonl`` list of ``path,label`` (relative paths are relative to the list);
+            or a Hugging Face dataset with a ``Video`` column (see ``rlt.hf_datasets``): a
+            ``save_to_disk`` folder, a folder of parquet / arrow / webdataset shards, a Hub id or a
+            ``datasets`` object. A dataset gives ``video`` (``{"path", "bytes"}`` rows, read with
+            ``Video(decode=False)``), ``label`` and ``row`` (the row's index in its split); rows
+            without a usable label are left out with a warning.
         class_names: the classes in the order of the label ids (e.g. a model's ``id2label``);
-            default: sorted class names. Integer labels in a list are taken as ids.
+            default: sorted class names (a dataset's ``ClassLabel`` names). Integer labels in a
+            list are taken as ids.
+        label_column: the label column of a list (default ``label``) or dataset (default ``label``,
+            else ``labels``).
+        split, config, streaming, video_column: for a dataset (``rlt.hf_datasets.open_video_dataset``);
+            ``streaming=True`` returns an ``IterableDataset``.
     """
+    from .hf_datasets import is_dataset_source, open_video_dataset
+
+    options = {"split": split, "config": config, "streaming": streaming, "video_column": video_column}
+    if is_dataset_source(source) or any(options.values()):
+        return open_video_dataset(
+            source, class_names=class_names, label_column=label_column, **options
+        ).to_video_dataset()
     from datasets import ClassLabel, Dataset, Features, Value
 
     paths, ids, class_names = list_labelled_videos(
-        source, class_names=class_names, extensions=extensions, path_column=path_column, label_column=label_column
+        source, class_names=class_names, extensions=extensions, path_column=path_column,
+        label_column=label_column or "label",
     )
     features = Features({"video": Value("string"), "label": ClassLabel(names=class_names)})
     return Dataset.from_dict({"video": paths, "label": ids}, features=features)
@@ -157,7 +181,9 @@ class VideoTransform:
     """Decode and preprocess examples when they are read: ``dataset.with_transform(VideoTransform(processor))``.
 
     Turns a batch ``{"video": [paths], "label": [ids]}`` into ``{"pixel_values": [(T, C, H, W)],
-    "labels": [ids], "video": [paths]}``. Picklable, so it runs in ``DataLoader`` worker processes.
+    "labels": [ids], "video": [paths]}``. Rows of a dataset (``video`` dicts and a ``row`` column,
+    from ``load_video_dataset``) are named ``row N`` in ``video`` and in errors, not by their bytes.
+    Picklable, so it runs in ``DataLoader`` worker processes.
 
     Args:
         processor: an ``RLTVideoProcessor`` (or anything called like one returning ``pixel_values``).
@@ -173,18 +199,28 @@ class VideoTransform:
 
     def __call__(self, batch: dict) -> dict:
         pixel_values = []
-        for path in batch["video"]:
+        names = _video_names(batch)
+        for path, name in zip(batch["video"], names):
             try:
                 pixel_values.append(self.processor(path, return_tensors="pt")["pixel_values"][0])
             except (OSError, ValueError, TypeError) as error:
-                message = str(error) if str(path) in str(error) else f"{path}: {error}"
+                message = str(error) if name in str(error) else f"{name}: {error}"
                 if self.on_error == "raise":
                     if message == str(error):
                         raise
                     raise VideoDecodeError(message) from error
                 logger.warning("skipping a video that cannot be read: %s", message)
                 pixel_values.append(None)
-        return {"pixel_values": pixel_values, "labels": list(batch["label"]), "video": list(batch["video"])}
+        return {"pixel_values": pixel_values, "labels": list(batch["label"]), "video": names}
+
+
+def _video_names(batch: dict) -> list[str]:
+    """What names each video of a batch in messages: its path, or ``row N`` for a dataset's rows."""
+    if "row" not in batch:
+        return [str(video) for video in batch["video"]]
+    from .hf_datasets import row_name
+
+    return [row_name(row, video) for video, row in zip(batch["video"], batch["row"])]
 
 
 class VideoCollator:
@@ -255,13 +291,21 @@ class VideoCollator:
 
 
 def find_unreadable_videos(dataset_or_paths, processor: RLTVideoProcessor | None = None) -> list[tuple[str, str]]:
-    """Decode every video once and list ``(path, error)`` for those that fail (a check before a long run)."""
+    """Decode every video once and list ``(path, error)`` for those that fail (a check before a long run).
+
+    The rows of a dataset from ``load_video_dataset`` are named ``row N`` (read one by one, not as a column).
+    """
     processor = processor if processor is not None else RLTVideoProcessor(num_frames=2)
-    paths = dataset_or_paths["video"] if hasattr(dataset_or_paths, "column_names") else list(dataset_or_paths)
+    if hasattr(dataset_or_paths, "column_names") and "row" in dataset_or_paths.column_names:
+        rows = dataset_or_paths.with_format(None)
+        videos = ((row["video"], _video_names({"video": [row["video"]], "row": [row["row"]]})[0]) for row in rows)
+    else:
+        paths = dataset_or_paths["video"] if hasattr(dataset_or_paths, "column_names") else list(dataset_or_paths)
+        videos = ((path, str(path)) for path in paths)
     failures = []
-    for path in paths:
+    for video, name in videos:
         try:
-            processor.load_frames(path)
+            processor.load_frames(video)
         except (OSError, ValueError, TypeError) as error:
-            failures.append((str(path), str(error)))
+            failures.append((name, str(error)))
     return failures

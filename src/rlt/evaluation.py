@@ -32,6 +32,7 @@ import torch
 
 from .cache import ClipCache, default_workers, is_clip_cache, load_processor, prepare_clip
 from .data import list_labelled_videos
+from .hf_datasets import is_dataset_source, open_video_dataset
 from .tokenizer import run_length_tokenize
 from .video_processing_rlt import RLTVideoProcessor
 
@@ -111,6 +112,26 @@ class _VideoClips(torch.utils.data.Dataset):
             return None, self.labels[i], self.paths[i], str(error) or type(error).__name__, 0
 
 
+class _DatasetClips(torch.utils.data.Dataset):
+    """The rows of a ``rlt.hf_datasets`` source, decoded when read; a row without a clip carries its error."""
+
+    def __init__(self, source, mapping: list[int], processor):
+        self.source, self.mapping, self.processor = source, mapping, processor
+
+    def __len__(self):
+        return self.source.num_rows
+
+    def __getitem__(self, i):
+        row = self.source.row(i)
+        if row.error is not None:
+            return None, -1, row.name, row.error, 0
+        try:
+            clip, padded = prepare_clip(self.processor, row.video, return_padded_frames=True)
+            return clip, self.mapping[row.label], row.name, None, padded
+        except READ_ERRORS as error:
+            return None, -1, row.name, str(error) or type(error).__name__, 0
+
+
 class _CacheClips(torch.utils.data.Dataset):
     def __init__(self, cache: ClipCache, labels):
         self.cache, self.labels = cache, labels
@@ -146,10 +167,10 @@ def _collate(items):
 
 @dataclass
 class ClipSource:
-    """Labelled uint8 clips for ``evaluate``: a torch ``Dataset`` of ``(clip, label, path, error)``."""
+    """Labelled uint8 clips for ``evaluate``: a torch ``Dataset`` of ``(clip, label, path, error, padded frames)``."""
 
     dataset: torch.utils.data.Dataset
-    kind: str  # "videos", "cache" or "memory"
+    kind: str  # "videos", "dataset", "cache" or "memory"
     class_names: list[str]
     clip_shape: tuple[int, ...] | None
     description: str
@@ -162,11 +183,15 @@ class ClipSource:
         )
 
 
-def clip_source(data, processor: RLTVideoProcessor, class_names: Sequence[str] | None = None) -> ClipSource:
+def clip_source(
+    data, processor: RLTVideoProcessor, class_names: Sequence[str] | None = None, dataset_options=None
+) -> ClipSource:
     """Wrap ``data`` for ``evaluate``.
 
     ``data``: a clip cache folder (``rlt cache``) or ``ClipCache``; a labelled video folder or CSV /
     JSON list (decoded with ``processor``); a ``datasets.Dataset`` from ``load_video_dataset``;
+    a Hugging Face dataset with a ``Video`` column (``rlt.hf_datasets``, opened with
+    ``dataset_options``: split, config, video_column, label_column; read by row, so not streamed);
     or in-memory clips ``(clips, labels)`` / ``(clips, labels, class_names)`` with uint8 clips
     ``(N, T, C, H, W)`` already sampled and resized for the model.
     """
@@ -194,6 +219,18 @@ def clip_source(data, processor: RLTVideoProcessor, class_names: Sequence[str] |
             labels = [mapping[label] for label in labels]
         names = list(class_names) if class_names is not None else data_names or [str(i) for i in range(max(labels) + 1)]
         return ClipSource(_TensorClips(clips, labels), "memory", names, tuple(clips.shape[1:]), "in-memory clips")
+    if dataset_options or is_dataset_source(data):
+        source = open_video_dataset(data, **dict(dataset_options or {}))
+        if source.streaming:
+            raise ValueError(
+                f"rlt evaluate reads {source.description} by row and a stream cannot be: cache it first "
+                "(rlt cache ... --streaming) and evaluate the cache"
+            )
+        crop = processor.crop_size
+        shape = (processor.num_frames, 3, crop.height, crop.width) if processor.do_center_crop else None
+        names = list(class_names) if class_names is not None else source.class_names
+        mapping = _label_mapping(source.class_names, class_names)
+        return ClipSource(_DatasetClips(source, mapping, processor), "dataset", names, shape, source.description)
     if hasattr(data, "column_names") and "video" in data.column_names:
         paths, labels, data_names = list(data["video"]), list(data["label"]), data.features["label"].names
         description = f"dataset of {len(paths)} videos"
@@ -394,6 +431,7 @@ def evaluate(
     warmup: int = 1,
     json_path: str | os.PathLike | None = None,
     progress: bool = True,
+    dataset_options=None,
 ) -> EvaluationReport:
     """Evaluate a video classifier at each threshold (and pooling) on identical inputs; see the module doc.
 
@@ -401,7 +439,9 @@ def evaluate(
         model: a checkpoint folder (RLT, or vanilla VideoMAE / ViViT: loaded into the RLT class) or
             an RLT classifier already loaded (then give ``processor``).
         data: see ``clip_source``: a clip cache folder, a labelled video folder / list, a
-            ``load_video_dataset`` dataset, or in-memory uint8 clips ``(clips, labels[, class_names])``.
+            ``load_video_dataset`` dataset, a Hugging Face dataset with a ``Video`` column (a
+            ``save_to_disk`` folder, parquet / webdataset shards, a Hub id), or in-memory uint8 clips
+            ``(clips, labels[, class_names])``.
         thresholds: ``tau`` values; 0 (always run, first) is the baseline with RLT off.
         poolings: ``"mean"`` and / or ``"length_weighted"`` (mean-pooling heads only; a CLS head has one row).
         dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"``: the model's weights and inputs (RLT's keep mask
@@ -413,8 +453,11 @@ def evaluate(
             free memory), else read them again for each setting.
         warmup: untimed forward passes on the first batch before each setting's timed pass.
         json_path: also write the report as JSON here.
+        dataset_options: ``split``, ``config``, ``video_column``, ``label_column`` of a dataset
+            (``rlt.hf_datasets.open_video_dataset``).
     """
-    if isinstance(data, (str, os.PathLike)) and not Path(data).exists():  # before loading the model
+    missing = isinstance(data, (str, os.PathLike)) and not Path(data).exists()
+    if missing and not dataset_options and not is_dataset_source(data):  # before loading the model
         raise FileNotFoundError(f"no such clip cache, video folder or list: {data}")
     if isinstance(model, (str, os.PathLike)):
         model_name = str(model)
@@ -445,7 +488,7 @@ def evaluate(
 
     config = model.config
     names = [str(config.id2label[i]) for i in range(config.num_labels)] if config.id2label else None
-    source = clip_source(data, processor, names)
+    source = clip_source(data, processor, names, dataset_options)
     expected = (config.num_frames, config.num_channels, *_pair(config.image_size))
     if source.clip_shape is not None and tuple(source.clip_shape) != expected:
         raise ValueError(

@@ -87,15 +87,18 @@ def inspect_video(
     tubelet_size: int = 2,
     patch_size: int | Sequence[int] = 16,
     compare_to: str = "previous",
+    name: str | None = None,
 ) -> tuple[torch.Tensor, list[ClipReport]]:
     """Sample a clip and tokenize it at each threshold.
 
     Args:
-        video: a path, bytes, file object, array or tensor (anything ``RLTVideoProcessor`` takes).
+        video: a path, bytes, file object, array or tensor (anything ``RLTVideoProcessor`` takes,
+            a ``datasets`` Video row included).
         thresholds: ``tau`` values (reference units: pixels in [0, 1], ImageNet std).
         processor: decodes and normalises; default: ImageNet normalisation, short side and
             centre crop ``size``, ``num_frames`` frames at ``frame_stride`` (or ``fps``; both None:
             uniform over the clip).
+        name: what the reports call the clip (default: the file's name).
 
     Returns:
         The sampled, resized and cropped frames (uint8 ``(T, 3, H, W)``, for drawing) and one
@@ -126,7 +129,7 @@ def inspect_video(
         )
         reports.append(
             ClipReport(
-                name=_name_of(video),
+                name=name or _name_of(video),
                 threshold=float(threshold),
                 tokens_total=tokens.tokens_per_clip,
                 tokens_kept=int(tokens.counts[0]),
@@ -241,8 +244,12 @@ def run_inspection(
     progress: bool | None = None,
     stream=None,
     on_error=None,
+    names: Sequence[str] | None = None,
 ) -> list[list[ClipReport]]:
     """Inspect clips (the bundled sample when ``videos`` is empty), print a table, write PNGs.
+
+    ``names`` (one per video, e.g. ``row-3`` for a dataset's rows) name the clips in the table and
+    the PNG files; default: the files' names.
 
     Writes ``<clip>.png`` per clip (``<clip>_tau<t>.png`` per clip and threshold when several
     thresholds are given, plus ``kept_fraction_vs_threshold.png``) into ``out_dir`` (None: no
@@ -279,7 +286,9 @@ def run_inspection(
     print(f"{'clip':<32} {'tau':>6} {'kept/total':>13} {'reduction':>10} {'mean run':>9} {'padded':>7}", file=stream)
     results = []
     show = (len(videos) > 1) if progress is None else progress
-    for video in tqdm(videos, desc="rlt inspect", unit="clip", disable=not show or None, file=sys.stderr):
+    names = list(names) if names is not None else [None] * len(videos)
+    for video, name in tqdm(list(zip(videos, names)), desc="rlt inspect", unit="clip", disable=not show or None,
+                            file=sys.stderr):
         try:
             frames, reports = inspect_video(
                 video,
@@ -288,6 +297,7 @@ def run_inspection(
                 tubelet_size=tubelet_size,
                 patch_size=patch_size,
                 compare_to=compare_to,
+                name=name,
             )
         except (OSError, ValueError, TypeError) as error:
             if on_error is None:

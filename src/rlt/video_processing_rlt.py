@@ -20,16 +20,21 @@ frames than its header claims repeats its last decoded frame too. RLT then drops
 clip keeps fewer tokens than its content would: ``count_padded_frames`` counts the repeated frames, and
 ``load_frames(..., return_padded_frames=True)`` / ``processor(videos, return_padded_frames=True)``
 report them per clip, for tools that must not let padding inflate token statistics silently.
-This file travels into checkpoint folders for ``trust_remote_code``: only single-dot relative imports,
-optional dependencies inside ``try``.
+
+What a ``datasets`` ``Video`` column holds is taken as it is: a ``{"path", "bytes"}`` dict (read with
+``Video(decode=False)``; the bytes are decoded when there are any, else the file at the path) or a
+torchcodec ``VideoDecoder`` (what ``Video()`` rows are; frames are read through it, sampled the same
+way). This file travels into checkpoint folders for ``trust_remote_code``: only single-dot relative
+imports, optional dependencies inside ``try``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -63,6 +68,13 @@ def _describe(source) -> str:
         return os.fspath(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return f"<{len(source)} bytes of video>"
+    if isinstance(source, Mapping):  # a datasets Video row: its path names it, else its size
+        if source.get("path"):
+            return str(source["path"])
+        return _describe(source["bytes"]) if source.get("bytes") is not None else "<video row without bytes or path>"
+    if _is_torchcodec_decoder(source):
+        path = getattr(getattr(source, "metadata", None), "path", None)
+        return str(path) if path else "<torchcodec VideoDecoder>"
     name = getattr(source, "name", None)
     return str(name) if isinstance(name, str) else f"<{type(source).__name__}>"
 
@@ -116,8 +128,30 @@ def count_padded_frames(source_indices) -> int:
 # Decoding
 
 
+def _video_of_row(row: Mapping):
+    """What to decode of a ``datasets`` ``Video`` row ``{"path", "bytes"}``: the bytes when there are any, else the path."""
+    if "bytes" not in row and "path" not in row:
+        raise TypeError(
+            f"cannot read a video from a dict with keys {sorted(row)}: expected {{'path': ..., 'bytes': ...}}, "
+            "what a datasets Video(decode=False) column holds"
+        )
+    data, path = row.get("bytes"), row.get("path")
+    if data is not None and (len(data) > 0 or not path):
+        return data
+    if path:
+        return path
+    raise VideoDecodeError("cannot read a video row that holds neither bytes nor a path")
+
+
+def _is_torchcodec_decoder(source) -> bool:
+    """A torchcodec ``VideoDecoder`` (what ``datasets``' ``Video()`` rows are), told by its class, not by import."""
+    return type(source).__module__.split(".")[0] == "torchcodec" and hasattr(source, "get_frames_at")
+
+
 def _open_source(source):
     """A path string, or a seekable file object, for PyAV / torchcodec; clear errors for bad input."""
+    if isinstance(source, Mapping):
+        source = _video_of_row(source)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if path.startswith(("http://", "https://")):
@@ -137,7 +171,10 @@ def _open_source(source):
         return io.BytesIO(bytes(source))
     if hasattr(source, "read"):
         return source
-    raise TypeError(f"cannot read a video from {type(source).__name__}")
+    raise TypeError(
+        f"cannot read a video from {type(source).__name__}: give a path, bytes, a binary file object, a "
+        "{'path', 'bytes'} dict or a torchcodec VideoDecoder (what a datasets Video column holds), or a frame array"
+    )
 
 
 def _import_av():
@@ -276,6 +313,36 @@ def _decode_torchcodec(source, name: str, sample) -> tuple[np.ndarray, float | N
     return batch.data.numpy(), video_fps, np.asarray(indices, dtype=np.int64)
 
 
+def _decode_through_decoder(decoder, name: str, sample) -> tuple[np.ndarray, float | None, np.ndarray]:
+    """Sampled frames read through a torchcodec ``VideoDecoder`` object: ``(T, H, W, 3)`` uint8, the clip's fps
+    and the frame index each sampled frame comes from."""
+    if importlib.util.find_spec("torchcodec") is None:
+        raise ImportError(
+            f"{name} is a torchcodec VideoDecoder, but torchcodec cannot be imported here: install torchcodec "
+            "(it needs FFmpeg's libraries), or read the dataset's column with datasets.Video(decode=False) so "
+            "that rlt decodes the video bytes with PyAV"
+        )
+    try:
+        metadata = decoder.metadata
+        total = int(metadata.num_frames or len(decoder))
+        video_fps = float(metadata.average_fps) if metadata.average_fps else None
+    except Exception as error:  # torchcodec raises RuntimeError / ValueError for unreadable input
+        raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
+    if total < 1:
+        raise VideoDecodeError(f"{name} has a video stream with zero frames")
+    indices = [int(i) for i in sample(total, video_fps)]
+    wanted = sorted(set(indices))  # each frame decoded once, in stream order
+    try:
+        batch = decoder.get_frames_at(indices=wanted)
+    except Exception as error:
+        raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
+    frames = torch.as_tensor(batch.data).cpu()
+    if frames.shape[1] in (1, 3) and frames.shape[-1] not in (1, 3):  # the decoder's NCHW order (datasets' default)
+        frames = frames.permute(0, 2, 3, 1)
+    order = torch.tensor([wanted.index(i) for i in indices])
+    return frames[order].numpy(), video_fps, np.asarray(indices, dtype=np.int64)
+
+
 def decode_video(
     source,
     *,
@@ -286,11 +353,13 @@ def decode_video(
     do_sample_frames: bool = True,
     return_padded_frames: bool = False,
 ):
-    """Decode a video file, bytes or file object into sampled RGB frames ``(T, H, W, 3)`` uint8.
+    """Decode a video file, bytes, file object or ``datasets`` Video row into sampled RGB frames ``(T, H, W, 3)`` uint8.
 
-    With ``do_sample_frames=False`` every frame is decoded (``T`` = the clip's length). With
-    ``return_padded_frames``, returns ``(frames, padded)``: how many sampled frames repeat the one
-    before them because the clip is too short for the sampling (``count_padded_frames``).
+    A ``{"path", "bytes"}`` row is decoded from its bytes (else its path) with ``decoder``; a torchcodec
+    ``VideoDecoder`` object is read through itself. With ``do_sample_frames=False`` every frame is
+    decoded (``T`` = the clip's length). With ``return_padded_frames``, returns ``(frames, padded)``: how
+    many sampled frames repeat the one before them because the clip is too short for the sampling
+    (``count_padded_frames``).
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
@@ -301,7 +370,9 @@ def decode_video(
             return np.arange(total, dtype=np.int64)
         return sample_frame_indices(total, num_frames, frame_stride=frame_stride, fps=fps, video_fps=video_fps)
 
-    if decoder == "torchcodec":
+    if _is_torchcodec_decoder(source):
+        frames, _, sources = _decode_through_decoder(source, name, sample)
+    elif decoder == "torchcodec":
         frames, _, sources = _decode_torchcodec(source, name, sample)
     else:
         frames, _, sources = _decode_pyav(source, name, sample)
@@ -351,7 +422,8 @@ class RLTVideoProcessor(BaseVideoProcessor):
     ``size["shortest_edge"]`` (bilinear, antialiased), centre-crop to ``crop_size``, then
     ``p * rescale_factor + rescale_offset`` and ``(x - image_mean) / image_std`` per channel.
 
-    Inputs: a path, bytes, a binary file object, a ``(T, H, W, C)`` / ``(T, C, H, W)`` numpy array or
+    Inputs: a path, bytes, a binary file object, a ``datasets`` ``Video`` row (a ``{"path", "bytes"}``
+    dict, or a torchcodec ``VideoDecoder``), a ``(T, H, W, C)`` / ``(T, C, H, W)`` numpy array or
     tensor (uint8 0..255 values), or a list of those (a batch). Output ``pixel_values`` is float32
     ``(B, T, C, H, W)``. Arrays are sampled like decoded videos when ``do_sample_frames``.
 
