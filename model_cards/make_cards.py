@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from rlt import registry
 from rlt.hub import model_card
 
 NAMESPACE = "YOUR-NAMESPACE"  # the Hub namespace the checkpoints will be uploaded to
@@ -84,8 +85,7 @@ def planned_card(name: str):
         (folder / "config.json").write_text(json.dumps(config))
         processor = {"video_processor_type": "RLTVideoProcessor"}
         (folder / "video_preprocessor_config.json").write_text(json.dumps(processor))
-        tubelet = config["tubelet_size"]
-        grid_t = config["num_frames"] // (tubelet[0] if isinstance(tubelet, list) else tubelet)
+        grid_t = registry.as_rlt_config(config).rlt_token_grid[0]
         save_file({length_key: torch.zeros(grid_t, config["hidden_size"])}, folder / "model.safetensors")
         return model_card(
             folder, repo_id=f"{NAMESPACE}/{name}", base_model=base_model, license=license, datasets=["kinetics-400"]

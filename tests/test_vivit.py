@@ -10,7 +10,7 @@ from transformers.models.vivit.modeling_vivit import VivitEmbeddings
 
 import rlt
 from rlt import RLTVivitConfig, RLTVivitForVideoClassification, RLTVivitModel, run_length_tokenize
-from rlt.configuration_rlt import input_scale_from_processor
+from rlt.models.configuration_rlt import input_scale_from_processor
 
 # 8 frames of 32x32 in 2x16x16 tubelets: a (T', H', W') = (4, 2, 2) grid, 16 tubelet tokens + CLS.
 TINY_VIVIT = dict(

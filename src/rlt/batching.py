@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .tokenizer import run_length_tokenize
+from .models.tokenizer import run_length_tokenize
 
 logger = logging.getLogger(__name__)
 

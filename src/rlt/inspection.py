@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .tokenizer import check_threshold, run_length_tokenize, to_pair
-from .video_processing_rlt import RLTVideoProcessor
+from .models.tokenizer import check_threshold, run_length_tokenize, to_pair
+from .models.video_processing_rlt import RLTVideoProcessor
 
 SAMPLE_VIDEO = Path(__file__).resolve().parent / "assets" / "bigbuckbunny_sample.mp4"
 SAMPLE_ATTRIBUTION = "Big Buck Bunny (c) Blender Foundation, CC-BY 3.0 (www.bigbuckbunny.org)"

@@ -33,8 +33,17 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 
-IMAGENET_DEFAULT_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_DEFAULT_STD = [0.229, 0.224, 0.225]
+from .tokenizer import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+__all__ = [
+    "DECODERS",
+    "RLTVideoProcessor",
+    "VideoDecodeError",
+    "decode_video",
+    "frames_to_tensor",
+    "sample_frame_indices",
+]
+
 DECODERS = ("pyav", "torchcodec")
 # Seek (to the keyframe before the next sampled frame) rather than decode through a gap of more
 # frames than this; below it, decoding straight on is cheaper than a seek and a keyframe restart.
@@ -286,7 +295,7 @@ def decode_video(
 # Arrays
 
 
-def _frames_to_tensor(video, name: str) -> torch.Tensor:
+def frames_to_tensor(video, name: str) -> torch.Tensor:
     """A decoded or user-given clip as uint8/float ``(T, C, H, W)`` with 3 channels."""
     if isinstance(video, np.ndarray):
         video = torch.from_numpy(np.ascontiguousarray(video))
@@ -349,8 +358,8 @@ class RLTVideoProcessor(BaseVideoProcessor):
     rescale_factor = 1 / 255
     rescale_offset = 0.0
     do_normalize = True
-    image_mean = IMAGENET_DEFAULT_MEAN
-    image_std = IMAGENET_DEFAULT_STD
+    image_mean = list(IMAGENET_DEFAULT_MEAN)
+    image_std = list(IMAGENET_DEFAULT_STD)
     do_convert_rgb = True
     do_sample_frames = True
     num_frames = 16
@@ -450,7 +459,7 @@ class RLTVideoProcessor(BaseVideoProcessor):
         do_sample_frames = self.do_sample_frames if do_sample_frames is None else do_sample_frames
         decoder = decoder or self.decoder
         if isinstance(video, (np.ndarray, torch.Tensor)):
-            frames = _frames_to_tensor(video, f"video array {tuple(video.shape)}")
+            frames = frames_to_tensor(video, f"video array {tuple(video.shape)}")
             if do_sample_frames:
                 if fps is not None:
                     raise ValueError("sampling an array at a target fps needs its frame rate: decode the file instead")
@@ -465,7 +474,7 @@ class RLTVideoProcessor(BaseVideoProcessor):
             decoder=decoder,
             do_sample_frames=do_sample_frames,
         )
-        return _frames_to_tensor(decoded, _describe(video))
+        return frames_to_tensor(decoded, _describe(video))
 
     def resize_and_crop(
         self, frames: torch.Tensor, *, size=None, crop_size=None, do_resize=None, do_center_crop=None
