@@ -20,7 +20,7 @@ from video_helpers import (
 
 import rlt
 from rlt import RLTVideoProcessor, VideoDecodeError, run_length_tokenize
-from rlt import video_processing_rlt
+from rlt.models import video_processing_rlt
 from rlt.models.configuration_rlt import input_scale_from_processor
 from rlt.models.video_processing_rlt import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, sample_frame_indices
 

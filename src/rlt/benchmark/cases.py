@@ -149,7 +149,8 @@ class Bench:
 
     def token_stats(self, config, inputs: list[torch.Tensor], cls_tokens: int, tau: float | None) -> dict:
         """Tokens kept by ``run_length_tokenize`` on these inputs (all kept when ``tau`` is None);
-        ``cls_tokens``: prefix tokens per clip, never dropped."""
+        ``cls_tokens``: prefix tokens per clip, never dropped. ``config`` may be the vanilla model's."""
+        config = registry.as_rlt_config(config)
         tubelet, patch = config.rlt_tubelet_size, config.rlt_patch_size
         kept = full = 0
         for x in inputs:
