@@ -26,6 +26,11 @@ import torch
 
 from .models.tokenizer import run_length_tokenize
 
+__all__ = [
+    "TokenBudgetBatchSampler",
+    "count_kept_tokens",
+]
+
 logger = logging.getLogger(__name__)
 
 

@@ -49,6 +49,31 @@ from .data import list_labelled_videos
 from .models.tokenizer import run_length_tokenize, to_pair
 from .models.video_processing_rlt import RLTVideoProcessor, frames_to_tensor
 
+__all__ = [
+    "CACHE_FORMAT",
+    "CACHE_VERSION",
+    "CLIP_LAYOUT",
+    "CacheSummary",
+    "ClipCache",
+    "ClipCacheTransform",
+    "DEFAULT_SHARD_SIZE",
+    "DEFAULT_THRESHOLD",
+    "INDEX_FILE",
+    "PROCESSOR_FILE",
+    "SOURCES_FILE",
+    "TokenSettings",
+    "cache_clips",
+    "default_workers",
+    "expand_tubelets",
+    "is_clip_cache",
+    "load_clip_cache",
+    "load_processor",
+    "prepare_clip",
+    "processor_settings",
+    "split_tubelets",
+    "write_clip_cache",
+]
+
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "clip_cache.json"
@@ -133,7 +158,7 @@ def load_processor(
     if size is not None:
         processor.size = {"shortest_edge": size}
         processor.crop_size = {"height": size, "width": size}
-    processor._check_settings()
+    processor.check_settings()
     tokens = TokenSettings(
         threshold=float(model_config.get("rlt_threshold", DEFAULT_THRESHOLD)),
         compare_to=model_config.get("rlt_compare_to", "previous"),
@@ -597,7 +622,7 @@ def _override(processor: RLTVideoProcessor, num_frames, frame_stride, size) -> R
         processor.frame_stride, processor.fps = frame_stride, None
     if size is not None:
         processor.size, processor.crop_size = {"shortest_edge": size}, {"height": size, "width": size}
-    processor._check_settings()
+    processor.check_settings()
     return processor
 
 

@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+__all__ = [
+    "COMMANDS",
+    "USER_ERRORS",
+    "build_parser",
+    "main",
+]
+
 
 def _add_convert(subparsers) -> None:
     parser = subparsers.add_parser(

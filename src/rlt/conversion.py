@@ -216,8 +216,7 @@ def _materialise_meta_tensors(model, device: torch.device, dtype: torch.dtype) -
             raise RuntimeError(f"{type(module).__name__} mixes shared and new tensors {meta}: cannot initialise them")
         for name, tensor in direct:
             new = torch.empty_like(tensor, device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
-            if name in module._parameters:
-                module._parameters[name] = torch.nn.Parameter(new, requires_grad=tensor.requires_grad)
-            else:
-                module._buffers[name] = new
+            if isinstance(tensor, torch.nn.Parameter):
+                new = torch.nn.Parameter(new, requires_grad=tensor.requires_grad)
+            setattr(module, name, new)  # a buffer stays a buffer (persistent or not), a parameter a parameter
         model._init_weights(module)

@@ -28,6 +28,23 @@ from .tokenizer import (
     tubelet_grid,
 )
 
+__all__ = [
+    "EncodedClips",
+    "LengthEncoding",
+    "PackedSelfAttentionMixin",
+    "RLTModelOutput",
+    "RLTPreTrainedMixin",
+    "RLTVideoClassifierOutput",
+    "check_pixel_values",
+    "choose_tokens",
+    "classification_output",
+    "embed_kept_tubelets",
+    "packed_run_lengths",
+    "reject_unsupported",
+    "run_encoder",
+    "tubelet_patches",
+]
+
 logger = logging.getLogger(__name__)
 
 

@@ -36,6 +36,14 @@ from .modeling_rlt import (
 from .packing import PackedSequence
 from .tokenizer import RunLengthTokens
 
+__all__ = [
+    "LEGACY_KEY_MAPPING",
+    "RLTVideoMAEForVideoClassification",
+    "RLTVideoMAEModel",
+    "RLTVideoMAEPreTrainedModel",
+    "sinusoid_position_table",
+]
+
 # Public VideoMAE checkpoints name the attention biases q_bias / v_bias. transformers renames them
 # only for its own model_type (and not at all in some 5.x releases): without this they load as zeros.
 LEGACY_KEY_MAPPING = {

@@ -38,6 +38,13 @@ from .modeling_rlt import (
 from .packing import PackedSequence
 from .tokenizer import RunLengthTokens
 
+__all__ = [
+    "LEGACY_KEY_MAPPING",
+    "RLTVivitForVideoClassification",
+    "RLTVivitModel",
+    "RLTVivitPreTrainedModel",
+]
+
 # Checkpoints written by transformers (google/vivit-*, and save_pretrained of current versions) use the
 # older ViT layout. transformers renames them by class name (VivitModel), which our classes do not get.
 LEGACY_KEY_MAPPING = {

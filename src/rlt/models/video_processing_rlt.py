@@ -369,9 +369,10 @@ class RLTVideoProcessor(BaseVideoProcessor):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._check_settings()
+        self.check_settings()
 
-    def _check_settings(self) -> None:
+    def check_settings(self) -> None:
+        """Clear errors for settings that contradict each other (also after changing attributes by hand)."""
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.frame_stride is not None and self.fps is not None:
