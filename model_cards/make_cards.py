@@ -18,11 +18,11 @@ import torch
 from safetensors.torch import save_file
 
 from rlt import registry
+from rlt.common import IMAGENET_DEFAULT_STD
 from rlt.hub import model_card
 
 NAMESPACE = "YOUR-NAMESPACE"  # the Hub namespace the checkpoints will be uploaded to
 HERE = Path(__file__).resolve().parent
-IMAGENET_STD = [0.229, 0.224, 0.225]
 RLT_DEFAULTS = {
     "rlt_enabled": True,
     "rlt_threshold": 0.1,
@@ -41,7 +41,7 @@ VIDEOMAE = {
     "tubelet_size": 2,
     "num_channels": 3,
     "use_mean_pooling": True,
-    "rlt_input_scale": [1 / 255 / std for std in IMAGENET_STD],
+    "rlt_input_scale": [1 / 255 / std for std in IMAGENET_DEFAULT_STD],
 }
 
 # name -> (base model, license of the base model's card, converted config, length table key)

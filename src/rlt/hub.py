@@ -20,6 +20,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from . import registry
+from .conversion import PROCESSOR_FILES
 from .models import relative_imports
 
 __all__ = [
@@ -135,7 +136,7 @@ def _length_table_is_zero(folder: Path) -> bool | None:
 
 
 def _processor_facts(folder: Path) -> str:
-    for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
+    for name in PROCESSOR_FILES:
         if (folder / name).is_file():
             config = json.loads((folder / name).read_text())
             kind = config.get("video_processor_type") or config.get("image_processor_type") or "processor"
@@ -360,7 +361,7 @@ def check_checkpoint_folder(folder: str | Path) -> list[str]:
         todo += [f"{module}.py" for module in relative_imports((folder / name).read_text(encoding="utf-8"))]
     if missing:
         raise ValueError(f"{folder} is incomplete, missing {sorted(missing)}")
-    if not any((folder / name).is_file() for name in ("video_preprocessor_config.json", "preprocessor_config.json")):
+    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
         logger.warning("%s has no processor config: users will have to normalise pixel_values themselves", folder)
     return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
 
