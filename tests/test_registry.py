@@ -2,6 +2,7 @@
 
 import ast
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from rlt.conversion import code_files_of
 from rlt.models import CHECKPOINT_FILES, FOLDER, relative_imports
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "fixtures" / "rlt_videomae_v0_1_0"
+FIXTURE_ARCHIVE = ROOT / "tests" / "fixtures" / "rlt_videomae_v0_1_0.zip"
 
 
 # ------------------------------------------------------------------------------------------ lookups
@@ -203,20 +204,30 @@ def test_tools_do_not_test_model_types():
 
 
 @pytest.fixture(scope="module")
-def reference():
-    return load_file(FIXTURE.parent / "rlt_videomae_v0_1_0_reference.safetensors")
+def old_folder(tmp_path_factory) -> Path:
+    """The checkpoint folder rlt 0.1.0's `rlt convert` wrote (tests/fixtures/README.md), unpacked."""
+    out = tmp_path_factory.mktemp("rlt-0.1.0")
+    with zipfile.ZipFile(FIXTURE_ARCHIVE) as archive:
+        archive.extractall(out)
+    return out
 
 
-def test_a_folder_converted_by_rlt_0_1_0_loads_with_its_own_code(reference, tmp_path):
+@pytest.fixture(scope="module")
+def reference(old_folder):
+    return load_file(old_folder / "reference.safetensors")
+
+
+def test_a_folder_converted_by_rlt_0_1_0_loads_with_its_own_code(old_folder, reference, tmp_path):
     # Where rlt is not installed: the folder's own code files (as rlt 0.1.0 wrote them) run.
+    folder = old_folder / "rlt_videomae_v0_1_0"
     code = f"""
         import torch
         from safetensors.torch import load_file
         from transformers import AutoModelForVideoClassification
-        model = AutoModelForVideoClassification.from_pretrained({str(FIXTURE)!r}, trust_remote_code=True).eval()
+        model = AutoModelForVideoClassification.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
         assert type(model).__name__ == "RLTVideoMAEForVideoClassification", type(model)
         assert not type(model).__module__.startswith("rlt."), type(model).__module__
-        clip = load_file({str(FIXTURE.parent / "rlt_videomae_v0_1_0_reference.safetensors")!r})["clip"]
+        clip = load_file({str(old_folder / "reference.safetensors")!r})["clip"]
         with torch.no_grad():
             output = model(clip)
         torch.save({{"logits": output.logits, "tokens_kept": output.tokens_kept}}, {str(tmp_path / "out.pt")!r})
@@ -227,10 +238,11 @@ def test_a_folder_converted_by_rlt_0_1_0_loads_with_its_own_code(reference, tmp_
     torch.testing.assert_close(output["logits"], reference["rlt_logits"])
 
 
-def test_a_folder_converted_by_rlt_0_1_0_loads_into_todays_classes(reference):
+def test_a_folder_converted_by_rlt_0_1_0_loads_into_todays_classes(old_folder, reference):
+    folder = old_folder / "rlt_videomae_v0_1_0"
     for model in (
-        AutoModelForVideoClassification.from_pretrained(FIXTURE),  # rlt registered the Auto classes
-        rlt.RLTVideoMAEForVideoClassification.from_pretrained(FIXTURE),
+        AutoModelForVideoClassification.from_pretrained(folder),  # rlt registered the Auto classes
+        rlt.RLTVideoMAEForVideoClassification.from_pretrained(folder),
     ):
         model.eval()
         assert type(model) is rlt.RLTVideoMAEForVideoClassification
