@@ -1,4 +1,4 @@
-"""Fine-tune an RLT (or, for comparison, a vanilla) VideoMAE / ViViT video classifier with transformers' Trainer.
+"""Fine-tune an RLT (or, for comparison, a vanilla) video classifier (VideoMAE, ViViT, ...) with transformers' Trainer.
 
 Data (one of):
     --train DIR_OR_CSV [--eval DIR_OR_CSV]   video files in class folders, or a path,label list (PyAV decodes)
@@ -11,7 +11,7 @@ Data (one of):
                                              (no files, no PyAV; on the GPU when there is one)
 Model (one of):
     --model PATH                             a VideoMAE / ViViT checkpoint folder (vanilla or RLT)
-    --from-scratch {vit-b,vit-s,tiny}        a randomly initialised model of that size (--arch videomae|vivit)
+    --from-scratch {vit-b,vit-s,tiny}        a randomly initialised model of that size (--arch: an rlt.registry name)
 RLT switches:
     --vanilla            transformers' own class (every token, no RLT code at all): the baseline
     --rlt-off            the RLT class with RLT disabled (every token, same code path)
@@ -53,6 +53,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import rlt
 import rlt.hf_datasets
+from rlt import registry
 from rlt.batching import TokenBudgetBatchSampler, count_kept_tokens
 from rlt.training import VIT_SIZES as SIZES
 from rlt.training import ClipCollator, PixelNormalizer, RLTTrainer, compute_metrics
@@ -89,7 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     choice = model.add_mutually_exclusive_group(required=True)
     choice.add_argument("--model", help="checkpoint folder (VideoMAE / ViViT, vanilla or RLT)")
     choice.add_argument("--from-scratch", choices=sorted(SIZES), help="a new model of this size")
-    model.add_argument("--arch", choices=["videomae", "vivit"], default="videomae", help="with --from-scratch")
+    model.add_argument("--arch", choices=registry.names(), default="videomae", help="with --from-scratch")
     model.add_argument("--num-frames", type=int, default=16, help="with --from-scratch / --synthetic (default 16)")
     model.add_argument("--image-size", type=int, default=224, help="with --from-scratch / --synthetic (default 224)")
     model.add_argument("--vanilla", action="store_true", help="transformers' own model class (the baseline)")
@@ -173,49 +174,37 @@ def rlt_settings(args) -> dict:
 def build_model(args, id2label: dict[int, str], processor: rlt.RLTVideoProcessor):
     """The model to train: new (--from-scratch) or from a checkpoint, RLT or vanilla (--vanilla)."""
     labels = dict(num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
-    from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VivitConfig, VivitForVideoClassification
-
     if args.from_scratch:
+        architecture = registry.get(args.arch)
         hidden, layers, heads, intermediate = SIZES[args.from_scratch]
-        size = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                    intermediate_size=intermediate, image_size=args.image_size, num_frames=args.num_frames, **labels)
-        if args.arch == "videomae":
-            size.update(patch_size=16, tubelet_size=2, use_mean_pooling=True)
-        else:
-            size.update(tubelet_size=[2, 16, 16])
+        shape = registry.ModelShape(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                    intermediate_size=intermediate, image_size=args.image_size,
+                                    num_frames=args.num_frames)
+        vanilla_config = architecture.vanilla_config(shape, **labels)
         if args.vanilla:
-            config_class, model_class = (
-                (VideoMAEConfig, VideoMAEForVideoClassification) if args.arch == "videomae"
-                else (VivitConfig, VivitForVideoClassification)
-            )
-            return model_class(config_class(**size))
-        config_class, model_class = (
-            (rlt.RLTVideoMAEConfig, rlt.RLTVideoMAEForVideoClassification) if args.arch == "videomae"
-            else (rlt.RLTVivitConfig, rlt.RLTVivitForVideoClassification)
+            return architecture.vanilla_classifier_class(vanilla_config)
+        config = architecture.rlt_config(
+            vanilla_config, **rlt_settings(args), rlt_length_encoding_init="trunc_normal",
+            rlt_input_scale=processor.rlt_input_scale,
         )
-        config = config_class(
-            **size, **rlt_settings(args), rlt_length_encoding_init="trunc_normal", rlt_input_scale=processor.rlt_input_scale
-        )
-        return model_class(config)
+        return architecture.classifier_class(config)
 
     from transformers import AutoConfig
 
-    from rlt.conversion import _architecture_of
-    from rlt.modeling_rlt_videomae import LEGACY_KEY_MAPPING
-
     source = AutoConfig.from_pretrained(args.model)
-    config_class, _, classifier_class = _architecture_of(source.model_type)
+    architecture = registry.for_config(source)
     load = dict(**labels, ignore_mismatched_sizes=True)
     if args.vanilla:
-        if source.model_type.startswith("rlt_"):
+        if source.model_type == architecture.model_type:
             raise ValueError(f"{args.model} is an RLT checkpoint; --vanilla needs a vanilla one")
-        if source.model_type == "videomae":
-            return VideoMAEForVideoClassification.from_pretrained(args.model, key_mapping=LEGACY_KEY_MAPPING, **load)
-        return VivitForVideoClassification.from_pretrained(args.model, **load)
-    fields = {k: v for k, v in source.to_dict().items() if k not in ("model_type", "architectures", "auto_map", "transformers_version")}
-    fields.setdefault("rlt_input_scale", processor.rlt_input_scale)
-    config = config_class(**{**fields, **rlt_settings(args), **labels})
-    return classifier_class.from_pretrained(args.model, config=config, ignore_mismatched_sizes=True)
+        return architecture.vanilla_classifier_class.from_pretrained(
+            args.model, key_mapping=architecture.legacy_key_mapping, **load
+        )
+    settings = {**rlt_settings(args), **labels}
+    if source.model_type != architecture.model_type:  # a vanilla checkpoint: its processor's input scale
+        settings["rlt_input_scale"] = processor.rlt_input_scale
+    config = architecture.rlt_config(source, **settings)
+    return architecture.classifier_class.from_pretrained(args.model, config=config, ignore_mismatched_sizes=True)
 
 
 def make_processor(args, cache=None) -> rlt.RLTVideoProcessor:
@@ -225,10 +214,10 @@ def make_processor(args, cache=None) -> rlt.RLTVideoProcessor:
 
         from rlt.conversion import read_processor_config
 
-        config = AutoConfig.from_pretrained(args.model)
+        geometry = registry.as_rlt_config(AutoConfig.from_pretrained(args.model))
         _, processor_config = read_processor_config(args.model)
         processor = rlt.RLTVideoProcessor.from_source_config(
-            processor_config, num_frames=config.num_frames, image_size=config.image_size
+            processor_config, num_frames=geometry.rlt_num_frames, image_size=geometry.rlt_image_size
         )
     elif cache is not None:
         processor = cache.processor
@@ -324,18 +313,15 @@ class _CacheClips(torch.utils.data.Dataset):
 def token_counts(args, dataset, model, normalizer, device):
     """Tokens each training clip keeps (for --token-budget): the cache's stored counts, or one pass of RLT's rule."""
     config = model.config
-    prefix = 1 if isinstance(config.tubelet_size, (list, tuple)) else 0  # ViViT's CLS token
-    tubelet = config.tubelet_size[0] if prefix else config.tubelet_size
-    patch = tuple(config.tubelet_size[1:]) if prefix else config.patch_size
+    prefix, tubelet, patch = config.rlt_num_prefix_tokens, config.rlt_tubelet_size, config.rlt_patch_size
     if args.rlt_off:
-        grid = (config.num_frames // tubelet) * (config.image_size // (patch[0] if prefix else patch)) ** 2
-        return [grid + prefix] * len(dataset)
+        return [config.rlt_tokens_per_clip] * len(dataset)
     if isinstance(dataset, _CacheClips):
         from rlt.cache import ClipCache
 
         stored = ClipCache(args.cache).index["settings"].get("tokens", {})
         wanted = {"threshold": args.threshold, "tubelet_size": tubelet, "compare_to": args.compare_to}
-        same_patch = stored.get("patch_size") in (patch, list(patch) if isinstance(patch, tuple) else [patch, patch])
+        same_patch = stored.get("patch_size") in (list(patch), patch[0] if patch[0] == patch[1] else None)
         if same_patch and all(stored.get(key) == value for key, value in wanted.items()):
             counts = dataset.dataset.with_format(None)["tokens_kept"]
             if min(counts) > 0:
@@ -390,10 +376,8 @@ def main(argv=None) -> dict:
         drop="random" if args.random_drop else ("rlt" if is_rlt and args.keep_mask_in_loader and not args.rlt_off else None),
         input_scale=normalizer.input_scale,
     )
-    tubelet = config.tubelet_size
-    t, ph, pw = (tubelet if isinstance(tubelet, (list, tuple)) else (tubelet, config.patch_size, config.patch_size))
-    tokens_per_clip = (config.num_frames // t) * (config.image_size // ph) * (config.image_size // pw)
-    tokens_per_clip += 1 if isinstance(tubelet, (list, tuple)) else 0
+    geometry = registry.as_rlt_config(config)  # the token geometry, for the vanilla baseline too
+    tokens_per_clip = geometry.rlt_tokens_per_clip
 
     sampler, counts = None, None
     if args.token_budget:
@@ -478,7 +462,7 @@ def main(argv=None) -> dict:
         "gradient_checkpointing": args.gradient_checkpointing,
         "seed": args.seed,
         "data": {**data_info, "train_clips": len(train_dataset), "eval_clips": len(eval_dataset), "classes": class_names},
-        "clip_shape": [config.num_frames, 3, config.image_size, config.image_size],
+        "clip_shape": [geometry.rlt_num_frames, geometry.rlt_num_channels, *geometry.rlt_image_size],
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         **stats,

@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from rlt import registry
+from rlt.common import IMAGENET_DEFAULT_STD
 from rlt.hub import model_card
 
 NAMESPACE = "YOUR-NAMESPACE"  # the Hub namespace the checkpoints will be uploaded to
 HERE = Path(__file__).resolve().parent
-IMAGENET_STD = [0.229, 0.224, 0.225]
 RLT_DEFAULTS = {
     "rlt_enabled": True,
     "rlt_threshold": 0.1,
@@ -40,7 +41,7 @@ VIDEOMAE = {
     "tubelet_size": 2,
     "num_channels": 3,
     "use_mean_pooling": True,
-    "rlt_input_scale": [1 / 255 / std for std in IMAGENET_STD],
+    "rlt_input_scale": [1 / 255 / std for std in IMAGENET_DEFAULT_STD],
 }
 
 # name -> (base model, license of the base model's card, converted config, length table key)
@@ -84,8 +85,7 @@ def planned_card(name: str):
         (folder / "config.json").write_text(json.dumps(config))
         processor = {"video_processor_type": "RLTVideoProcessor"}
         (folder / "video_preprocessor_config.json").write_text(json.dumps(processor))
-        tubelet = config["tubelet_size"]
-        grid_t = config["num_frames"] // (tubelet[0] if isinstance(tubelet, list) else tubelet)
+        grid_t = registry.as_rlt_config(config).rlt_token_grid[0]
         save_file({length_key: torch.zeros(grid_t, config["hidden_size"])}, folder / "model.safetensors")
         return model_card(
             folder, repo_id=f"{NAMESPACE}/{name}", base_model=base_model, license=license, datasets=["kinetics-400"]

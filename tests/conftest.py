@@ -41,7 +41,14 @@ def run_without_rlt(code: str, cwd: Path, timeout: int = 180) -> str:
     prelude = textwrap.dedent(
         f"""
         import sys
-        sys.path = [p for p in sys.path if not p.startswith({str(SRC)!r}) and "__editable__" not in p]
+        import os
+        # Also a source checkout put on the path by an editable install's .pth file (another worktree's
+        # src, say): any entry outside site-packages that holds an rlt package.
+        sys.path = [
+            p for p in sys.path
+            if not p.startswith({str(SRC)!r}) and "__editable__" not in p
+            and not ("site-packages" not in p and os.path.isdir(os.path.join(p or ".", "rlt")))
+        ]
         for finder in list(sys.meta_path):
             if "editable" in type(finder).__module__.lower() or "editable" in type(finder).__name__.lower():
                 sys.meta_path.remove(finder)

@@ -300,16 +300,16 @@ def test_no_token_is_a_clear_error_before_any_request(checkpoints, fake_hub, tmp
 
 
 def test_a_vanilla_checkpoint_loads_with_defaults_and_says_so_once(checkpoints, caplog):
-    with caplog.at_level(logging.WARNING, logger="rlt.modeling_rlt"):
+    with caplog.at_level(logging.WARNING, logger="rlt.models.modeling_rlt"):
         model = RLTVideoMAEForVideoClassification.from_pretrained(checkpoints["vanilla"])
-    said = [record for record in caplog.records if record.name == "rlt.modeling_rlt"]
+    said = [record for record in caplog.records if record.name == "rlt.models.modeling_rlt"]
     assert len(said) == 1 and "lacks RLT settings" in said[0].getMessage()
     assert "rlt_threshold=0.1" in said[0].getMessage()
     assert model.config.rlt_threshold == 0.1 and model.config.rlt_length_encoding_init == "zeros"
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="rlt.modeling_rlt"):
+    with caplog.at_level(logging.WARNING, logger="rlt.models.modeling_rlt"):
         RLTVideoMAEForVideoClassification.from_pretrained(checkpoints["converted"])
         settings = {name: value for name, value in model.config.to_dict().items() if name.startswith("rlt_")}
         RLTVideoMAEForVideoClassification.from_pretrained(checkpoints["vanilla"], **settings)
-    assert [record for record in caplog.records if record.name == "rlt.modeling_rlt"] == []
+    assert [record for record in caplog.records if record.name == "rlt.models.modeling_rlt"] == []

@@ -81,6 +81,18 @@ def test_cli_inspect_defaults_to_the_bundled_sample(tmp_path, capsys, monkeypatc
     assert Image.open(tmp_path / "rlt-inspect" / "bigbuckbunny_sample.png").size == (8 * 224, HEADER_HEIGHT + 2 * 224)
 
 
+def test_cli_inspect_takes_an_architectures_geometry_from_the_registry(square_clip, capsys):
+    # ViViT's default config: 32 frames of 224x224 in 2x16x16 tubelets (3136 tokens); flags still override.
+    assert main(["inspect", str(square_clip), "--arch", "vivit", "--no-png", "--frame-stride", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "32 frames, stride 1, 224x224, tubelets 2x16x16" in printed and "/3136" in printed
+    assert main(["inspect", str(square_clip), "--arch", "vivit", "--no-png", *SQUARE_ARGS]) == 0
+    assert f"/{SQUARE_TOTAL}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["inspect", "--arch", "timesformer"])
+    assert "invalid choice: 'timesformer'" in capsys.readouterr().err
+
+
 def test_cli_errors_are_one_line_with_a_non_zero_exit(square_clip, tmp_path, capsys):
     def error_of(argv):
         code = main(argv)

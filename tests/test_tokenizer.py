@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rlt import run_length_tokenize, run_lengths_from_keep_mask
-from rlt.tokenizer import REFERENCE_INPUT_SCALE
+from rlt.models.tokenizer import REFERENCE_INPUT_SCALE
 
 
 def static_clip(frames=8, size=32, seed=0):

@@ -20,9 +20,9 @@ from video_helpers import (
 
 import rlt
 from rlt import RLTVideoProcessor, VideoDecodeError, run_length_tokenize
-from rlt import video_processing_rlt
-from rlt.configuration_rlt import input_scale_from_processor
-from rlt.video_processing_rlt import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, sample_frame_indices
+from rlt.models import video_processing_rlt
+from rlt.models.configuration_rlt import input_scale_from_processor
+from rlt.models.video_processing_rlt import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, sample_frame_indices
 
 
 def small(**kwargs):
@@ -197,7 +197,7 @@ def test_from_source_config():
     vivit = {"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "rescale_factor": 1 / 127.5, "offset": True}
     assert RLTVideoProcessor.from_source_config(vivit).rescale_offset == -1.0
     default = RLTVideoProcessor.from_source_config(None, image_size=32)
-    assert list(default.image_std) == IMAGENET_DEFAULT_STD and default.crop_size.height == 32
+    assert list(default.image_std) == list(IMAGENET_DEFAULT_STD) and default.crop_size.height == 32
 
 
 # ---- saving and loading ---------------------------------------------------------------------

@@ -1,16 +1,20 @@
+"""What is ViViT's own: the CLS token (its position, no projection, no length encoding), dropout,
+the legacy weight names, the [-1, 1] processor scale. The tests every architecture passes are in
+test_models_common.py."""
+
 import json
 
 import pytest
 import torch
-from conftest import noise_clips, run_without_rlt
+from conftest import noise_clips
 from safetensors import safe_open
-from transformers import AutoModelForVideoClassification, VivitConfig, VivitForVideoClassification, VivitModel
+from transformers import AutoModelForVideoClassification, VivitConfig, VivitForVideoClassification
 from transformers import VivitImageProcessor
 from transformers.models.vivit.modeling_vivit import VivitEmbeddings
 
 import rlt
 from rlt import RLTVivitConfig, RLTVivitForVideoClassification, RLTVivitModel, run_length_tokenize
-from rlt.configuration_rlt import input_scale_from_processor
+from rlt.models.configuration_rlt import input_scale_from_processor
 
 # 8 frames of 32x32 in 2x16x16 tubelets: a (T', H', W') = (4, 2, 2) grid, 16 tubelet tokens + CLS.
 TINY_VIVIT = dict(
@@ -55,69 +59,6 @@ def clips_with_repeats():
     clips[2, 1:] = clips[2, 0]  # static
     clips[2, 6:, :, :, 16:] += 1  # the right half changes at the last step
     return clips
-
-
-def test_threshold_zero_reproduces_vanilla_logits():
-    vanilla, rlt_model = vanilla_and_rlt(rlt_threshold=0.0)
-    clips = noise_clips(3)
-    with torch.no_grad():
-        expected = vanilla(clips).logits
-        output = rlt_model(clips)
-    assert output.tokens_kept.tolist() == [17, 17, 17]  # 16 tubelets + CLS
-    torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
-
-
-def test_base_model_states_and_pooler_match_vanilla():
-    vanilla = randomise(VivitModel(VivitConfig(**TINY_VIVIT))).eval()
-    rlt_model = RLTVivitModel(RLTVivitConfig(**TINY_VIVIT, rlt_threshold=0.0)).eval()
-    missing, unexpected = rlt_model.load_state_dict(vanilla.state_dict(), strict=False)
-    assert missing == ["embeddings.length_embeddings.weight"] and unexpected == []
-    clips = noise_clips(2)
-    with torch.no_grad():
-        expected = vanilla(clips)
-        output = rlt_model(clips, output_hidden_states=True)
-    assert output.last_hidden_state.shape == (1, 34, 32)
-    torch.testing.assert_close(torch.stack(output.per_clip()), expected.last_hidden_state, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(output.pooler_output, expected.pooler_output, atol=1e-5, rtol=1e-5)
-    assert len(output.hidden_states) == TINY_VIVIT["num_hidden_layers"] + 1
-    assert output.cu_seqlens.tolist() == [0, 17, 34]
-    assert (output.run_lengths == 1).all()
-
-
-def test_rlt_disabled_runs_every_token_even_on_repeats():
-    vanilla, rlt_model = vanilla_and_rlt(rlt_enabled=False)
-    clips = clips_with_repeats()
-    with torch.no_grad():
-        output = rlt_model(clips)
-        expected = vanilla(clips).logits
-    assert output.tokens_kept.tolist() == [17, 17, 17]
-    torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("backend", ["auto", "per_clip", "padded", "eager", "flex"])
-def test_packed_batch_equals_clips_run_alone(backend):
-    _, rlt_model = vanilla_and_rlt(rlt_threshold=0.0, rlt_attention=backend)
-    with torch.no_grad():
-        rlt_model.vivit.embeddings.length_embeddings.weight.normal_()
-    clips = clips_with_repeats()
-    with torch.no_grad():
-        batch = rlt_model(clips)
-        alone = [rlt_model(clip[None]) for clip in clips]
-    assert batch.tokens_kept.tolist() == [17, 14, 7]
-    assert [out.tokens_kept.item() for out in alone] == [17, 14, 7]
-    torch.testing.assert_close(batch.logits, torch.cat([out.logits for out in alone]), atol=1e-5, rtol=1e-5)
-
-
-def test_static_clip_keeps_one_time_step_plus_cls_with_full_run_lengths():
-    rlt_model = RLTVivitModel(RLTVivitConfig(**TINY_VIVIT)).eval()  # default threshold 0.1
-    clip = noise_clips(1)[:, :1].expand(1, 8, 3, 32, 32)  # all frames identical
-    with torch.no_grad():
-        output = rlt_model(clip)
-    steps, grid_h, grid_w = GRID
-    assert output.tokens_kept.tolist() == [grid_h * grid_w + 1]
-    assert output.keep_mask[0, 0].all() and not output.keep_mask[0, 1:].any()
-    assert output.run_lengths.tolist() == [[1] + [steps] * (grid_h * grid_w)]  # CLS first, then T' each
-    assert output.last_hidden_state.shape == (1, grid_h * grid_w + 1, 32)
 
 
 def test_kept_tokens_keep_their_original_position_and_each_clip_starts_with_cls():
@@ -167,19 +108,6 @@ def test_length_encoding_is_added_to_tubelet_tokens_only():
     assert sorted(set(before.run_lengths[0][~is_cls].tolist())) == [1, 2, 3, 4]
 
 
-def test_keep_mask_computed_in_a_loader_gives_the_same_output():
-    _, rlt_model = vanilla_and_rlt(rlt_threshold=0.0)
-    clips = clips_with_repeats()
-    keep_mask = run_length_tokenize(clips, threshold=0.0).keep_mask
-    with torch.no_grad():
-        own = rlt_model(clips)
-        given = rlt_model(clips, keep_mask=keep_mask)
-        everything = rlt_model(clips, keep_mask=torch.ones_like(keep_mask))
-    torch.testing.assert_close(given.logits, own.logits)
-    assert given.tokens_kept.tolist() == [17, 14, 7]
-    assert everything.tokens_kept.tolist() == [17, 17, 17]
-
-
 def test_dropout_in_training_matches_vanilla():
     # Embedding, attention and hidden dropout: with the same random seed and nothing dropped, the
     # RLT model draws the same masks as vanilla ViViT, and dropout is really on.
@@ -193,39 +121,6 @@ def test_dropout_in_training_matches_vanilla():
     other_seed = rlt_model(clips).logits
     torch.testing.assert_close(same_seed, expected, atol=1e-5, rtol=1e-5)
     assert (same_seed - other_seed).abs().max() > 1e-3
-
-
-def test_training_step_reduces_loss_and_reaches_cls_and_length_table():
-    config = RLTVivitConfig(
-        **{**TINY_VIVIT, "num_labels": 2}, rlt_threshold=0.0, rlt_length_encoding_init="trunc_normal"
-    )
-    model = RLTVivitForVideoClassification(config).train()
-    clips = clips_with_repeats()[:2].repeat(2, 1, 1, 1, 1)
-    labels = torch.tensor([0, 1, 0, 1])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(10):
-        output = model(clips, labels=labels)
-        optimizer.zero_grad()
-        output.loss.backward()
-        losses.append(output.loss.item())
-        optimizer.step()
-    embeddings = model.vivit.embeddings
-    projection = embeddings.patch_embeddings.projection
-    for parameter in (embeddings.cls_token, embeddings.length_embeddings.weight, projection.weight):
-        assert parameter.grad is not None and parameter.grad.abs().sum() > 0
-    assert losses[-1] < losses[0] * 0.5
-
-
-def test_gradient_checkpointing_gives_the_same_gradients():
-    model = RLTVivitForVideoClassification(RLTVivitConfig(**TINY_VIVIT, rlt_threshold=0.0)).train()
-    clips, labels = clips_with_repeats(), torch.tensor([0, 1, 2])
-    model(clips, labels=labels).loss.backward()
-    expected = model.vivit.layers[0].attention.q_proj.weight.grad.clone()
-    model.zero_grad()
-    model.gradient_checkpointing_enable()
-    model(clips, labels=labels).loss.backward()
-    torch.testing.assert_close(model.vivit.layers[0].attention.q_proj.weight.grad, expected)
 
 
 @pytest.fixture(scope="module")
@@ -271,32 +166,6 @@ def test_vanilla_checkpoint_converts(vanilla_folder, tmp_path):
         torch.testing.assert_close(loaded(reference["clips"]).logits, reference["logits"], atol=1e-5, rtol=1e-5)
 
 
-def test_save_then_load_without_rlt_installed(tmp_path):
-    _, rlt_model = vanilla_and_rlt(rlt_threshold=0.0)
-    with torch.no_grad():
-        rlt_model.vivit.embeddings.length_embeddings.weight.normal_()  # saved and loaded too
-    folder = tmp_path / "checkpoint"
-    rlt_model.save_pretrained(folder)
-    clips = clips_with_repeats()
-    torch.save(clips, tmp_path / "clips.pt")
-    with torch.no_grad():
-        expected = rlt_model(clips)
-    code = f"""
-        import torch
-        from transformers import AutoModelForVideoClassification
-        model = AutoModelForVideoClassification.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
-        assert type(model).__name__ == "RLTVivitForVideoClassification", type(model)
-        assert not type(model).__module__.startswith("rlt."), type(model).__module__
-        with torch.no_grad():
-            output = model(torch.load({str(tmp_path / "clips.pt")!r}))
-        torch.save({{"logits": output.logits, "tokens_kept": output.tokens_kept}}, {str(tmp_path / "out.pt")!r})
-        """
-    run_without_rlt(code, cwd=tmp_path)
-    result = torch.load(tmp_path / "out.pt")
-    assert result["tokens_kept"].tolist() == [17, 14, 7]
-    torch.testing.assert_close(result["logits"], expected.logits, atol=1e-6, rtol=1e-6)
-
-
 def test_processor_scale_makes_the_threshold_mean_the_same_pixel_change():
     # One video through the ViViT processor ([-1, 1], then 0.5/0.5) and through an ImageNet one keeps
     # the same tubelets once the RLT config records each processor's input scale.
@@ -319,43 +188,12 @@ def test_processor_scale_makes_the_threshold_mean_the_same_pixel_change():
     assert not torch.equal(unscaled, imagenet_keep)
 
 
-@pytest.mark.parametrize(
-    "shape, message",
-    [
-        ((8, 3, 32, 32), "shape \\(batch, frames, channels, height, width\\)"),
-        ((1, 8, 1, 32, 32), "has 1 channels at dimension 2, the model expects 3"),
-        ((1, 3, 8, 32, 32), "looks like \\(batch, channels, frames"),
-        ((1, 7, 3, 32, 32), "7 frames of 32x32; this model takes 8 frames"),
-        ((1, 8, 3, 48, 48), "48x48"),
-    ],
-)
-def test_bad_input_is_named(shape, message):
-    _, rlt_model = vanilla_and_rlt()
-    with pytest.raises(ValueError, match=message):
-        rlt_model(torch.zeros(shape))
-
-
 def test_bad_settings_and_arguments_are_named():
+    # The settings and inputs every architecture checks are in test_models_common.py; these are ViViT's.
     with pytest.raises(ValueError, match="num_frames 7 is not a multiple of tubelet_size\\[0\\] 2"):
         RLTVivitConfig(**{**TINY_VIVIT, "num_frames": 7})
     with pytest.raises(ValueError, match="image_size 40x40 is not a multiple"):
         RLTVivitConfig(**{**TINY_VIVIT, "image_size": 40})
-    with pytest.raises(ValueError, match="rlt_threshold must be a finite number >= 0"):
-        RLTVivitConfig(rlt_threshold=-0.5)
-    with pytest.raises(ValueError, match="unknown RLT attention backend 'xformers'"):
-        RLTVivitConfig(rlt_attention="xformers")
     _, rlt_model = vanilla_and_rlt()
-    clips = noise_clips(1)
     with pytest.raises(ValueError, match="interpolate_pos_encoding is not supported"):
-        rlt_model(clips, interpolate_pos_encoding=True)
-    with pytest.raises(ValueError, match="interpolate_pos_encoding is not supported"):
-        rlt_model.vivit(clips, interpolate_pos_encoding=True)
-    with pytest.raises(ValueError, match="output_attentions"):
-        rlt_model(clips, output_attentions=True)
-    with pytest.raises(ValueError, match="keep_mask has grid"):
-        rlt_model(clips, keep_mask=torch.ones(1, 2, 2, 2, dtype=torch.bool))
-    with pytest.raises(ValueError, match="first time step"):
-        rlt_model(clips, keep_mask=torch.zeros(1, *GRID, dtype=torch.bool))
-    rlt_model.config.rlt_attention = "nonsense"
-    with pytest.raises(ValueError, match="unknown RLT attention backend 'nonsense'"):
-        rlt_model(clips)
+        rlt_model.vivit(noise_clips(1), interpolate_pos_encoding=True)

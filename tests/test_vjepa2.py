@@ -12,8 +12,8 @@ from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Embeddings, VJEPA2L
 
 import rlt
 from rlt import RLTVJEPA2Config, RLTVJEPA2ForVideoClassification, RLTVJEPA2Model, run_length_tokenize
-from rlt.modeling_rlt_vjepa2 import RLTVJEPA2PoolerCrossAttentionLayer
-from rlt.packing import PackedSequence
+from rlt.models.modeling_rlt_vjepa2 import RLTVJEPA2PoolerCrossAttentionLayer
+from rlt.models.packing import PackedSequence
 
 # 8 frames of 32x32 in 2x8x8 tubelets: a (T', H', W') = (4, 4, 4) grid, 64 tokens. A head of 20 dims
 # rotates 3 x 6 of them by (t, h, w) and leaves 2 unrotated, so both of RoPE's branches run.

@@ -1,35 +1,31 @@
 """rlt: Run-Length Tokenization for Hugging Face video transformers.
 
-Importing ``rlt`` registers the RLT configs and models with transformers' Auto classes.
+Importing ``rlt`` registers the RLT configs and models of every architecture in ``rlt.registry``
+with transformers' Auto classes.
+
+Layout: ``rlt/models/`` holds the files that travel into checkpoint folders (tokenizer, packing,
+configuration and modeling files, the video processor); everything else in ``rlt/`` is tooling.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification
-
-from .configuration_rlt_videomae import RLTVideoMAEConfig
-from .configuration_rlt_vivit import RLTVivitConfig
-from .configuration_rlt_vjepa2 import RLTVJEPA2Config
-from .conversion import convert
-from .modeling_rlt import RLTModelOutput, RLTVideoClassifierOutput
-from .modeling_rlt_videomae import RLTVideoMAEForVideoClassification, RLTVideoMAEModel
-from .modeling_rlt_vivit import RLTVivitForVideoClassification, RLTVivitModel
-from .modeling_rlt_vjepa2 import RLTVJEPA2ForVideoClassification, RLTVJEPA2Model
-from .packing import ATTENTION_BACKENDS, PackedSequence, packed_attention
-from .tokenizer import RunLengthTokens, run_length_tokenize, run_lengths_from_keep_mask
-from .video_processing_rlt import RLTVideoProcessor, VideoDecodeError
+from . import registry
+from .conversion import convert, from_model
 from .data import VideoCollator, VideoTransform, load_video_dataset
 from .inspection import inspect_video
+from .models.configuration_rlt_videomae import RLTVideoMAEConfig
+from .models.configuration_rlt_vivit import RLTVivitConfig
+from .models.configuration_rlt_vjepa2 import RLTVJEPA2Config
+from .models.modeling_rlt import RLTModelOutput, RLTVideoClassifierOutput
+from .models.modeling_rlt_videomae import RLTVideoMAEForVideoClassification, RLTVideoMAEModel
+from .models.modeling_rlt_vivit import RLTVivitForVideoClassification, RLTVivitModel
+from .models.modeling_rlt_vjepa2 import RLTVJEPA2ForVideoClassification, RLTVJEPA2Model
+from .models.packing import ATTENTION_BACKENDS, PackedSequence, packed_attention
+from .models.tokenizer import RunLengthTokens, run_length_tokenize, run_lengths_from_keep_mask
+from .models.video_processing_rlt import RLTVideoProcessor, VideoDecodeError
 
 __version__ = "0.1.0"
 
-_REGISTRY = [
-    (RLTVideoMAEConfig, RLTVideoMAEModel, RLTVideoMAEForVideoClassification),
-    (RLTVivitConfig, RLTVivitModel, RLTVivitForVideoClassification),
-    (RLTVJEPA2Config, RLTVJEPA2Model, RLTVJEPA2ForVideoClassification),
-]
-for _config, _model, _classifier in _REGISTRY:
-    AutoConfig.register(_config.model_type, _config, exist_ok=True)
-    AutoModel.register(_config, _model, exist_ok=True)
-    AutoModelForVideoClassification.register(_config, _classifier, exist_ok=True)
+for _architecture in registry.architectures():
+    registry.register_auto_classes(_architecture)
 
 __all__ = [
     "ATTENTION_BACKENDS",
@@ -51,9 +47,11 @@ __all__ = [
     "VideoDecodeError",
     "VideoTransform",
     "convert",
+    "from_model",
     "inspect_video",
     "load_video_dataset",
     "packed_attention",
+    "registry",
     "run_length_tokenize",
     "run_lengths_from_keep_mask",
 ]

@@ -24,7 +24,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .tokenizer import run_length_tokenize
+from .models.tokenizer import run_length_tokenize
+
+__all__ = [
+    "TokenBudgetBatchSampler",
+    "count_kept_tokens",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -52,9 +52,35 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .common import READ_ERRORS
 from .data import list_labelled_videos
-from .tokenizer import run_length_tokenize, to_pair
-from .video_processing_rlt import RLTVideoProcessor, _frames_to_tensor
+from .models.tokenizer import run_length_tokenize, to_pair
+from .models.video_processing_rlt import RLTVideoProcessor, frames_to_tensor
+
+__all__ = [
+    "CACHE_FORMAT",
+    "CACHE_VERSION",
+    "CLIP_LAYOUT",
+    "CacheSummary",
+    "ClipCache",
+    "ClipCacheTransform",
+    "DEFAULT_SHARD_SIZE",
+    "DEFAULT_THRESHOLD",
+    "INDEX_FILE",
+    "PROCESSOR_FILE",
+    "SOURCES_FILE",
+    "TokenSettings",
+    "cache_clips",
+    "default_workers",
+    "expand_tubelets",
+    "is_clip_cache",
+    "load_clip_cache",
+    "load_processor",
+    "prepare_clip",
+    "processor_settings",
+    "split_tubelets",
+    "write_clip_cache",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +92,6 @@ CACHE_VERSION = 1
 CLIP_LAYOUT = "TCHW"  # each clip is (frames, channels, height, width), as pixel_values are
 DEFAULT_SHARD_SIZE = 256
 DEFAULT_THRESHOLD = 0.1
-# Errors that mean "this file cannot be read", not "the program is wrong".
-READ_ERRORS = (OSError, ValueError, TypeError, RuntimeError, EOFError)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,7 +123,7 @@ def load_processor(
 ) -> tuple[RLTVideoProcessor, TokenSettings]:
     """The RLT video processor a checkpoint (or processor) folder implies, and its token settings.
 
-    An RLT checkpoint's own processor is used as saved; a vanilla VideoMAE / ViViT checkpoint's
+    An RLT checkpoint's own processor is used as saved; a vanilla checkpoint's (VideoMAE, ViViT, ...)
     processor config is translated as ``rlt convert`` does (same mean/std, sizes, frame count).
     ``num_frames``, ``frame_stride`` / ``fps`` and ``size`` (short side and square crop) override.
     Without a checkpoint: ``RLTVideoProcessor()``'s defaults (16 frames, 224 px, ImageNet mean/std).
@@ -107,6 +131,7 @@ def load_processor(
     from .conversion import read_processor_config
 
     model_config: dict = {}
+    geometry = None
     if checkpoint is None:
         processor = RLTVideoProcessor()
     else:
@@ -115,6 +140,7 @@ def load_processor(
             raise FileNotFoundError(f"no such checkpoint or processor folder: {folder}")
         if (folder / "config.json").is_file():
             model_config = json.loads((folder / "config.json").read_text())
+        geometry = _token_geometry(model_config)
         name, settings = read_processor_config(folder)
         if name is None and not model_config:
             raise FileNotFoundError(f"{folder} holds neither a processor config nor a config.json")
@@ -122,7 +148,9 @@ def load_processor(
             processor = RLTVideoProcessor.from_pretrained(str(folder))
         else:
             processor = RLTVideoProcessor.from_source_config(
-                settings, num_frames=model_config.get("num_frames"), image_size=model_config.get("image_size")
+                settings,
+                num_frames=geometry.rlt_num_frames if geometry is not None else None,
+                image_size=geometry.rlt_image_size if geometry is not None else None,
             )
     for name, value in (("num_frames", num_frames), ("frame_stride", frame_stride), ("size", size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -138,17 +166,33 @@ def load_processor(
     if size is not None:
         processor.size = {"shortest_edge": size}
         processor.crop_size = {"height": size, "width": size}
-    processor._check_settings()
-    tubelet, patch = model_config.get("tubelet_size", 2), model_config.get("patch_size", 16)
-    if isinstance(tubelet, (list, tuple)):  # ViViT: [frames, height, width]
-        tubelet, patch = tubelet[0], tuple(tubelet[1:])
+    processor.check_settings()
     tokens = TokenSettings(
         threshold=float(model_config.get("rlt_threshold", DEFAULT_THRESHOLD)),
-        tubelet_size=int(tubelet),
-        patch_size=patch if isinstance(patch, int) else tuple(int(p) for p in patch),
         compare_to=model_config.get("rlt_compare_to", "previous"),
     )
+    if geometry is not None:
+        patch = geometry.rlt_patch_size
+        tokens = TokenSettings(
+            threshold=tokens.threshold,
+            tubelet_size=geometry.rlt_tubelet_size,
+            patch_size=patch[0] if patch[0] == patch[1] else patch,  # square patches recorded as one int
+            compare_to=tokens.compare_to,
+        )
     return processor, tokens
+
+
+def _token_geometry(model_config: dict):
+    """A config answering the ``rlt_*`` token geometry for a checkpoint's ``config.json``; None without
+    one, or for an architecture rlt does not know (the default token settings then apply)."""
+    if not model_config:
+        return None
+    from . import registry
+
+    try:
+        return registry.as_rlt_config(model_config)
+    except registry.UnsupportedArchitectureError:
+        return None
 
 
 def processor_settings(processor: RLTVideoProcessor) -> dict:
@@ -775,7 +819,7 @@ def _override(processor: RLTVideoProcessor, num_frames, frame_stride, size) -> R
         processor.frame_stride, processor.fps = frame_stride, None
     if size is not None:
         processor.size, processor.crop_size = {"shortest_edge": size}, {"height": size, "width": size}
-    processor._check_settings()
+    processor.check_settings()
     return processor
 
 
@@ -826,7 +870,7 @@ def write_clip_cache(
         first = next(clips, None)
         if first is None:
             raise ValueError("no clips to cache")
-        frames = _frames_to_tensor(first if isinstance(first, torch.Tensor) else np.asarray(first), "clip 0")
+        frames = frames_to_tensor(first if isinstance(first, torch.Tensor) else np.asarray(first), "clip 0")
         processor = RLTVideoProcessor(
             num_frames=frames.shape[0], do_resize=False, do_center_crop=False, do_sample_frames=False,
             crop_size={"height": frames.shape[2], "width": frames.shape[3]},

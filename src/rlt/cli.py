@@ -6,6 +6,12 @@ import argparse
 import sys
 
 from .hf_datasets import add_dataset_arguments, dataset_options
+__all__ = [
+    "COMMANDS",
+    "USER_ERRORS",
+    "build_parser",
+    "main",
+]
 
 
 def _add_convert(subparsers) -> None:
@@ -86,14 +92,21 @@ def _add_inspect(subparsers) -> None:
     )
     parser.add_argument("--out", default="rlt-inspect", metavar="DIR", help="folder for the PNGs (default ./rlt-inspect)")
     parser.add_argument("--no-png", action="store_true", help="print the statistics only")
-    parser.add_argument("--num-frames", type=int, default=16, help="frames sampled per clip (default 16)")
+    parser.add_argument(
+        "--arch",
+        choices=_architecture_names(),
+        default=None,
+        help="take the frame count, size, tubelet and patch of this architecture's default config "
+        "(the flags below override); without it: 16 frames, 224 px, 2x16x16 tubelets",
+    )
+    parser.add_argument("--num-frames", type=int, default=None, help="frames sampled per clip (default 16)")
     sampling = parser.add_mutually_exclusive_group()
     sampling.add_argument("--frame-stride", type=int, default=2, help="take every N-th frame (default 2)")
     sampling.add_argument("--fps", type=float, default=None, help="take frames at this rate instead of a stride")
     sampling.add_argument("--uniform", action="store_true", help="spread the frames over the whole clip")
-    parser.add_argument("--size", type=int, default=224, help="short side resize and square crop in pixels (default 224)")
-    parser.add_argument("--tubelet-size", type=int, default=2, help="frames per tubelet (default 2)")
-    parser.add_argument("--patch-size", type=int, default=16, help="tubelet side in pixels (default 16)")
+    parser.add_argument("--size", type=int, default=None, help="short side resize and square crop in pixels (default 224)")
+    parser.add_argument("--tubelet-size", type=int, default=None, help="frames per tubelet (default 2)")
+    parser.add_argument("--patch-size", type=int, default=None, help="tubelet side in pixels (default 16)")
     parser.add_argument(
         "--compare-to", choices=["previous", "last_kept"], default="previous", help="RLT's comparison rule"
     )
@@ -101,9 +114,38 @@ def _add_inspect(subparsers) -> None:
     parser.set_defaults(run=_run_inspect)
 
 
+def _architecture_names() -> list[str]:
+    from . import registry
+
+    return registry.names()
+
+
+def _inspect_geometry(args) -> None:
+    """Fill ``--num-frames``, ``--size``, ``--tubelet-size`` and ``--patch-size`` not given: from
+    ``--arch``'s default config (the registry), else 16 frames, 224 px, 2x16x16."""
+    defaults = {"num_frames": 16, "size": 224, "tubelet_size": 2, "patch_size": 16}
+    if args.arch is not None:
+        from . import registry
+
+        config = registry.get(args.arch).config_class()
+        patch_h, patch_w = config.rlt_patch_size
+        if patch_h != patch_w:
+            raise ValueError(f"rlt inspect draws square patches; {args.arch} uses {patch_h}x{patch_w}")
+        defaults = {
+            "num_frames": config.rlt_num_frames,
+            "size": min(config.rlt_image_size),
+            "tubelet_size": config.rlt_tubelet_size,
+            "patch_size": patch_h,
+        }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def _run_inspect(args) -> None:
     from .inspection import run_inspection
 
+    _inspect_geometry(args)
     for name in ("num_frames", "frame_stride", "size", "tubelet_size", "patch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")

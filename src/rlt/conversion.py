@@ -1,38 +1,62 @@
-"""Turn a vanilla transformers video checkpoint into an RLT checkpoint folder (training-free)."""
+"""Turn a vanilla transformers video model into an RLT one, training-free.
+
+- ``convert(source, output_dir)`` (``rlt convert``): a checkpoint folder or Hub id -> an RLT
+  checkpoint folder that loads with ``trust_remote_code`` where ``rlt`` is not installed.
+- ``from_model(model)``: a model already in memory (e.g. the one a pipeline loaded) -> the matching
+  RLT model sharing its weights, with no disk round trip.
+
+Which RLT classes a model maps to comes from ``rlt.registry``.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
+import re
+from itertools import chain
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig
 from transformers.utils import cached_file
 
-from .configuration_rlt import input_scale_from_processor
-from .configuration_rlt_videomae import RLTVideoMAEConfig
-from .configuration_rlt_vivit import RLTVivitConfig
-from .modeling_rlt_videomae import RLTVideoMAEForVideoClassification, RLTVideoMAEModel
-from .modeling_rlt_vivit import RLTVivitForVideoClassification, RLTVivitModel
-from .video_processing_rlt import RLTVideoProcessor
+from . import registry
+from .models import CHECKPOINT_FILES, FOLDER, relative_imports
+from .models.configuration_rlt import input_scale_from_processor
+from .models.video_processing_rlt import RLTVideoProcessor
+
+__all__ = ["PROCESSOR_FILES", "code_files_of", "convert", "from_model", "read_processor_config"]
 
 logger = logging.getLogger(__name__)
 
-# Vanilla model_type -> (RLT config, RLT base model, RLT classifier).
-ARCHITECTURES = {
-    "videomae": (RLTVideoMAEConfig, RLTVideoMAEModel, RLTVideoMAEForVideoClassification),
-    "vivit": (RLTVivitConfig, RLTVivitModel, RLTVivitForVideoClassification),
-}
 PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
-_NOT_COPIED = ("model_type", "architectures", "auto_map", "transformers_version")
 
 
-def _architecture_of(model_type: str):
-    for vanilla, classes in ARCHITECTURES.items():
-        if model_type in (vanilla, classes[0].model_type):
-            return classes
-    supported = ", ".join(sorted(ARCHITECTURES))
-    raise ValueError(f"cannot convert a {model_type!r} checkpoint: rlt converts {supported} checkpoints")
+def _architecture_of(model_type: str) -> registry.Architecture:
+    try:
+        return registry.for_model_type(model_type)
+    except registry.UnsupportedArchitectureError:
+        raise registry.UnsupportedArchitectureError(
+            f"cannot convert a {model_type!r} checkpoint: rlt converts {registry.describe_supported()} checkpoints"
+        ) from None
+
+
+def code_files_of(*objects) -> list[str]:
+    """The files of ``rlt/models`` that travel with these classes or instances: their modules and
+    every module those import (single-dot relative imports), as ``save_pretrained`` copies them."""
+    todo = [f"{type(obj).__module__ if not isinstance(obj, type) else obj.__module__}" for obj in objects]
+    todo = [module.rsplit(".", 1)[-1] + ".py" for module in todo]
+    files: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in files:
+            continue
+        if name not in CHECKPOINT_FILES:
+            raise ValueError(f"{name} is not a file of rlt/models (the code that travels with a checkpoint)")
+        files.add(name)
+        todo += [f"{module}.py" for module in relative_imports((FOLDER / name).read_text(encoding="utf-8"))]
+    return sorted(files)
 
 
 def read_processor_config(source: str | Path, **hub_kwargs) -> tuple[str | None, dict]:
@@ -84,17 +108,19 @@ def convert(
         raise TypeError(f"unknown conversion settings {bad}; RLT settings start with 'rlt_'")
 
     vanilla_config = AutoConfig.from_pretrained(str(source))
-    config_class, model_class, classifier_class = _architecture_of(vanilla_config.model_type)
+    architecture = _architecture_of(vanilla_config.model_type)
     processor_file, processor_config = read_processor_config(source)
-    fields = {k: v for k, v in vanilla_config.to_dict().items() if k not in _NOT_COPIED}
-    fields.setdefault("rlt_input_scale", input_scale_from_processor(processor_config, vanilla_config.num_channels))
+    geometry = registry.as_rlt_config(vanilla_config)
+    settings = {"rlt_threshold": threshold, "rlt_length_encoding_init": "zeros", **rlt_settings}
+    if not hasattr(vanilla_config, "rlt_input_scale"):  # a vanilla config: the scale of its processor
+        settings.setdefault("rlt_input_scale", input_scale_from_processor(processor_config, geometry.rlt_num_channels))
     if processor_file is None:
         logger.warning("%s has no processor config: rlt_threshold assumes ImageNet-normalised input", source)
-    config = config_class(**{**fields, "rlt_threshold": threshold, "rlt_length_encoding_init": "zeros", **rlt_settings})
+    config = architecture.rlt_config(vanilla_config, **settings)
 
     architectures = vanilla_config.architectures or []
     is_classifier = any(name.endswith("ForVideoClassification") for name in architectures)
-    target_class = classifier_class if is_classifier else model_class
+    target_class = architecture.rlt_class(is_classifier)
     model, info = target_class.from_pretrained(str(source), config=config, output_loading_info=True)
     missing = [key for key in info["missing_keys"] if "length_embeddings" not in key]
     if missing:
@@ -103,12 +129,98 @@ def convert(
     # An RLT video processor (PyAV decoding, no torchvision) with the source's mean/std/sizes, so that
     # AutoVideoProcessor and pipeline("video-classification") work from the folder.
     processor = RLTVideoProcessor.from_source_config(
-        processor_config, num_frames=config.num_frames, image_size=config.image_size
+        processor_config, num_frames=config.rlt_num_frames, image_size=config.rlt_image_size
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
+    missing_code = [name for name in code_files_of(model, processor) if not (output_dir / name).is_file()]
+    if missing_code:  # save_pretrained copies them; a folder without them fails only on the user's machine
+        raise RuntimeError(f"{output_dir} lacks the code files {missing_code} that trust_remote_code loading needs")
     from .hub import write_model_card  # the Hub-ready card (README.md)
 
     write_model_card(output_dir, source=source)
     return model
+
+
+def from_model(model, threshold: float = 0.1, *, processor=None, **rlt_settings):
+    """The RLT version of a transformers video model in memory, sharing its weights (no disk round trip).
+
+    ``rlt.from_model(VideoMAEForVideoClassification.from_pretrained(...))`` returns an
+    ``RLTVideoMAEForVideoClassification`` whose parameters ARE the given model's (same tensors: no
+    copy, and training one trains the other), with a zero length table, so that it computes what the
+    model does on the tokens RLT keeps. It comes on the model's device, in its dtype and train / eval mode.
+
+    Args:
+        model: a vanilla base model or video classifier of a registered architecture (VideoMAE,
+            ViViT, ...; ``rlt.registry.describe_supported()``).
+        threshold: ``rlt_threshold`` (tau).
+        processor: the processor whose output the model gets (a transformers image / video processor
+            or ``RLTVideoProcessor``); its ``rescale_factor / image_std`` sets ``rlt_input_scale`` so
+            that ``threshold`` means the same pixel change for every checkpoint. Default: the
+            processor of the architecture's public checkpoints (``Architecture.processor_defaults``).
+        rlt_settings: other ``rlt_*`` config fields (``rlt_pooling="length_weighted"``, ...).
+    """
+    architecture = registry.for_model(model)
+    if isinstance(model, (architecture.model_class, architecture.classifier_class)):
+        raise TypeError(
+            f"{type(model).__name__} is already an RLT model: change model.config.rlt_threshold (or other rlt_* "
+            "settings) instead"
+        )
+    if isinstance(model, architecture.vanilla_classifier_class):
+        rlt_class = architecture.classifier_class
+    elif isinstance(model, architecture.vanilla_model_class):
+        rlt_class = architecture.model_class
+    else:
+        raise registry.UnsupportedArchitectureError(
+            f"rlt.from_model takes {architecture.vanilla_model_class.__name__} or "
+            f"{architecture.vanilla_classifier_class.__name__} for {architecture.display_name}, "
+            f"got {type(model).__name__}"
+        )
+    bad = [key for key in rlt_settings if not key.startswith("rlt_")]
+    if bad:
+        raise TypeError(f"unknown settings {bad}; RLT settings start with 'rlt_'")
+    if processor is None:
+        processor = architecture.processor()
+    processor_config = processor if isinstance(processor, dict) else processor.to_dict()
+    geometry = registry.as_rlt_config(model.config)
+    settings = {
+        "rlt_threshold": threshold,
+        "rlt_length_encoding_init": "zeros",
+        "rlt_input_scale": input_scale_from_processor(processor_config, geometry.rlt_num_channels),
+        **rlt_settings,
+    }
+    config = architecture.rlt_config(model.config, **settings)
+    kwargs = {"attn_implementation": model.config._attn_implementation}
+    if "add_pooling_layer" in inspect.signature(rlt_class.__init__).parameters:  # transformers' base models
+        kwargs["add_pooling_layer"] = getattr(model, "pooler", None) is not None
+    # On the meta device nothing is allocated; load_state_dict(assign=True) then puts the model's own
+    # Parameter objects in place, and only what the model lacks is made and initialised.
+    with torch.device("meta"):
+        rlt_model = rlt_class._from_config(config, **kwargs)
+    missing, unexpected = rlt_model.load_state_dict(model.state_dict(keep_vars=True), strict=False, assign=True)
+    # Weights the RLT class leaves out on purpose (V-JEPA 2's JEPA predictor) stay with the vanilla model.
+    ignored = [re.compile(pattern) for pattern in getattr(rlt_class, "_keys_to_ignore_on_load_unexpected", None) or ()]
+    unexpected = [key for key in unexpected if not any(pattern.search(key) for pattern in ignored)]
+    if unexpected:
+        raise ValueError(f"{type(model).__name__} has weights {rlt_class.__name__} does not know: {unexpected[:5]}")
+    _materialise_meta_tensors(rlt_model, device=model.device, dtype=model.dtype)
+    return rlt_model.train(model.training)
+
+
+def _materialise_meta_tensors(model, device: torch.device, dtype: torch.dtype) -> None:
+    """Allocate the tensors still on the meta device (the length table, non-persistent buffers such as
+    VideoMAE's sinusoid table) on ``device`` and initialise them with the model's ``_init_weights``."""
+    for module in model.modules():
+        direct = list(chain(module.named_parameters(recurse=False), module.named_buffers(recurse=False)))
+        meta = [name for name, tensor in direct if tensor.is_meta]
+        if not meta:
+            continue
+        if len(meta) != len(direct):  # _init_weights(module) would overwrite the weights shared with the model
+            raise RuntimeError(f"{type(module).__name__} mixes shared and new tensors {meta}: cannot initialise them")
+        for name, tensor in direct:
+            new = torch.empty_like(tensor, device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+            if isinstance(tensor, torch.nn.Parameter):
+                new = torch.nn.Parameter(new, requires_grad=tensor.requires_grad)
+            setattr(module, name, new)  # a buffer stays a buffer (persistent or not), a parameter a parameter
+        model._init_weights(module)

@@ -26,8 +26,18 @@ from pathlib import Path
 
 import torch
 
-from .tokenizer import run_length_tokenize
-from .video_processing_rlt import RLTVideoProcessor, VideoDecodeError
+from .models.tokenizer import run_length_tokenize
+from .models.video_processing_rlt import RLTVideoProcessor, VideoDecodeError
+
+__all__ = [
+    "ON_ERROR_CHOICES",
+    "VIDEO_EXTENSIONS",
+    "VideoCollator",
+    "VideoTransform",
+    "find_unreadable_videos",
+    "list_labelled_videos",
+    "load_video_dataset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -226,8 +236,8 @@ def _video_names(batch: dict) -> list[str]:
 class VideoCollator:
     """Stack examples into a model batch; optionally compute RLT's ``keep_mask`` (in the loader worker).
 
-    Output: ``pixel_values`` float ``(B, T, C, H, W)``, ``labels`` int64 ``(B,)`` and, when
-    ``threshold`` is set, ``keep_mask`` bool ``(B, T', H', W')`` for the RLT model's ``keep_mask=``.
+    Output: ``pixel_values`` float ``(B, T, C, H, W)`` (under ``input_name``), ``labels`` int64 ``(B,)``
+    and, when ``threshold`` is set, ``keep_mask`` bool ``(B, T', H', W')`` for the RLT model's ``keep_mask=``.
     Examples whose ``pixel_values`` is None (``VideoTransform(on_error="skip")``) are dropped
     together with their labels. Examples that carry their own ``keep_mask`` (from a keep-only clip
     cache, ``rlt.cache``) pass it on instead.
@@ -235,6 +245,7 @@ class VideoCollator:
     Args:
         threshold: ``tau``; None computes no keep mask (the model then computes it itself).
         tubelet_size, patch_size, input_scale, compare_to: as in ``rlt.run_length_tokenize``.
+        input_name: the batch key of the clips, the name of the model's video argument.
     """
 
     def __init__(
@@ -245,23 +256,30 @@ class VideoCollator:
         patch_size: int | Sequence[int] = 16,
         input_scale: Sequence[float] | None = None,
         compare_to: str = "previous",
+        input_name: str = "pixel_values",
     ):
         self.threshold = threshold
         self.tubelet_size = tubelet_size
         self.patch_size = patch_size
         self.input_scale = list(input_scale) if input_scale is not None else None
         self.compare_to = compare_to
+        self.input_name = input_name
 
     @classmethod
     def for_model(cls, config, *, compute_keep_mask: bool = True) -> "VideoCollator":
-        """A collator with the RLT settings of a model's config (no keep mask when RLT is off)."""
+        """A collator with the token geometry and RLT settings of a model's config, RLT or vanilla, of any
+        registered architecture (no keep mask when RLT is off or the config is a vanilla one)."""
+        from . import registry
+
+        geometry = registry.as_rlt_config(config)
         enabled = compute_keep_mask and getattr(config, "rlt_enabled", False)
         return cls(
             threshold=config.rlt_threshold if enabled else None,
-            tubelet_size=config.tubelet_size,
-            patch_size=config.patch_size,
+            tubelet_size=geometry.rlt_tubelet_size,
+            patch_size=geometry.rlt_patch_size,
             input_scale=getattr(config, "rlt_input_scale", None),
             compare_to=getattr(config, "rlt_compare_to", "previous"),
+            input_name=geometry.rlt_input_name,
         )
 
     def __call__(self, features: list[dict]) -> dict:
@@ -272,7 +290,7 @@ class VideoCollator:
         if not kept:
             raise ValueError(f"no readable video in this batch (unreadable: {dropped})")
         pixel_values = torch.stack([torch.as_tensor(f["pixel_values"]) for f in kept])
-        batch = {"pixel_values": pixel_values}
+        batch = {self.input_name: pixel_values}
         label_key = "labels" if "labels" in kept[0] else "label" if "label" in kept[0] else None
         if label_key is not None:
             batch["labels"] = torch.tensor([int(f[label_key]) for f in kept], dtype=torch.long)

@@ -25,23 +25,35 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from . import registry
 from .cache import ClipCache, default_workers, is_clip_cache, load_processor, prepare_clip
+from .common import READ_ERRORS, PixelNormalizer, synchronize
 from .data import list_labelled_videos
 from .hf_datasets import is_dataset_source, open_video_dataset
-from .tokenizer import run_length_tokenize
-from .video_processing_rlt import RLTVideoProcessor
+from .models.tokenizer import run_length_tokenize
+from .models.video_processing_rlt import RLTVideoProcessor
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "DTYPES",
+    "POOLINGS",
+    "ClipSource",
+    "EvaluationReport",
+    "clip_source",
+    "evaluate",
+    "load_classifier",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = (0.0, 0.05, 0.1, 0.2)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 POOLINGS = ("mean", "length_weighted")
-READ_ERRORS = (OSError, ValueError, TypeError, RuntimeError, EOFError)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -49,14 +61,12 @@ READ_ERRORS = (OSError, ValueError, TypeError, RuntimeError, EOFError)
 
 
 def load_classifier(checkpoint: str | os.PathLike):
-    """An RLT video classifier and its processor from a checkpoint folder (RLT or vanilla VideoMAE / ViViT).
+    """An RLT video classifier and its processor from a checkpoint folder (RLT, or vanilla of a registered
+    architecture: VideoMAE, ViViT, ...).
 
     A vanilla checkpoint is loaded into the RLT class (same weights, length table at zero, so with
     RLT off it computes what the vanilla model does), with ``rlt_input_scale`` from its processor.
     """
-    from .configuration_rlt import RLTSettings
-    from .conversion import ARCHITECTURES
-
     folder = Path(checkpoint)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such model folder: {folder}")
@@ -64,9 +74,12 @@ def load_classifier(checkpoint: str | os.PathLike):
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
     config = json.loads((folder / "config.json").read_text())
     model_type = config.get("model_type")
-    classes = next((c for vanilla, c in ARCHITECTURES.items() if model_type in (vanilla, c[0].model_type)), None)
-    if classes is None:
-        raise ValueError(f"{folder} holds a {model_type!r} model; rlt evaluate takes VideoMAE and ViViT classifiers")
+    try:
+        architecture = registry.for_model_type(model_type)
+    except registry.UnsupportedArchitectureError:
+        raise registry.UnsupportedArchitectureError(
+            f"{folder} holds a {model_type!r} model; rlt evaluate takes classifiers of {registry.describe_supported()}"
+        ) from None
     architectures = config.get("architectures") or []
     if not any(name.endswith("ForVideoClassification") for name in architectures):
         raise ValueError(
@@ -74,15 +87,11 @@ def load_classifier(checkpoint: str | os.PathLike):
         )
     processor, _ = load_processor(folder)
     kwargs = {}
-    if model_type != classes[0].model_type:
+    if model_type != architecture.model_type:
         # Vanilla: the RLT config from its fields, every RLT setting at its default (length table at
         # zero), and the input scale of its processor, as `rlt convert` writes it.
-        settings = {f.name: f.default for f in fields(RLTSettings)}
-        settings["rlt_input_scale"] = processor.rlt_input_scale
-        copied = {k: v for k, v in config.items() if k not in ("model_type", "architectures", "auto_map",
-                                                                 "transformers_version")}
-        kwargs["config"] = classes[0](**{**copied, **settings})
-    model, info = classes[2].from_pretrained(str(folder), output_loading_info=True, **kwargs)
+        kwargs["config"] = architecture.rlt_config(config, rlt_input_scale=processor.rlt_input_scale)
+    model, info = architecture.classifier_class.from_pretrained(str(folder), output_loading_info=True, **kwargs)
     missing = [key for key in info["missing_keys"] if "length_embeddings" not in key]
     if missing:
         raise ValueError(f"{folder} lacks weights of a video classifier: {missing[:5]}")
@@ -385,35 +394,11 @@ def _device(device: str | torch.device) -> torch.device:
     return device
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _available_memory() -> int:
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 4 << 30
-
-
-class _Normalizer:
-    """The processor's rescale and normalisation, on the device: uint8 ``(B, T, C, H, W)`` -> float32."""
-
-    def __init__(self, processor: RLTVideoProcessor, device: torch.device):
-        self.rescale = processor.do_rescale
-        self.factor, self.offset = float(processor.rescale_factor), float(processor.rescale_offset or 0.0)
-        self.normalize = processor.do_normalize
-        self.mean = torch.tensor([float(m) for m in processor.image_mean], device=device).view(-1, 1, 1)
-        self.std = torch.tensor([float(s) for s in processor.image_std], device=device).view(-1, 1, 1)
-
-    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
-        video = clips.float()
-        if self.rescale:
-            video = video * self.factor + self.offset
-        if self.normalize:
-            video = (video - self.mean) / self.std
-        return video
 
 
 def evaluate(
@@ -459,44 +444,22 @@ def evaluate(
     missing = isinstance(data, (str, os.PathLike)) and not Path(data).exists()
     if missing and not dataset_options and not is_dataset_source(data):  # before loading the model
         raise FileNotFoundError(f"no such clip cache, video folder or list: {data}")
-    if isinstance(model, (str, os.PathLike)):
-        model_name = str(model)
-        model, checkpoint_processor = load_classifier(model)
-    else:
-        model_name, checkpoint_processor = type(model).__name__, None
-        if not hasattr(model.config, "rlt_enabled"):
-            raise TypeError(
-                f"{type(model).__name__} is not an RLT model; pass a checkpoint folder or an RLT classifier"
-            )
-    if isinstance(processor, (str, os.PathLike)):
-        processor, _ = load_processor(processor)
-    processor = processor or checkpoint_processor
-    if processor is None:
-        raise ValueError("give the processor the model expects (processor=...)")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    thresholds = sorted({float(t) for t in thresholds} | {0.0})
-    if any(not math.isfinite(t) or t < 0 for t in thresholds):
-        raise ValueError(f"thresholds must be finite numbers >= 0, got {thresholds}")
-    bad = [p for p in poolings if p not in POOLINGS]
-    if bad or not poolings:
-        raise ValueError(f"pooling must be among {POOLINGS}, got {list(poolings)}")
+    model, model_name, processor = _model_and_processor(model, processor)
+    thresholds = _check_settings(dtype, batch_size, thresholds, poolings)
     device = _device(device)
     workers = default_workers() if workers is None else int(workers)
 
     config = model.config
     names = [str(config.id2label[i]) for i in range(config.num_labels)] if config.id2label else None
     source = clip_source(data, processor, names, dataset_options)
-    expected = (config.num_frames, config.num_channels, *_pair(config.image_size))
+    expected = (config.rlt_num_frames, config.rlt_num_channels, *config.rlt_image_size)
     if source.clip_shape is not None and tuple(source.clip_shape) != expected:
         raise ValueError(
             f"the clips are (frames, channels, height, width) = {tuple(source.clip_shape)}; "
             f"the model takes {expected}: cache or sample them for this model"
         )
     model.to(device=device, dtype=DTYPES[dtype])
-    normalizer = _Normalizer(processor, device)
+    normalizer = PixelNormalizer.from_processor(processor)
     pin = device.type == "cuda"
 
     budget = (max_memory_gb * (1 << 30)) if max_memory_gb is not None else _available_memory() / 2
@@ -513,17 +476,12 @@ def evaluate(
     if hold and not held:
         raise ValueError(f"no readable clip in {source.description}")
 
-    settings = [(0.0, "-", False)]  # RLT off: every token, so both poolings are the plain mean
-    for tau in thresholds:
-        if tau > 0:
-            for pooling in (poolings if _mean_pooling(model) else ["cls"]):
-                settings.append((tau, pooling, True))
     report = EvaluationReport(model_name, source.description, str(device), dtype, batch_size,
                               0, config.num_labels, loader_stats, failed=failed, padded=padded)
     baseline = None
     original = (config.rlt_enabled, config.rlt_threshold, config.rlt_pooling)
     try:
-        for tau, pooling, enabled in settings:
+        for tau, pooling, enabled in _settings(model, thresholds, poolings):
             config.rlt_enabled, config.rlt_threshold = enabled, tau if enabled else config.rlt_threshold
             if pooling in POOLINGS:
                 config.rlt_pooling = pooling
@@ -543,22 +501,7 @@ def evaluate(
             if baseline is None:
                 baseline = result
                 report.num_clips = result["clips"]
-            row = {
-                "threshold": tau,
-                "rlt_enabled": enabled,
-                "pooling": pooling,
-                "top1": result["top1"],
-                "top5": result["top5"],
-                "tokens_kept_pct": 100.0 * result["tokens"] / (result["clips"] * _tokens_per_clip(config)),
-                "model_clips_per_s": result["clips_per_s"],
-                "model_seconds": result["seconds"],
-                "delta_top1": 100.0 * (result["top1"] - baseline["top1"]),
-                "throughput_gain": result["clips_per_s"] / baseline["clips_per_s"],
-                "agreement": float((result["predictions"] == baseline["predictions"]).float().mean()),
-            }
-            if wait is not None:
-                row["loader_wait_seconds"] = wait
-            report.rows.append(row)
+            report.rows.append(_row(tau, pooling, enabled, result, baseline, config.rlt_tokens_per_clip, wait))
     finally:
         config.rlt_enabled, config.rlt_threshold, config.rlt_pooling = original
     if json_path is not None:
@@ -567,24 +510,70 @@ def evaluate(
     return report
 
 
-def _tokens_per_clip(config) -> int:
-    """Tokens a clip has with nothing dropped (ViViT's CLS token included, as in ``tokens_kept``)."""
-    height, width = _pair(config.image_size)
-    tubelet, (patch_h, patch_w) = _tubelet(config)
-    cls_tokens = 1 if "vivit" in config.model_type else 0
-    return config.num_frames // tubelet * (height // patch_h) * (width // patch_w) + cls_tokens
+def _model_and_processor(model, processor) -> tuple:
+    """``(RLT classifier, its name for the report, its processor)`` from what ``evaluate`` was given."""
+    if isinstance(model, (str, os.PathLike)):
+        model_name = str(model)
+        model, checkpoint_processor = load_classifier(model)
+    else:
+        model_name, checkpoint_processor = type(model).__name__, None
+        if not hasattr(model.config, "rlt_enabled"):
+            raise TypeError(
+                f"{type(model).__name__} is not an RLT model; pass a checkpoint folder or an RLT classifier "
+                "(rlt.from_model(model) makes one of a transformers model)"
+            )
+    if isinstance(processor, (str, os.PathLike)):
+        processor, _ = load_processor(processor)
+    processor = processor or checkpoint_processor
+    if processor is None:
+        raise ValueError("give the processor the model expects (processor=...)")
+    return model, model_name, processor
 
 
-def _tubelet(config) -> tuple[int, tuple[int, int]]:
-    """Frames and pixels per token: VideoMAE's ``tubelet_size`` and ``patch_size``, ViViT's ``[t, p_h, p_w]``."""
-    if isinstance(config.tubelet_size, int):
-        return config.tubelet_size, _pair(config.patch_size)
-    frames, patch_h, patch_w = (int(size) for size in config.tubelet_size)
-    return frames, (patch_h, patch_w)
+def _check_settings(dtype: str, batch_size, thresholds: Sequence[float], poolings: Sequence[str]) -> list[float]:
+    """Clear errors for bad arguments; returns the thresholds sorted, with the baseline 0 added."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    thresholds = sorted({float(t) for t in thresholds} | {0.0})
+    if any(not math.isfinite(t) or t < 0 for t in thresholds):
+        raise ValueError(f"thresholds must be finite numbers >= 0, got {thresholds}")
+    bad = [p for p in poolings if p not in POOLINGS]
+    if bad or not poolings:
+        raise ValueError(f"pooling must be among {POOLINGS}, got {list(poolings)}")
+    return thresholds
 
 
-def _pair(size) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else tuple(size)
+def _settings(model, thresholds: list[float], poolings: Sequence[str]) -> list[tuple[float, str, bool]]:
+    """``(threshold, pooling, rlt_enabled)`` to run, the baseline first (RLT off: every token, so both
+    poolings are the plain mean); heads that do not mean-pool get one row per threshold."""
+    settings = [(0.0, "-", False)]
+    for tau in thresholds:
+        if tau > 0:
+            for pooling in (poolings if _mean_pooling(model) else ["cls"]):
+                settings.append((tau, pooling, True))
+    return settings
+
+
+def _row(tau, pooling, enabled, result: dict, baseline: dict, tokens_per_clip: int, wait: float | None) -> dict:
+    """One row of the report: a setting's result against the baseline's."""
+    row = {
+        "threshold": tau,
+        "rlt_enabled": enabled,
+        "pooling": pooling,
+        "top1": result["top1"],
+        "top5": result["top5"],
+        "tokens_kept_pct": 100.0 * result["tokens"] / (result["clips"] * tokens_per_clip),
+        "model_clips_per_s": result["clips_per_s"],
+        "model_seconds": result["seconds"],
+        "delta_top1": 100.0 * (result["top1"] - baseline["top1"]),
+        "throughput_gain": result["clips_per_s"] / baseline["clips_per_s"],
+        "agreement": float((result["predictions"] == baseline["predictions"]).float().mean()),
+    }
+    if wait is not None:
+        row["loader_wait_seconds"] = wait
+    return row
 
 
 def _read_all(source: ClipSource, batch_size, workers, pin, failed, progress, padded=None):
@@ -638,19 +627,19 @@ class _Streamed:
 
 def _forward(model, pixel_values: torch.Tensor, dtype: torch.dtype):
     config = model.config
+    video = {config.rlt_input_name: pixel_values.to(dtype)}
     if dtype == torch.float32 or not config.rlt_enabled:
-        return model(pixel_values.to(dtype))
+        return model(**video)
     # The keep mask from the float32 clip, so that reduced precision does not change which tokens are kept.
-    tubelet_size, patch_size = _tubelet(config)
     keep_mask = run_length_tokenize(
         pixel_values,
-        tubelet_size=tubelet_size,
-        patch_size=patch_size,
+        tubelet_size=config.rlt_tubelet_size,
+        patch_size=config.rlt_patch_size,
         threshold=config.rlt_threshold,
         input_scale=config.rlt_input_scale,
         compare_to=config.rlt_compare_to,
     ).keep_mask
-    return model(pixel_values.to(dtype), keep_mask=keep_mask)
+    return model(**video, keep_mask=keep_mask)
 
 
 @torch.inference_mode()
@@ -667,10 +656,10 @@ def _run_setting(model, batches, normalizer, device, dtype, warmup, desc, progre
             for _ in range(warmup):
                 _forward(model, pixel_values, dtype)
             first = False
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         outputs = _forward(model, pixel_values, dtype)
-        _synchronize(device)
+        synchronize(device)
         seconds += time.perf_counter() - start
         logits = outputs.logits.float().cpu()
         ranked = logits.topk(top_k, dim=-1).indices

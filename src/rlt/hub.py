@@ -19,6 +19,23 @@ from pathlib import Path
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from . import registry
+from .conversion import PROCESSOR_FILES
+from .models import relative_imports
+
+__all__ = [
+    "HubTokenError",
+    "base_model_of",
+    "check_checkpoint_folder",
+    "model_card",
+    "model_card_facts",
+    "paper_results",
+    "push_to_hub",
+    "render_template",
+    "require_token",
+    "write_model_card",
+]
+
 logger = logging.getLogger(__name__)
 
 PAPER_URL = "https://arxiv.org/abs/2411.05222"
@@ -99,10 +116,6 @@ def _source_card_data(source) -> dict:
     return _read_card_data(Path(path) if path else None)
 
 
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 def _length_table_is_zero(folder: Path) -> bool | None:
     """Whether the saved length encoding is all zeros (a training-free conversion); None if not found."""
     from safetensors import safe_open
@@ -123,7 +136,7 @@ def _length_table_is_zero(folder: Path) -> bool | None:
 
 
 def _processor_facts(folder: Path) -> str:
-    for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
+    for name in PROCESSOR_FILES:
         if (folder / name).is_file():
             config = json.loads((folder / name).read_text())
             kind = config.get("video_processor_type") or config.get("image_processor_type") or "processor"
@@ -135,15 +148,12 @@ def model_card_facts(folder: Path, config: dict) -> dict:
     """What the card says about the checkpoint in ``folder`` (``config`` is its ``config.json``)."""
     model_type = config.get("model_type", "")
     architecture = (config.get("architectures") or ["?"])[0]
-    frames = config["num_frames"]
-    height, width = _pair(config["image_size"])
-    if isinstance(config.get("tubelet_size"), list):  # ViViT: [t, ph, pw]
-        t, ph, pw = config["tubelet_size"]
-        cls_tokens = 1
-    else:
-        t, (ph, pw) = config["tubelet_size"], _pair(config["patch_size"])
-        cls_tokens = 0
-    num_tokens = (frames // t) * (height // ph) * (width // pw) + cls_tokens
+    geometry = registry.as_rlt_config(config)
+    frames = geometry.rlt_num_frames
+    height, width = geometry.rlt_image_size
+    t, (ph, pw) = geometry.rlt_tubelet_size, geometry.rlt_patch_size
+    cls_tokens = geometry.rlt_num_prefix_tokens
+    num_tokens = geometry.rlt_tokens_per_clip
     weighting = "run-length-weighted mean" if config.get("rlt_pooling") == "length_weighted" else "plain mean"
     if not architecture.endswith("ForVideoClassification"):
         pooling = "none: a base model without a classification head (packed hidden states)"
@@ -180,7 +190,7 @@ def model_card_facts(folder: Path, config: dict) -> dict:
         "pooling": pooling,
         "pooling_description": pooling.split(":")[0],
         "num_frames": frames,
-        "num_channels": config.get("num_channels", 3),
+        "num_channels": geometry.rlt_num_channels,
         "image_size": f"{height}x{width}",
         "image_size_tuple": f"{height}, {width}",
         "tubelet": f"{t}x{ph}x{pw}",
@@ -348,10 +358,10 @@ def check_checkpoint_folder(folder: str | Path) -> list[str]:
         if not (folder / name).is_file():
             missing.append(name)
             continue
-        todo += [f"{module}.py" for module in re.findall(r"^\s*from \.(\w+) import", (folder / name).read_text(), re.M)]
+        todo += [f"{module}.py" for module in relative_imports((folder / name).read_text(encoding="utf-8"))]
     if missing:
         raise ValueError(f"{folder} is incomplete, missing {sorted(missing)}")
-    if not any((folder / name).is_file() for name in ("video_preprocessor_config.json", "preprocessor_config.json")):
+    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
         logger.warning("%s has no processor config: users will have to normalise pixel_values themselves", folder)
     return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
 

@@ -17,8 +17,20 @@ from pathlib import Path
 
 import torch
 
-from .tokenizer import check_threshold, run_length_tokenize, to_pair
-from .video_processing_rlt import RLTVideoProcessor
+from .models.tokenizer import check_threshold, run_length_tokenize, to_pair
+from .models.video_processing_rlt import RLTVideoProcessor
+
+__all__ = [
+    "ClipReport",
+    "HEADER_HEIGHT",
+    "PLOT_SIZE",
+    "SAMPLE_ATTRIBUTION",
+    "SAMPLE_VIDEO",
+    "inspect_video",
+    "plot_kept_fraction",
+    "render_keep_mask",
+    "run_inspection",
+]
 
 SAMPLE_VIDEO = Path(__file__).resolve().parent / "assets" / "bigbuckbunny_sample.mp4"
 SAMPLE_ATTRIBUTION = "Big Buck Bunny (c) Blender Foundation, CC-BY 3.0 (www.bigbuckbunny.org)"

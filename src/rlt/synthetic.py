@@ -45,6 +45,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+__all__ = [
+    "BACKGROUND_IMAGES",
+    "CLASS_NAMES",
+    "DIRECTIONS",
+    "REFERENCE_SIZE",
+    "SHAPES",
+    "SyntheticVideoConfig",
+    "SyntheticVideoDataset",
+    "TASK_VARIANTS",
+    "generate_clips",
+    "label_of",
+    "task_config",
+    "write_mp4",
+    "write_synthetic_cache",
+    "write_synthetic_split",
+]
+
 CLASS_NAMES = ("static", "move_left", "move_right", "move_up", "move_down", "zoom", "camera_pan", "blink")
 DIRECTIONS = {"move_left": (-1.0, 0.0), "move_right": (1.0, 0.0), "move_up": (0.0, -1.0), "move_down": (0.0, 1.0)}
 # Photographs shipped inside the scikit-image wheel (no download); grey ones are used as RGB.

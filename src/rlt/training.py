@@ -21,7 +21,18 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
-from .tokenizer import run_length_tokenize
+from .common import PixelNormalizer, synchronize
+from .models.tokenizer import run_length_tokenize
+
+__all__ = [
+    "DROP_CHOICES",
+    "ClipCollator",
+    "PixelNormalizer",
+    "RLTTrainer",
+    "compute_metrics",
+    "random_drop_keep_mask",
+    "top_k_accuracy",
+]
 
 DROP_CHOICES = (None, "rlt", "random")
 # Encoder sizes of the models the example scripts build from scratch: hidden, layers, heads, intermediate.
@@ -50,52 +61,6 @@ def random_drop_keep_mask(keep_mask: torch.Tensor, generator: torch.Generator | 
     return torch.cat([torch.ones_like(keep_mask[:, :1]), chosen], dim=1)
 
 
-class PixelNormalizer:
-    """A processor's value mapping, ``(p * rescale + offset - mean_c) / std_c``, as ``p * a_c + b_c``.
-
-    Called on uint8 ``(..., C, H, W)`` pixel values (0..255) it returns float32 on the same device;
-    float input is returned as it is (already normalised by a processor).
-    """
-
-    def __init__(
-        self,
-        *,
-        rescale_factor: float = 1 / 255,
-        rescale_offset: float = 0.0,
-        image_mean: Sequence[float] = (0.485, 0.456, 0.406),
-        image_std: Sequence[float] = (0.229, 0.224, 0.225),
-    ):
-        std = [float(s) for s in image_std]
-        self.scale = [float(rescale_factor) / s for s in std]
-        self.shift = [(float(rescale_offset) - float(m)) / s for m, s in zip(image_mean, std)]
-
-    @classmethod
-    def from_processor(cls, processor) -> PixelNormalizer:
-        rescale = float(processor.rescale_factor) if processor.do_rescale else 1.0
-        offset = float(getattr(processor, "rescale_offset", 0.0) or 0.0) if processor.do_rescale else 0.0
-        normalize = processor.do_normalize and processor.image_std is not None
-        return cls(
-            rescale_factor=rescale,
-            rescale_offset=offset,
-            image_mean=processor.image_mean if normalize else (0.0, 0.0, 0.0),
-            image_std=processor.image_std if normalize else (1.0, 1.0, 1.0),
-        )
-
-    @property
-    def input_scale(self) -> list[float]:
-        """How much one grey level moves the output, per channel (an RLT config's ``rlt_input_scale``)."""
-        return list(self.scale)
-
-    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if pixel_values.is_floating_point():
-            return pixel_values
-        channels = pixel_values.shape[-3]
-        shape = (channels, 1, 1)
-        scale = torch.tensor(self.scale, device=pixel_values.device).view(shape)
-        shift = torch.tensor(self.shift, device=pixel_values.device).view(shape)
-        return torch.addcmul(shift, pixel_values.float(), scale)
-
-
 class ClipCollator:
     """Stack ``{"pixel_values", "labels"}`` examples into a batch, optionally with a ``keep_mask``.
 
@@ -109,6 +74,7 @@ class ClipCollator:
         threshold, tubelet_size, patch_size, compare_to: RLT's settings (``VideoCollator.for_model``).
         input_scale: per channel, how much one grey level moves float ``pixel_values`` (the
             processor's ``rlt_input_scale``); uint8 input needs none.
+        input_name: the batch key of the clips, the name of the model's video argument.
     """
 
     def __init__(
@@ -120,6 +86,7 @@ class ClipCollator:
         patch_size: int | Sequence[int] = 16,
         input_scale: Sequence[float] | None = None,
         compare_to: str = "previous",
+        input_name: str = "pixel_values",
     ):
         if drop not in DROP_CHOICES:
             raise ValueError(f"drop must be one of {DROP_CHOICES}, got {drop!r}")
@@ -129,22 +96,23 @@ class ClipCollator:
         self.patch_size = patch_size
         self.input_scale = list(input_scale) if input_scale is not None else None
         self.compare_to = compare_to
+        self.input_name = input_name
 
     @classmethod
     def for_model(cls, config, drop: str | None = None, input_scale: Sequence[float] | None = None) -> ClipCollator:
-        """A collator with a model config's RLT settings (ViViT's ``tubelet_size`` is ``[t, ph, pw]``)."""
-        tubelet = config.tubelet_size
-        if isinstance(tubelet, (list, tuple)):
-            tubelet_size, patch_size = int(tubelet[0]), (int(tubelet[1]), int(tubelet[2]))
-        else:
-            tubelet_size, patch_size = int(tubelet), config.patch_size
+        """A collator with the token geometry and RLT settings of a model's config (RLT or vanilla, any
+        registered architecture)."""
+        from . import registry
+
+        geometry = registry.as_rlt_config(config)
         return cls(
             drop=drop,
             threshold=getattr(config, "rlt_threshold", 0.1),
-            tubelet_size=tubelet_size,
-            patch_size=patch_size,
+            tubelet_size=geometry.rlt_tubelet_size,
+            patch_size=geometry.rlt_patch_size,
             input_scale=input_scale if input_scale is not None else getattr(config, "rlt_input_scale", None),
             compare_to=getattr(config, "rlt_compare_to", "previous"),
+            input_name=geometry.rlt_input_name,
         )
 
     def keep_mask(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -166,7 +134,7 @@ class ClipCollator:
         if not kept:
             raise ValueError("no readable video in this batch")
         pixel_values = torch.stack([torch.as_tensor(f["pixel_values"]) for f in kept])
-        batch = {"pixel_values": pixel_values}
+        batch = {self.input_name: pixel_values}
         label_key = "labels" if "labels" in kept[0] else "label" if "label" in kept[0] else None
         if label_key is not None:
             batch["labels"] = torch.tensor([int(f[label_key]) for f in kept], dtype=torch.long)
@@ -194,11 +162,6 @@ def compute_metrics(eval_prediction) -> dict:
     return {"accuracy": top_k_accuracy(logits, labels, 1), "top5_accuracy": top_k_accuracy(logits, labels, 5)}
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class _EpochTimer(TrainerCallback):
     """Wall-clock of each training epoch (evaluation excluded), synchronised with the device."""
 
@@ -208,12 +171,12 @@ class _EpochTimer(TrainerCallback):
         self.clips_at_start = 0
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        _synchronize(args.device)
+        synchronize(args.device)
         self.start = time.perf_counter()
         self.clips_at_start = self.trainer._train_clips
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        _synchronize(args.device)
+        synchronize(args.device)
         wall = time.perf_counter() - self.start
         clips = self.trainer._train_clips - self.clips_at_start
         self.trainer.epoch_stats.append(
@@ -221,12 +184,22 @@ class _EpochTimer(TrainerCallback):
         )
 
 
+def _input_name(model) -> str:
+    """The model's video argument (the batch key of the clips): ``pixel_values`` unless its architecture says otherwise."""
+    from . import registry
+
+    try:
+        return registry.as_rlt_config(model.config).rlt_input_name
+    except registry.UnsupportedArchitectureError:
+        return "pixel_values"
+
+
 class RLTTrainer(Trainer):
     """``Trainer`` for video classifiers fed uint8 clips, with token-budget batching and timing.
 
     Args:
-        normalizer: a ``PixelNormalizer`` applied on the device to uint8 ``pixel_values`` (training
-            and evaluation). Float ``pixel_values`` pass through.
+        normalizer: a ``PixelNormalizer`` applied on the device to uint8 ``pixel_values`` (the model's
+            video argument; training and evaluation). Float ``pixel_values`` pass through.
         train_batch_sampler: a batch sampler for the training set (e.g. ``TokenBudgetBatchSampler``),
             used instead of the fixed ``per_device_train_batch_size``.
         tokens_per_clip: tokens a clip has without RLT, to count kept tokens for models that do not
@@ -244,6 +217,7 @@ class RLTTrainer(Trainer):
         self._eval_tokens, self._eval_clips = None, 0
         self._loader_wait = 0.0
         self._train_wall = 0.0
+        self.input_name = _input_name(self.model)
         self.add_callback(_EpochTimer(self))
 
     # -- data ---------------------------------------------------------------------------------
@@ -265,8 +239,8 @@ class RLTTrainer(Trainer):
 
     def _prepare_inputs(self, inputs):
         inputs = super()._prepare_inputs(inputs)
-        if self.normalizer is not None and "pixel_values" in inputs:
-            inputs["pixel_values"] = self.normalizer(inputs["pixel_values"])
+        if self.normalizer is not None and self.input_name in inputs:
+            inputs[self.input_name] = self.normalizer(inputs[self.input_name])
         return inputs
 
     def get_batch_samples(self, *args, **kwargs):
@@ -279,7 +253,7 @@ class RLTTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        batch = inputs["pixel_values"].shape[0]
+        batch = inputs[self.input_name].shape[0]
         kept = outputs.get("tokens_kept") if hasattr(outputs, "get") else None
         tokens = kept.detach().sum() if kept is not None else torch.tensor(batch * (self.tokens_per_clip or 0))
         tokens = tokens.to(loss.device)
@@ -309,10 +283,10 @@ class RLTTrainer(Trainer):
         return metrics
 
     def train(self, *args, **kwargs):
-        _synchronize(self.args.device)
+        synchronize(self.args.device)
         start = time.perf_counter()
         result = super().train(*args, **kwargs)
-        _synchronize(self.args.device)
+        synchronize(self.args.device)
         self._train_wall += time.perf_counter() - start
         return result
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from transformers import VideoMAEConfig
 
 from .configuration_rlt import RLT_OUTPUT_KEYS, RLTSettings
+from .tokenizer import to_pair
+
+__all__ = ["RLTVideoMAEConfig"]
 
 
 class RLTVideoMAEConfig(VideoMAEConfig, RLTSettings):
@@ -21,6 +24,14 @@ class RLTVideoMAEConfig(VideoMAEConfig, RLTSettings):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self.validate_rlt_settings()
+
+    @property
+    def rlt_tubelet_size(self) -> int:
+        return int(self.tubelet_size)
+
+    @property
+    def rlt_patch_size(self) -> tuple[int, int]:
+        return to_pair(self.patch_size)
 
 
 RLTVideoMAEConfig.register_for_auto_class()

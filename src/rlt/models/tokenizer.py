@@ -15,9 +15,24 @@ from dataclasses import dataclass
 
 import torch
 
+__all__ = [
+    "COMPARE_TO_CHOICES",
+    "IMAGENET_DEFAULT_MEAN",
+    "IMAGENET_DEFAULT_STD",
+    "REFERENCE_INPUT_SCALE",
+    "RunLengthTokens",
+    "check_keep_mask",
+    "check_threshold",
+    "run_length_tokenize",
+    "run_lengths_from_keep_mask",
+    "to_pair",
+    "tubelet_grid",
+]
+
 # The threshold is defined in the units of the reference implementation: pixels scaled to [0, 1]
 # and normalised with the ImageNet standard deviation. One grey level (1/255 of the range) is then
-# worth (1/255) / std_c in channel c.
+# worth (1/255) / std_c in channel c. The one definition of the ImageNet statistics in rlt.
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 REFERENCE_INPUT_SCALE = tuple((1 / 255) / std for std in IMAGENET_DEFAULT_STD)
 
@@ -58,6 +73,7 @@ class RunLengthTokens:
 
 
 def to_pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """``16 -> (16, 16)``; a pair stays a pair (of ints)."""
     if isinstance(value, int):
         return value, value
     value = tuple(value)

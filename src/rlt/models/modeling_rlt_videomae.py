@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import initialization as init
+from transformers.utils.generic import can_return_tuple
 from transformers.models.videomae.modeling_videomae import (
     VideoMAELayer,
     VideoMAEPatchEmbeddings,
@@ -34,6 +35,14 @@ from .modeling_rlt import (
 )
 from .packing import PackedSequence
 from .tokenizer import RunLengthTokens
+
+__all__ = [
+    "LEGACY_KEY_MAPPING",
+    "RLTVideoMAEForVideoClassification",
+    "RLTVideoMAEModel",
+    "RLTVideoMAEPreTrainedModel",
+    "sinusoid_position_table",
+]
 
 # Public VideoMAE checkpoints name the attention biases q_bias / v_bias. transformers renames them
 # only for its own model_type (and not at all in some 5.x releases): without this they load as zeros.
@@ -63,7 +72,7 @@ class RLTVideoMAEEmbeddings(nn.Module):
         self.num_patches = self.patch_embeddings.num_patches
         # Filled by _init_weights (a tensor made here would stay on the meta device under from_pretrained).
         self.register_buffer("position_embeddings", torch.empty(self.num_patches, config.hidden_size), persistent=False)
-        max_run = config.num_frames // config.tubelet_size
+        max_run = config.rlt_token_grid[0]
         self.length_embeddings = LengthEncoding(max_run, config.hidden_size) if config.rlt_use_length_encoding else None
 
     def forward(self, pixel_values: torch.Tensor, tokens: RunLengthTokens, packed: PackedSequence) -> torch.Tensor:
@@ -126,6 +135,7 @@ class RLTVideoMAEModel(RLTVideoMAEPreTrainedModel):
     def get_input_embeddings(self):
         return self.embeddings.patch_embeddings
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -139,6 +149,8 @@ class RLTVideoMAEModel(RLTVideoMAEPreTrainedModel):
             keep_mask: optional bool ``(B, T', H', W')`` computed ahead (``rlt.run_length_tokenize``
                 in a data loader); by default the model tokenizes with its config's threshold.
             output_hidden_states: also return every layer's packed hidden states.
+            return_dict: False (or ``config.return_dict`` False) returns a tuple of the output's fields
+                that are set, ``last_hidden_state`` first, as transformers' models do.
         """
         return self.encode(pixel_values, keep_mask, output_hidden_states, **kwargs).to_output()
 
@@ -153,9 +165,7 @@ class RLTVideoMAEModel(RLTVideoMAEPreTrainedModel):
         reject_unsupported(kwargs)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        tokens, packed = choose_tokens(
-            self.config, pixel_values, keep_mask, self.config.tubelet_size, self.config.patch_size
-        )
+        tokens, packed = choose_tokens(self.config, pixel_values, keep_mask)
         hidden_states = self.embeddings(pixel_values, tokens, packed)
         hidden_states, all_hidden_states = self.encoder(hidden_states, packed, output_hidden_states)
         if self.layernorm is not None:
@@ -174,6 +184,7 @@ class RLTVideoMAEForVideoClassification(RLTVideoMAEPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -182,7 +193,8 @@ class RLTVideoMAEForVideoClassification(RLTVideoMAEPreTrainedModel):
         output_hidden_states: bool | None = None,
         **kwargs,
     ) -> RLTVideoClassifierOutput:
-        """Like ``VideoMAEForVideoClassification.forward``; ``keep_mask`` as in ``RLTVideoMAEModel``."""
+        """Like ``VideoMAEForVideoClassification.forward``; ``keep_mask`` and ``return_dict`` (a tuple:
+        ``(loss, logits, ...)``, or ``(logits, ...)`` without labels) as in ``RLTVideoMAEModel``."""
         encoded = self.videomae.encode(pixel_values, keep_mask, output_hidden_states, **kwargs)
         if self.fc_norm is not None:
             pooled = self.fc_norm(encoded.pool("mean", self.config.rlt_pooling))

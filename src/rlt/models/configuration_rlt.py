@@ -1,15 +1,31 @@
-"""The RLT settings every RLT architecture config carries, and their checks.
+"""The RLT settings every RLT architecture config carries, their checks, and the token geometry.
 
 Kept apart from the architecture configs so that VideoMAE and ViViT declare them once. The fields
 are a dataclass so that transformers' config dataclasses pick them up and serialise them.
+
+Token geometry: every RLT config answers the same ``rlt_*`` properties (frames, image size,
+channels, tubelet and patch size, token grid, prefix tokens, input name) whatever its own fields
+are called, and the shared model code and the tools read only those. ``RLTSettings`` derives the
+grid from the others and reads the field names most transformers video configs use
+(``num_frames``, ``image_size``, ``num_channels``); each architecture's config defines
+``rlt_tubelet_size`` and ``rlt_patch_size`` and overrides whatever its fields name differently.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .packing import check_backend
-from .tokenizer import COMPARE_TO_CHOICES, check_threshold
+from .tokenizer import COMPARE_TO_CHOICES, check_threshold, to_pair
+
+__all__ = [
+    "LENGTH_ENCODING_INITS",
+    "POOLING_CHOICES",
+    "RLT_OUTPUT_KEYS",
+    "RLTSettings",
+    "input_scale_from_processor",
+]
 
 LENGTH_ENCODING_INITS = ("zeros", "trunc_normal")
 POOLING_CHOICES = ("mean", "length_weighted")
@@ -59,11 +75,58 @@ class RLTSettings:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
         if self.rlt_input_scale is not None:
             scale = [float(s) for s in self.rlt_input_scale]
-            if len(scale) != self.num_channels or any(s <= 0 for s in scale):
+            if len(scale) != self.rlt_num_channels or any(s <= 0 for s in scale):
                 raise ValueError(
-                    f"rlt_input_scale must hold {self.num_channels} positive numbers, got {self.rlt_input_scale}"
+                    f"rlt_input_scale must hold {self.rlt_num_channels} positive numbers, got {self.rlt_input_scale}"
                 )
             self.rlt_input_scale = scale
+
+    # -- token geometry (properties, not fields: derived from the architecture's own fields) ----------
+
+    @property
+    def rlt_num_frames(self) -> int:
+        """Frames per clip the model takes (its position embeddings are fixed to them)."""
+        return int(self.num_frames)
+
+    @property
+    def rlt_image_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the frames the model takes."""
+        return to_pair(self.image_size)
+
+    @property
+    def rlt_num_channels(self) -> int:
+        return int(self.num_channels)
+
+    @property
+    def rlt_tubelet_size(self) -> int:
+        """Frames per tubelet (per token)."""
+        raise NotImplementedError(f"{type(self).__name__} must define rlt_tubelet_size")
+
+    @property
+    def rlt_patch_size(self) -> tuple[int, int]:
+        """``(height, width)`` in pixels of a tubelet."""
+        raise NotImplementedError(f"{type(self).__name__} must define rlt_patch_size")
+
+    @property
+    def rlt_token_grid(self) -> tuple[int, int, int]:
+        """``(T', H', W')``: tubelet time steps and the spatial grid of one clip."""
+        (height, width), (patch_h, patch_w) = self.rlt_image_size, self.rlt_patch_size
+        return self.rlt_num_frames // self.rlt_tubelet_size, height // patch_h, width // patch_w
+
+    @property
+    def rlt_num_prefix_tokens(self) -> int:
+        """Tokens each clip has before its tubelet tokens, never dropped (ViViT's CLS token: 1)."""
+        return 0
+
+    @property
+    def rlt_tokens_per_clip(self) -> int:
+        """Tokens a clip runs with when nothing is dropped, prefix tokens included."""
+        return self.rlt_num_prefix_tokens + math.prod(self.rlt_token_grid)
+
+    @property
+    def rlt_input_name(self) -> str:
+        """The name of the video argument of the model's ``forward``."""
+        return "pixel_values"
 
 
 def input_scale_from_processor(processor_config: dict, num_channels: int) -> list[float] | None:

@@ -21,10 +21,21 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+__all__ = [
+    "ATTENTION_BACKENDS",
+    "PackedSequence",
+    "check_backend",
+    "packed_attention",
+    "resolve_backend",
+    "varlen_available",
+]
 
 ATTENTION_BACKENDS = ("auto", "dense", "varlen", "flash_attn", "flex", "per_clip", "padded", "eager")
 
@@ -157,6 +168,12 @@ class PackedSequence:
             return flat
         return flat.index_select(0, self.token_index)
 
+    def cached(self, name: str, build: Callable[[], Any]) -> Any:
+        """``build()``, computed once per packing and kept with it (masks and index tensors the layers share)."""
+        if name not in self._cache:
+            self._cache[name] = build()
+        return self._cache[name]
+
     def content_rows(self) -> torch.Tensor:
         """Rows of the packed tokens that are not prefix tokens, int64 ``(total - B * num_prefix_tokens,)``."""
         if "content_rows" not in self._cache:
@@ -280,7 +297,11 @@ def _varlen(query, key, value, packed, scaling, dropout):
 
 
 def _flash_attn(query, key, value, packed, scaling, dropout):
-    from flash_attn import flash_attn_varlen_func
+    # In a try: transformers' remote-code loader demands every package a file imports outside one.
+    try:
+        from flash_attn import flash_attn_varlen_func
+    except ImportError as error:
+        raise RuntimeError("the 'flash_attn' attention backend needs the flash-attn package") from error
 
     cu, bound = packed.cu_seqlens, packed.capacity
     return flash_attn_varlen_func(query, key, value, cu, cu, bound, bound, dropout_p=dropout, softmax_scale=scaling)
@@ -289,19 +310,19 @@ def _flash_attn(query, key, value, packed, scaling, dropout):
 def _flex(query, key, value, packed, scaling, dropout):
     from torch.nn.attention.flex_attention import create_block_mask
 
-    if "flex_block_mask" not in packed._cache:
-        clip_ids = packed.clip_ids
+    clip_ids = packed.clip_ids
 
-        def same_clip(batch, head, q_idx, kv_idx):
-            return clip_ids[q_idx] == clip_ids[kv_idx]
+    def same_clip(batch, head, q_idx, kv_idx):
+        return clip_ids[q_idx] == clip_ids[kv_idx]
 
-        total = packed.total
-        # Compiled, the block mask is built block by block instead of as a total x total tensor.
-        packed._cache["flex_block_mask"] = create_block_mask(
-            same_clip, None, None, total, total, device=query.device, _compile=query.is_cuda
-        )
+    total = packed.total
+    # Compiled, the block mask is built block by block instead of as a total x total tensor.
+    block_mask = packed.cached(
+        "flex_block_mask",
+        lambda: create_block_mask(same_clip, None, None, total, total, device=query.device, _compile=query.is_cuda),
+    )
     q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))
-    out = _flex_attention(query.is_cuda)(q, k, v, block_mask=packed._cache["flex_block_mask"], scale=scaling)
+    out = _flex_attention(query.is_cuda)(q, k, v, block_mask=block_mask, scale=scaling)
     return out.squeeze(0).transpose(0, 1)
 
 

@@ -147,7 +147,7 @@ class _ClipFrames:
 
     def __init__(self, config: RLTVJEPA2Config, num_frames: int):
         self._config = config
-        self.num_frames = num_frames
+        self.num_frames = self.rlt_num_frames = num_frames
 
     def __getattr__(self, name: str):
         return getattr(self._config, name)

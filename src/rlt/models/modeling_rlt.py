@@ -28,6 +28,23 @@ from .tokenizer import (
     tubelet_grid,
 )
 
+__all__ = [
+    "EncodedClips",
+    "LengthEncoding",
+    "PackedSelfAttentionMixin",
+    "RLTModelOutput",
+    "RLTPreTrainedMixin",
+    "RLTVideoClassifierOutput",
+    "check_pixel_values",
+    "choose_tokens",
+    "classification_output",
+    "embed_kept_tubelets",
+    "packed_run_lengths",
+    "reject_unsupported",
+    "run_encoder",
+    "tubelet_patches",
+]
+
 logger = logging.getLogger(__name__)
 
 
@@ -149,21 +166,23 @@ class LengthEncoding(nn.Embedding):
 def choose_tokens(
     config,
     pixel_values: torch.Tensor,
-    keep_mask: torch.Tensor | None,
-    tubelet_size: int,
-    patch_size,
-    num_prefix_tokens: int = 0,
+    keep_mask: torch.Tensor | None = None,
+    tubelet_size: int | None = None,
+    patch_size=None,
+    num_prefix_tokens: int | None = None,
 ) -> tuple[RunLengthTokens, PackedSequence]:
     """Validate the input against the config, decide which tubelets to keep, and lay out the packing.
 
     ``keep_mask`` (bool ``(B, T', H', W')``), when given, was computed ahead (in a data loader) and is
-    used as it is. ``num_prefix_tokens`` (ViViT's CLS token: 1) puts that many always-kept tokens
-    before each clip's tubelet tokens in the packing. This is the forward's one host sync (the tokens
-    kept per clip).
+    used as it is. The tubelet size, patch size and prefix tokens (ViViT's CLS token: 1, laid before
+    each clip's tubelet tokens in the packing) are the config's ``rlt_*`` geometry unless given. This
+    is the forward's one host sync (the tokens kept per clip).
     """
     check_pixel_values(config, pixel_values)
+    tubelet_size = config.rlt_tubelet_size if tubelet_size is None else tubelet_size
+    patch_h, patch_w = config.rlt_patch_size if patch_size is None else to_pair(patch_size)
+    num_prefix_tokens = config.rlt_num_prefix_tokens if num_prefix_tokens is None else num_prefix_tokens
     batch = pixel_values.shape[0]
-    patch_h, patch_w = to_pair(patch_size)
     grid = tubelet_grid(pixel_values.shape, tubelet_size, (patch_h, patch_w))
     if keep_mask is not None:
         check_keep_mask(keep_mask, grid)
@@ -191,30 +210,32 @@ def choose_tokens(
 
 def check_pixel_values(config, pixel_values) -> None:
     """Clear errors for input the model cannot take, before anything reaches torch's kernels."""
+    name = config.rlt_input_name
     if not isinstance(pixel_values, torch.Tensor):
-        raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(pixel_values).__name__}")
     if pixel_values.dim() != 5:
         raise ValueError(
-            "pixel_values must have shape (batch, frames, channels, height, width), "
+            f"{name} must have shape (batch, frames, channels, height, width), "
             f"got {pixel_values.dim()} dimensions {tuple(pixel_values.shape)}"
         )
     if not pixel_values.is_floating_point():
-        raise ValueError(f"pixel_values must be a float tensor, got {pixel_values.dtype}")
+        raise ValueError(f"{name} must be a float tensor, got {pixel_values.dtype}")
     batch, frames, channels, height, width = pixel_values.shape
-    if channels != config.num_channels:
+    num_channels, num_frames = config.rlt_num_channels, config.rlt_num_frames
+    if channels != num_channels:
         hint = ""
-        if frames == config.num_channels:
+        if frames == num_channels:
             hint = " (it looks like (batch, channels, frames, height, width): permute to (batch, frames, channels, ...))"
-        elif width == config.num_channels:
+        elif width == num_channels:
             hint = " (it looks channels-last: permute to (batch, frames, channels, height, width))"
         raise ValueError(
-            f"pixel_values {tuple(pixel_values.shape)} has {channels} channels at dimension 2, "
-            f"the model expects {config.num_channels}{hint}"
+            f"{name} {tuple(pixel_values.shape)} has {channels} channels at dimension 2, "
+            f"the model expects {num_channels}{hint}"
         )
-    image_h, image_w = to_pair(config.image_size)
-    if (height, width) != (image_h, image_w) or frames != config.num_frames:
+    image_h, image_w = config.rlt_image_size
+    if (height, width) != (image_h, image_w) or frames != num_frames:
         raise ValueError(
-            f"pixel_values have {frames} frames of {height}x{width}; this model takes {config.num_frames} frames "
+            f"{name} have {frames} frames of {height}x{width}; this model takes {num_frames} frames "
             f"of {image_h}x{image_w} (its position embeddings are fixed to that grid)"
         )
 

@@ -43,8 +43,17 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 
-IMAGENET_DEFAULT_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_DEFAULT_STD = [0.229, 0.224, 0.225]
+from .tokenizer import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+__all__ = [
+    "DECODERS",
+    "RLTVideoProcessor",
+    "VideoDecodeError",
+    "decode_video",
+    "frames_to_tensor",
+    "sample_frame_indices",
+]
+
 DECODERS = ("pyav", "torchcodec")
 # Seek (to the keyframe before the next sampled frame) rather than decode through a gap of more
 # frames than this; below it, decoding straight on is cheaper than a seek and a keyframe restart.
@@ -383,7 +392,7 @@ def decode_video(
 # Arrays
 
 
-def _frames_to_tensor(video, name: str) -> torch.Tensor:
+def frames_to_tensor(video, name: str) -> torch.Tensor:
     """A decoded or user-given clip as uint8/float ``(T, C, H, W)`` with 3 channels."""
     if isinstance(video, np.ndarray):
         video = torch.from_numpy(np.ascontiguousarray(video))
@@ -447,8 +456,8 @@ class RLTVideoProcessor(BaseVideoProcessor):
     rescale_factor = 1 / 255
     rescale_offset = 0.0
     do_normalize = True
-    image_mean = IMAGENET_DEFAULT_MEAN
-    image_std = IMAGENET_DEFAULT_STD
+    image_mean = list(IMAGENET_DEFAULT_MEAN)
+    image_std = list(IMAGENET_DEFAULT_STD)
     do_convert_rgb = True
     do_sample_frames = True
     num_frames = 16
@@ -458,9 +467,10 @@ class RLTVideoProcessor(BaseVideoProcessor):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._check_settings()
+        self.check_settings()
 
-    def _check_settings(self) -> None:
+    def check_settings(self) -> None:
+        """Clear errors for settings that contradict each other (also after changing attributes by hand)."""
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.frame_stride is not None and self.fps is not None:
@@ -553,7 +563,7 @@ class RLTVideoProcessor(BaseVideoProcessor):
         do_sample_frames = self.do_sample_frames if do_sample_frames is None else do_sample_frames
         decoder = decoder or self.decoder
         if isinstance(video, (np.ndarray, torch.Tensor)):
-            frames = _frames_to_tensor(video, f"video array {tuple(video.shape)}")
+            frames = frames_to_tensor(video, f"video array {tuple(video.shape)}")
             padded = 0
             if do_sample_frames:
                 if fps is not None:
@@ -571,7 +581,7 @@ class RLTVideoProcessor(BaseVideoProcessor):
             do_sample_frames=do_sample_frames,
             return_padded_frames=True,
         )
-        frames = _frames_to_tensor(decoded, _describe(video))
+        frames = frames_to_tensor(decoded, _describe(video))
         return (frames, padded) if return_padded_frames else frames
 
     def resize_and_crop(

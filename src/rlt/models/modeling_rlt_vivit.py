@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.utils.generic import can_return_tuple
 from transformers.models.vivit.modeling_vivit import (
     VivitAttention,
     VivitEmbeddings,
@@ -37,6 +38,13 @@ from .modeling_rlt import (
 from .packing import PackedSequence
 from .tokenizer import RunLengthTokens
 
+__all__ = [
+    "LEGACY_KEY_MAPPING",
+    "RLTVivitForVideoClassification",
+    "RLTVivitModel",
+    "RLTVivitPreTrainedModel",
+]
+
 # Checkpoints written by transformers (google/vivit-*, and save_pretrained of current versions) use the
 # older ViT layout. transformers renames them by class name (VivitModel), which our classes do not get.
 LEGACY_KEY_MAPPING = {
@@ -49,8 +57,6 @@ LEGACY_KEY_MAPPING = {
     r"output\.dense\.": "mlp.fc2.",  # after attention.output.dense, which no longer matches
 }
 
-NUM_PREFIX_TOKENS = 1  # the CLS token
-
 
 class RLTVivitEmbeddings(VivitEmbeddings):
     """Each clip's CLS token, then its kept tubelets: patch embedding + learned position of the original
@@ -58,7 +64,7 @@ class RLTVivitEmbeddings(VivitEmbeddings):
 
     def __init__(self, config: RLTVivitConfig):
         super().__init__(config)
-        max_run = config.num_frames // config.tubelet_size[0]
+        max_run = config.rlt_token_grid[0]
         self.length_embeddings = LengthEncoding(max_run, config.hidden_size) if config.rlt_use_length_encoding else None
 
     def forward(self, pixel_values: torch.Tensor, tokens: RunLengthTokens, packed: PackedSequence) -> torch.Tensor:
@@ -111,6 +117,7 @@ class RLTVivitModel(RLTVivitPreTrainedModel):
     def get_input_embeddings(self):
         return self.embeddings.patch_embeddings
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -124,6 +131,8 @@ class RLTVivitModel(RLTVivitPreTrainedModel):
             keep_mask: optional bool ``(B, T', H', W')`` computed ahead (``rlt.run_length_tokenize``
                 in a data loader); by default the model tokenizes with its config's threshold.
             output_hidden_states: also return every layer's packed hidden states.
+            return_dict: False (or ``config.return_dict`` False) returns a tuple of the output's fields
+                that are set, ``last_hidden_state`` first, as transformers' models do.
         """
         encoded = self.encode(pixel_values, keep_mask, output_hidden_states, **kwargs)
         pooled = self.pooler(encoded.pool("first").unsqueeze(1)) if self.pooler is not None else None
@@ -140,10 +149,7 @@ class RLTVivitModel(RLTVivitPreTrainedModel):
         reject_unsupported(kwargs)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        frames, patch_h, patch_w = self.config.tubelet_size
-        tokens, packed = choose_tokens(
-            self.config, pixel_values, keep_mask, frames, (patch_h, patch_w), num_prefix_tokens=NUM_PREFIX_TOKENS
-        )
+        tokens, packed = choose_tokens(self.config, pixel_values, keep_mask)
         hidden_states = self.embeddings(pixel_values, tokens, packed)
         hidden_states, all_hidden_states = run_encoder(self.layers, hidden_states, packed, output_hidden_states)
         hidden_states = self.layernorm(hidden_states)
@@ -160,6 +166,7 @@ class RLTVivitForVideoClassification(RLTVivitPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -168,7 +175,8 @@ class RLTVivitForVideoClassification(RLTVivitPreTrainedModel):
         output_hidden_states: bool | None = None,
         **kwargs,
     ) -> RLTVideoClassifierOutput:
-        """Like ``VivitForVideoClassification.forward``; ``keep_mask`` as in ``RLTVivitModel``."""
+        """Like ``VivitForVideoClassification.forward``; ``keep_mask`` and ``return_dict`` (a tuple:
+        ``(loss, logits, ...)``, or ``(logits, ...)`` without labels) as in ``RLTVivitModel``."""
         encoded = self.vivit.encode(pixel_values, keep_mask, output_hidden_states, **kwargs)
         return classification_output(self, self.classifier(encoded.pool("first")), labels, encoded, kwargs)
 

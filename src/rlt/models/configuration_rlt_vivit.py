@@ -7,6 +7,8 @@ from transformers import VivitConfig
 from .configuration_rlt import RLT_OUTPUT_KEYS, RLTSettings
 from .tokenizer import to_pair
 
+__all__ = ["RLTVivitConfig"]
+
 
 class RLTVivitConfig(VivitConfig, RLTSettings):
     """``VivitConfig`` with run-length tokenization settings (see ``RLTSettings``).
@@ -25,6 +27,18 @@ class RLTVivitConfig(VivitConfig, RLTSettings):
         super().__post_init__(**kwargs)
         self.validate_rlt_settings()
         self.validate_tubelet_grid()
+
+    @property
+    def rlt_tubelet_size(self) -> int:
+        return int(self.tubelet_size[0])
+
+    @property
+    def rlt_patch_size(self) -> tuple[int, int]:
+        return int(self.tubelet_size[1]), int(self.tubelet_size[2])
+
+    @property
+    def rlt_num_prefix_tokens(self) -> int:
+        return 1  # the CLS token
 
     def validate_tubelet_grid(self) -> None:
         """The frames and image must split into whole tubelets (RLT drops tubelets, it does not crop)."""

@@ -1,0 +1,537 @@
+"""The benchmark's cases: the models (vanilla and RLT at their real sizes, random weights) and the
+timed cases run on them (inference, training step, attention backends, torch.compile).
+
+``Bench`` runs one model's cases and collects one row per case; ``rlt.benchmark.report`` turns the
+rows into the table.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .. import registry
+from ..models.modeling_rlt import choose_tokens
+from ..models.packing import resolve_backend
+from ..models.tokenizer import run_length_tokenize
+from .clips import InputFactory, cut_windows, normalize
+from .report import add_speedups
+from .timing import RecompileRecorder, measure, peak_memory_gb, reset_peak_memory, synchronize
+
+__all__ = ["MODELS", "PARTS", "TINY_MODELS", "Bench", "ModelSpec", "Settings", "build_models", "config_kwargs"]
+
+PARTS = ("core", "sweep", "backends", "train", "compile")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str  # an architecture of rlt.registry: "videomae", "vivit", ...
+    hidden: int
+    layers: int
+    heads: int
+    mlp: int
+    frames: int
+    image_size: int = 224
+
+    @property
+    def shape(self) -> registry.ModelShape:
+        return registry.ModelShape(
+            hidden_size=self.hidden,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            intermediate_size=self.mlp,
+            num_frames=self.frames,
+            image_size=self.image_size,
+        )
+
+
+MODELS = {
+    "videomae-b": ModelSpec("videomae", 768, 12, 12, 3072, 16),
+    "videomae-l": ModelSpec("videomae", 1024, 24, 16, 4096, 16),
+    "vivit-b": ModelSpec("vivit", 768, 12, 12, 3072, 32),
+}
+TINY_MODELS = {
+    "videomae-b": ModelSpec("videomae", 64, 2, 4, 128, 4, 32),
+    "videomae-l": ModelSpec("videomae", 96, 3, 4, 192, 4, 32),
+    "vivit-b": ModelSpec("vivit", 64, 2, 4, 128, 8, 32),
+}
+
+
+
+def config_kwargs(spec: ModelSpec, num_labels: int) -> dict:
+    """The vanilla config fields of ``spec`` (in its architecture's names), for a classifier of ``num_labels``."""
+    return dict(
+        registry.get(spec.family).config_fields(spec.shape),
+        num_labels=num_labels,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        # transformers' classification loss sets problem_type on its first call when it is None; that
+        # mutation of the config fails torch.compile's guards once (a recompile that is not the model's).
+        problem_type="single_label_classification",
+    )
+
+
+def build_models(spec: ModelSpec, num_labels: int, device: torch.device, seed: int = 0):
+    """The vanilla model and the RLT model, both float32 on ``device``, the RLT one with the vanilla weights."""
+    architecture = registry.get(spec.family)
+    kwargs = config_kwargs(spec, num_labels)
+    torch.manual_seed(seed)
+    vanilla_config = architecture.vanilla_classifier_class.config_class(**kwargs)
+    vanilla = architecture.vanilla_classifier_class._from_config(vanilla_config, attn_implementation="sdpa")
+    rlt_config = architecture.rlt_config(kwargs, rlt_input_scale=None)  # inputs use the ImageNet (reference) scale
+    model = architecture.classifier_class._from_config(rlt_config, attn_implementation="sdpa")
+    missing, unexpected = model.load_state_dict(vanilla.state_dict(), strict=False)
+    load_report = {"missing": sorted(missing), "unexpected": sorted(unexpected)}
+    return vanilla.to(device), model.to(device), load_report
+
+
+def _video(config, x: torch.Tensor) -> dict:
+    """``{input name: x}``: the model's video argument (``pixel_values``, or its architecture's name)."""
+    return {registry.as_rlt_config(config).rlt_input_name: x}
+
+
+@dataclass
+class Settings:
+    device: torch.device
+    dtype: torch.dtype  # inference compute dtype
+    inference_precision: str  # "bf16-weights", "autocast" or "fp32"
+    train_autocast: bool
+    batch_sizes: list[int]
+    train_batch_size: int
+    warmup: int
+    iters: int
+    input_sets: int
+    tau: float
+    sweep: list[float]
+    backends: list[str]
+    inputs: list[str]
+    parts: list[str]
+    compile_batches: int
+    compile_budget_s: float
+    compile_backend: str
+    compile_mode: str | None
+    num_labels: int
+    window_hop: float
+
+
+class Bench:
+    """Runs one model's cases under ``settings`` and collects one row (a dict) per case in ``rows``."""
+
+    def __init__(self, settings: Settings, deadline: float | None = None, on_row: Callable | None = None):
+        self.s = settings
+        self.rows: list[dict] = []
+        self.model_info: dict = {}
+        self.deadline = deadline  # time.perf_counter() value after which cases are skipped
+        self.on_row = on_row
+        self.started = time.perf_counter()
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.perf_counter() > self.deadline
+
+    def skip_if_late(self, row: dict) -> dict | None:
+        if self.out_of_time():
+            return self.add_row(**row, error="skipped: --deadline-s reached")
+        return None
+
+    # ---- helpers ---------------------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        blank = "\n" if message.startswith("\n") else ""
+        print(f"{blank}[{time.perf_counter() - self.started:6.1f} s] {message.lstrip()}", flush=True)
+
+    def autocast(self, enabled: bool):
+        return torch.autocast(self.s.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def token_stats(self, config, inputs: list[torch.Tensor], cls_tokens: int, tau: float | None) -> dict:
+        """Tokens kept by ``run_length_tokenize`` on these inputs (all kept when ``tau`` is None);
+        ``cls_tokens``: prefix tokens per clip, never dropped. ``config`` may be the vanilla model's."""
+        config = registry.as_rlt_config(config)
+        tubelet, patch = config.rlt_tubelet_size, config.rlt_patch_size
+        kept = full = 0
+        for x in inputs:
+            grid = (x.shape[1] // tubelet) * (x.shape[3] // patch[0]) * (x.shape[4] // patch[1])
+            full += x.shape[0] * (grid + cls_tokens)
+            if tau is None:
+                kept += x.shape[0] * (grid + cls_tokens)
+                continue
+            tokens = run_length_tokenize(
+                x, tubelet_size=tubelet, patch_size=patch, threshold=tau,
+                input_scale=config.rlt_input_scale, compare_to=config.rlt_compare_to,
+            )
+            kept += int(tokens.counts.sum()) + x.shape[0] * cls_tokens
+        tubelets_full = full - cls_tokens * sum(x.shape[0] for x in inputs)
+        tubelets_kept = kept - cls_tokens * sum(x.shape[0] for x in inputs)
+        return {
+            "kept_frac": tubelets_kept / tubelets_full,
+            "ideal": full / kept,
+            "tokens_full": full,
+            "tokens_kept": kept,
+        }
+
+    def resolved_backend(self, model, x: torch.Tensor, dtype: torch.dtype) -> str:
+        """The attention backend "auto" (or the configured one) picks for this batch."""
+        config = model.config
+        if not hasattr(config, "rlt_enabled"):
+            return config._attn_implementation  # the vanilla model
+        if not config.rlt_enabled and config.rlt_attention == "auto":
+            return "dense"
+        try:
+            _, packed = choose_tokens(config, x)
+            query = torch.empty(1, 1, 1, dtype=dtype, device=x.device)
+            return resolve_backend(config.rlt_attention, config._attn_implementation, query, packed, 0.0)
+        except Exception as error:  # noqa: BLE001 - reported, not raised
+            return f"error: {error}"
+
+    def add_row(self, **row) -> dict:
+        self.rows.append(row)
+        ms = row.get("ms")
+        text = f"{ms:9.2f} ms" if ms is not None else f"skipped ({row.get('error', '')[:120]})"
+        kept = row.get("kept_frac")
+        kept_text = f" kept {kept:6.1%}" if kept is not None else ""
+        if row.get("compile_s") is not None:
+            kept_text += f"; compiled: first call {row['compile_s']:.1f} s, {row['recompiles']} recompiles"
+        self.log(
+            f"  {row['model']:<11} {row['variant']:<14} {row['mode']:<9} {row['input']:<6} "
+            f"B={row['batch_size']:<3} {text}{kept_text}"
+        )
+        if self.on_row is not None:
+            self.on_row(self)
+        return row
+
+    def base_row(self, model_name, variant, tau, attention, mode, input_kind, batch_size, compiled=False):
+        return dict(
+            model=model_name, variant=variant, tau=tau, attention=attention, mode=mode,
+            compiled=compiled, input=input_kind, batch_size=batch_size,
+        )
+
+    # ---- cases -----------------------------------------------------------------------------------
+
+    def inference_case(self, model_name, model, variant, tau, attention, input_kind, inputs, tok=None):
+        """Time the forward pass of ``model`` (already in inference precision) over ``inputs``."""
+        s = self.s
+        row = self.base_row(model_name, variant, tau, attention, "inference", input_kind, inputs[0].shape[0])
+        if (skipped := self.skip_if_late(row)) is not None:
+            return skipped
+        autocast = s.inference_precision == "autocast"
+
+        def forward(x):
+            with torch.inference_mode(), self.autocast(autocast):
+                return model(**_video(model.config, x)).logits
+
+        try:
+            reset_peak_memory(s.device)
+            with warnings.catch_warnings():  # uncompiled FlexAttention (CPU) warns on every call
+                warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+                timing = measure(forward, inputs, device=s.device, warmup=s.warmup, iters=s.iters)
+        except Exception as error:  # noqa: BLE001 - a backend that cannot run here is reported, not fatal
+            return self.add_row(**row, error=f"{type(error).__name__}: {error}".splitlines()[0])
+        row.update(timing, peak_mem_gb=peak_memory_gb(s.device))
+        row["clips_per_s"] = row["batch_size"] / timing["ms"] * 1e3
+        if tok is not None:
+            row.update(tok)
+        compute_dtype = s.dtype if autocast else inputs[0].dtype
+        row["attention_resolved"] = self.resolved_backend(model, inputs[0], compute_dtype)
+        if variant.startswith("rlt") and variant != "rlt_off" and tau is not None:
+            row.update(self.tokenizer_timing(model, inputs, timing["ms"]))
+        return self.add_row(**row)
+
+    def tokenizer_timing(self, model, inputs, forward_ms: float) -> dict:
+        config = model.config
+        tubelet, patch = config.rlt_tubelet_size, config.rlt_patch_size
+
+        def tokenize(x):
+            return run_length_tokenize(
+                x, tubelet_size=tubelet, patch_size=patch, threshold=config.rlt_threshold,
+                input_scale=config.rlt_input_scale, compare_to=config.rlt_compare_to,
+            )
+
+        def select_and_pack(x):
+            return choose_tokens(config, x)
+
+        timing = dict(device=self.s.device, warmup=self.s.warmup, iters=self.s.iters)
+        with torch.inference_mode():
+            tok = measure(tokenize, inputs, **timing)["ms"]
+            result = {"tokenizer_ms": tok, "tokenizer_pct": 100 * tok / forward_ms}
+            try:  # rlt's internal token choice + packing, as the model's forward runs it
+                pack = measure(select_and_pack, inputs, **timing)["ms"]
+                result.update(select_pack_ms=pack, select_pack_pct=100 * pack / forward_ms)
+            except Exception as error:  # noqa: BLE001 - an internal API change must not stop the run
+                result["select_pack_error"] = f"{type(error).__name__}: {error}"
+        return result
+
+    def train_case(self, model_name, model, variant, tau, attention, input_kind, inputs, labels, tok):
+        """Time forward + backward + AdamW step (bf16 autocast on GPU) over ``inputs``."""
+        s = self.s
+        row = self.base_row(model_name, variant, tau, attention, "train", input_kind, inputs[0].shape[0])
+        if (skipped := self.skip_if_late(row)) is not None:
+            return skipped
+        step = self.make_train_step(model)
+        batches = list(zip(inputs, labels))
+        try:
+            reset_peak_memory(s.device)
+            timing = measure(step, batches, device=s.device, warmup=s.warmup, iters=s.iters)
+        except Exception as error:  # noqa: BLE001
+            return self.add_row(**row, error=f"{type(error).__name__}: {error}".splitlines()[0])
+        finally:
+            model.zero_grad(set_to_none=True)
+        row.update(timing, **tok, peak_mem_gb=peak_memory_gb(s.device))
+        row["clips_per_s"] = row["batch_size"] / timing["ms"] * 1e3
+        compute_dtype = s.dtype if s.train_autocast else torch.float32
+        row["attention_resolved"] = self.resolved_backend(model, inputs[0], compute_dtype)
+        return self.add_row(**row)
+
+    def make_train_step(self, model, forward=None):
+        s = self.s
+        forward = model if forward is None else forward
+        fused = s.device.type == "cuda"
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=fused)
+        input_name = registry.as_rlt_config(model.config).rlt_input_name
+
+        def step(batch):
+            x, y = batch
+            with self.autocast(s.train_autocast):
+                loss = forward(**{input_name: x}, labels=y).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return loss
+
+        return step
+
+    def compile_case(self, model_name, model, variant, tau, mode, factory, batch_size, cls_tokens, dtype, train):
+        """Compile ``model``, time the first call, count recompiles over real-clip batches, then time it."""
+        import torch._dynamo
+
+        s = self.s
+        attention = "sdpa" if variant == "vanilla" else "auto"
+        row = self.base_row(model_name, variant, tau, attention, mode, "real", batch_size, compiled=True)
+        if (skipped := self.skip_if_late(row)) is not None:
+            return skipped
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        # Batch k is the same real-clip batch as input set k of the eager cases; each is moved to the
+        # device only when its turn comes (outside the timed call), so the memory peak stays comparable.
+        def item(seed: int):
+            x = normalize(factory.batch("real", batch_size, seed).to(s.device), dtype)
+            if not train:
+                return x
+            generator = torch.Generator().manual_seed(seed)
+            return x, torch.randint(0, s.num_labels, (batch_size,), generator=generator).to(s.device)
+
+        compiled = torch.compile(model, backend=s.compile_backend, mode=s.compile_mode)
+        if train:
+            model.train()
+            call = self.make_train_step(model, compiled)
+        else:
+            model.eval()
+            autocast = s.inference_precision == "autocast"
+
+            def call(x):
+                with torch.inference_mode(), self.autocast(autocast):
+                    return compiled(**_video(model.config, x)).logits
+
+        per_batch = []
+        try:
+            with RecompileRecorder() as recorder:
+                first = item(0)
+                start = time.perf_counter()
+                call(first)
+                synchronize(s.device)
+                compile_s = time.perf_counter() - start
+                del first
+                graphs_first = recorder.graphs
+                loop_start = time.perf_counter()
+                for seed in range(1, s.compile_batches):
+                    batch = item(seed)
+                    graphs, reasons = recorder.graphs, len(recorder.reasons)
+                    start = time.perf_counter()
+                    call(batch)
+                    synchronize(s.device)
+                    per_batch.append({
+                        "s": time.perf_counter() - start,
+                        "new_graphs": recorder.graphs - graphs,
+                        "recompiles": len(recorder.reasons) - reasons,
+                    })
+                    del batch
+                    if time.perf_counter() - loop_start > s.compile_budget_s or self.out_of_time():
+                        break
+                reset_peak_memory(s.device)
+                sets = [item(seed) for seed in range(s.input_sets)]
+                reasons_before_timing = len(recorder.reasons)
+                timing = measure(call, sets, device=s.device, warmup=s.warmup, iters=s.iters)
+                recompiles_in_timing = len(recorder.reasons) - reasons_before_timing
+            graph_breaks = recorder.graph_breaks
+        except Exception as error:  # noqa: BLE001
+            torch._dynamo.reset()
+            return self.add_row(**row, error=f"{type(error).__name__}: {error}".splitlines()[0])
+        finally:
+            model.zero_grad(set_to_none=True)
+        inputs = [x[0] if train else x for x in sets]
+        tok = self.token_stats(model.config, inputs, cls_tokens, tau if variant == "rlt" else None)
+        row.update(timing, **tok, peak_mem_gb=peak_memory_gb(s.device))
+        compute_dtype = s.dtype if (train and s.train_autocast) or s.inference_precision == "autocast" else dtype
+        row["attention_resolved"] = self.resolved_backend(model, inputs[0], compute_dtype)
+        row["clips_per_s"] = batch_size / timing["ms"] * 1e3
+        row.update(
+            compile_s=compile_s,
+            graphs_first_call=graphs_first,
+            compile_batches_run=1 + len(per_batch),
+            recompiles=sum(b["recompiles"] for b in per_batch),
+            batches_that_compiled=sum(1 for b in per_batch if b["new_graphs"] or b["recompiles"]),
+            new_graphs_after_first=sum(b["new_graphs"] for b in per_batch),
+            recompiles_during_timing=recompiles_in_timing,
+            graph_breaks=sum(graph_breaks.values()),
+            graph_break_reasons=[reason.splitlines()[0][:200] for reason in graph_breaks],
+            recompile_reasons=[reason[:600] for reason in recorder.reasons[:10]],
+            per_batch_s=[round(b["s"], 4) for b in per_batch],
+        )
+        torch._dynamo.reset()
+        return self.add_row(**row)
+
+    # ---- per model -------------------------------------------------------------------------------
+
+    def run_model(self, model_name: str, spec: ModelSpec, clips: dict, phase: str) -> None:
+        """One model's ``phase``: "eager" (inference, training step) or "compile" (torch.compile)."""
+        s = self.s
+        self.log(f"\n== {model_name} ({phase}): {spec}")
+        if self.out_of_time():
+            row = self.base_row(model_name, phase, None, None, "-", "-", 0)
+            self.add_row(**row, error="skipped: --deadline-s reached")
+            return
+        try:
+            start = time.perf_counter()
+            vanilla, model, load_report = build_models(spec, s.num_labels, s.device)
+        except registry.UnsupportedArchitectureError as error:
+            self.log(f"  skipped: {error}")
+            self.add_row(**self.base_row(model_name, "all", None, None, "-", "-", 0), error=str(error))
+            return
+        seconds = time.perf_counter() - start
+        self.log(f"  built in {seconds:.1f} s; weights not taken from vanilla: {load_report['missing']}")
+        cls_tokens = model.config.rlt_num_prefix_tokens
+        windows = cut_windows(clips, spec.frames, spec.image_size, hop=max(1, round(spec.frames * s.window_hop)))
+        factory = InputFactory(windows)
+        if model_name not in self.model_info:
+            self.model_info[model_name] = {
+                "spec": spec.__dict__,
+                "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+                "windows": factory.windows.shape[0],
+                "weight_load": load_report,
+                "parity_rlt_off_vs_vanilla": self.parity(vanilla, model, factory),
+                "kept_per_video": self.kept_per_video(model.config, clips, spec),
+            }
+        dtype = s.dtype
+        to_bf16 = s.inference_precision == "bf16-weights"
+        data_dtype = dtype if to_bf16 else torch.float32
+        if phase == "eager":
+            self.eager_cases(model_name, vanilla, model, factory, cls_tokens, to_bf16, data_dtype)
+        elif "compile" in s.parts:
+            self.set_rlt(model.config, enabled=True, tau=s.tau)
+            inf_vanilla = copy.deepcopy(vanilla).to(dtype) if to_bf16 else vanilla
+            inf_model = copy.deepcopy(model).to(dtype) if to_bf16 else model
+            inference = dict(factory=factory, batch_size=s.batch_sizes[-1], cls_tokens=cls_tokens, dtype=data_dtype)
+            self.compile_case(model_name, inf_vanilla, "vanilla", None, "inference", train=False, **inference)
+            self.compile_case(model_name, inf_model, "rlt", s.tau, "inference", train=False, **inference)
+            del inf_vanilla, inf_model
+            if "train" in s.parts:
+                training = dict(
+                    factory=factory, batch_size=s.train_batch_size, cls_tokens=cls_tokens, dtype=torch.float32
+                )
+                self.compile_case(model_name, vanilla, "vanilla", None, "train", train=True, **training)
+                self.compile_case(model_name, model, "rlt", s.tau, "train", train=True, **training)
+        del vanilla, model
+        if s.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def eager_cases(self, model_name, vanilla, model, factory, cls_tokens, to_bf16, data_dtype) -> None:
+        s = self.s
+        parts = s.parts
+        # ---- inference ----
+        inf_vanilla = copy.deepcopy(vanilla).to(s.dtype).eval() if to_bf16 else vanilla.eval()
+        inf_model = copy.deepcopy(model).to(s.dtype).eval() if to_bf16 else model.eval()
+        config = inf_model.config
+        for batch_size in s.batch_sizes:
+            for kind in s.inputs:
+                inputs = factory.sets(kind, batch_size, s.input_sets, s.device, data_dtype)
+                full = self.token_stats(config, inputs, cls_tokens, None)
+                self.inference_case(model_name, inf_vanilla, "vanilla", None, "sdpa", kind, inputs, full)
+                if kind == "real" and "core" in parts:
+                    self.set_rlt(config, enabled=False)
+                    self.inference_case(model_name, inf_model, "rlt_off", None, "auto", kind, inputs, full)
+                self.set_rlt(config, enabled=True, tau=s.tau)
+                tok = self.token_stats(config, inputs, cls_tokens, s.tau)
+                self.inference_case(model_name, inf_model, "rlt", s.tau, "auto", kind, inputs, tok)
+                if kind == "real" and "sweep" in parts:
+                    for tau in s.sweep:
+                        self.set_rlt(config, enabled=True, tau=tau)
+                        sweep_tok = self.token_stats(config, inputs, cls_tokens, tau)
+                        variant = f"rlt_tau{tau:g}"
+                        self.inference_case(model_name, inf_model, variant, tau, "auto", kind, inputs, sweep_tok)
+                if kind == "real" and "backends" in parts:
+                    for backend in s.backends:
+                        self.set_rlt(config, enabled=True, tau=s.tau, attention=backend)
+                        self.inference_case(model_name, inf_model, f"rlt_{backend}", s.tau, backend, kind, inputs, tok)
+                self.set_rlt(config, enabled=True, tau=s.tau)
+                del inputs
+        del inf_vanilla, inf_model
+        # ---- training step ----
+        if "train" in parts:
+            inputs = factory.sets("real", s.train_batch_size, s.input_sets, s.device, torch.float32)
+            labels = [torch.randint(0, s.num_labels, (s.train_batch_size,), device=s.device) for _ in inputs]
+            full = self.token_stats(model.config, inputs, cls_tokens, None)
+            vanilla.train()
+            model.train()
+            self.train_case(model_name, vanilla, "vanilla", None, "sdpa", "real", inputs, labels, full)
+            self.set_rlt(model.config, enabled=False)
+            self.train_case(model_name, model, "rlt_off", None, "auto", "real", inputs, labels, full)
+            self.set_rlt(model.config, enabled=True, tau=s.tau)
+            tok = self.token_stats(model.config, inputs, cls_tokens, s.tau)
+            self.train_case(model_name, model, "rlt", s.tau, "auto", "real", inputs, labels, tok)
+
+    @staticmethod
+    def set_rlt(config, *, enabled: bool, tau: float | None = None, attention: str = "auto") -> None:
+        config.rlt_enabled = enabled
+        if tau is not None:
+            config.rlt_threshold = float(tau)
+        config.rlt_attention = attention
+
+    def parity(self, vanilla, model, factory: InputFactory) -> dict:
+        """Largest logit difference between the RLT model with RLT off and the vanilla model (float32)."""
+        x = normalize(factory.batch("real", 2, 0).to(self.s.device), torch.float32)
+        self.set_rlt(model.config, enabled=False)
+        with torch.inference_mode():
+            reference = vanilla.eval()(**_video(vanilla.config, x)).logits.float()
+            logits = model.eval()(**_video(model.config, x)).logits.float()
+        self.set_rlt(model.config, enabled=True, tau=self.s.tau)
+        return {
+            "max_abs_diff": float((logits - reference).abs().max()),
+            "rel_norm_diff": float((logits - reference).norm() / reference.norm()),
+        }
+
+    def kept_per_video(self, config, clips: dict, spec: ModelSpec) -> dict:
+        """Fraction of tubelets kept per video (mean over its windows) at ``tau`` and every sweep value."""
+        tubelet, patch = config.rlt_tubelet_size, config.rlt_patch_size
+        result = {}
+        windows = cut_windows(clips, spec.frames, spec.image_size)  # without overlap: each frame counts once
+        for name in clips["videos"]:
+            frames = [w.frames for w in windows if w.video == name]
+            if not frames:
+                continue
+            x = normalize(torch.stack(frames).to(self.s.device), torch.float32)
+            result[name] = {
+                f"{tau:g}": float(
+                    run_length_tokenize(x, tubelet_size=tubelet, patch_size=patch, threshold=tau).kept_fraction.mean()
+                )
+                for tau in [self.s.tau, *self.s.sweep]
+            }
+        return result
+
+    # ---- summary ---------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Speed-up against the matching vanilla row, and realised / ideal."""
+        add_speedups(self.rows)

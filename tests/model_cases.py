@@ -1,0 +1,123 @@
+"""One case per RLT architecture for the common model tests (transformers' ``ModelTesterMixin`` habit).
+
+A case knows how to build a tiny vanilla transformers model and the RLT model with the same weights.
+Every case uses the same token geometry (8 frames of 32x32 in 2x16x16 tubelets: a (4, 2, 2) grid of
+16 tubelet tokens, plus the architecture's prefix tokens), so that ``clips_with_repeats`` keeps
+known counts for all of them. Adding an architecture to the suite = adding a case to ``CASES``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from rlt import registry
+
+GRID = (4, 2, 2)
+TUBELETS = 16  # T' * H' * W'
+REPEAT_COUNTS = [16, 13, 6]  # tubelets each clip of clips_with_repeats keeps at threshold 0
+SHAPE = registry.ModelShape(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_frames=8, image_size=32
+)
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """A tiny model pair of one registered architecture.
+
+    Attributes:
+        name: the architecture's ``rlt.registry`` name.
+        randomised: parameter name endings drawn from a normal distribution after construction
+            (transformers starts biases, ViViT's CLS token and position table at zero), so that a
+            weight that failed to load, or a row taken from the wrong place, shows.
+        config_fields: extra vanilla config fields.
+    """
+
+    name: str
+    randomised: tuple[str, ...] = ("bias",)
+    config_fields: tuple[tuple[str, object], ...] = ()
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def architecture(self) -> registry.Architecture:
+        return registry.get(self.name)
+
+    def vanilla_config(self, **fields):
+        return self.architecture.vanilla_config(SHAPE, **{"num_labels": 5, **dict(self.config_fields), **fields})
+
+    def rlt_config(self, **settings):
+        """The RLT config; ``settings`` may mix ``rlt_*`` settings and other config fields."""
+        fields = {key: value for key, value in settings.items() if not key.startswith("rlt_")}
+        rlt_settings = {key: value for key, value in settings.items() if key.startswith("rlt_")}
+        return self.architecture.rlt_config(self.vanilla_config(**fields), **rlt_settings)
+
+    def randomise(self, model):
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name.endswith(self.randomised):
+                    parameter.normal_()
+        return model
+
+    def vanilla_and_rlt(self, base: bool = False, **settings):
+        """A vanilla model (classifier, or ``base`` model) and the RLT one with its weights, both in eval mode."""
+        rlt_model = self.rlt_model(base, **settings)
+        vanilla_class = self.architecture.vanilla_model_class if base else self.architecture.vanilla_classifier_class
+        fields = {key: value for key, value in settings.items() if not key.startswith("rlt_")}
+        vanilla = self.randomise(vanilla_class(self.vanilla_config(**fields)))
+        missing, unexpected = rlt_model.load_state_dict(vanilla.state_dict(), strict=False)
+        ignored = getattr(type(rlt_model), "_keys_to_ignore_on_load_unexpected", None) or ()
+        unexpected = [key for key in unexpected if not any(re.search(pattern, key) for pattern in ignored)]
+        assert unexpected == [] and len(missing) == 1 and missing[0].endswith("length_embeddings.weight"), missing
+        return vanilla.eval(), rlt_model.eval()
+
+    def rlt_model(self, base: bool = False, **settings):
+        return self.architecture.rlt_class(not base)(self.rlt_config(**settings)).eval()
+
+    @property
+    def prefix(self) -> int:
+        return self.rlt_config().rlt_num_prefix_tokens
+
+    @property
+    def input_name(self) -> str:
+        return self.rlt_config().rlt_input_name
+
+    def video(self, clips: torch.Tensor) -> dict:
+        """``{input name: clips}`` for the model's forward."""
+        return {self.input_name: clips}
+
+
+def noise_clips(batch: int, seed: int = 0) -> torch.Tensor:
+    """Random ``(B, 8, 3, 32, 32)`` clips: no two tubelets repeat exactly."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, SHAPE.num_frames, 3, SHAPE.image_size, SHAPE.image_size, generator=generator)
+
+
+def clips_with_repeats() -> torch.Tensor:
+    """Three noise clips that keep 16, 13 and 6 of their 16 tubelets at threshold 0 (``REPEAT_COUNTS``)."""
+    clips = noise_clips(3)
+    clips[1, 3:6] = clips[1, 2]  # time step 2 (frames 4-5) repeats step 1 (frames 2-3) exactly
+    clips[1, 5, :, :16, :16] += 1  # ...except in one cell
+    clips[2, 1:] = clips[2, 0]  # static
+    clips[2, 6:, :, :, 16:] += 1  # the right half changes at the last step
+    return clips
+
+
+CASES = [
+    ModelCase("videomae"),
+    ModelCase("vivit", randomised=("bias", "cls_token", "position_embeddings")),
+    # V-JEPA 2 with a one-layer attentive pooler and a small JEPA predictor (which RLT does not build).
+    ModelCase(
+        "vjepa2",
+        randomised=("bias", "query_tokens"),
+        config_fields=(
+            ("num_pooler_layers", 1),
+            ("pred_hidden_size", 16),
+            ("pred_num_hidden_layers", 1),
+            ("pred_num_attention_heads", 2),
+        ),
+    ),
+]

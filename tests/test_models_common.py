@@ -1,0 +1,269 @@
+"""The tests every RLT architecture must pass, written once over the cases of ``model_cases.CASES``.
+
+Architecture-specific behaviour (ViViT's CLS token, VideoMAE's pooling variants, legacy weight
+names) is tested in test_videomae.py / test_vivit.py.
+"""
+
+import pytest
+import torch
+from conftest import run_without_rlt
+from model_cases import CASES, GRID, REPEAT_COUNTS, TUBELETS, clips_with_repeats, noise_clips
+from transformers import AutoModelForVideoClassification
+
+from rlt import VideoCollator
+from rlt.training import ClipCollator
+
+pytestmark = pytest.mark.parametrize("case", CASES, ids=str)
+
+
+def with_prefix(case, counts):
+    return [count + case.prefix for count in counts]
+
+
+def test_threshold_zero_reproduces_vanilla_logits(case):
+    vanilla, rlt_model = case.vanilla_and_rlt(rlt_threshold=0.0)
+    clips = noise_clips(3)
+    with torch.no_grad():
+        expected = vanilla(**case.video(clips)).logits
+        output = rlt_model(**case.video(clips))
+    assert output.tokens_kept.tolist() == with_prefix(case, [TUBELETS] * 3)
+    torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_base_model_states_match_vanilla(case):
+    vanilla, rlt_model = case.vanilla_and_rlt(base=True, rlt_threshold=0.0)
+    clips = noise_clips(2)
+    with torch.no_grad():
+        expected = vanilla(**case.video(clips))
+        output = rlt_model(**case.video(clips), output_hidden_states=True)
+    tokens = TUBELETS + case.prefix
+    assert output.last_hidden_state.shape == (1, 2 * tokens, 32)
+    torch.testing.assert_close(torch.stack(output.per_clip()), expected.last_hidden_state, atol=1e-5, rtol=1e-5)
+    if getattr(expected, "pooler_output", None) is not None:
+        torch.testing.assert_close(output.pooler_output, expected.pooler_output, atol=1e-5, rtol=1e-5)
+    assert len(output.hidden_states) == 2 + 1  # embeddings, then each of the 2 layers
+    assert output.cu_seqlens.tolist() == [0, tokens, 2 * tokens]
+    assert (output.run_lengths == 1).all()
+
+
+def test_rlt_disabled_runs_every_token_even_on_repeats(case):
+    vanilla, rlt_model = case.vanilla_and_rlt(rlt_enabled=False)
+    clips = clips_with_repeats()
+    with torch.no_grad():
+        output = rlt_model(**case.video(clips))
+        expected = vanilla(**case.video(clips)).logits
+    assert output.tokens_kept.tolist() == with_prefix(case, [TUBELETS] * 3)
+    torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["auto", "per_clip", "padded", "eager", "flex"])
+def test_packed_batch_equals_clips_run_alone(case, backend):
+    _, rlt_model = case.vanilla_and_rlt(rlt_threshold=0.0, rlt_attention=backend)
+    with torch.no_grad():
+        for name, parameter in rlt_model.named_parameters():
+            if name.endswith("length_embeddings.weight"):
+                parameter.normal_()  # so that a run length paired with the wrong token would show
+    clips = clips_with_repeats()
+    with torch.no_grad():
+        batch = rlt_model(**case.video(clips))
+        alone = [rlt_model(**case.video(clip[None])) for clip in clips]
+    assert batch.tokens_kept.tolist() == with_prefix(case, REPEAT_COUNTS)
+    assert [out.tokens_kept.item() for out in alone] == with_prefix(case, REPEAT_COUNTS)
+    torch.testing.assert_close(batch.logits, torch.cat([out.logits for out in alone]), atol=1e-5, rtol=1e-5)
+
+
+def test_static_clip_keeps_one_time_step(case):
+    rlt_model = case.rlt_model(base=True)  # default threshold 0.1
+    clip = noise_clips(1)[:, :1].expand(1, 8, 3, 32, 32)  # all frames identical
+    with torch.no_grad():
+        output = rlt_model(**case.video(clip))
+    steps, grid_h, grid_w = GRID
+    assert output.tokens_kept.tolist() == [grid_h * grid_w + case.prefix]
+    assert output.keep_mask[0, 0].all() and not output.keep_mask[0, 1:].any()
+    # Prefix tokens stand for themselves; each kept tubelet stands for the whole clip.
+    assert output.run_lengths.tolist() == [[1] * case.prefix + [steps] * (grid_h * grid_w)]
+
+
+def test_keep_mask_computed_in_a_loader_gives_the_same_output(case):
+    _, rlt_model = case.vanilla_and_rlt(rlt_threshold=0.0)
+    clips = clips_with_repeats()
+    collator = VideoCollator.for_model(rlt_model.config)
+    keep_mask = collator([{"pixel_values": clip} for clip in clips])["keep_mask"]
+    with torch.no_grad():
+        own = rlt_model(**case.video(clips))
+        given = rlt_model(**case.video(clips), keep_mask=keep_mask)
+        everything = rlt_model(**case.video(clips), keep_mask=torch.ones_like(keep_mask))
+    torch.testing.assert_close(given.logits, own.logits)
+    assert given.tokens_kept.tolist() == with_prefix(case, REPEAT_COUNTS)
+    assert everything.tokens_kept.tolist() == with_prefix(case, [TUBELETS] * 3)
+
+
+@pytest.mark.parametrize("vanilla_config", [False, True], ids=["rlt-config", "vanilla-config"])
+def test_both_collators_keep_what_the_model_keeps(case, vanilla_config):
+    rlt_model = case.rlt_model(base=True, rlt_threshold=0.0)
+    clips = clips_with_repeats()
+    with torch.no_grad():
+        own = rlt_model(**case.video(clips)).keep_mask
+    features = [{"pixel_values": clip, "labels": i} for i, clip in enumerate(clips)]
+    # A vanilla config carries no RLT settings: the collators take its token geometry, tau as given.
+    config = case.vanilla_config() if vanilla_config else rlt_model.config
+    video_collator = VideoCollator.for_model(config)
+    if vanilla_config:
+        assert video_collator.threshold is None  # RLT is not on in a vanilla model
+        video_collator.threshold = 0.0
+    clip_collator = ClipCollator.for_model(config, drop="rlt")
+    clip_collator.threshold = 0.0
+    for batch in (video_collator(features), clip_collator(features)):
+        assert set(batch) == {case.input_name, "labels", "keep_mask"}
+        assert torch.equal(batch["keep_mask"], own) and batch["labels"].tolist() == [0, 1, 2]
+        assert torch.equal(batch[case.input_name], clips)
+
+
+def test_return_dict_false_gives_a_tuple(case):
+    _, classifier = case.vanilla_and_rlt(rlt_threshold=0.0)
+    base = case.rlt_model(base=True)
+    clips, labels = clips_with_repeats(), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        output = classifier(**case.video(clips), labels=labels)
+        as_tuple = classifier(**case.video(clips), labels=labels, return_dict=False)
+        no_labels = classifier(**case.video(clips), return_dict=False)
+        base_output = base(**case.video(clips))
+        base_tuple = base(**case.video(clips), return_dict=False)
+    assert isinstance(as_tuple, tuple) and isinstance(no_labels, tuple) and isinstance(base_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], output.loss)
+    torch.testing.assert_close(as_tuple[1], output.logits)
+    torch.testing.assert_close(no_labels[0], output.logits)
+    assert torch.equal(no_labels[-1], output.tokens_kept)
+    torch.testing.assert_close(base_tuple[0], base_output.last_hidden_state)
+    classifier.config.return_dict = False  # the config's setting, as transformers' models read it
+    with torch.no_grad():
+        from_config = classifier(**case.video(clips))
+        asked_for = classifier(**case.video(clips), return_dict=True)
+    assert isinstance(from_config, tuple) and not isinstance(asked_for, tuple)
+    torch.testing.assert_close(from_config[0], output.logits)
+
+
+def test_save_and_reload_with_the_auto_class(case, tmp_path):
+    _, rlt_model = case.vanilla_and_rlt(rlt_threshold=0.0)
+    with torch.no_grad():
+        for name, parameter in rlt_model.named_parameters():
+            if name.endswith("length_embeddings.weight"):
+                parameter.normal_()  # saved and loaded too
+    rlt_model.save_pretrained(tmp_path)
+    reloaded = AutoModelForVideoClassification.from_pretrained(tmp_path).eval()
+    assert type(reloaded) is type(rlt_model)
+    assert reloaded.config.rlt_token_grid == GRID and reloaded.config.rlt_threshold == 0.0
+    clips = clips_with_repeats()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**case.video(clips)).logits, rlt_model(**case.video(clips)).logits)
+
+
+def test_saved_folder_loads_in_a_process_without_rlt(case, tmp_path):
+    _, rlt_model = case.vanilla_and_rlt(rlt_threshold=0.0)
+    folder = tmp_path / "checkpoint"
+    rlt_model.save_pretrained(folder)
+    clips = clips_with_repeats()
+    torch.save(clips, tmp_path / "clips.pt")
+    with torch.no_grad():
+        expected = rlt_model(**case.video(clips))
+    code = f"""
+        import torch
+        from transformers import AutoModelForVideoClassification
+        model = AutoModelForVideoClassification.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        assert type(model).__name__ == {type(rlt_model).__name__!r}, type(model)
+        assert not type(model).__module__.startswith("rlt."), type(model).__module__
+        with torch.no_grad():
+            output = model(**{{{case.input_name!r}: torch.load({str(tmp_path / "clips.pt")!r})}})
+        torch.save({{"logits": output.logits, "tokens_kept": output.tokens_kept}}, {str(tmp_path / "out.pt")!r})
+        """
+    run_without_rlt(code, cwd=tmp_path)
+    result = torch.load(tmp_path / "out.pt")
+    assert result["tokens_kept"].tolist() == with_prefix(case, REPEAT_COUNTS)
+    torch.testing.assert_close(result["logits"], expected.logits, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((8, 3, 32, 32), "shape \\(batch, frames, channels, height, width\\)"),
+        ((1, 8, 1, 32, 32), "has 1 channels at dimension 2, the model expects 3"),
+        ((1, 3, 8, 32, 32), "looks like \\(batch, channels, frames"),
+        ((1, 8, 32, 32, 3), "channels-last"),
+        # A table of positions takes a fixed frame count; RoPE (V-JEPA 2) any whole number of tubelets.
+        ((1, 7, 3, 32, 32), "7 frames of 32x32; this model takes 8 frames|7 frames, not a multiple of the tubelet size 2"),
+        ((1, 8, 3, 48, 48), "48x48"),
+    ],
+)
+def test_bad_input_is_named(case, shape, message):
+    rlt_model = case.rlt_model()
+    with pytest.raises(ValueError, match=message):
+        rlt_model(**case.video(torch.zeros(shape)))
+
+
+def test_bad_settings_and_arguments_are_named(case):
+    with pytest.raises(ValueError, match="rlt_threshold must be a finite number >= 0"):
+        case.rlt_config(rlt_threshold=-0.5)
+    with pytest.raises(ValueError, match="unknown RLT attention backend 'xformers'"):
+        case.rlt_config(rlt_attention="xformers")
+    with pytest.raises(ValueError, match="rlt_pooling"):
+        case.rlt_config(rlt_pooling="max")
+    with pytest.raises(ValueError, match="rlt_input_scale must hold 3 positive numbers"):
+        case.rlt_config(rlt_input_scale=[1.0, 2.0])
+    rlt_model = case.rlt_model()
+    clips = noise_clips(1)
+    with pytest.raises(ValueError, match="output_attentions"):
+        rlt_model(**case.video(clips), output_attentions=True)
+    with pytest.raises(ValueError, match="attention_mask is not supported"):
+        rlt_model(**case.video(clips), attention_mask=torch.ones(1, TUBELETS))
+    with pytest.raises(ValueError, match="interpolate_pos_encoding is not supported"):
+        rlt_model(**case.video(clips), interpolate_pos_encoding=True)
+    with pytest.raises(ValueError, match="keep_mask has grid"):
+        rlt_model(**case.video(clips), keep_mask=torch.ones(1, 2, 2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="first time step"):
+        rlt_model(**case.video(clips), keep_mask=torch.zeros(1, *GRID, dtype=torch.bool))
+    with pytest.raises(TypeError, match=f"{case.input_name} must be a torch.Tensor"):
+        rlt_model(**case.video(clips.numpy()))
+    rlt_model.config.rlt_attention = "varlen"
+    with pytest.raises((ValueError, RuntimeError), match="CUDA"):
+        rlt_model(**case.video(clips_with_repeats()))
+    rlt_model.config.rlt_attention = "nonsense"
+    with pytest.raises(ValueError, match="unknown RLT attention backend 'nonsense'"):
+        rlt_model(**case.video(clips))
+
+
+def test_training_step_reaches_every_weight_and_reduces_loss(case):
+    model = case.rlt_model(rlt_threshold=0.0, rlt_length_encoding_init="trunc_normal", num_labels=2).train()
+    clips = clips_with_repeats()[:2].repeat(2, 1, 1, 1, 1)
+    labels = torch.tensor([0, 1, 0, 1])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(10):
+        output = model(**case.video(clips), labels=labels)
+        optimizer.zero_grad()
+        output.loss.backward()
+        if step == 0:  # the length table, the patch projection, prefix tokens: everything learns
+            no_gradient = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+            assert no_gradient == []
+        losses.append(output.loss.item())
+        optimizer.step()
+    assert losses[-1] < losses[0] * 0.5
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(case):
+    model = case.rlt_model(rlt_threshold=0.0).train()
+    clips, labels = clips_with_repeats(), torch.tensor([0, 1, 2])
+    model(**case.video(clips), labels=labels).loss.backward()
+    expected = {name: parameter.grad.clone() for name, parameter in model.named_parameters()}
+    model.zero_grad()
+    model.gradient_checkpointing_enable()
+    model(**case.video(clips), labels=labels).loss.backward()
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, expected[name], msg=name)
+
+
+def test_trainer_num_items_in_batch_reaches_the_loss(case):
+    _, rlt_model = case.vanilla_and_rlt(rlt_threshold=0.0)
+    clips, labels = noise_clips(2), torch.tensor([1, 3])
+    mean_loss = rlt_model(**case.video(clips), labels=labels).loss
+    summed_over_4 = rlt_model(**case.video(clips), labels=labels, num_items_in_batch=torch.tensor(4)).loss
+    torch.testing.assert_close(summed_over_4, mean_loss / 2)
