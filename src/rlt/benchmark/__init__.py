@@ -90,8 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="models that get every part in --parts; the others get only inference on "
                         "vanilla / RLT off / RLT at --tau (default videomae-b)")
     parser.add_argument("--parts", type=_list(str), default=list(PARTS), help=f"from {','.join(PARTS)} (default all)")
-    parser.add_argument("--inputs", type=_list(str), default=list(INPUT_KINDS),
-                        help="input kinds for inference, from real,static,noise (default all)")
+    parser.add_argument("--inputs", type=_list(str), default=["real", "static", "noise"],
+                        help=f"input kinds for inference, from {','.join(INPUT_KINDS)} (default real,static,noise; "
+                             "'still' renders the generated task's still-camera clips and needs scikit-image)")
     parser.add_argument("--batch-sizes", type=_list(int), default=[32], help="inference batch sizes (default 32)")
     parser.add_argument("--train-batch-size", type=int, default=16, help="training-step batch size (default 16)")
     parser.add_argument("--tau", type=float, default=0.1, help="main RLT threshold (default 0.1)")

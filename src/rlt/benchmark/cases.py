@@ -53,12 +53,21 @@ class ModelSpec:
 MODELS = {
     "videomae-b": ModelSpec("videomae", 768, 12, 12, 3072, 16),
     "videomae-l": ModelSpec("videomae", 1024, 24, 16, 4096, 16),
+    # ViT-S at three sizes: where a step holds few tokens, launches rather than FLOPs can bound it.
+    "videomae-s": ModelSpec("videomae", 384, 12, 6, 1536, 16),
+    "videomae-s-160": ModelSpec("videomae", 384, 12, 6, 1536, 16, 160),
+    "videomae-s-112": ModelSpec("videomae", 384, 12, 6, 1536, 16, 112),
     "vivit-b": ModelSpec("vivit", 768, 12, 12, 3072, 32),
+    "vjepa2-l": ModelSpec("vjepa2", 1024, 24, 16, 4096, 64, 256),  # facebook/vjepa2-vitl-fpc64-256's encoder
 }
 TINY_MODELS = {
     "videomae-b": ModelSpec("videomae", 64, 2, 4, 128, 4, 32),
     "videomae-l": ModelSpec("videomae", 96, 3, 4, 192, 4, 32),
+    "videomae-s": ModelSpec("videomae", 48, 2, 4, 96, 4, 32),
+    "videomae-s-160": ModelSpec("videomae", 48, 2, 4, 96, 4, 48),
+    "videomae-s-112": ModelSpec("videomae", 48, 2, 4, 96, 4, 64),
     "vivit-b": ModelSpec("vivit", 64, 2, 4, 128, 8, 32),
+    "vjepa2-l": ModelSpec("vjepa2", 64, 2, 4, 128, 16, 32),
 }
 
 

@@ -37,7 +37,7 @@ __all__ = [
 
 CLIPS_FORMAT = "rlt-bench-clips/1"
 DEFAULT_CLIPS_CACHE = os.path.join(".bench", "clips.pt")
-INPUT_KINDS = ("real", "static", "noise")
+INPUT_KINDS = ("real", "still", "static", "noise")
 # The benchmark feeds ImageNet-normalised clips: the reference scale of tau.
 _IMAGENET = PixelNormalizer()
 
@@ -160,6 +160,8 @@ class InputFactory:
         return torch.cat(perms)[:batch_size]
 
     def batch(self, kind: str, batch_size: int, seed: int) -> torch.Tensor:
+        if kind == "still":  # generated clips: an object moving over a still photograph (rlt.synthetic)
+            return self.still_clips(batch_size, seed)
         frames = self.windows[self.indices(batch_size, seed)]
         if kind == "static":  # one frame held still for the whole clip
             frames = frames[:, :1].expand_as(frames).contiguous()
@@ -169,6 +171,19 @@ class InputFactory:
         elif kind != "real":
             raise ValueError(f"unknown input kind {kind!r}")
         return frames
+
+    def still_clips(self, batch_size: int, seed: int) -> torch.Tensor:
+        """``batch_size`` clips of the generated task's still-camera variant, shaped like the windows.
+
+        Where RLT drops most: the camera and background never move, only the object does (about 30%
+        of the tokens kept at tau 0.1 for 16 frames), the regime of a surveillance or lecture video.
+        """
+        from ..synthetic import generate_clips, task_config
+
+        frames, size = self.windows.shape[1], self.windows.shape[-1]
+        config = task_config("still", num_frames=frames, image_size=size)
+        clips, _ = generate_clips(range(seed * batch_size, (seed + 1) * batch_size), seed=2024, config=config)
+        return clips
 
     def sets(self, kind: str, batch_size: int, count: int, device, dtype) -> list[torch.Tensor]:
         return [normalize(self.batch(kind, batch_size, seed).to(device), dtype) for seed in range(count)]
