@@ -249,6 +249,35 @@ def test_training_step_reaches_every_weight_and_reduces_loss(case):
     assert losses[-1] < losses[0] * 0.5
 
 
+def test_autocast_reaches_the_attention_kernel_in_its_dtype(case, monkeypatch):
+    """Under bf16 autocast every packed attention call must see bf16 inputs, as SDPA would: a float32
+    query (V-JEPA 2's RoPE in some transformers releases) would pick a slow float32-only fallback on CUDA."""
+    from rlt.models import packing
+
+    seen = []
+    resolve = packing.resolve_backend
+
+    def spy(requested, attn_implementation, query, packed, dropout):
+        seen.append(query.dtype)
+        return resolve(requested, attn_implementation, query, packed, dropout)
+
+    monkeypatch.setattr(packing, "resolve_backend", spy)
+    rotary_like = packing.packed_attention
+
+    def float32_inputs(query, key, value, *args, **kwargs):  # as a float32 rotation would hand them over
+        return rotary_like(query.float(), key.float(), value, *args, **kwargs)
+
+    model = case.rlt_model(rlt_threshold=0.0).train()
+    for module in list(model.modules()):
+        module_globals = getattr(type(module).forward, "__globals__", {})
+        if module_globals.get("packed_attention") is rotary_like:
+            monkeypatch.setitem(module_globals, "packed_attention", float32_inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(**case.video(clips_with_repeats()), labels=torch.tensor([0, 1, 2]))
+    output.loss.backward()
+    assert seen and set(seen) == {torch.bfloat16}, seen
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(case):
     model = case.rlt_model(rlt_threshold=0.0).train()
     clips, labels = clips_with_repeats(), torch.tensor([0, 1, 2])

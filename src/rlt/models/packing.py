@@ -276,7 +276,16 @@ def packed_attention(
     backend: str = "auto",
     attn_implementation: str | None = None,
 ) -> torch.Tensor:
-    """Block-diagonal attention over a packed batch: ``(total, heads, head_dim)`` each -> same shape."""
+    """Block-diagonal attention over a packed batch: ``(total, heads, head_dim)`` each -> same shape.
+
+    Under autocast the inputs are cast to the autocast dtype first, as autocast does for SDPA: an
+    input that arrives in float32 (V-JEPA 2's RoPE rotates in float32 in some transformers releases)
+    must not send a bf16 training step to a float32-only fallback kernel.
+    """
+    device_type = query.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        query, key, value = (tensor.to(dtype) for tensor in (query, key, value))
     backend = resolve_backend(backend, attn_implementation, query, packed, dropout)
     return _BACKENDS[backend](query, key, value, packed, scaling, dropout)
 
