@@ -91,8 +91,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     choice.add_argument("--model", help="checkpoint folder (VideoMAE / ViViT, vanilla or RLT)")
     choice.add_argument("--from-scratch", choices=sorted(SIZES), help="a new model of this size")
     model.add_argument("--arch", choices=registry.names(), default="videomae", help="with --from-scratch")
-    model.add_argument("--num-frames", type=int, default=16, help="with --from-scratch / --synthetic (default 16)")
-    model.add_argument("--image-size", type=int, default=224, help="with --from-scratch / --synthetic (default 224)")
+    model.add_argument("--num-frames", type=int,
+                       help="frames per clip of a new model (default 16); with --model: the checkpoint's")
+    model.add_argument("--image-size", type=int,
+                       help="frame size of a new model (default 224); with --model: the checkpoint's")
     model.add_argument("--vanilla", action="store_true", help="transformers' own model class (the baseline)")
     model.add_argument("--rlt-off", action="store_true", help="RLT class with RLT disabled (every token)")
     model.add_argument("--threshold", type=float, default=0.1, help="RLT threshold tau (default 0.1)")
@@ -155,6 +157,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--eval-only evaluates a checkpoint: give --model")
     if args.lr is None:
         args.lr = 3e-4 if args.from_scratch else 5e-5
+    if args.from_scratch:
+        args.num_frames = args.num_frames or 16
+        args.image_size = args.image_size or 224
     return args
 
 
@@ -215,6 +220,10 @@ def make_processor(args, cache=None) -> rlt.RLTVideoProcessor:
         from rlt.conversion import read_processor_config
 
         geometry = registry.as_rlt_config(AutoConfig.from_pretrained(args.model))
+        for flag, given, model_value in (("--num-frames", args.num_frames, geometry.rlt_num_frames),
+                                         ("--image-size", args.image_size, geometry.rlt_image_size[0])):
+            if given is not None and given != model_value:
+                raise ValueError(f"{args.model} takes {model_value} for {flag}, not {given}: leave {flag} out")
         _, processor_config = read_processor_config(args.model)
         processor = rlt.RLTVideoProcessor.from_source_config(
             processor_config, num_frames=geometry.rlt_num_frames, image_size=geometry.rlt_image_size
@@ -240,10 +249,10 @@ def load_data(args, processor, device):
     if args.synthetic:
         from rlt.synthetic import SyntheticVideoDataset, task_config
 
-        config = task_config(
+        config = task_config(  # clips shaped as the model takes them (a checkpoint's shape with --model)
             args.synthetic_variant,
-            num_frames=args.num_frames,
-            image_size=args.image_size,
+            num_frames=processor.num_frames,
+            image_size=processor.crop_size["height"],
             time_step=args.synthetic_time_step,
         )
         render = args.synthetic_device or device

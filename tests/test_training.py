@@ -294,6 +294,22 @@ def test_example_script_random_drop_token_budget_and_resume(tmp_path):
     assert resumed["steps"] > summary["steps"] and resumed["train_clips"] == 48  # only the second epoch ran
 
 
+def test_example_script_renders_clips_in_the_checkpoints_shape(tmp_path):
+    """With --model, generated clips take the checkpoint's frames and size; a contradicting flag is an error."""
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+    folder = tmp_path / "vanilla"
+    VideoMAEForVideoClassification(VideoMAEConfig(**TINY_VIDEOMAE)).save_pretrained(folder)
+    script = _example()
+    argv = ["--model", str(folder), "--synthetic", "16", "--synthetic-eval", "8", "--batch-size", "8",
+            "--num-workers", "0", "--max-steps", "1", "--eval-strategy", "no", "--save-strategy", "no",
+            "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    summary = script.main(argv)
+    assert summary["clip_shape"] == [TINY_VIDEOMAE["num_frames"], 3, TINY_VIDEOMAE["image_size"], TINY_VIDEOMAE["image_size"]]
+    with pytest.raises(ValueError, match="leave --num-frames out"):
+        script.main([*argv, "--num-frames", str(2 * TINY_VIDEOMAE["num_frames"])])
+
+
 def test_example_script_rejects_contradictory_switches(capsys):
     script = _example()
     with pytest.raises(SystemExit):
