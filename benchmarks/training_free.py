@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rlt.evaluation import evaluate, load_classifier
+from rlt.evaluation import DTYPES, evaluate, load_classifier
 
 
 def main(argv=None) -> None:
@@ -31,6 +31,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, processor = load_classifier(args.model)
+    model.to(DTYPES[args.dtype])  # evaluate runs a model it is given in that model's own dtype
     tables = []
     for rule in args.compare_to:
         model.config.rlt_compare_to = rule

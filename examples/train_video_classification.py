@@ -269,8 +269,8 @@ def load_data(args, processor, device):
 
         train = load_clip_cache(args.cache, normalize=False)
         class_names = ClipCache(args.cache).class_names
-        if args.eval_cache:
-            evaluation = load_clip_cache(args.eval_cache, normalize=False)
+        if args.eval_cache:  # relabelled by class name: a cache written apart may number its classes otherwise
+            evaluation = load_clip_cache(args.eval_cache, normalize=False, class_names=class_names)
         else:
             from rlt.cache import ClipCacheTransform
 

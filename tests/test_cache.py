@@ -216,3 +216,17 @@ def test_token_settings_of_a_checkpoint_set_the_recorded_counts(tmp_path):
     write_clip_cache([clip], [0], tmp_path / "c", ["a"], tokens=TokenSettings(threshold=1000.0), progress=False)
     index = json.loads((tmp_path / "c" / INDEX_FILE).read_text())
     assert index["clips"][0]["tokens_kept"] == 16  # only the first time step survives a huge tau
+
+
+def test_caches_written_apart_are_relabelled_by_class_name(tmp_path):
+    """A validation split without one class numbers the others differently; class_names maps them by name."""
+    clips = np.random.default_rng(0).integers(0, 256, (3, 4, 3, 16, 16), dtype=np.uint8)
+    write_clip_cache(clips, ["archery", "cycling", "cycling"], tmp_path / "val", ["archery", "cycling"])
+    as_written = load_clip_cache(tmp_path / "val", normalize=False).with_format(None)
+    assert as_written["label"] == [0, 1, 1]  # "cycling" is 1 here...
+    train_names = ["archery", "bowling", "cycling"]  # ...and 2 in training
+    relabelled = load_clip_cache(tmp_path / "val", normalize=False, class_names=train_names)
+    assert relabelled.with_format(None)["label"] == [0, 2, 2]
+    assert relabelled.features["label"].names == train_names and relabelled[1]["labels"] == 2
+    with pytest.raises(ValueError, match=r"classes \['cycling'\] that are not among"):
+        load_clip_cache(tmp_path / "val", class_names=["archery", "bowling"])

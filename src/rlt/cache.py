@@ -1032,7 +1032,11 @@ class ClipCacheTransform:
 
 
 def load_clip_cache(
-    folder: str | os.PathLike, *, processor: RLTVideoProcessor | None = None, normalize: bool = True
+    folder: str | os.PathLike,
+    *,
+    processor: RLTVideoProcessor | None = None,
+    normalize: bool = True,
+    class_names: Sequence[str] | None = None,
 ):
     """A clip cache as a lazy ``datasets.Dataset``: ``clip_id``, ``path``, ``label`` (``ClassLabel``), ``tokens_kept``.
 
@@ -1041,21 +1045,35 @@ def load_clip_cache(
     ``(T, C, H, W)``, ``labels``, ``video``; ``VideoCollator`` batches them. ``tokens_kept`` (RLT's
     count at the cache's threshold) is readable without touching a clip, e.g. for token-budget
     batching: ``dataset.with_format(None)["tokens_kept"]`` (a plain column read would read every clip).
+
+    ``class_names`` (e.g. the training cache's or the model's classes, in id order) relabels the clips
+    by class name: two caches written apart (a split without one of the classes, string labels sorted
+    per split) number their classes differently, and evaluating one with the other's ids would shift
+    labels silently. A class of the cache that is not among them is an error.
     """
     from datasets import ClassLabel, Dataset, Features, Value
 
     cache = ClipCache(folder)
+    labels = cache.labels
+    names = list(cache.class_names)
+    if class_names is not None:
+        names = [str(name) for name in class_names]
+        unknown = [name for name in cache.class_names if name not in names]
+        if unknown:
+            raise ValueError(f"{folder} has classes {unknown[:5]} that are not among {names[:10]}")
+        ids = [names.index(name) for name in cache.class_names]
+        labels = [ids[label] for label in labels]
     features = Features({
         "clip_id": Value("int64"),
         "path": Value("string"),
-        "label": ClassLabel(names=cache.class_names),
+        "label": ClassLabel(names=names),
         "tokens_kept": Value("int64"),
     })
     dataset = Dataset.from_dict(
         {
             "clip_id": list(range(len(cache))),
             "path": cache.paths,
-            "label": cache.labels,
+            "label": labels,
             "tokens_kept": [record["tokens_kept"] for record in cache.records],
         },
         features=features,

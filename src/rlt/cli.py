@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .hf_datasets import add_dataset_arguments, dataset_options
+
 __all__ = [
     "COMMANDS",
     "USER_ERRORS",
@@ -232,6 +233,9 @@ def _add_cache(subparsers) -> None:
                         help="store only the tubelets RLT keeps at TAU, plus keep masks (for training at that TAU)")
     parser.add_argument("--overwrite", action="store_true", help="replace a cache of other data or settings in OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--class-names", nargs="+", metavar="NAME",
+                        help="the classes in id order (e.g. the model's), so that caches of several splits number "
+                        "them alike; labels are mapped to them by name (default: the data's own classes)")
     add_dataset_arguments(parser)
     parser.set_defaults(run=_run_cache)
 
@@ -243,7 +247,7 @@ def _run_cache(args) -> None:
         args.data, args.out, processor=args.processor, num_frames=args.num_frames, frame_stride=args.frame_stride,
         size=args.size, workers=args.workers, shard_size=args.shard_size,
         keep_only_threshold=args.keep_only_threshold, overwrite=args.overwrite, progress=not args.no_progress,
-        dataset_options=dataset_options(args),
+        dataset_options=dataset_options(args), class_names=args.class_names,
     )
     print(summary)
 

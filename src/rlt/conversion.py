@@ -204,6 +204,11 @@ def from_model(model, threshold: float = 0.1, *, processor=None, **rlt_settings)
     unexpected = [key for key in unexpected if not any(pattern.search(key) for pattern in ignored)]
     if unexpected:
         raise ValueError(f"{type(model).__name__} has weights {rlt_class.__name__} does not know: {unexpected[:5]}")
+    # Only what RLT adds (the length table) may be missing: anything else would start random, unnoticed.
+    new = [re.compile(pattern) for pattern in getattr(rlt_class, "_keys_to_ignore_on_load_missing", None) or ()]
+    missing = [key for key in missing if not any(pattern.search(key) for pattern in new)]
+    if missing:
+        raise ValueError(f"{type(model).__name__} lacks weights {rlt_class.__name__} needs: {missing[:5]}")
     _materialise_meta_tensors(rlt_model, device=model.device, dtype=model.dtype)
     return rlt_model.train(model.training)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from .common import READ_ERRORS
 from .models.tokenizer import run_length_tokenize
 from .models.video_processing_rlt import RLTVideoProcessor, VideoDecodeError
 
@@ -213,7 +214,7 @@ class VideoTransform:
         for path, name in zip(batch["video"], names):
             try:
                 pixel_values.append(self.processor(path, return_tensors="pt")["pixel_values"][0])
-            except (OSError, ValueError, TypeError) as error:
+            except READ_ERRORS as error:
                 message = str(error) if name in str(error) else f"{name}: {error}"
                 if self.on_error == "raise":
                     if message == str(error):
@@ -324,6 +325,6 @@ def find_unreadable_videos(dataset_or_paths, processor: RLTVideoProcessor | None
     for video, name in videos:
         try:
             processor.load_frames(video)
-        except (OSError, ValueError, TypeError) as error:
+        except READ_ERRORS as error:
             failures.append((name, str(error)))
     return failures

@@ -229,7 +229,9 @@ def clip_source(
         names = list(class_names) if class_names is not None else data_names or [str(i) for i in range(max(labels) + 1)]
         return ClipSource(_TensorClips(clips, labels), "memory", names, tuple(clips.shape[1:]), "in-memory clips")
     if dataset_options or is_dataset_source(data):
-        source = open_video_dataset(data, **dict(dataset_options or {}))
+        # With the model's classes given, the opener maps ClassLabel and string labels by name and takes
+        # integer labels as the model's class ids (it cannot name them otherwise).
+        source = open_video_dataset(data, class_names=class_names, **dict(dataset_options or {}))
         if source.streaming:
             raise ValueError(
                 f"rlt evaluate reads {source.description} by row and a stream cannot be: cache it first "
@@ -237,9 +239,9 @@ def clip_source(
             )
         crop = processor.crop_size
         shape = (processor.num_frames, 3, crop.height, crop.width) if processor.do_center_crop else None
-        names = list(class_names) if class_names is not None else source.class_names
-        mapping = _label_mapping(source.class_names, class_names)
-        return ClipSource(_DatasetClips(source, mapping, processor), "dataset", names, shape, source.description)
+        mapping = list(range(len(source.class_names)))  # already in the model's class ids (or the data's own)
+        return ClipSource(_DatasetClips(source, mapping, processor), "dataset", source.class_names, shape,
+                          source.description)
     if hasattr(data, "column_names") and "video" in data.column_names:
         paths, labels, data_names = list(data["video"]), list(data["label"]), data.features["label"].names
         description = f"dataset of {len(paths)} videos"
@@ -430,7 +432,8 @@ def evaluate(
         thresholds: ``tau`` values; 0 (always run, first) is the baseline with RLT off.
         poolings: ``"mean"`` and / or ``"length_weighted"`` (mean-pooling heads only; a CLS head has one row).
         dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"``: the model's weights and inputs (RLT's keep mask
-            is computed from the float32 clip, in the timed region).
+            is computed from the float32 clip, in the timed region). A checkpoint folder is loaded in
+            this dtype; a model passed in must already be in it (it is not cast, and returns to its device).
         workers: loader processes (default one per core).
         processor: the processor whose normalisation (and, for videos, sampling) the model expects;
             default: the checkpoint's.
@@ -444,6 +447,7 @@ def evaluate(
     missing = isinstance(data, (str, os.PathLike)) and not Path(data).exists()
     if missing and not dataset_options and not is_dataset_source(data):  # before loading the model
         raise FileNotFoundError(f"no such clip cache, video folder or list: {data}")
+    loaded_here = isinstance(model, (str, os.PathLike))
     model, model_name, processor = _model_and_processor(model, processor)
     thresholds = _check_settings(dtype, batch_size, thresholds, poolings)
     device = _device(device)
@@ -458,29 +462,41 @@ def evaluate(
             f"the clips are (frames, channels, height, width) = {tuple(source.clip_shape)}; "
             f"the model takes {expected}: cache or sample them for this model"
         )
-    model.to(device=device, dtype=DTYPES[dtype])
-    normalizer = PixelNormalizer.from_processor(processor)
-    pin = device.type == "cuda"
-
-    budget = (max_memory_gb * (1 << 30)) if max_memory_gb is not None else _available_memory() / 2
-    clip_bytes = math.prod(source.clip_shape) if source.clip_shape else float("inf")
-    hold = source.kind == "memory" or len(source.dataset) * clip_bytes <= budget
-    failed: list[dict] = []
-    padded: list[dict] = []
-    loader_stats = {"kind": source.kind, "workers": workers if source.kind != "memory" else 0, "held_in_memory": hold}
-    held = None
-    if hold:
-        held, seconds = _read_all(source, batch_size, workers, pin, failed, progress, padded)
-        clips = sum(len(labels) for _, labels in held)
-        loader_stats.update(clips=clips, seconds=seconds, clips_per_s=clips / seconds if seconds > 0 else float("inf"))
-    if hold and not held:
-        raise ValueError(f"no readable clip in {source.description}")
-
-    report = EvaluationReport(model_name, source.description, str(device), dtype, batch_size,
-                              0, config.num_labels, loader_stats, failed=failed, padded=padded)
-    baseline = None
     original = (config.rlt_enabled, config.rlt_threshold, config.rlt_pooling)
+    # A model the caller holds is not cast (a round trip through bf16 would round its weights, and it may
+    # share them with another model: rlt.from_model), and goes back to its device afterwards.
+    home = next(model.parameters()).device
+    if not loaded_here and next(model.parameters()).dtype != DTYPES[dtype]:
+        raise ValueError(
+            f"the model is {next(model.parameters()).dtype} and evaluate would cast its weights to {dtype}: "
+            f"pass dtype matching the model, cast it yourself first, or pass its checkpoint folder"
+        )
     try:
+        model.to(device=device, dtype=DTYPES[dtype])
+        normalizer = PixelNormalizer.from_processor(processor)
+        pin = device.type == "cuda"
+
+        budget = (max_memory_gb * (1 << 30)) if max_memory_gb is not None else _available_memory() / 2
+        clip_bytes = math.prod(source.clip_shape) if source.clip_shape else float("inf")
+        hold = source.kind == "memory" or len(source.dataset) * clip_bytes <= budget
+        failed: list[dict] = []
+        padded: list[dict] = []
+        loader_stats = {
+            "kind": source.kind, "workers": workers if source.kind != "memory" else 0, "held_in_memory": hold
+        }
+        held = None
+        if hold:
+            held, seconds = _read_all(source, batch_size, workers, pin, failed, progress, padded)
+            clips = sum(len(labels) for _, labels in held)
+            loader_stats.update(
+                clips=clips, seconds=seconds, clips_per_s=clips / seconds if seconds > 0 else float("inf")
+            )
+        if hold and not held:
+            raise ValueError(f"no readable clip in {source.description}")
+
+        report = EvaluationReport(model_name, source.description, str(device), dtype, batch_size,
+                                  0, config.num_labels, loader_stats, failed=failed, padded=padded)
+        baseline = None
         for tau, pooling, enabled in _settings(model, thresholds, poolings):
             config.rlt_enabled, config.rlt_threshold = enabled, tau if enabled else config.rlt_threshold
             if pooling in POOLINGS:
@@ -504,6 +520,8 @@ def evaluate(
             report.rows.append(_row(tau, pooling, enabled, result, baseline, config.rlt_tokens_per_clip, wait))
     finally:
         config.rlt_enabled, config.rlt_threshold, config.rlt_pooling = original
+        if not loaded_here:
+            model.to(home)
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report.to_dict(), indent=2))

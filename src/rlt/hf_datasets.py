@@ -329,9 +329,10 @@ class VideoDatasetSource:
 
             def relabel(example, index):
                 row = self._row(index, example)
-                if row.error is not None:
+                if row.error is not None:  # no label, or a video that cannot be fetched: left out, as said
                     logger.warning("leaving out %s: %s", row.name, row.error)
-                return {"video": row.video, "label": -1 if row.label is None else row.label, "row": index}
+                    return {"video": row.video, "label": -1, "row": index}
+                return {"video": row.video, "label": row.label, "row": index}
 
             stream = self.dataset.map(relabel, with_indices=True, remove_columns=list(self.dataset.features),
                                       features=wanted)
@@ -393,7 +394,8 @@ def _label_setup(dataset, column: str, feature, class_names, streaming: bool, de
         if given is None and streaming:
             raise ValueError(
                 f"the labels of {description} ({column!r}) are {dtype} values without class names (no ClassLabel "
-                "feature), and a stream cannot be read for them first: load it without streaming, or give class_names"
+                "feature), and a stream cannot be read for them first: load it without streaming, or give the class "
+                "names (class_names=..., rlt cache --class-names)"
             )
         values = None
         if given is None:

@@ -198,6 +198,8 @@ def get(name: str) -> Architecture:
 
 def for_model_type(model_type: str | None) -> Architecture:
     """The architecture a vanilla or RLT ``model_type`` belongs to."""
+    if model_type is None:
+        raise UnsupportedArchitectureError(f"the config has no model_type; rlt supports {describe_supported()}")
     for entry in _ARCHITECTURES.values():
         if model_type in entry.model_types:
             return entry
