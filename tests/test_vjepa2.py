@@ -463,6 +463,8 @@ def test_config_geometry_aliases_and_checks():
     assert config.rlt_num_frames == 8 and config.rlt_image_size == (32, 32) and config.rlt_num_channels == 3
     assert config.rlt_tubelet_size == 2 and config.rlt_patch_size == (8, 8) and config.rlt_token_grid == GRID
     assert config.rlt_num_prefix_tokens == 0 and config.rlt_input_name == "pixel_values_videos"
+    assert config.rlt_fixed_num_frames is False  # RoPE: any whole number of tubelets
+    assert rlt.RLTVideoMAEConfig().rlt_fixed_num_frames is True  # a position table of num_frames
     # The names VideoMAE, ViViT and the video-classification pipeline read.
     assert (config.num_frames, config.image_size, config.num_channels) == (8, 32, 3)
     assert RLTVJEPA2Config(patch_size=[16, 16]).patch_size == 16
