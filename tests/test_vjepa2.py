@@ -12,6 +12,7 @@ from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Embeddings, VJEPA2L
 
 import rlt
 from rlt import RLTVJEPA2Config, RLTVJEPA2ForVideoClassification, RLTVJEPA2Model, run_length_tokenize
+from rlt.cli import main as cli_main
 from rlt.models.modeling_rlt_vjepa2 import RLTVJEPA2PoolerCrossAttentionLayer
 from rlt.models.packing import PackedSequence
 
@@ -502,3 +503,64 @@ def test_long_clip_example_counts_what_the_model_keeps(capsys):
     assert output.tokens_kept.tolist() == [row["kept"]]
     example.main([str(video), "--frames", "16", "--crop", "64", "--strides", "4"])
     assert "| bigbuckbunny_sample | 132 | 4 | 0 |" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def convertible_folders(vanilla_folders):
+    """The vanilla folders with the ``video_preprocessor_config.json`` transformers' VJEPA2VideoProcessor
+    writes (short side int(crop * 256 / 224), centre crop, ImageNet statistics). The class is imported from
+    its module: transformers' top-level name demands torchvision, which saving a config does not use."""
+    from transformers.models.vjepa2.video_processing_vjepa2 import VJEPA2VideoProcessor
+
+    for kind in ("classifier", "encoder"):
+        VJEPA2VideoProcessor(crop_size=TINY_VJEPA2["crop_size"]).save_pretrained(vanilla_folders / kind)
+    return vanilla_folders
+
+
+def test_convert_both_kinds_and_load_them_without_rlt(convertible_folders, tmp_path):
+    source = convertible_folders
+    with safe_open(source / "encoder" / "model.safetensors", "pt") as weights:
+        assert any(key.startswith("predictor.") for key in weights.keys())  # the JEPA predictor is in the encoder
+    classifier = rlt.convert(source / "classifier", tmp_path / "classifier", threshold=0.0)
+    assert cli_main(["convert", str(source / "encoder"), str(tmp_path / "encoder"), "--threshold", "0"]) == 0
+    assert type(classifier) is RLTVJEPA2ForVideoClassification
+    imagenet_std = (0.229, 0.224, 0.225)
+    for kind in ("classifier", "encoder"):
+        out = tmp_path / kind
+        config = json.loads((out / "config.json").read_text())
+        assert config["model_type"] == "rlt_vjepa2" and config["rlt_threshold"] == 0.0
+        assert config["rlt_input_scale"] == pytest.approx([1 / 255 / std for std in imagenet_std])
+        with safe_open(out / "model.safetensors", "pt") as weights:
+            assert not any("predictor" in key for key in weights.keys())
+        processor = json.loads((out / "video_preprocessor_config.json").read_text())
+        assert processor["video_processor_type"] == "RLTVideoProcessor"
+        assert processor["size"] == {"shortest_edge": 36}  # int(32 * 256 / 224), as V-JEPA 2 resizes
+        assert processor["crop_size"] == {"height": 32, "width": 32} and processor["num_frames"] == 8
+        assert processor["image_std"] == pytest.approx(imagenet_std) and processor["rescale_offset"] == 0.0
+        assert processor["image_mean"] == pytest.approx([0.485, 0.456, 0.406])
+        assert rlt.RLTVideoProcessor.from_pretrained(out).rlt_input_scale == pytest.approx(config["rlt_input_scale"])
+    card = (tmp_path / "classifier" / "README.md").read_text()
+    assert "3D RoPE" in card and "attentive probe" in card and "any multiple of 2 frames" in card
+    assert "pipeline_tag: video-classification" in card
+    encoder_card = (tmp_path / "encoder" / "README.md").read_text()
+    assert "AutoModel.from_pretrained(" in encoder_card and "pipeline_tag" not in encoder_card
+    assert json.loads((tmp_path / "encoder" / "config.json").read_text())["architectures"] == ["RLTVJEPA2Model"]
+    code = f"""
+        import torch
+        from transformers import AutoModel, AutoModelForVideoClassification, AutoProcessor
+        reference = torch.load({str(source / "reference.pt")!r})
+        classifier = AutoModelForVideoClassification.from_pretrained({str(tmp_path / "classifier")!r},
+                                                                     trust_remote_code=True).eval()
+        encoder = AutoModel.from_pretrained({str(tmp_path / "encoder")!r}, trust_remote_code=True).eval()
+        assert type(classifier).__name__ == "RLTVJEPA2ForVideoClassification", type(classifier)
+        assert type(encoder).__name__ == "RLTVJEPA2Model", type(encoder)
+        processor = AutoProcessor.from_pretrained({str(tmp_path / "encoder")!r}, trust_remote_code=True)
+        assert type(processor).__name__ == "RLTVideoProcessor", type(processor)
+        with torch.no_grad():
+            logits = classifier(pixel_values_videos=reference["clips"]).logits
+            states = torch.stack(encoder(pixel_values_videos=reference["clips"]).per_clip())
+        torch.testing.assert_close(logits, reference["logits"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(states, reference["states"], atol=1e-5, rtol=1e-5)
+        print("vanilla reproduced")
+    """
+    assert "vanilla reproduced" in run_without_rlt(code, cwd=tmp_path)
