@@ -122,8 +122,11 @@ def _architecture_names() -> list[str]:
 
 def _inspect_geometry(args) -> None:
     """Fill ``--num-frames``, ``--size``, ``--tubelet-size`` and ``--patch-size`` not given: from
-    ``--arch``'s default config (the registry), else 16 frames, 224 px, 2x16x16."""
+    ``--arch``'s default config (the registry), else 16 frames, 224 px, 2x16x16. Without ``--size``,
+    ``--arch`` also sets the short side resized to before the crop (``args.resize``), as that
+    architecture's checkpoints' processor does (V-JEPA 2: 292 for a 256 crop)."""
     defaults = {"num_frames": 16, "size": 224, "tubelet_size": 2, "patch_size": 16}
+    args.resize = None
     if args.arch is not None:
         from . import registry
 
@@ -137,6 +140,12 @@ def _inspect_geometry(args) -> None:
             "tubelet_size": config.rlt_tubelet_size,
             "patch_size": patch_h,
         }
+        resize = registry.get(args.arch).processor_defaults.get("size", {}).get("shortest_edge")
+        crop = registry.get(args.arch).processor_defaults.get("crop_size", {})
+        # The checkpoints' resize only where their crop is the config's frame size (ViViT's processor
+        # crops 224 from 256 for a 224 model: the same rule then; a config of another size: no resize rule).
+        if args.size is None and resize and crop.get("height") == crop.get("width") == defaults["size"]:
+            args.resize = int(resize)
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -170,6 +179,7 @@ def _run_inspect(args) -> None:
         frame_stride=None if args.uniform or args.fps is not None else args.frame_stride,
         fps=args.fps,
         size=args.size,
+        resize=args.resize,
         tubelet_size=args.tubelet_size,
         patch_size=args.patch_size,
         compare_to=args.compare_to,
