@@ -2,6 +2,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import noise_clips, run_without_rlt
@@ -564,3 +565,64 @@ def test_convert_both_kinds_and_load_them_without_rlt(convertible_folders, tmp_p
         print("vanilla reproduced")
     """
     assert "vanilla reproduced" in run_without_rlt(code, cwd=tmp_path)
+
+
+def _labelled_videos(root: Path) -> Path:
+    """Two classes of 12-frame 32x32 clips: a still noise background with a bright square, still or moving."""
+    from video_helpers import write_video
+
+    rng = np.random.default_rng(0)
+    for label in ("still", "moving"):
+        (root / label).mkdir(parents=True)
+        for index in range(2):
+            frames = np.repeat(rng.integers(0, 120, (1, 32, 32, 3), dtype=np.uint8), 12, axis=0)
+            for frame in range(12):
+                step = frame // 3 if label == "moving" else 0
+                frames[frame, 4 : 16, 4 + 4 * step : 16 + 4 * step] = 250
+            write_video(root / label / f"{index}.mp4", frames)
+    return root
+
+
+def test_rlt_evaluate_takes_a_vanilla_or_converted_vjepa2_classifier(convertible_folders, tmp_path, capsys):
+    data = _labelled_videos(tmp_path / "data")
+    converted = tmp_path / "converted"
+    rlt.convert(convertible_folders / "classifier", converted)
+    reports = {}
+    for name, folder in (("vanilla", convertible_folders / "classifier"), ("converted", converted)):
+        out = tmp_path / f"{name}.json"
+        argv = ["evaluate", str(folder), str(data), "--threshold", "0", "0.1", "--pooling", "mean", "length_weighted",
+                "--batch-size", "2", "--workers", "0", "--no-progress", "--json", str(out)]  # fmt: skip
+        assert cli_main(argv) == 0, capsys.readouterr().err
+        reports[name] = json.loads(out.read_text())["results"]
+    rows = reports["vanilla"]
+    # The attentive probe takes rlt_pooling (its query counts a token run-length times), so both poolings run.
+    assert [(r["threshold"], r["rlt_enabled"], r["pooling"]) for r in rows] == [
+        (0.0, False, "-"), (0.1, True, "mean"), (0.1, True, "length_weighted")
+    ]  # fmt: skip
+    assert rows[0]["tokens_kept_pct"] == 100.0 and rows[1]["tokens_kept_pct"] < 60.0
+    for vanilla, converted_row in zip(rows, reports["converted"]):  # the same model, whichever folder
+        assert vanilla["top1"] == converted_row["top1"] and vanilla["tokens_kept_pct"] == converted_row["tokens_kept_pct"]
+
+
+@pytest.mark.parametrize("source", ["from-scratch", "vanilla-folder"])
+def test_training_script_trains_vjepa2(source, convertible_folders, tmp_path):
+    path = Path(__file__).resolve().parents[1] / "examples" / "train_video_classification.py"
+    spec = importlib.util.spec_from_file_location("train_video_classification", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    model = ["--arch", "vjepa2", "--from-scratch", "tiny"]
+    if source == "vanilla-folder":
+        model = ["--model", str(convertible_folders / "classifier")]
+    out = tmp_path / "run"
+    summary = script.main([
+        "--synthetic", "16", "--synthetic-eval", "8", *model, "--image-size", "32", "--num-frames", "8",
+        "--batch-size", "8", "--num-workers", "0", "--output-dir", str(out), "--epochs", "1",
+        "--eval-strategy", "epoch", "--save-strategy", "no",
+    ])  # fmt: skip
+    assert summary["steps"] == 2 and 0 <= summary["eval_accuracy"] <= 1
+    assert summary["mean_tokens_kept"] < summary["tokens_per_clip"]  # the generated clips repeat
+    trained = AutoModelForVideoClassification.from_pretrained(out)
+    assert type(trained) is RLTVJEPA2ForVideoClassification and trained.config.num_labels == 8
+    table = trained.vjepa2.encoder.embeddings.length_embeddings.weight
+    assert table.abs().sum() > 0  # trained (from scratch: initialised trunc-normal; from a checkpoint: zeros)
+    assert (out / "video_preprocessor_config.json").is_file()

@@ -89,6 +89,8 @@ class Architecture:
         position_encoding: how a kept token keeps its place, in words (model cards).
         classifier_pooling: ``config dict -> words``: how the RLT classifier pools a clip (model
             cards); None for the shared heads (the CLS token, or the mean / first token).
+        rlt_pooling_applies: ``config -> bool``: whether ``rlt_pooling`` (plain or run-length-weighted)
+            changes how this classifier pools (a mean or an attentive head does, a CLS token does not).
     """
 
     name: str
@@ -103,6 +105,7 @@ class Architecture:
     config_fields: Callable[[ModelShape], dict] = field(default=lambda shape: {})
     position_encoding: str = "the position embedding of its original place"
     classifier_pooling: Callable[[Mapping], str] | None = None
+    rlt_pooling_applies: Callable[[Any], bool] = field(default=lambda config: False)
 
     @property
     def model_type(self) -> str:
@@ -311,6 +314,7 @@ register(
             image_std=list(IMAGENET_DEFAULT_STD),
         ),
         config_fields=_videomae_fields,
+        rlt_pooling_applies=lambda config: bool(getattr(config, "use_mean_pooling", True)),
     )
 )
 register(
@@ -358,6 +362,7 @@ register(
             image_std=list(IMAGENET_DEFAULT_STD),
         ),
         config_fields=_vjepa2_fields,
+        rlt_pooling_applies=lambda config: True,  # the probe's query counts each token its run length times
         position_encoding="its original (t, h, w) place in every layer's 3D RoPE (V-JEPA 2 has no position table)",
         classifier_pooling=_vjepa2_pooling,
     )
