@@ -14,12 +14,22 @@ __all__ = [
 ]
 
 
+def _supported_architectures() -> str:
+    """``"VideoMAE, ViViT or V-JEPA 2"``: the registry's architectures, for help texts."""
+    from . import registry
+
+    names = [entry.display_name for entry in registry.architectures()]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
 def _add_convert(subparsers) -> None:
+    supported = _supported_architectures()
     parser = subparsers.add_parser(
         "convert",
-        help="turn a VideoMAE or ViViT checkpoint into an RLT checkpoint folder",
-        description="Turn a vanilla VideoMAE or ViViT checkpoint (folder or Hub id) into an RLT checkpoint folder "
-        "that loads with AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=True).",
+        help=f"turn a {supported} checkpoint into an RLT checkpoint folder",
+        description=f"Turn a vanilla {supported} checkpoint (folder or Hub id; a base model or a video classifier) "
+        "into an RLT checkpoint folder that loads with AutoModel / AutoModelForVideoClassification.from_pretrained("
+        "folder, trust_remote_code=True), with its processor and model card.",
     )
     parser.add_argument("source", help="checkpoint folder or Hub model id")
     parser.add_argument("output_dir", help="folder to write the RLT checkpoint to")
