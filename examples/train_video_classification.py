@@ -10,7 +10,7 @@ Data (one of):
     --synthetic N [--synthetic-eval M]       the generated task of rlt.synthetic, rendered in memory
                                              (no files, no PyAV; on the GPU when there is one)
 Model (one of):
-    --model PATH                             a VideoMAE / ViViT checkpoint folder (vanilla or RLT)
+    --model PATH                             a VideoMAE / ViViT / V-JEPA 2 checkpoint folder (vanilla or RLT)
     --from-scratch {vit-b,vit-s,tiny}        a randomly initialised model of that size (--arch: an rlt.registry name)
 RLT switches:
     --vanilla            transformers' own class (every token, no RLT code at all): the baseline
@@ -88,7 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     model = parser.add_argument_group("model")
     choice = model.add_mutually_exclusive_group(required=True)
-    choice.add_argument("--model", help="checkpoint folder (VideoMAE / ViViT, vanilla or RLT)")
+    choice.add_argument("--model", help="checkpoint folder (VideoMAE / ViViT / V-JEPA 2, vanilla or RLT)")
     choice.add_argument("--from-scratch", choices=sorted(SIZES), help="a new model of this size")
     model.add_argument("--arch", choices=registry.names(), default="videomae", help="with --from-scratch")
     model.add_argument("--num-frames", type=int,

@@ -44,19 +44,24 @@ VIDEOMAE = {
     "rlt_input_scale": [1 / 255 / std for std in IMAGENET_DEFAULT_STD],
 }
 
-# name -> (base model, license of the base model's card, converted config, length table key)
+KINETICS_400 = (["kinetics-400"], 400)
+
+# name -> (base model, license of the base model's card, converted config, length table key,
+#          (datasets, number of classes))
 PLANNED = {
     "videomae-base-finetuned-kinetics-rlt": (
         "MCG-NJU/videomae-base-finetuned-kinetics",
         "cc-by-nc-4.0",
         {**VIDEOMAE, "hidden_size": 768},
         "videomae.embeddings.length_embeddings.weight",
+        KINETICS_400,
     ),
     "videomae-large-finetuned-kinetics-rlt": (
         "MCG-NJU/videomae-large-finetuned-kinetics",
         "cc-by-nc-4.0",
         {**VIDEOMAE, "hidden_size": 1024},
         "videomae.embeddings.length_embeddings.weight",
+        KINETICS_400,
     ),
     "vivit-b-16x2-kinetics400-rlt": (
         "google/vivit-b-16x2-kinetics400",
@@ -73,13 +78,36 @@ PLANNED = {
             "rlt_input_scale": [1 / 127.5 / 0.5] * 3,
         },
         "vivit.embeddings.length_embeddings.weight",
+        KINETICS_400,
+    ),
+    # V-JEPA 2 ViT-L with its attentive probe trained on Something-Something v2 (174 classes): 16 frames
+    # of 256x256; VJEPA2VideoProcessor resizes the short side to 292, crops 256, ImageNet mean/std.
+    "vjepa2-vitl-fpc16-256-ssv2-rlt": (
+        "facebook/vjepa2-vitl-fpc16-256-ssv2",
+        "mit",
+        {
+            "model_type": "rlt_vjepa2",
+            "architectures": ["RLTVJEPA2ForVideoClassification"],
+            "crop_size": 256,
+            "frames_per_clip": 16,
+            "tubelet_size": 2,
+            "patch_size": 16,
+            "in_chans": 3,
+            "hidden_size": 1024,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "num_pooler_layers": 3,
+            "rlt_input_scale": [1 / 255 / std for std in IMAGENET_DEFAULT_STD],
+        },
+        "vjepa2.encoder.embeddings.length_embeddings.weight",
+        (["something-something-v2"], 174),
     ),
 }
 
 
 def planned_card(name: str):
-    base_model, license, config, length_key = PLANNED[name]
-    config = {**RLT_DEFAULTS, **config, "id2label": {str(i): f"LABEL_{i}" for i in range(400)}}
+    base_model, license, config, length_key, (datasets, num_labels) = PLANNED[name]
+    config = {**RLT_DEFAULTS, **config, "id2label": {str(i): f"LABEL_{i}" for i in range(num_labels)}}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         (folder / "config.json").write_text(json.dumps(config))
@@ -88,7 +116,7 @@ def planned_card(name: str):
         grid_t = registry.as_rlt_config(config).rlt_token_grid[0]
         save_file({length_key: torch.zeros(grid_t, config["hidden_size"])}, folder / "model.safetensors")
         return model_card(
-            folder, repo_id=f"{NAMESPACE}/{name}", base_model=base_model, license=license, datasets=["kinetics-400"]
+            folder, repo_id=f"{NAMESPACE}/{name}", base_model=base_model, license=license, datasets=datasets
         )
 
 

@@ -82,10 +82,17 @@ def test_cli_inspect_defaults_to_the_bundled_sample(tmp_path, capsys, monkeypatc
 
 
 def test_cli_inspect_takes_an_architectures_geometry_from_the_registry(square_clip, capsys):
-    # ViViT's default config: 32 frames of 224x224 in 2x16x16 tubelets (3136 tokens); flags still override.
+    # ViViT's default config: 32 frames of 224x224 in 2x16x16 tubelets (3136 tokens), cropped from a short
+    # side of 256 as its checkpoints' processor does; flags still override.
     assert main(["inspect", str(square_clip), "--arch", "vivit", "--no-png", "--frame-stride", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "32 frames, stride 1, 224x224, tubelets 2x16x16" in printed and "/3136" in printed
+    assert "32 frames, stride 1, 224x224 (short side 256, centre crop), tubelets 2x16x16" in printed
+    assert "/3136" in printed
+    # V-JEPA 2: 64 frames (the encoders' clip) of 256x256 cropped from a short side of 292: 8192 tokens.
+    assert main(["inspect", str(square_clip), "--arch", "vjepa2", "--no-png", "--frame-stride", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "64 frames, stride 1, 256x256 (short side 292, centre crop), tubelets 2x16x16" in printed
+    assert "/8192" in printed
     assert main(["inspect", str(square_clip), "--arch", "vivit", "--no-png", *SQUARE_ARGS]) == 0
     assert f"/{SQUARE_TOTAL}" in capsys.readouterr().out
     with pytest.raises(SystemExit):

@@ -2,6 +2,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import noise_clips, run_without_rlt
@@ -12,6 +13,7 @@ from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Embeddings, VJEPA2L
 
 import rlt
 from rlt import RLTVJEPA2Config, RLTVJEPA2ForVideoClassification, RLTVJEPA2Model, run_length_tokenize
+from rlt.cli import main as cli_main
 from rlt.models.modeling_rlt_vjepa2 import RLTVJEPA2PoolerCrossAttentionLayer
 from rlt.models.packing import PackedSequence
 
@@ -463,6 +465,8 @@ def test_config_geometry_aliases_and_checks():
     assert config.rlt_num_frames == 8 and config.rlt_image_size == (32, 32) and config.rlt_num_channels == 3
     assert config.rlt_tubelet_size == 2 and config.rlt_patch_size == (8, 8) and config.rlt_token_grid == GRID
     assert config.rlt_num_prefix_tokens == 0 and config.rlt_input_name == "pixel_values_videos"
+    assert config.rlt_fixed_num_frames is False  # RoPE: any whole number of tubelets
+    assert rlt.RLTVideoMAEConfig().rlt_fixed_num_frames is True  # a position table of num_frames
     # The names VideoMAE, ViViT and the video-classification pipeline read.
     assert (config.num_frames, config.image_size, config.num_channels) == (8, 32, 3)
     assert RLTVJEPA2Config(patch_size=[16, 16]).patch_size == 16
@@ -500,3 +504,125 @@ def test_long_clip_example_counts_what_the_model_keeps(capsys):
     assert output.tokens_kept.tolist() == [row["kept"]]
     example.main([str(video), "--frames", "16", "--crop", "64", "--strides", "4"])
     assert "| bigbuckbunny_sample | 132 | 4 | 0 |" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def convertible_folders(vanilla_folders):
+    """The vanilla folders with the ``video_preprocessor_config.json`` transformers' VJEPA2VideoProcessor
+    writes (short side int(crop * 256 / 224), centre crop, ImageNet statistics). The class is imported from
+    its module: transformers' top-level name demands torchvision, which saving a config does not use."""
+    from transformers.models.vjepa2.video_processing_vjepa2 import VJEPA2VideoProcessor
+
+    for kind in ("classifier", "encoder"):
+        VJEPA2VideoProcessor(crop_size=TINY_VJEPA2["crop_size"]).save_pretrained(vanilla_folders / kind)
+    return vanilla_folders
+
+
+def test_convert_both_kinds_and_load_them_without_rlt(convertible_folders, tmp_path):
+    source = convertible_folders
+    with safe_open(source / "encoder" / "model.safetensors", "pt") as weights:
+        assert any(key.startswith("predictor.") for key in weights.keys())  # the JEPA predictor is in the encoder
+    classifier = rlt.convert(source / "classifier", tmp_path / "classifier", threshold=0.0)
+    assert cli_main(["convert", str(source / "encoder"), str(tmp_path / "encoder"), "--threshold", "0"]) == 0
+    assert type(classifier) is RLTVJEPA2ForVideoClassification
+    imagenet_std = (0.229, 0.224, 0.225)
+    for kind in ("classifier", "encoder"):
+        out = tmp_path / kind
+        config = json.loads((out / "config.json").read_text())
+        assert config["model_type"] == "rlt_vjepa2" and config["rlt_threshold"] == 0.0
+        assert config["rlt_input_scale"] == pytest.approx([1 / 255 / std for std in imagenet_std])
+        with safe_open(out / "model.safetensors", "pt") as weights:
+            assert not any("predictor" in key for key in weights.keys())
+        processor = json.loads((out / "video_preprocessor_config.json").read_text())
+        assert processor["video_processor_type"] == "RLTVideoProcessor"
+        assert processor["size"] == {"shortest_edge": 36}  # int(32 * 256 / 224), as V-JEPA 2 resizes
+        assert processor["crop_size"] == {"height": 32, "width": 32} and processor["num_frames"] == 8
+        assert processor["image_std"] == pytest.approx(imagenet_std) and processor["rescale_offset"] == 0.0
+        assert processor["image_mean"] == pytest.approx([0.485, 0.456, 0.406])
+        assert rlt.RLTVideoProcessor.from_pretrained(out).rlt_input_scale == pytest.approx(config["rlt_input_scale"])
+    card = (tmp_path / "classifier" / "README.md").read_text()
+    assert "3D RoPE" in card and "attentive probe" in card and "any multiple of 2 frames" in card
+    assert "pipeline_tag: video-classification" in card
+    encoder_card = (tmp_path / "encoder" / "README.md").read_text()
+    assert "AutoModel.from_pretrained(" in encoder_card and "pipeline_tag" not in encoder_card
+    assert json.loads((tmp_path / "encoder" / "config.json").read_text())["architectures"] == ["RLTVJEPA2Model"]
+    code = f"""
+        import torch
+        from transformers import AutoModel, AutoModelForVideoClassification, AutoProcessor
+        reference = torch.load({str(source / "reference.pt")!r})
+        classifier = AutoModelForVideoClassification.from_pretrained({str(tmp_path / "classifier")!r},
+                                                                     trust_remote_code=True).eval()
+        encoder = AutoModel.from_pretrained({str(tmp_path / "encoder")!r}, trust_remote_code=True).eval()
+        assert type(classifier).__name__ == "RLTVJEPA2ForVideoClassification", type(classifier)
+        assert type(encoder).__name__ == "RLTVJEPA2Model", type(encoder)
+        processor = AutoProcessor.from_pretrained({str(tmp_path / "encoder")!r}, trust_remote_code=True)
+        assert type(processor).__name__ == "RLTVideoProcessor", type(processor)
+        with torch.no_grad():
+            logits = classifier(pixel_values_videos=reference["clips"]).logits
+            states = torch.stack(encoder(pixel_values_videos=reference["clips"]).per_clip())
+        torch.testing.assert_close(logits, reference["logits"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(states, reference["states"], atol=1e-5, rtol=1e-5)
+        print("vanilla reproduced")
+    """
+    assert "vanilla reproduced" in run_without_rlt(code, cwd=tmp_path)
+
+
+def _labelled_videos(root: Path) -> Path:
+    """Two classes of 12-frame 32x32 clips: a still noise background with a bright square, still or moving."""
+    from video_helpers import write_video
+
+    rng = np.random.default_rng(0)
+    for label in ("still", "moving"):
+        (root / label).mkdir(parents=True)
+        for index in range(2):
+            frames = np.repeat(rng.integers(0, 120, (1, 32, 32, 3), dtype=np.uint8), 12, axis=0)
+            for frame in range(12):
+                step = frame // 3 if label == "moving" else 0
+                frames[frame, 4 : 16, 4 + 4 * step : 16 + 4 * step] = 250
+            write_video(root / label / f"{index}.mp4", frames)
+    return root
+
+
+def test_rlt_evaluate_takes_a_vanilla_or_converted_vjepa2_classifier(convertible_folders, tmp_path, capsys):
+    data = _labelled_videos(tmp_path / "data")
+    converted = tmp_path / "converted"
+    rlt.convert(convertible_folders / "classifier", converted)
+    reports = {}
+    for name, folder in (("vanilla", convertible_folders / "classifier"), ("converted", converted)):
+        out = tmp_path / f"{name}.json"
+        argv = ["evaluate", str(folder), str(data), "--threshold", "0", "0.1", "--pooling", "mean", "length_weighted",
+                "--batch-size", "2", "--workers", "0", "--no-progress", "--json", str(out)]  # fmt: skip
+        assert cli_main(argv) == 0, capsys.readouterr().err
+        reports[name] = json.loads(out.read_text())["results"]
+    rows = reports["vanilla"]
+    # The attentive probe takes rlt_pooling (its query counts a token run-length times), so both poolings run.
+    assert [(r["threshold"], r["rlt_enabled"], r["pooling"]) for r in rows] == [
+        (0.0, False, "-"), (0.1, True, "mean"), (0.1, True, "length_weighted")
+    ]  # fmt: skip
+    assert rows[0]["tokens_kept_pct"] == 100.0 and rows[1]["tokens_kept_pct"] < 60.0
+    for vanilla, converted_row in zip(rows, reports["converted"]):  # the same model, whichever folder
+        assert vanilla["top1"] == converted_row["top1"] and vanilla["tokens_kept_pct"] == converted_row["tokens_kept_pct"]
+
+
+@pytest.mark.parametrize("source", ["from-scratch", "vanilla-folder"])
+def test_training_script_trains_vjepa2(source, convertible_folders, tmp_path):
+    path = Path(__file__).resolve().parents[1] / "examples" / "train_video_classification.py"
+    spec = importlib.util.spec_from_file_location("train_video_classification", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    model = ["--arch", "vjepa2", "--from-scratch", "tiny"]
+    if source == "vanilla-folder":
+        model = ["--model", str(convertible_folders / "classifier")]
+    out = tmp_path / "run"
+    summary = script.main([
+        "--synthetic", "16", "--synthetic-eval", "8", *model, "--image-size", "32", "--num-frames", "8",
+        "--batch-size", "8", "--num-workers", "0", "--output-dir", str(out), "--epochs", "1",
+        "--eval-strategy", "epoch", "--save-strategy", "no",
+    ])  # fmt: skip
+    assert summary["steps"] == 2 and 0 <= summary["eval_accuracy"] <= 1
+    assert summary["mean_tokens_kept"] < summary["tokens_per_clip"]  # the generated clips repeat
+    trained = AutoModelForVideoClassification.from_pretrained(out)
+    assert type(trained) is RLTVJEPA2ForVideoClassification and trained.config.num_labels == 8
+    table = trained.vjepa2.encoder.embeddings.length_embeddings.weight
+    assert table.abs().sum() > 0  # trained (from scratch: initialised trunc-normal; from a checkpoint: zeros)
+    assert (out / "video_preprocessor_config.json").is_file()

@@ -15,12 +15,22 @@ __all__ = [
 ]
 
 
+def _supported_architectures() -> str:
+    """``"VideoMAE, ViViT or V-JEPA 2"``: the registry's architectures, for help texts."""
+    from . import registry
+
+    names = [entry.display_name for entry in registry.architectures()]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
 def _add_convert(subparsers) -> None:
+    supported = _supported_architectures()
     parser = subparsers.add_parser(
         "convert",
-        help="turn a VideoMAE or ViViT checkpoint into an RLT checkpoint folder",
-        description="Turn a vanilla VideoMAE or ViViT checkpoint (folder or Hub id) into an RLT checkpoint folder "
-        "that loads with AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=True).",
+        help=f"turn a {supported} checkpoint into an RLT checkpoint folder",
+        description=f"Turn a vanilla {supported} checkpoint (folder or Hub id; a base model or a video classifier) "
+        "into an RLT checkpoint folder that loads with AutoModel / AutoModelForVideoClassification.from_pretrained("
+        "folder, trust_remote_code=True), with its processor and model card.",
     )
     parser.add_argument("source", help="checkpoint folder or Hub model id")
     parser.add_argument("output_dir", help="folder to write the RLT checkpoint to")
@@ -123,8 +133,11 @@ def _architecture_names() -> list[str]:
 
 def _inspect_geometry(args) -> None:
     """Fill ``--num-frames``, ``--size``, ``--tubelet-size`` and ``--patch-size`` not given: from
-    ``--arch``'s default config (the registry), else 16 frames, 224 px, 2x16x16."""
+    ``--arch``'s default config (the registry), else 16 frames, 224 px, 2x16x16. Without ``--size``,
+    ``--arch`` also sets the short side resized to before the crop (``args.resize``), as that
+    architecture's checkpoints' processor does (V-JEPA 2: 292 for a 256 crop)."""
     defaults = {"num_frames": 16, "size": 224, "tubelet_size": 2, "patch_size": 16}
+    args.resize = None
     if args.arch is not None:
         from . import registry
 
@@ -138,6 +151,12 @@ def _inspect_geometry(args) -> None:
             "tubelet_size": config.rlt_tubelet_size,
             "patch_size": patch_h,
         }
+        resize = registry.get(args.arch).processor_defaults.get("size", {}).get("shortest_edge")
+        crop = registry.get(args.arch).processor_defaults.get("crop_size", {})
+        # The checkpoints' resize only where their crop is the config's frame size (ViViT's processor
+        # crops 224 from 256 for a 224 model: the same rule then; a config of another size: no resize rule).
+        if args.size is None and resize and crop.get("height") == crop.get("width") == defaults["size"]:
+            args.resize = int(resize)
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -171,6 +190,7 @@ def _run_inspect(args) -> None:
         frame_stride=None if args.uniform or args.fps is not None else args.frame_stride,
         fps=args.fps,
         size=args.size,
+        resize=args.resize,
         tubelet_size=args.tubelet_size,
         patch_size=args.patch_size,
         compare_to=args.compare_to,

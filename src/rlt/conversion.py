@@ -82,7 +82,8 @@ def convert(
     overwrite: bool = False,
     **rlt_settings,
 ):
-    """Convert a VideoMAE or ViViT checkpoint (a folder or a Hub id) into an RLT checkpoint folder.
+    """Convert a checkpoint of a registered architecture (VideoMAE, ViViT, V-JEPA 2, ...; a folder or a Hub
+    id; a base model or a video classifier) into an RLT checkpoint folder of the same kind.
 
     The weights are copied unchanged; the length encoding starts at zero, so the converted model
     computes what the original does on the tokens RLT keeps. The folder holds the config (with

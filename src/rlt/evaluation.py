@@ -99,7 +99,8 @@ def load_classifier(checkpoint: str | os.PathLike):
 
 
 def _mean_pooling(model) -> bool:
-    return getattr(model, "fc_norm", None) is not None
+    """Whether ``rlt_pooling`` changes the model's head (the registry says; a CLS head it does not)."""
+    return registry.for_model(model).rlt_pooling_applies(model.config)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,7 +431,8 @@ def evaluate(
             ``save_to_disk`` folder, parquet / webdataset shards, a Hub id), or in-memory uint8 clips
             ``(clips, labels[, class_names])``.
         thresholds: ``tau`` values; 0 (always run, first) is the baseline with RLT off.
-        poolings: ``"mean"`` and / or ``"length_weighted"`` (mean-pooling heads only; a CLS head has one row).
+        poolings: ``"mean"`` and / or ``"length_weighted"`` (heads that ``rlt_pooling`` applies to: a mean or an
+            attentive probe; a CLS head has one row).
         dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"``: the model's weights and inputs (RLT's keep mask
             is computed from the float32 clip, in the timed region). A checkpoint folder is loaded in
             this dtype; a model passed in must already be in it (it is not cast, and returns to its device).

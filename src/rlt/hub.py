@@ -155,8 +155,12 @@ def model_card_facts(folder: Path, config: dict) -> dict:
     cls_tokens = geometry.rlt_num_prefix_tokens
     num_tokens = geometry.rlt_tokens_per_clip
     weighting = "run-length-weighted mean" if config.get("rlt_pooling") == "length_weighted" else "plain mean"
-    if not architecture.endswith("ForVideoClassification"):
+    entry = registry.for_config(config)
+    is_classifier = architecture.endswith("ForVideoClassification")
+    if not is_classifier:
         pooling = "none: a base model without a classification head (packed hidden states)"
+    elif entry.classifier_pooling is not None:
+        pooling = entry.classifier_pooling(config)
     elif cls_tokens:
         pooling = "the clip's CLS token"
     elif config.get("use_mean_pooling", True):
@@ -179,6 +183,27 @@ def model_card_facts(folder: Path, config: dict) -> dict:
         else "not recorded: ImageNet normalisation (`(1/255) / std`) assumed"
     )
     labels = config.get("id2label") or {}
+    if geometry.rlt_fixed_num_frames:
+        input_size_limitation = (
+            f"Fixed input size: {frames} frames of {height}x{width} (the position embeddings are fixed to that grid;\n"
+            "  `interpolate_pos_encoding` is not supported)."
+        )
+    else:
+        input_size_limitation = (
+            f"Fixed frame size: {height}x{width} (positions are laid out on that grid; `interpolate_pos_encoding`\n"
+            f"  is not supported). Clips may hold any multiple of {t} frames; the base model was trained on {frames}."
+        )
+    if is_classifier:
+        auto_class = "AutoModelForVideoClassification"
+        usage_result = "print(model.config.id2label[outputs.logits.argmax(-1).item()])"
+        pooling_sentence = f"The classifier pools each clip's own tokens ({pooling.split(':')[0]})."
+    else:
+        auto_class = "AutoModel"
+        usage_result = "clips = outputs.per_clip()  # one (tokens kept, hidden) tensor per clip"
+        pooling_sentence = (
+            "No classification head: `outputs.last_hidden_state` holds the clips' kept tokens packed end to end\n"
+            "  (`outputs.cu_seqlens` marks where each clip starts; `outputs.per_clip()` splits them)."
+        )
     return {
         "architecture": architecture,
         "model_type": model_type,
@@ -189,6 +214,12 @@ def model_card_facts(folder: Path, config: dict) -> dict:
         "training_free": bool(zero) or not config.get("rlt_use_length_encoding", True),
         "pooling": pooling,
         "pooling_description": pooling.split(":")[0],
+        "pooling_sentence": pooling_sentence,
+        "position_encoding": entry.position_encoding,
+        "input_size_limitation": input_size_limitation,
+        "is_classifier": is_classifier,
+        "auto_class": auto_class,
+        "usage_result": usage_result,
         "num_frames": frames,
         "num_channels": geometry.rlt_num_channels,
         "image_size": f"{height}x{width}",
@@ -284,7 +315,8 @@ def model_card(
     tags = list(dict.fromkeys([*CARD_TAGS, facts["family"], *(existing.get("tags") or [])]))
     card_data = ModelCardData(
         library_name="transformers",
-        pipeline_tag="video-classification",
+        # A base model (encoder) serves no pipeline task of its own.
+        pipeline_tag="video-classification" if facts["is_classifier"] else None,
         tags=tags,
         base_model=base_model,
         datasets=datasets,

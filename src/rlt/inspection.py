@@ -250,6 +250,7 @@ def run_inspection(
     frame_stride: int | None = 2,
     fps: float | None = None,
     size: int = 224,
+    resize: int | None = None,
     tubelet_size: int = 2,
     patch_size: int = 16,
     compare_to: str = "previous",
@@ -261,7 +262,8 @@ def run_inspection(
     """Inspect clips (the bundled sample when ``videos`` is empty), print a table, write PNGs.
 
     ``names`` (one per video, e.g. ``row-3`` for a dataset's rows) name the clips in the table and
-    the PNG files; default: the files' names.
+    the PNG files; default: the files' names. Frames are resized to a short side of ``resize``
+    (default ``size``), then centre-cropped to ``size`` x ``size``.
 
     Writes ``<clip>.png`` per clip (``<clip>_tau<t>.png`` per clip and threshold when several
     thresholds are given, plus ``kept_fraction_vs_threshold.png``) into ``out_dir`` (None: no
@@ -286,7 +288,7 @@ def run_inspection(
         num_frames=num_frames,
         frame_stride=frame_stride if fps is None else None,
         fps=fps,
-        size={"shortest_edge": size},
+        size={"shortest_edge": size if resize is None else resize},
         crop_size={"height": size, "width": size},
     )
     if use_sample:
@@ -294,7 +296,8 @@ def run_inspection(
     sampling = f"{num_frames} frames, " + (
         f"{fps:g} fps" if fps is not None else f"stride {frame_stride}" if frame_stride else "uniform over the clip"
     )
-    print(f"{sampling}, {size}x{size}, tubelets {tubelet_size}x{patch_size}x{patch_size}", file=stream)
+    cropped = f" (short side {resize}, centre crop)" if resize not in (None, size) else ""
+    print(f"{sampling}, {size}x{size}{cropped}, tubelets {tubelet_size}x{patch_size}x{patch_size}", file=stream)
     print(f"{'clip':<32} {'tau':>6} {'kept/total':>13} {'reduction':>10} {'mean run':>9} {'padded':>7}", file=stream)
     results = []
     show = (len(videos) > 1) if progress is None else progress

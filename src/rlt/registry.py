@@ -86,6 +86,11 @@ class Architecture:
             rescaling, resize and crop, frames): the input scale ``rlt.from_model`` assumes without a
             processor, and ``rlt inspect --arch``'s defaults.
         config_fields: ``ModelShape -> dict`` of this architecture's config fields.
+        position_encoding: how a kept token keeps its place, in words (model cards).
+        classifier_pooling: ``config dict -> words``: how the RLT classifier pools a clip (model
+            cards); None for the shared heads (the CLS token, or the mean / first token).
+        rlt_pooling_applies: ``config -> bool``: whether ``rlt_pooling`` (plain or run-length-weighted)
+            changes how this classifier pools (a mean or an attentive head does, a CLS token does not).
     """
 
     name: str
@@ -98,6 +103,9 @@ class Architecture:
     vanilla_classifier_class: type
     processor_defaults: Mapping[str, Any] = field(default_factory=dict)
     config_fields: Callable[[ModelShape], dict] = field(default=lambda shape: {})
+    position_encoding: str = "the position embedding of its original place"
+    classifier_pooling: Callable[[Mapping], str] | None = None
+    rlt_pooling_applies: Callable[[Any], bool] = field(default=lambda config: False)
 
     @property
     def model_type(self) -> str:
@@ -262,6 +270,18 @@ def _vivit_fields(shape: ModelShape) -> dict:
     )
 
 
+def _vjepa2_pooling(config: Mapping) -> str:
+    weighting = (
+        ", each token counted its run length times in the query's softmax"
+        if config.get("rlt_pooling") == "length_weighted"
+        else ""
+    )
+    return (
+        "V-JEPA 2's attentive probe over the clip's kept tokens: its self-attention layers, then one learned "
+        f"query's cross-attention{weighting}"
+    )
+
+
 def _vjepa2_fields(shape: ModelShape) -> dict:
     return dict(
         hidden_size=shape.hidden_size,
@@ -296,6 +316,7 @@ register(
             image_std=list(IMAGENET_DEFAULT_STD),
         ),
         config_fields=_videomae_fields,
+        rlt_pooling_applies=lambda config: bool(getattr(config, "use_mean_pooling", True)),
     )
 )
 register(
@@ -343,5 +364,8 @@ register(
             image_std=list(IMAGENET_DEFAULT_STD),
         ),
         config_fields=_vjepa2_fields,
+        rlt_pooling_applies=lambda config: True,  # the probe's query counts each token its run length times
+        position_encoding="its original (t, h, w) place in every layer's 3D RoPE (V-JEPA 2 has no position table)",
+        classifier_pooling=_vjepa2_pooling,
     )
 )

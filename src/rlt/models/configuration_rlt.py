@@ -85,8 +85,14 @@ class RLTSettings:
 
     @property
     def rlt_num_frames(self) -> int:
-        """Frames per clip the model takes (its position embeddings are fixed to them)."""
+        """Frames per clip the model takes (see ``rlt_fixed_num_frames``)."""
         return int(self.num_frames)
+
+    @property
+    def rlt_fixed_num_frames(self) -> bool:
+        """Whether the model takes exactly ``rlt_num_frames`` frames (True: a position table of that
+        length, VideoMAE and ViViT) or any whole number of tubelets (False: V-JEPA 2's RoPE)."""
+        return True
 
     @property
     def rlt_image_size(self) -> tuple[int, int]:

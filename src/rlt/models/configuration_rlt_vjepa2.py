@@ -62,6 +62,11 @@ class RLTVJEPA2Config(VJEPA2Config, RLTSettings):
         return self.frames_per_clip
 
     @property
+    def rlt_fixed_num_frames(self) -> bool:
+        """False: RoPE has no fixed length, so clips of any whole number of tubelets run."""
+        return False
+
+    @property
     def rlt_image_size(self) -> tuple[int, int]:
         return self.crop_size, self.crop_size
 

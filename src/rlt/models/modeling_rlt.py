@@ -233,10 +233,24 @@ def check_pixel_values(config, pixel_values) -> None:
             f"the model expects {num_channels}{hint}"
         )
     image_h, image_w = config.rlt_image_size
-    if (height, width) != (image_h, image_w) or frames != num_frames:
+    if config.rlt_fixed_num_frames:
+        if (height, width) != (image_h, image_w) or frames != num_frames:
+            raise ValueError(
+                f"{name} have {frames} frames of {height}x{width}; this model takes {num_frames} frames "
+                f"of {image_h}x{image_w} (its position embeddings are fixed to that grid)"
+            )
+        return
+    # Positions computed from token ids (V-JEPA 2's RoPE) on a fixed spatial grid, any length of clip.
+    if (height, width) != (image_h, image_w):
         raise ValueError(
-            f"{name} have {frames} frames of {height}x{width}; this model takes {num_frames} frames "
-            f"of {image_h}x{image_w} (its position embeddings are fixed to that grid)"
+            f"{name} frames are {height}x{width}; this model takes {image_h}x{image_w} (its positions are laid "
+            "out on that grid): resize and crop with the checkpoint's processor"
+        )
+    tubelet_size = config.rlt_tubelet_size
+    if frames % tubelet_size:
+        raise ValueError(
+            f"{name} has {frames} frames, not a multiple of the tubelet size {tubelet_size}: sample a multiple "
+            f"of {tubelet_size} frames (any such number works; the checkpoint was trained on {num_frames})"
         )
 
 

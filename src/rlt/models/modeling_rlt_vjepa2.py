@@ -23,7 +23,6 @@ tubelet (an image) are repeated to fill it, as transformers does.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers.models.vjepa2.modeling_vjepa2 import (
     VJEPA2AttentivePooler,
@@ -50,18 +49,14 @@ from .modeling_rlt import (
     reject_unsupported,
     run_encoder,
 )
-from .packing import PackedSequence, packed_attention
+from .packing import PackedSequence, packed_attention, packed_cross_attention
 from .tokenizer import RunLengthTokens
 
 __all__ = [
     "RLTVJEPA2ForVideoClassification",
     "RLTVJEPA2Model",
     "RLTVJEPA2PreTrainedModel",
-    "check_video_input",
-    "packed_cross_attention",
 ]
-
-INPUT_NAME = "pixel_values_videos"
 
 
 def take_video_input(pixel_values_videos: torch.Tensor | None, kwargs: dict) -> torch.Tensor:
@@ -92,65 +87,6 @@ def reject_predictor_arguments(kwargs: dict) -> None:
             "(it runs the encoder only, as skip_predictor=True does)"
         )
     kwargs.pop("skip_predictor", None)
-
-
-def check_video_input(config: RLTVJEPA2Config, pixel_values_videos) -> None:
-    """Clear errors for clips V-JEPA 2 cannot take, before anything reaches torch's kernels.
-
-    Any number of frames that is a whole number of tubelets is fine (RoPE has no fixed length); the
-    frames must be ``crop_size`` square, the grid the RoPE positions are computed on.
-    """
-    if not isinstance(pixel_values_videos, torch.Tensor):
-        raise TypeError(f"{INPUT_NAME} must be a torch.Tensor, got {type(pixel_values_videos).__name__}")
-    shape = tuple(pixel_values_videos.shape)
-    if pixel_values_videos.dim() != 5:
-        raise ValueError(
-            f"{INPUT_NAME} must have shape (batch, frames, channels, height, width), "
-            f"got {len(shape)} dimensions {shape}"
-        )
-    if not pixel_values_videos.is_floating_point():
-        raise ValueError(
-            f"{INPUT_NAME} must be a float tensor, normalised as the processor does; got {pixel_values_videos.dtype}"
-        )
-    _, frames, channels, height, width = shape
-    if channels != config.in_chans:
-        hint = ""
-        if frames == config.in_chans:
-            hint = (
-                " (it looks like (batch, channels, frames, height, width): "
-                "permute to (batch, frames, channels, ...))"
-            )
-        elif width == config.in_chans:
-            hint = " (it looks channels-last: permute to (batch, frames, channels, height, width))"
-        raise ValueError(
-            f"{INPUT_NAME} {shape} has {channels} channels at dimension 2, the model expects {config.in_chans}{hint}"
-        )
-    if (height, width) != (config.crop_size, config.crop_size):
-        raise ValueError(
-            f"{INPUT_NAME} frames are {height}x{width}; this model takes {config.crop_size}x{config.crop_size} "
-            "(its RoPE positions are laid out on that grid): resize and crop with the checkpoint's processor"
-        )
-    if frames % config.tubelet_size:
-        raise ValueError(
-            f"{INPUT_NAME} has {frames} frames, not a multiple of the tubelet size {config.tubelet_size}: "
-            f"sample a multiple of {config.tubelet_size} frames (any such number works; the checkpoint was "
-            f"trained on {config.frames_per_clip})"
-        )
-
-
-class _ClipFrames:
-    """The config as ``choose_tokens`` reads it, with this clip's own frame count.
-
-    ``choose_tokens`` checks the input against a fixed ``num_frames`` (VideoMAE and ViViT have position
-    tables of that length); V-JEPA 2 has none, so it sees the frame count ``check_video_input`` accepted.
-    """
-
-    def __init__(self, config: RLTVJEPA2Config, num_frames: int):
-        self._config = config
-        self.num_frames = self.rlt_num_frames = num_frames
-
-    def __getattr__(self, name: str):
-        return getattr(self._config, name)
 
 
 def rope_positions(token_ids: torch.Tensor, grid_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -280,49 +216,6 @@ class RLTVJEPA2Encoder(nn.Module):
         hidden_states = self.embeddings(pixel_values_videos, tokens, packed)
         hidden_states, all_hidden_states = run_encoder(self.layer, hidden_states, packed, output_hidden_states)
         return self.layernorm(hidden_states), all_hidden_states
-
-
-def packed_cross_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    packed: PackedSequence,
-    *,
-    scaling: float,
-    dropout: float = 0.0,
-    key_weights: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """One query per clip attending to that clip's packed tokens only.
-
-    Args:
-        query: ``(B, heads, head_dim)``.
-        key, value: ``(total, heads, head_dim)``, packed as ``packed`` says.
-        key_weights: optional positive ``(total,)``: a token of weight ``w`` counts as ``w`` copies of
-            itself in the softmax (its score plus ``log w``).
-
-    Returns:
-        ``(B, heads, head_dim)``.
-    """
-    batch = packed.batch_size
-    if packed.is_uniform:
-        keys, values = (t.view(batch, -1, *t.shape[1:]).transpose(1, 2) for t in (key, value))
-        mask = None
-        if key_weights is not None:
-            mask = key_weights.log().to(query.dtype).view(batch, 1, 1, -1)
-    else:
-        # One query row per clip: padding to the longest clip costs B x max_len scores, nothing next
-        # to the encoder, and runs on every device and dtype with dropout.
-        keys, values = (packed.pad(t).transpose(1, 2) for t in (key, value))  # (B, heads, S, d)
-        real = packed.padding_mask()[:, None, None, :]
-        if key_weights is None:
-            mask = real
-        else:
-            bias = packed.pad(key_weights.log().to(query.dtype))[:, None, None, :]
-            mask = bias.masked_fill(~real, float("-inf"))
-    out = F.scaled_dot_product_attention(
-        query.unsqueeze(2), keys, values, attn_mask=mask, dropout_p=dropout, scale=scaling
-    )
-    return out.squeeze(2)
 
 
 class RLTVJEPA2PoolerSelfAttention(VJEPA2PoolerSelfAttention):
@@ -498,10 +391,7 @@ class RLTVJEPA2Model(RLTVJEPA2PreTrainedModel):
             output_hidden_states = self.config.output_hidden_states
         if isinstance(clips, torch.Tensor) and clips.dim() == 5 and clips.shape[1] < self.config.tubelet_size:
             clips = clips.repeat(1, self.config.tubelet_size, 1, 1, 1)  # as transformers does for images
-        check_video_input(self.config, clips)
-        tokens, packed = choose_tokens(
-            _ClipFrames(self.config, clips.shape[1]), clips, keep_mask, self.config.tubelet_size, self.config.patch_size
-        )
+        tokens, packed = choose_tokens(self.config, clips, keep_mask)
         hidden_states, all_hidden_states = self.encoder(clips, tokens, packed, output_hidden_states)
         return EncodedClips(hidden_states, all_hidden_states, tokens, packed)
 

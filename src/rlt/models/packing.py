@@ -33,6 +33,7 @@ __all__ = [
     "PackedSequence",
     "check_backend",
     "packed_attention",
+    "packed_cross_attention",
     "resolve_backend",
     "varlen_available",
 ]
@@ -377,3 +378,46 @@ _BACKENDS = {
     "padded": _padded,
     "eager": _eager,
 }
+
+
+def packed_cross_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    packed: PackedSequence,
+    *,
+    scaling: float,
+    dropout: float = 0.0,
+    key_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One query per clip attending to that clip's packed tokens only.
+
+    Args:
+        query: ``(B, heads, head_dim)``.
+        key, value: ``(total, heads, head_dim)``, packed as ``packed`` says.
+        key_weights: optional positive ``(total,)``: a token of weight ``w`` counts as ``w`` copies of
+            itself in the softmax (its score plus ``log w``).
+
+    Returns:
+        ``(B, heads, head_dim)``.
+    """
+    batch = packed.batch_size
+    if packed.is_uniform:
+        keys, values = (t.view(batch, -1, *t.shape[1:]).transpose(1, 2) for t in (key, value))
+        mask = None
+        if key_weights is not None:
+            mask = key_weights.log().to(query.dtype).view(batch, 1, 1, -1)
+    else:
+        # One query row per clip: padding to the longest clip costs B x max_len scores, nothing next
+        # to the encoder, and runs on every device and dtype with dropout.
+        keys, values = (packed.pad(t).transpose(1, 2) for t in (key, value))  # (B, heads, S, d)
+        real = packed.padding_mask()[:, None, None, :]
+        if key_weights is None:
+            mask = real
+        else:
+            bias = packed.pad(key_weights.log().to(query.dtype))[:, None, None, :]
+            mask = bias.masked_fill(~real, float("-inf"))
+    out = F.scaled_dot_product_attention(
+        query.unsqueeze(2), keys, values, attn_mask=mask, dropout_p=dropout, scale=scaling
+    )
+    return out.squeeze(2)
