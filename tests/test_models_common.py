@@ -296,3 +296,106 @@ def test_trainer_num_items_in_batch_reaches_the_loss(case):
     mean_loss = rlt_model(**case.video(clips), labels=labels).loss
     summed_over_4 = rlt_model(**case.video(clips), labels=labels, num_items_in_batch=torch.tensor(4)).loss
     torch.testing.assert_close(summed_over_4, mean_loss / 2)
+
+
+def static_clips(batch: int) -> torch.Tensor:
+    """Clips whose frames all repeat the first: each keeps one time step (4 of 16 tubelets)."""
+    return noise_clips(batch)[:, :1].expand(batch, 8, 3, 32, 32).contiguous()
+
+
+def forward_and_gradients(model, case, clips, labels):
+    output = model(**case.video(clips), labels=labels)
+    output.loss.backward()
+    gradients = {name: parameter.grad.clone() for name, parameter in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return output, gradients
+
+
+@pytest.mark.parametrize("inputs", ["repeats", "static"])
+@pytest.mark.parametrize("backend", ["auto", "padded", "eager"])  # FlexAttention has no CPU backward
+@pytest.mark.parametrize("buckets", [1, 3, 8])
+def test_bucketed_packing_gives_the_same_logits_and_gradients(case, buckets, backend, inputs):
+    model = case.rlt_model(rlt_threshold=0.0, rlt_attention=backend, rlt_length_encoding_init="trunc_normal")
+    clips = clips_with_repeats() if inputs == "repeats" else static_clips(3)
+    labels = torch.tensor([0, 1, 2])
+    expected, expected_gradients = forward_and_gradients(model, case, clips, labels)
+    model.config.rlt_pack_buckets = buckets
+    output, gradients = forward_and_gradients(model, case, clips, labels)
+    assert output.tokens_kept.tolist() == expected.tokens_kept.tolist()
+    torch.testing.assert_close(output.logits, expected.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(output.loss, expected.loss, atol=1e-6, rtol=1e-5)
+    for name, gradient in expected_gradients.items():
+        torch.testing.assert_close(gradients[name], gradient, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("backend", ["auto", "flex"])
+def test_bucketed_base_model_outputs_hold_no_padding(case, backend):
+    model = case.rlt_model(base=True, rlt_threshold=0.0, rlt_attention=backend)
+    clips = clips_with_repeats()
+    with torch.no_grad():
+        expected = model(**case.video(clips), output_hidden_states=True)
+        model.config.rlt_pack_buckets = 8
+        output = model(**case.video(clips), output_hidden_states=True)
+    assert output.last_hidden_state.shape == expected.last_hidden_state.shape  # the padding rows are dropped
+    for field in ("last_hidden_state", "run_lengths", "cu_seqlens", "tokens_kept"):
+        torch.testing.assert_close(getattr(output, field), getattr(expected, field), atol=1e-5, rtol=1e-5)
+    assert len(output.hidden_states) == len(expected.hidden_states)
+    for got, want in zip(output.hidden_states, expected.hidden_states):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    for got, want in zip(output.per_clip(), expected.per_clip()):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_tokens_never_reach_the_outputs(case, monkeypatch):
+    """Whatever the padding rows hold (here: huge values written into them after the embedding), the
+    clips' outputs and gradients do not change: no clip attends to them and no head pools them."""
+    from rlt.models import modeling_rlt
+
+    model = case.rlt_model(rlt_threshold=0.0, rlt_pack_buckets=8)
+    clips, labels = clips_with_repeats(), torch.tensor([0, 1, 2])
+    expected, expected_gradients = forward_and_gradients(model, case, clips, labels)
+    run_encoder = modeling_rlt.run_encoder
+    poisoned = []
+
+    def poison_padding(layers, hidden_states, packed, output_hidden_states):
+        real = packed.num_real_tokens
+        assert hidden_states.shape[0] > real  # this batch is padded
+        poisoned.append(hidden_states.shape[0] - real)
+        hidden_states = torch.cat([hidden_states[:real], 1e4 + hidden_states[real:] * 1e3])
+        return run_encoder(layers, hidden_states, packed, output_hidden_states)
+
+    for module in model.modules():
+        module_globals = getattr(type(module).forward, "__globals__", {})
+        if module_globals.get("run_encoder") is run_encoder:
+            monkeypatch.setitem(module_globals, "run_encoder", poison_padding)
+    output, gradients = forward_and_gradients(model, case, clips, labels)
+    assert poisoned
+    torch.testing.assert_close(output.logits, expected.logits, atol=1e-5, rtol=1e-5)
+    for name, gradient in expected_gradients.items():
+        torch.testing.assert_close(gradients[name], gradient, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_bucketed_compile_does_not_recompile_within_a_bucket(case):
+    """torch.compile over bucketed packing: batches with different kept counts that fall in one bucket
+    reuse the graphs of the first call (dynamo's own counters; backend "eager" compiles as often as inductor)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    # 4 buckets of 2 * 16 / 4 = 8 tubelets: every batch below keeps 17..24 tubelets, so the bucket of 24 (+ prefix).
+    model = case.rlt_model(rlt_threshold=0.0, rlt_pack_buckets=4, rlt_attention="padded")
+    compiled = torch.compile(model, backend="eager")
+    totals, graphs = [], []
+    for step, steps_kept in enumerate([(4, 1), (3, 3), (2, 3), (4, 2)]):
+        clips = noise_clips(2, seed=step)
+        for clip, kept in zip(clips, steps_kept):
+            clip[2 * kept - 2 :] = clip[2 * kept - 2].clone()  # time steps after the first `kept` repeat
+        with torch.no_grad():
+            output = compiled(**case.video(clips))
+            expected = model(**case.video(clips))
+        totals.append(int(output.tokens_kept.sum()) - 2 * case.prefix)
+        torch.testing.assert_close(output.logits, expected.logits, atol=1e-5, rtol=1e-5)
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    assert len(set(totals)) > 1 and all(17 <= total <= 24 for total in totals), totals
+    assert graphs[-1] == graphs[0], graphs
+    torch._dynamo.reset()

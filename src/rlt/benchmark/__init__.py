@@ -109,7 +109,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile-backend", default=None,
                         help="torch.compile backend (default inductor; with --tiny: eager, i.e. dynamo alone, "
                         "which recompiles exactly as often)")
-    parser.add_argument("--compile-mode", default=None, help="torch.compile mode (default: torch's default)")
+    parser.add_argument("--compile-mode", default=None,
+                        help="torch.compile mode (default: torch's default); 'reduce-overhead' records CUDA graphs: "
+                        "use it with --pack-buckets, so that the packed batches take only a few static shapes")
+    parser.add_argument("--pack-buckets", type=int, default=0,
+                        help="k > 0: also run RLT with rlt_pack_buckets=k (rows 'rlt_b<k>': the packed length "
+                        "rounded up to one of k static sizes), and compile RLT that way (default 0: off)")
+    parser.add_argument("--busy-fraction", action="store_true",
+                        help="profile a few calls of every timed case for the device's busy fraction "
+                        "(kernel time / wall time) and kernels per call")
     parser.add_argument("--inference-precision", choices=["bf16-weights", "autocast"], default="bf16-weights",
                         help="on GPU: model.to(bfloat16) (default) or float32 weights under bf16 autocast")
     parser.add_argument("--device", default=None, help="cuda or cpu (default cuda if available)")
@@ -133,6 +141,8 @@ def settings_from_args(args) -> Settings:
     unknown = set(args.models) - set(MODELS)
     if unknown:
         raise ValueError(f"--models: unknown {sorted(unknown)}; choose from {list(MODELS)}")
+    if args.pack_buckets < 0:
+        raise ValueError(f"--pack-buckets must be >= 0 (0 = off), got {args.pack_buckets}")
     tiny = args.tiny
     return Settings(
         device=device,
@@ -155,6 +165,8 @@ def settings_from_args(args) -> Settings:
         compile_mode=args.compile_mode,
         num_labels=10 if tiny and args.num_labels == 400 else args.num_labels,
         window_hop=args.window_hop,
+        pack_buckets=args.pack_buckets,
+        busy=args.busy_fraction,
     )
 
 

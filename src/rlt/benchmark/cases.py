@@ -21,7 +21,7 @@ from ..models.packing import resolve_backend
 from ..models.tokenizer import run_length_tokenize
 from .clips import InputFactory, cut_windows, normalize
 from .report import add_speedups
-from .timing import RecompileRecorder, measure, peak_memory_gb, reset_peak_memory, synchronize
+from .timing import RecompileRecorder, busy_fraction, measure, peak_memory_gb, reset_peak_memory, synchronize
 
 __all__ = ["MODELS", "PARTS", "TINY_MODELS", "Bench", "ModelSpec", "Settings", "build_models", "config_kwargs"]
 
@@ -126,6 +126,8 @@ class Settings:
     compile_mode: str | None
     num_labels: int
     window_hop: float
+    pack_buckets: int = 0  # > 0: also run RLT with rlt_pack_buckets (the "rlt_b<k>" rows); compiled RLT uses it
+    busy: bool = False  # profile a few calls per timed case for the device's busy fraction
 
 
 class Bench:
@@ -241,6 +243,7 @@ class Bench:
             return self.add_row(**row, error=f"{type(error).__name__}: {error}".splitlines()[0])
         row.update(timing, peak_mem_gb=peak_memory_gb(s.device))
         row["clips_per_s"] = row["batch_size"] / timing["ms"] * 1e3
+        row.update(self.busy(forward, inputs))
         if tok is not None:
             row.update(tok)
         compute_dtype = s.dtype if autocast else inputs[0].dtype
@@ -290,9 +293,20 @@ class Bench:
             model.zero_grad(set_to_none=True)
         row.update(timing, **tok, peak_mem_gb=peak_memory_gb(s.device))
         row["clips_per_s"] = row["batch_size"] / timing["ms"] * 1e3
+        row.update(self.busy(step, batches))
+        model.zero_grad(set_to_none=True)
         compute_dtype = s.dtype if s.train_autocast else torch.float32
         row["attention_resolved"] = self.resolved_backend(model, inputs[0], compute_dtype)
         return self.add_row(**row)
+
+    def busy(self, fn, inputs) -> dict:
+        """The device's busy fraction over a few profiled calls (``--busy-fraction``), or nothing."""
+        if not self.s.busy:
+            return {}
+        try:
+            return busy_fraction(fn, inputs, device=self.s.device)
+        except Exception as error:  # noqa: BLE001 - a profiler problem must not lose the timing
+            return {"busy_error": f"{type(error).__name__}: {error}".splitlines()[0]}
 
     def make_train_step(self, model, forward=None):
         s = self.s
@@ -374,6 +388,7 @@ class Bench:
                 reasons_before_timing = len(recorder.reasons)
                 timing = measure(call, sets, device=s.device, warmup=s.warmup, iters=s.iters)
                 recompiles_in_timing = len(recorder.reasons) - reasons_before_timing
+                busy = self.busy(call, sets)
             graph_breaks = recorder.graph_breaks
         except Exception as error:  # noqa: BLE001
             torch._dynamo.reset()
@@ -381,8 +396,9 @@ class Bench:
         finally:
             model.zero_grad(set_to_none=True)
         inputs = [x[0] if train else x for x in sets]
-        tok = self.token_stats(model.config, inputs, cls_tokens, tau if variant == "rlt" else None)
-        row.update(timing, **tok, peak_mem_gb=peak_memory_gb(s.device))
+        tok = self.token_stats(model.config, inputs, cls_tokens, tau if variant.startswith("rlt") else None)
+        row.update(timing, **tok, **busy, peak_mem_gb=peak_memory_gb(s.device))
+        row["compile_mode"] = s.compile_mode
         compute_dtype = s.dtype if (train and s.train_autocast) or s.inference_precision == "autocast" else dtype
         row["attention_resolved"] = self.resolved_backend(model, inputs[0], compute_dtype)
         row["clips_per_s"] = batch_size / timing["ms"] * 1e3
@@ -439,19 +455,23 @@ class Bench:
         if phase == "eager":
             self.eager_cases(model_name, vanilla, model, factory, cls_tokens, to_bf16, data_dtype)
         elif "compile" in s.parts:
-            self.set_rlt(model.config, enabled=True, tau=s.tau)
+            # With --pack-buckets the compiled RLT model packs to bucket sizes: static shapes, what
+            # CUDA graphs (--compile-mode reduce-overhead) need.
+            rlt_variant = f"rlt_b{s.pack_buckets}" if s.pack_buckets else "rlt"
+            self.set_rlt(model.config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
             inf_vanilla = copy.deepcopy(vanilla).to(dtype) if to_bf16 else vanilla
             inf_model = copy.deepcopy(model).to(dtype) if to_bf16 else model
             inference = dict(factory=factory, batch_size=s.batch_sizes[-1], cls_tokens=cls_tokens, dtype=data_dtype)
             self.compile_case(model_name, inf_vanilla, "vanilla", None, "inference", train=False, **inference)
-            self.compile_case(model_name, inf_model, "rlt", s.tau, "inference", train=False, **inference)
+            self.compile_case(model_name, inf_model, rlt_variant, s.tau, "inference", train=False, **inference)
             del inf_vanilla, inf_model
             if "train" in s.parts:
                 training = dict(
                     factory=factory, batch_size=s.train_batch_size, cls_tokens=cls_tokens, dtype=torch.float32
                 )
                 self.compile_case(model_name, vanilla, "vanilla", None, "train", train=True, **training)
-                self.compile_case(model_name, model, "rlt", s.tau, "train", train=True, **training)
+                self.compile_case(model_name, model, rlt_variant, s.tau, "train", train=True, **training)
+            self.set_rlt(model.config, enabled=True, tau=s.tau)
         del vanilla, model
         if s.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -474,6 +494,11 @@ class Bench:
                 self.set_rlt(config, enabled=True, tau=s.tau)
                 tok = self.token_stats(config, inputs, cls_tokens, s.tau)
                 self.inference_case(model_name, inf_model, "rlt", s.tau, "auto", kind, inputs, tok)
+                if s.pack_buckets:
+                    self.set_rlt(config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
+                    variant = f"rlt_b{s.pack_buckets}"
+                    self.inference_case(model_name, inf_model, variant, s.tau, "auto", kind, inputs, tok)
+                    self.set_rlt(config, enabled=True, tau=s.tau)
                 if kind == "real" and "sweep" in parts:
                     for tau in s.sweep:
                         self.set_rlt(config, enabled=True, tau=tau)
@@ -500,13 +525,19 @@ class Bench:
             self.set_rlt(model.config, enabled=True, tau=s.tau)
             tok = self.token_stats(model.config, inputs, cls_tokens, s.tau)
             self.train_case(model_name, model, "rlt", s.tau, "auto", "real", inputs, labels, tok)
+            if s.pack_buckets:
+                self.set_rlt(model.config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
+                variant = f"rlt_b{s.pack_buckets}"
+                self.train_case(model_name, model, variant, s.tau, "auto", "real", inputs, labels, tok)
+                self.set_rlt(model.config, enabled=True, tau=s.tau)
 
     @staticmethod
-    def set_rlt(config, *, enabled: bool, tau: float | None = None, attention: str = "auto") -> None:
+    def set_rlt(config, *, enabled: bool, tau: float | None = None, attention: str = "auto", buckets: int = 0) -> None:
         config.rlt_enabled = enabled
         if tau is not None:
             config.rlt_threshold = float(tau)
         config.rlt_attention = attention
+        config.rlt_pack_buckets = buckets
 
     def parity(self, vanilla, model, factory: InputFactory) -> dict:
         """Largest logit difference between the RLT model with RLT off and the vanilla model (float32)."""

@@ -26,6 +26,9 @@ NOTES = {
     "The first call (compile time) compiles every frame once and is not a recompile.",
     "timing": "CUDA events around each call on GPU (perf_counter after synchronize on CPU); warm-up calls first; "
     "median over all timed calls, rotating through several input sets. wall ms is the whole timed loop / calls.",
+    "busy": "busy = the device's busy fraction (--busy-fraction): union of its kernel intervals / wall time over "
+    "3 profiled calls after the timed ones (profiler overhead included, so a lower bound); kernels = kernels per call. "
+    "rlt_b<k> rows: RLT with rlt_pack_buckets=k (packed length rounded up to one of k static sizes).",
     "memory": "peak mem = torch.cuda.max_memory_allocated, reset before each case (weights included).",
 }
 
@@ -68,6 +71,8 @@ TABLE_COLUMNS = [
     ("realised_over_ideal", "real/ideal", "{:.2f}"),
     ("peak_mem_gb", "peak GB", "{:.2f}"),
     ("tokenizer_pct", "tok %", "{:.2f}"),
+    ("busy_frac", "busy", "{:.2f}"),
+    ("kernels_per_call", "kernels", "{:.0f}"),
     ("compile_s", "compile s", "{:.1f}"),
     ("recompiles", "recompiles", "{}"),
 ]

@@ -12,7 +12,15 @@ import torch
 
 from ..common import synchronize
 
-__all__ = ["RecompileRecorder", "measure", "peak_memory_gb", "reset_peak_memory", "synchronize"]
+__all__ = [
+    "RecompileRecorder",
+    "busy_fraction",
+    "covered_time",
+    "measure",
+    "peak_memory_gb",
+    "reset_peak_memory",
+    "synchronize",
+]
 
 
 def measure(fn: Callable, inputs: Sequence, *, device: torch.device, warmup: int, iters: int) -> dict:
@@ -49,6 +57,50 @@ def measure(fn: Callable, inputs: Sequence, *, device: torch.device, warmup: int
         "ms_p75": quartiles[2],
         "wall_ms": wall * 1e3 / iters,
         "calls": iters,
+    }
+
+
+def covered_time(intervals: Sequence[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, end)`` intervals: time during which at least one was running."""
+    covered, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end <= reach:
+            continue
+        covered += end - max(start, reach)
+        reach = end
+    return covered
+
+
+def busy_fraction(fn: Callable, inputs: Sequence, *, device: torch.device, calls: int = 3) -> dict:
+    """How much of the wall-clock time of ``calls`` calls of ``fn`` the device spent running kernels.
+
+    torch.profiler records the calls (after one untimed call); the union of the device's kernel
+    intervals over the window from the first to the last event is the busy time. On a GPU that is the
+    issue's "GPU busy fraction" (a launch-bound step is well below 1). On the CPU the "kernels" are the
+    top-level aten ops, so the figure only shows the code path runs.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    fn(inputs[0])
+    synchronize(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for i in range(calls):
+            fn(inputs[i % len(inputs)])
+        synchronize(device)
+        wall_us = (time.perf_counter() - start) * 1e6
+    events = prof.events()
+    if device.type == "cuda":
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    else:
+        kernels = [e for e in events if e.name.startswith("aten::") and e.cpu_parent is None]
+    intervals = [(e.time_range.start, e.time_range.end) for e in kernels]
+    busy_us = covered_time(intervals)
+    return {
+        "busy_frac": min(1.0, busy_us / wall_us) if wall_us else None,
+        "busy_ms_per_call": busy_us / 1e3 / calls,
+        "kernels_per_call": len(kernels) / calls,
     }
 
 

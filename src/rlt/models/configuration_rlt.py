@@ -52,6 +52,10 @@ class RLTSettings:
         rlt_pooling: how mean-pooling heads average a clip's tokens: ``"mean"`` over kept tokens, or
             ``"length_weighted"`` (a token that stands for a run of 4 counts 4 times).
         rlt_attention: attention backend for packed batches, see ``rlt.packing``.
+        rlt_pack_buckets: 0 (default) packs exactly the kept tokens; ``k > 0`` rounds the packed length
+            up to one of ``k`` sizes per batch size (multiples of ``B * tokens_per_clip / k``), the
+            padding in dummy attention segments that no clip sees and no head pools. Outputs are the
+            same; the shapes become static, for CUDA graphs (``torch.compile(mode="reduce-overhead")``).
     """
 
     rlt_enabled: bool = True
@@ -62,10 +66,16 @@ class RLTSettings:
     rlt_length_encoding_init: str = "zeros"
     rlt_pooling: str = "mean"
     rlt_attention: str = "auto"
+    rlt_pack_buckets: int = 0
 
     def validate_rlt_settings(self) -> None:
         self.rlt_threshold = check_threshold(self.rlt_threshold, name="rlt_threshold")
         check_backend(self.rlt_attention)
+        buckets = self.rlt_pack_buckets
+        if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 0:
+            raise ValueError(
+                f"rlt_pack_buckets must be a whole number >= 0 (0 = exact packing; e.g. 8 for CUDA graphs), got {buckets!r}"
+            )
         for name, value, choices in (
             ("rlt_compare_to", self.rlt_compare_to, COMPARE_TO_CHOICES),
             ("rlt_length_encoding_init", self.rlt_length_encoding_init, LENGTH_ENCODING_INITS),

@@ -139,7 +139,8 @@ def _warn_if_rlt_settings_missing(cls, checkpoint, kwargs: dict) -> None:
         )
     except (OSError, ValueError):
         return  # the load itself reports the problem
-    defaults = {field.name: field.default for field in fields(RLTSettings)}
+    # rlt_pack_buckets only changes shapes, never outputs: a checkpoint saved before it existed is complete.
+    defaults = {field.name: field.default for field in fields(RLTSettings) if field.name != "rlt_pack_buckets"}
     missing = [name for name in defaults if name not in config_dict and name not in kwargs]
     if missing:
         settings = ", ".join(f"{name}={defaults[name]!r}" for name in missing)
@@ -205,7 +206,8 @@ def choose_tokens(
             input_scale=config.rlt_input_scale,
             compare_to=config.rlt_compare_to,
         )
-    return tokens, PackedSequence.from_keep_mask(tokens.keep_mask.flatten(1), num_prefix_tokens)
+    buckets = getattr(config, "rlt_pack_buckets", 0)
+    return tokens, PackedSequence.from_keep_mask(tokens.keep_mask.flatten(1), num_prefix_tokens, buckets)
 
 
 def check_pixel_values(config, pixel_values) -> None:
@@ -276,17 +278,24 @@ def embed_kept_tubelets(
     token) fill each clip's leading rows; they do not go through the projection.
     """
     tubelet_size, patch_h, patch_w = projection.kernel_size
-    patches = tubelet_patches(pixel_values, tubelet_size, (patch_h, patch_w))  # (B, N, K)
     weight = projection.weight.flatten(1)
     prefix = packed.num_prefix_tokens
-    if not prefix:
-        return F.linear(packed.gather(patches).to(weight.dtype), weight, projection.bias)
-    if prefix_tokens is None or prefix_tokens.shape[0] != prefix:
+    if packed.keeps_all and not prefix:
+        patches = tubelet_patches(pixel_values, tubelet_size, (patch_h, patch_w))  # (B, N, K)
+        return F.linear(patches.flatten(0, 1).to(weight.dtype), weight, projection.bias)
+    if prefix and (prefix_tokens is None or prefix_tokens.shape[0] != prefix):
         raise ValueError(f"the packing has {prefix} prefix tokens per clip; pass their embeddings as prefix_tokens")
+    # One gather of the kept tubelets straight out of the video, already in Conv3d weight order
+    # (C, t, ph, pw): no copy of the whole re-laid-out video, and the cast touches kept pixels only.
+    batch, frames, channels, height, width = pixel_values.shape
+    grid = (frames // tubelet_size, height // patch_h, width // patch_w)
+    video = pixel_values.reshape(batch, grid[0], tubelet_size, channels, grid[1], patch_h, grid[2], patch_w)
+    video = video.permute(0, 1, 4, 6, 3, 2, 5, 7)  # (B, T', H', W', C, t, ph, pw), a view
+    kept = video[packed.tubelet_coordinates(grid)].flatten(1)  # (content rows, K)
+    kept = F.linear(kept.to(weight.dtype), weight, projection.bias)
+    if not prefix:
+        return kept
     rows = packed.content_rows()
-    # Flat index of each kept tubelet in the (B * N) tubelets (the packing counts the prefix in its positions).
-    index = packed.clip_ids[rows] * patches.shape[1] + packed.source_positions[rows] - prefix
-    kept = F.linear(patches.flatten(0, 1).index_select(0, index).to(weight.dtype), weight, projection.bias)
     prefix_rows = prefix_tokens.to(kept.dtype)[packed.positions.clamp(max=prefix - 1)]  # (total, hidden)
     return prefix_rows.index_copy(0, rows, kept)
 
@@ -357,15 +366,24 @@ class EncodedClips:
 
     def to_output(self, **extra) -> RLTModelOutput:
         """The base model's output; ``extra`` sets further fields (``pooler_output``)."""
+        drop_padding = self.packed.drop_padding
         return RLTModelOutput(
-            last_hidden_state=self.last_hidden_state.unsqueeze(0),
-            hidden_states=self.hidden_states,
+            last_hidden_state=drop_padding(self.last_hidden_state).unsqueeze(0),
+            hidden_states=self.unpadded_hidden_states(),
             cu_seqlens=self.packed.cu_seqlens,
             tokens_kept=self.tokens_kept,
             keep_mask=self.tokens.keep_mask,
-            run_lengths=self.run_lengths().unsqueeze(0),
+            run_lengths=drop_padding(self.run_lengths()).unsqueeze(0),
             **extra,
         )
+
+    def unpadded_hidden_states(self) -> tuple[torch.Tensor, ...] | None:
+        """``hidden_states`` without a bucketed packing's padding rows: each ``(1, real tokens, hidden)``.
+
+        Outputs never show the padding, so a bucketed model returns what an unbucketed one does."""
+        if self.hidden_states is None or not self.packed.bucketed:
+            return self.hidden_states
+        return tuple(state[:, : self.packed.num_real_tokens] for state in self.hidden_states)
 
 
 def packed_run_lengths(tokens: RunLengthTokens, packed: PackedSequence) -> torch.Tensor:
@@ -384,7 +402,7 @@ def classification_output(model, logits: torch.Tensor, labels, encoded: EncodedC
         loss_kwargs = {key: kwargs[key] for key in ("num_items_in_batch",) if key in kwargs}
         loss = model.loss_function(labels, logits, model.config, **loss_kwargs)
     return RLTVideoClassifierOutput(
-        loss=loss, logits=logits, hidden_states=encoded.hidden_states, tokens_kept=encoded.tokens_kept
+        loss=loss, logits=logits, hidden_states=encoded.unpadded_hidden_states(), tokens_kept=encoded.tokens_kept
     )
 
 

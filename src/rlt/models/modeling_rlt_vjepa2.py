@@ -139,7 +139,9 @@ class RLTVJEPA2RopeAttention(VJEPA2RopeAttention):
         # broadcasts positions; one token per "batch" row keeps the packed layout without transposes.
         shape = (hidden_states.shape[0], self.num_attention_heads, 1, self.attention_head_size)
         query, key, value = (projection(hidden_states).view(shape) for projection in (self.query, self.key, self.value))
-        positions = rope_positions(packed.source_positions, self.grid_size)
+        # The same for every layer: computed once per forward.
+        grid = self.grid_size
+        positions = packed.cached(("rope_positions", grid), lambda: rope_positions(packed.source_positions, grid))
         query = self.apply_rotary_embeddings(query, positions)
         key = self.apply_rotary_embeddings(key, positions)
         context = packed_attention(
@@ -164,7 +166,7 @@ def drop_clip_path(hidden_states: torch.Tensor, drop_path: nn.Module, packed: Pa
     keep_prob = 1 - drop_prob
     draws = torch.rand((packed.batch_size, 1), dtype=hidden_states.dtype, device=hidden_states.device)
     keep = torch.floor(draws + keep_prob)
-    return hidden_states.div(keep_prob) * keep[packed.clip_ids]
+    return hidden_states.div(keep_prob) * packed.per_token(keep)
 
 
 class RLTVJEPA2Layer(VJEPA2Layer):

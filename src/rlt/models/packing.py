@@ -31,6 +31,7 @@ import torch.nn.functional as F
 __all__ = [
     "ATTENTION_BACKENDS",
     "PackedSequence",
+    "bucketed_length",
     "check_backend",
     "packed_attention",
     "packed_cross_attention",
@@ -55,6 +56,28 @@ def check_backend(name: str) -> str:
     return name
 
 
+def bucketed_length(total: int, full: int, buckets: int) -> int:
+    """``total`` rounded up to the next of ``buckets`` static lengths: multiples of ``ceil(full / buckets)``,
+    the last one ``full`` itself. ``buckets = 0`` leaves ``total`` as it is.
+
+    ``full`` is the batch's token count with nothing dropped (``B * capacity``): with 8 buckets a
+    packed batch pads by less than an eighth of it and only ever takes 8 shapes (per batch size).
+    """
+    if buckets < 0:
+        raise ValueError(f"buckets must be >= 0 (0 = no bucketing), got {buckets}")
+    if not buckets or total >= full:
+        return total
+    step = -(-full // buckets)
+    return min(-(-total // step) * step, full)
+
+
+def padding_segments(full: int, capacity: int, buckets: int) -> int:
+    """How many dummy segments hold a bucketed packing's padding: each at most ``capacity`` tokens (so
+    the kernels' static max length ``capacity`` holds for them too), enough for the largest padding."""
+    step = -(-full // buckets)
+    return max(1, -(-(step - 1) // capacity))
+
+
 @dataclass
 class PackedSequence:
     """Where each clip's tokens lie in a packed sequence.
@@ -64,16 +87,24 @@ class PackedSequence:
         lengths: tokens per clip, on the host (read once per forward: the only host sync).
         token_index: int64 ``(total,)``, each packed token's flat index into the unpacked ``(B * N)`` tokens.
         source_positions: int64 ``(total,)``, each token's index in its clip before packing (``0 <= i < N``).
-        clip_ids: int64 ``(total,)``, the clip each token belongs to.
-        positions: int64 ``(total,)``, each token's index within its clip.
+        clip_ids: int64 ``(total,)``, the clip each token belongs to (``>= B`` for padding tokens).
+        positions: int64 ``(total,)``, each token's index within its clip (or its padding segment).
         num_prefix_tokens: tokens every clip has before its tubelet tokens (ViViT's CLS token: 1), always kept.
         capacity: tokens a clip has before dropping (prefix included): a static bound on every clip's length.
-        is_uniform: every clip has the same number of tokens, so the batch is a plain ``(B, N)`` tensor.
+        is_uniform: every clip has the same number of tokens and there is no padding, so the batch is a
+            plain ``(B, N)`` tensor.
         keeps_all: no token was dropped.
+        segment_cu_seqlens: int32 ``(B + 1 + D,)``, what the variable-length kernels get: ``cu_seqlens``
+            followed, when bucketed, by ``D`` dummy segments that hold the padding (some may be empty).
+            The same tensor as ``cu_seqlens`` when not bucketed.
+        bucketed: the packed length was rounded up to a bucket (``from_keep_mask(..., buckets=k)``):
+            ``total`` is the bucket size, the last ``total - cu_seqlens[-1]`` rows are padding tokens
+            (copies of a real token, in dummy segments no clip attends to), and every per-token tensor
+            has a size from a fixed set, so compiled graphs (and CUDA graphs) are reused across batches.
 
     Code that runs per layer reads only tensors and the static fields (``capacity``, the flags,
     ``batch_size``), never ``lengths``: under ``torch.compile`` the packed length is then a dynamic
-    dimension and a new batch does not recompile.
+    dimension (or, bucketed, one of a few static sizes) and a new batch does not recompile.
     """
 
     cu_seqlens: torch.Tensor
@@ -86,16 +117,26 @@ class PackedSequence:
     capacity: int = 0
     is_uniform: bool = False
     keeps_all: bool = False
+    segment_cu_seqlens: torch.Tensor | None = None
+    bucketed: bool = False
     _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if self.segment_cu_seqlens is None:
+            self.segment_cu_seqlens = self.cu_seqlens
 
     @classmethod
     @torch.compiler.disable
-    def from_keep_mask(cls, keep: torch.Tensor, num_prefix_tokens: int = 0) -> PackedSequence:
+    def from_keep_mask(cls, keep: torch.Tensor, num_prefix_tokens: int = 0, buckets: int = 0) -> PackedSequence:
         """From a bool ``(B, N)`` mask of the tokens each clip keeps (in order). One host sync.
 
         With ``num_prefix_tokens`` (e.g. 1 for a CLS token), every clip is laid out as its prefix tokens
         followed by its kept tokens: the packing is over ``(B, num_prefix_tokens + N)`` with the prefix
         columns always kept, so ``source_positions`` index a table that has the prefix rows first.
+
+        With ``buckets = k > 0`` the packed length is rounded up with ``bucketed_length`` (at most ``k``
+        sizes per batch size) and the padding rows go into ``padding_segments`` dummy segments of at
+        most ``capacity`` tokens each; their outputs are never pooled (see ``bucketed``).
         """
         if keep.dim() != 2 or keep.dtype != torch.bool:
             raise ValueError(f"keep must be a bool (batch, tokens) tensor, got {keep.dtype} {tuple(keep.shape)}")
@@ -103,16 +144,29 @@ class PackedSequence:
             keep = torch.cat([keep.new_ones(keep.shape[0], num_prefix_tokens), keep], dim=1)
         counts = keep.sum(1)
         lengths = [int(n) for n in counts.tolist()]
-        total, capacity = sum(lengths), keep.shape[1]
+        (batch, capacity), total = keep.shape, sum(lengths)
         keeps_all = total == keep.numel()
+        size = bucketed_length(total, keep.numel(), buckets)
         if keeps_all:
             token_index = torch.arange(total, device=keep.device)
         else:
-            # The total is known on the host, so the gather needs no second sync.
-            token_index = torch.nonzero_static(keep.flatten(), size=total).squeeze(-1)
+            # The total is known on the host, so the gather needs no second sync; padding rows point at token 0.
+            token_index = torch.nonzero_static(keep.flatten(), size=size, fill_value=0).squeeze(-1)
         cu_seqlens = F.pad(counts.cumsum(0), (1, 0)).to(torch.int32)
         clip_ids = token_index // capacity
-        positions = torch.arange(total, device=keep.device) - cu_seqlens[:-1].to(torch.int64)[clip_ids]
+        row = torch.arange(size, device=keep.device)
+        positions = row - cu_seqlens[:-1].to(torch.int64)[clip_ids]
+        segment_cu_seqlens = cu_seqlens
+        if buckets:
+            segments = padding_segments(keep.numel(), capacity, buckets)
+            padding = size - total
+            ends = (torch.arange(1, segments + 1, device=keep.device) * capacity).clamp(max=padding) + total
+            segment_cu_seqlens = torch.cat([cu_seqlens, ends.to(torch.int32)])
+            if padding:
+                beyond = row - total  # >= 0 on padding rows: their place in the padding
+                is_padding = beyond >= 0
+                clip_ids = torch.where(is_padding, batch + beyond.div(capacity, rounding_mode="floor"), clip_ids)
+                positions = torch.where(is_padding, beyond.remainder(capacity), positions)
         packed = cls(
             cu_seqlens,
             lengths,
@@ -122,10 +176,12 @@ class PackedSequence:
             positions,
             num_prefix_tokens=num_prefix_tokens,
             capacity=capacity,
-            is_uniform=len(set(lengths)) == 1,
+            is_uniform=keeps_all if buckets else len(set(lengths)) == 1,
             keeps_all=keeps_all,
+            segment_cu_seqlens=segment_cu_seqlens,
+            bucketed=bool(buckets),
         )
-        if not keeps_all:
+        if not keeps_all and not buckets:
             for tensor in (token_index, packed.source_positions, clip_ids, positions):
                 torch._dynamo.maybe_mark_dynamic(tensor, 0)
         return packed
@@ -162,12 +218,40 @@ class PackedSequence:
     def max_seqlen(self) -> int:
         return max(self.lengths)
 
+    @property
+    def num_padding_segments(self) -> int:
+        """Dummy segments after the clips (0 when not bucketed)."""
+        return self.segment_cu_seqlens.shape[0] - self.cu_seqlens.shape[0]
+
+    @property
+    def pad_length(self) -> int:
+        """Rows per clip of ``pad``: the longest clip, or ``capacity`` when bucketed (a static size)."""
+        return self.capacity if self.bucketed else self.max_seqlen
+
+    @property
+    def num_real_tokens(self) -> int:
+        """Tokens of the clips, padding excluded (a host value: not for code under torch.compile)."""
+        return sum(self.lengths)
+
     def gather(self, unpacked: torch.Tensor) -> torch.Tensor:
         """Kept rows of ``(B, N, ...)`` -> packed ``(total, ...)``."""
         flat = unpacked.flatten(0, 1)
         if self.keeps_all:
             return flat
         return flat.index_select(0, self.token_index)
+
+    def drop_padding(self, packed: torch.Tensor) -> torch.Tensor:
+        """``(total, ...)`` without a bucketed packing's padding rows; as it is otherwise. Reads ``lengths``."""
+        if not self.bucketed:
+            return packed
+        return packed[: self.num_real_tokens]
+
+    def per_token(self, per_clip: torch.Tensor) -> torch.Tensor:
+        """Each token's row of a per-clip ``(B, ...)`` tensor -> ``(total, ...)``; padding tokens get zeros."""
+        if not self.bucketed:
+            return per_clip[self.clip_ids]
+        rows = (self.num_padding_segments, *per_clip.shape[1:])
+        return torch.cat([per_clip, per_clip.new_zeros(rows)])[self.clip_ids]
 
     def cached(self, name: str, build: Callable[[], Any]) -> Any:
         """``build()``, computed once per packing and kept with it (masks and index tensors the layers share)."""
@@ -176,34 +260,63 @@ class PackedSequence:
         return self._cache[name]
 
     def content_rows(self) -> torch.Tensor:
-        """Rows of the packed tokens that are not prefix tokens, int64 ``(total - B * num_prefix_tokens,)``."""
+        """Rows of the packed tokens that are not prefix tokens, int64 ``(total - B * num_prefix_tokens,)``.
+
+        A bucketed packing's padding rows count as content rows (so that the size is static)."""
         if "content_rows" not in self._cache:
             size = self.total - self.batch_size * self.num_prefix_tokens
-            is_content = self.positions >= self.num_prefix_tokens
+            is_content = (self.positions >= self.num_prefix_tokens) | (self.clip_ids >= self.batch_size)
             self._cache["content_rows"] = torch.nonzero_static(is_content, size=size).squeeze(-1)
         return self._cache["content_rows"]
 
+    def tubelet_coordinates(self, grid: tuple[int, int, int]) -> tuple[torch.Tensor, ...]:
+        """``(clip, t, h, w)`` of the tubelet each content row holds (``content_rows`` order), int64 each.
+
+        ``grid`` is the clip's ``(T', H', W')``; padding rows point at clip 0's first tubelet. Computed
+        once per packing: the embedding gathers the kept tubelets straight out of the video with them.
+        """
+
+        def build():
+            rows = self.content_rows() if self.num_prefix_tokens else None
+            clips = self.clip_ids if rows is None else self.clip_ids[rows]
+            tubelets = self.source_positions if rows is None else self.source_positions[rows] - self.num_prefix_tokens
+            if self.bucketed:
+                real = clips < self.batch_size
+                clips, tubelets = clips * real, tubelets * real
+            _, grid_h, grid_w = grid
+            frame, cell = tubelets.div(grid_h * grid_w, rounding_mode="floor"), tubelets.remainder(grid_h * grid_w)
+            return clips, frame, cell.div(grid_w, rounding_mode="floor"), cell.remainder(grid_w)
+
+        return self.cached(("tubelet_coordinates", tuple(grid)), build)
+
+    def _padded_rows(self) -> int:
+        return self.batch_size + self.num_padding_segments
+
     def pad(self, packed: torch.Tensor, value: float = 0.0) -> torch.Tensor:
-        """``(total, ...) -> (B, max_seqlen, ...)``, padding with ``value``."""
-        out = packed.new_full((self.batch_size, self.max_seqlen, *packed.shape[1:]), value)
+        """``(total, ...) -> (B, pad_length, ...)``, padding with ``value``; a bucketed packing's padding
+        tokens are left out (they fill rows past ``B`` that are dropped)."""
+        out = packed.new_full((self._padded_rows(), self.pad_length, *packed.shape[1:]), value)
         out[self.clip_ids, self.positions] = packed
-        return out
+        return out[: self.batch_size]
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
-        """``(B, max_seqlen, ...) -> (total, ...)``."""
+        """``(B, pad_length, ...) -> (total, ...)``; a bucketed packing's padding tokens get zeros."""
+        if self.bucketed:
+            padded = torch.cat([padded, padded.new_zeros(self.num_padding_segments, *padded.shape[1:])])
         return padded[self.clip_ids, self.positions]
 
     def padding_mask(self) -> torch.Tensor:
-        """bool ``(B, max_seqlen)``, True at real tokens."""
+        """bool ``(B, pad_length)``, True at real tokens."""
         if "padding_mask" not in self._cache:
-            mask = torch.zeros(self.batch_size, self.max_seqlen, dtype=torch.bool, device=self.clip_ids.device)
+            device = self.clip_ids.device
+            mask = torch.zeros(self._padded_rows(), self.pad_length, dtype=torch.bool, device=device)
             mask[self.clip_ids, self.positions] = True
-            self._cache["padding_mask"] = mask
+            self._cache["padding_mask"] = mask[: self.batch_size]
         return self._cache["padding_mask"]
 
     def split(self, packed: torch.Tensor) -> list[torch.Tensor]:
-        """One tensor per clip."""
-        return list(packed.split(self.lengths))
+        """One tensor per clip (a bucketed packing's padding rows left out)."""
+        return list(self.drop_padding(packed).split(self.lengths))
 
     def first_tokens(self, packed: torch.Tensor) -> torch.Tensor:
         """The first token of every clip: ``(total, D) -> (B, D)``."""
@@ -300,7 +413,7 @@ def _dense(query, key, value, packed, scaling, dropout):
 def _varlen(query, key, value, packed, scaling, dropout):
     from torch.nn.attention.varlen import varlen_attn
 
-    cu, bound = packed.cu_seqlens, packed.capacity
+    cu, bound = packed.segment_cu_seqlens, packed.capacity
     # Positional arguments: the keyword names changed between torch 2.10, 2.11 and 2.13. The static
     # bound as max length (blocks past a clip's end exit at once) keeps the call free of host values.
     return varlen_attn(query, key, value, cu, cu, bound, bound, scale=scaling)
@@ -313,7 +426,7 @@ def _flash_attn(query, key, value, packed, scaling, dropout):
     except ImportError as error:
         raise RuntimeError("the 'flash_attn' attention backend needs the flash-attn package") from error
 
-    cu, bound = packed.cu_seqlens, packed.capacity
+    cu, bound = packed.segment_cu_seqlens, packed.capacity
     return flash_attn_varlen_func(query, key, value, cu, cu, bound, bound, dropout_p=dropout, softmax_scale=scaling)
 
 
@@ -351,6 +464,8 @@ def _per_clip(query, key, value, packed, scaling, dropout):
         ).transpose(0, 1)
         for q, k, v in zip(packed.split(query), packed.split(key), packed.split(value))
     ]
+    if packed.bucketed:  # the padding tokens' outputs: zeros, never read
+        outs.append(query.new_zeros(packed.total - packed.num_real_tokens, *query.shape[1:]))
     return torch.cat(outs)
 
 
