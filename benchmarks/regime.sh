@@ -2,7 +2,7 @@
 # Issue 12: the few-tokens regime, eager vs bucketed packing vs CUDA graphs, side by side.
 # For one H200 through the device tool; each command stays under 10 minutes (--deadline-s cuts the rest,
 # the results so far are kept). Run from the repository root:
-#   OUT=$OUT CLIPS=.bench/clips256.pt bash benchmarks/regime.sh [1|2|3|4]   (no argument: all, in order)
+#   OUT=$OUT CLIPS=.bench/clips256.pt bash benchmarks/regime.sh [1|2|3|4|5]   (no argument: all, in order)
 # CLIPS is the clip file of `rlt bench --prepare-clips` (decoded where PyAV is, carried to the GPU box).
 # Kept fractions: real ~45%, still ~25%, static 12.5% (noise: 100%, not needed here).
 set -euo pipefail
@@ -37,4 +37,10 @@ if [[ $step == all || $step == 4 ]]; then
     --full-models videomae-s-112,videomae-b --parts compile,train --inputs real \
     --pack-buckets "$BUCKETS" --compile-mode reduce-overhead --compile-batches 12 --compile-budget-s 60 \
     --deadline-s 520
+fi
+# 5. V-JEPA 2 ViT-L 64x256 training step again (issue 14): the first run (0.73 of ideal) had its attention on
+#    the padded fallback (float32 RoPE under autocast); packed attention now casts to the autocast dtype.
+if [[ $step == all || $step == 5 ]]; then
+  python -m rlt.cli bench --clips-cache "$CLIPS" --out "$OUT/vjepa2" --models vjepa2-l --full-models vjepa2-l \
+    --parts core,train --inputs real --batch-sizes 8 --train-batch-size 4 --deadline-s 300
 fi
