@@ -9,6 +9,7 @@ import torch
 from conftest import run_without_rlt
 from model_cases import CASES, GRID, REPEAT_COUNTS, TUBELETS, clips_with_repeats, noise_clips
 from transformers import AutoModelForVideoClassification
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from rlt import VideoCollator
 from rlt.training import ClipCollator
@@ -278,14 +279,36 @@ def test_autocast_reaches_the_attention_kernel_in_its_dtype(case, monkeypatch):
     assert seen and set(seen) == {torch.bfloat16}, seen
 
 
+def count_checkpointed_layers(model) -> tuple[list[str], list[str]]:
+    """The model's checkpointable layers, and a list that each one's checkpoint function appends its name
+    to when it runs (the function ``gradient_checkpointing_enable`` installs, or torch's if none is yet)."""
+    layers, calls = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, GradientCheckpointingLayer):
+            checkpoint_function = getattr(module, "_gradient_checkpointing_func", torch.utils.checkpoint.checkpoint)
+
+            def counted(*args, _name=name, _checkpoint=checkpoint_function, **kwargs):
+                calls.append(_name)
+                return _checkpoint(*args, **kwargs)
+
+            module._gradient_checkpointing_func = counted
+            layers.append(name)
+    return layers, calls
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(case):
     model = case.rlt_model(rlt_threshold=0.0).train()
     clips, labels = clips_with_repeats(), torch.tensor([0, 1, 2])
+    layers, calls = count_checkpointed_layers(model)
+    assert len(layers) >= model.config.num_hidden_layers, layers
     model(**case.video(clips), labels=labels).loss.backward()
+    assert calls == []  # not enabled: the count below would catch a checkpointing that silently does nothing
     expected = {name: parameter.grad.clone() for name, parameter in model.named_parameters()}
     model.zero_grad()
     model.gradient_checkpointing_enable()
+    layers, calls = count_checkpointed_layers(model)
     model(**case.video(clips), labels=labels).loss.backward()
+    assert sorted(calls) == sorted(layers)  # every layer checkpointed, once
     for name, parameter in model.named_parameters():
         torch.testing.assert_close(parameter.grad, expected[name], msg=name)
 
