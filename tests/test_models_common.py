@@ -1,7 +1,8 @@
 """The tests every RLT architecture must pass, written once over the cases of ``model_cases.CASES``.
 
 Architecture-specific behaviour (ViViT's CLS token, VideoMAE's pooling variants, legacy weight
-names) is tested in test_videomae.py / test_vivit.py.
+names, V-JEPA 2's RoPE positions, clip lengths and attentive probe) is tested in test_videomae.py /
+test_vivit.py / test_vjepa2.py.
 """
 
 import json
