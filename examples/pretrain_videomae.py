@@ -57,6 +57,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import rlt
 from rlt.cache import prepare_clip
+from rlt.common import READ_ERRORS
 from rlt.training import VIT_SIZES, ClipCollator, PixelNormalizer, RLTTrainer
 
 logger = logging.getLogger("pretrain_videomae")
@@ -225,19 +226,12 @@ class _SyntheticClips(torch.utils.data.Dataset):
         return {"pixel_values": self.dataset.clips[index]}
 
 
-class _CacheClips(torch.utils.data.Dataset):
-    def __init__(self, cache):
-        self.cache = cache
-
-    def __len__(self):
-        return len(self.cache)
-
-    def __getitem__(self, index):
-        return {"pixel_values": self.cache.clip(index)}
-
-
 class _VideoFiles(torch.utils.data.Dataset):
-    """Decoded (in the loader workers), sampled, resized and cropped as the processor does: uint8 clips."""
+    """Decoded (in the loader workers), sampled, resized and cropped as the processor does: uint8 clips.
+
+    A file that cannot be read is skipped with a warning naming it, as ``rlt cache`` and ``rlt evaluate``
+    do: its item's ``pixel_values`` is None, which ``ClipCollator`` drops from the batch.
+    """
 
     def __init__(self, paths: list[str], processor: rlt.RLTVideoProcessor):
         self.paths, self.processor = paths, processor
@@ -246,7 +240,14 @@ class _VideoFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index):
-        return {"pixel_values": prepare_clip(self.processor, self.paths[index])}
+        path = self.paths[index]
+        try:
+            return {"pixel_values": prepare_clip(self.processor, path)}
+        except READ_ERRORS as error:
+            message = str(error) or type(error).__name__
+            message = message if path in message else f"{path}: {message}"
+            logger.warning("skipping a video that cannot be read: %s", message)
+            return {"pixel_values": None}
 
 
 def list_videos(source: str) -> list[str]:
@@ -270,7 +271,7 @@ def list_videos(source: str) -> list[str]:
 def load_data(args, device) -> tuple[torch.utils.data.Dataset, rlt.RLTVideoProcessor, dict]:
     """``(uint8 clips, the processor that made them, info)``; sets ``args.num_frames`` / ``args.image_size``."""
     if args.cache:
-        from rlt.cache import ClipCache
+        from rlt.cache import CachedClips, ClipCache
 
         cache = ClipCache(args.cache)
         frames, _, height, width = cache.clip_shape
@@ -283,7 +284,9 @@ def load_data(args, device) -> tuple[torch.utils.data.Dataset, rlt.RLTVideoProce
         check_clip_shape(frames, height, args.mask_ratio, origin=f"the clip cache {args.cache}")
         if len(cache) == 0:
             raise ValueError(f"the clip cache {args.cache} holds no clips")
-        return _CacheClips(cache), cache.processor, {"data": "cache", "cache": args.cache}
+        # The clips alone: they are their own targets, and VideoMAEForPreTraining takes no labels or keep mask.
+        clips = CachedClips(cache, labels=False, keep_masks=False)
+        return clips, cache.processor, {"data": "cache", "cache": args.cache}
 
     args.num_frames = args.num_frames or 16
     args.image_size = args.image_size or 224

@@ -265,18 +265,16 @@ def load_data(args, processor, device):
         info.update(data="synthetic", generate_s=time.perf_counter() - start, render_device=str(render))
         return train, evaluation, list(config.classes), info
     if args.cache:
-        from rlt.cache import ClipCache, load_clip_cache
+        from rlt.cache import CachedClips, ClipCache, load_clip_cache
 
-        train = load_clip_cache(args.cache, normalize=False)
-        class_names = ClipCache(args.cache).class_names
+        cache = ClipCache(args.cache)
+        class_names = cache.class_names
         if args.eval_cache:  # relabelled by class name: a cache written apart may number its classes otherwise
-            evaluation = load_clip_cache(args.eval_cache, normalize=False, class_names=class_names)
-        else:
-            from rlt.cache import ClipCacheTransform
-
-            split = train.with_format(None).train_test_split(test_size=0.1, seed=args.seed, stratify_by_column="label")
-            transform = ClipCacheTransform(ClipCache(args.cache), normalize=False)
-            train, evaluation = split["train"].with_transform(transform), split["test"].with_transform(transform)
+            train, evaluation = CachedClips(cache), CachedClips(args.eval_cache, class_names=class_names)
+        else:  # the index's rows (no clip is read) split as a datasets.Dataset: stratified by label
+            rows = load_clip_cache(cache.folder, normalize=False).with_format(None)
+            split = rows.train_test_split(test_size=0.1, seed=args.seed, stratify_by_column="label")
+            train, evaluation = (CachedClips(cache, indices=split[side]["clip_id"]) for side in ("train", "test"))
         info.update(data="cache", cache=args.cache)
         return train, evaluation, class_names, info
     options = rlt.hf_datasets.dataset_options(args)
@@ -297,42 +295,20 @@ def load_data(args, processor, device):
     return train.with_transform(transform), evaluation.with_transform(transform), class_names, info
 
 
-class _CacheClips(torch.utils.data.Dataset):
-    """Map a cache dataset's ``clip`` (uint8) to ``pixel_values`` so every source looks the same.
-
-    A keep-only cache (``rlt cache --keep-only-threshold``) stores its keep masks: with ``keep_masks``
-    they go to the model, which then uses exactly the tubelets the cache kept.
-    """
-
-    def __init__(self, dataset, keep_masks: bool = False):
-        self.dataset = dataset
-        self.keep_masks = keep_masks
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        item = self.dataset[index]
-        example = {"pixel_values": item["clip"], "labels": item["labels"]}
-        if self.keep_masks and item.get("keep_mask") is not None:
-            example["keep_mask"] = item["keep_mask"]
-        return example
-
-
 def token_counts(args, dataset, model, normalizer, device):
     """Tokens each training clip keeps (for --token-budget): the cache's stored counts, or one pass of RLT's rule."""
     config = model.config
     prefix, tubelet, patch = config.rlt_num_prefix_tokens, config.rlt_tubelet_size, config.rlt_patch_size
     if args.rlt_off:
         return [config.rlt_tokens_per_clip] * len(dataset)
-    if isinstance(dataset, _CacheClips):
-        from rlt.cache import ClipCache
+    from rlt.cache import CachedClips
 
-        stored = ClipCache(args.cache).index["settings"].get("tokens", {})
+    if isinstance(dataset, CachedClips):
+        stored = dataset.cache.index["settings"].get("tokens", {})
         wanted = {"threshold": args.threshold, "tubelet_size": tubelet, "compare_to": args.compare_to}
         same_patch = stored.get("patch_size") in (list(patch), patch[0] if patch[0] == patch[1] else None)
         if same_patch and all(stored.get(key) == value for key, value in wanted.items()):
-            counts = dataset.dataset.with_format(None)["tokens_kept"]
+            counts = dataset.tokens_kept
             if min(counts) > 0:
                 return [c + prefix for c in counts]
     return count_kept_tokens(
@@ -379,7 +355,8 @@ def main(argv=None) -> dict:
         keep_masks = is_rlt and not (args.rlt_off or args.random_drop) and stored is not None
         if keep_masks and stored != args.threshold:
             raise ValueError(f"{args.cache} keeps the tubelets of threshold {stored}, not {args.threshold}")
-        train_dataset, eval_dataset = _CacheClips(train_dataset, keep_masks), _CacheClips(eval_dataset, keep_masks)
+        # A keep-only cache's masks go to the model, which then uses exactly the tubelets the cache kept.
+        train_dataset.keep_masks = eval_dataset.keep_masks = keep_masks
     collator = ClipCollator.for_model(
         config,
         drop="random" if args.random_drop else ("rlt" if is_rlt and args.keep_mask_in_loader and not args.rlt_off else None),

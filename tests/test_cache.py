@@ -14,7 +14,7 @@ from conftest import SRC
 from video_helpers import expected_square_keep_mask, moving_square_frames, write_video
 
 from rlt import RLTVideoProcessor, run_length_tokenize
-from rlt.cache import INDEX_FILE, ClipCache, TokenSettings, cache_clips, load_clip_cache, write_clip_cache
+from rlt.cache import INDEX_FILE, CachedClips, ClipCache, TokenSettings, cache_clips, load_clip_cache, write_clip_cache
 from rlt.cli import main
 
 
@@ -230,3 +230,39 @@ def test_caches_written_apart_are_relabelled_by_class_name(tmp_path):
     assert relabelled.features["label"].names == train_names and relabelled[1]["labels"] == 2
     with pytest.raises(ValueError, match=r"classes \['cycling'\] that are not among"):
         load_clip_cache(tmp_path / "val", class_names=["archery", "bowling"])
+
+
+def test_cached_clips_is_a_torch_dataset_of_the_cache(tmp_path):
+    import pickle
+
+    from rlt.training import ClipCollator
+
+    clips = np.random.default_rng(0).integers(0, 256, (4, 8, 3, 32, 32), dtype=np.uint8)
+    clips[1, 2:] = clips[1, 1]  # static after its first time step: a keep-only cache stores one step of it
+    labels = ["bee", "ant", "bee", "ant"]
+    write_clip_cache(clips, labels, tmp_path / "full", ["ant", "bee"], progress=False)
+    write_clip_cache(clips, labels, tmp_path / "kept", ["ant", "bee"], keep_only_threshold=0.1, progress=False)
+    full, kept = ClipCache(tmp_path / "full"), ClipCache(tmp_path / "kept")
+
+    some = CachedClips(tmp_path / "full", indices=[2, 1])
+    assert len(some) == 2 and set(some[0]) == {"pixel_values", "labels"}
+    assert torch.equal(some[0]["pixel_values"], full.clip(2)) and torch.equal(some[1]["pixel_values"], full.clip(1))
+    assert [some[i]["labels"] for i in range(2)] == [1, 0]
+    assert some.tokens_kept == [full.records[2]["tokens_kept"], full.records[1]["tokens_kept"]]
+    assert some.record(1)["path"] == full.records[1]["path"]
+    # Relabelled by class name, as load_clip_cache does.
+    relabelled = CachedClips(full, class_names=["cat", "bee", "ant"])
+    expected = load_clip_cache(tmp_path / "full", class_names=["cat", "bee", "ant"]).with_format(None)["label"]
+    assert [relabelled[i]["labels"] for i in range(4)] == expected == [1, 2, 1, 2]
+    with pytest.raises(ValueError, match=r"classes \['bee'\] that are not among"):
+        CachedClips(full, class_names=["ant"])
+    with pytest.raises(IndexError, match="indices must lie in 0..3"):
+        CachedClips(full, indices=[0, 4])
+
+    # A keep-only cache gives its stored keep masks, which ClipCollator passes on; pretraining takes the clips alone.
+    with_masks = pickle.loads(pickle.dumps(CachedClips(kept)))  # as DataLoader workers receive it
+    assert torch.equal(with_masks[1]["keep_mask"], kept.keep_mask(1)) and not kept.keep_mask(1).all()
+    batch = ClipCollator()([with_masks[i] for i in range(4)])
+    assert torch.equal(batch["keep_mask"], torch.stack([kept.keep_mask(i) for i in range(4)]))
+    assert batch["pixel_values"].dtype == torch.uint8 and batch["labels"].tolist() == [1, 0, 1, 0]
+    assert set(CachedClips(kept, labels=False, keep_masks=False)[1]) == {"pixel_values"}

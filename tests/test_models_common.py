@@ -1,14 +1,18 @@
 """The tests every RLT architecture must pass, written once over the cases of ``model_cases.CASES``.
 
 Architecture-specific behaviour (ViViT's CLS token, VideoMAE's pooling variants, legacy weight
-names) is tested in test_videomae.py / test_vivit.py.
+names, V-JEPA 2's RoPE positions, clip lengths and attentive probe) is tested in test_videomae.py /
+test_vivit.py / test_vjepa2.py.
 """
+
+import json
 
 import pytest
 import torch
 from conftest import run_without_rlt
 from model_cases import CASES, GRID, REPEAT_COUNTS, TUBELETS, clips_with_repeats, noise_clips
-from transformers import AutoModelForVideoClassification
+from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from rlt import VideoCollator
 from rlt.training import ClipCollator
@@ -22,26 +26,30 @@ def with_prefix(case, counts):
 
 def test_threshold_zero_reproduces_vanilla_logits(case):
     vanilla, rlt_model = case.vanilla_and_rlt(rlt_threshold=0.0)
-    clips = noise_clips(3)
+    clips, labels = noise_clips(3), torch.tensor([0, 3, 4])
     with torch.no_grad():
-        expected = vanilla(**case.video(clips)).logits
-        output = rlt_model(**case.video(clips))
+        expected = vanilla(**case.video(clips), labels=labels)
+        output = rlt_model(**case.video(clips), labels=labels)
     assert output.tokens_kept.tolist() == with_prefix(case, [TUBELETS] * 3)
-    torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(output.logits, expected.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(output.loss, expected.loss, atol=1e-5, rtol=1e-5)
 
 
 def test_base_model_states_match_vanilla(case):
     vanilla, rlt_model = case.vanilla_and_rlt(base=True, rlt_threshold=0.0)
     clips = noise_clips(2)
     with torch.no_grad():
-        expected = vanilla(**case.video(clips))
+        expected = vanilla(**case.video(clips), output_hidden_states=True)
         output = rlt_model(**case.video(clips), output_hidden_states=True)
     tokens = TUBELETS + case.prefix
     assert output.last_hidden_state.shape == (1, 2 * tokens, 32)
     torch.testing.assert_close(torch.stack(output.per_clip()), expected.last_hidden_state, atol=1e-5, rtol=1e-5)
     if getattr(expected, "pooler_output", None) is not None:
         torch.testing.assert_close(output.pooler_output, expected.pooler_output, atol=1e-5, rtol=1e-5)
-    assert len(output.hidden_states) == 2 + 1  # embeddings, then each of the 2 layers
+    # transformers' layout: the embeddings, then each of the 2 layers' outputs.
+    assert len(output.hidden_states) == len(expected.hidden_states) == 2 + 1
+    for ours, theirs in zip(output.hidden_states, expected.hidden_states):
+        torch.testing.assert_close(ours[0].view(2, tokens, 32), theirs, atol=1e-5, rtol=1e-5)
     assert output.cu_seqlens.tolist() == [0, tokens, 2 * tokens]
     assert (output.run_lengths == 1).all()
 
@@ -56,9 +64,12 @@ def test_rlt_disabled_runs_every_token_even_on_repeats(case):
     torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["auto", "per_clip", "padded", "eager", "flex"])
-def test_packed_batch_equals_clips_run_alone(case, backend):
-    _, rlt_model = case.vanilla_and_rlt(rlt_threshold=0.0, rlt_attention=backend)
+@pytest.mark.parametrize(
+    "backend, pooling",
+    [(backend, "mean") for backend in ("auto", "per_clip", "padded", "eager", "flex")] + [("auto", "length_weighted")],
+)
+def test_packed_batch_equals_clips_run_alone(case, backend, pooling):
+    _, rlt_model = case.vanilla_and_rlt(rlt_threshold=0.0, rlt_attention=backend, rlt_pooling=pooling)
     with torch.no_grad():
         for name, parameter in rlt_model.named_parameters():
             if name.endswith("length_embeddings.weight"):
@@ -82,6 +93,7 @@ def test_static_clip_keeps_one_time_step(case):
     assert output.keep_mask[0, 0].all() and not output.keep_mask[0, 1:].any()
     # Prefix tokens stand for themselves; each kept tubelet stands for the whole clip.
     assert output.run_lengths.tolist() == [[1] * case.prefix + [steps] * (grid_h * grid_w)]
+    assert output.last_hidden_state.shape == (1, grid_h * grid_w + case.prefix, 32)
 
 
 def test_keep_mask_computed_in_a_loader_gives_the_same_output(case):
@@ -134,7 +146,9 @@ def test_return_dict_false_gives_a_tuple(case):
     torch.testing.assert_close(as_tuple[1], output.logits)
     torch.testing.assert_close(no_labels[0], output.logits)
     assert torch.equal(no_labels[-1], output.tokens_kept)
-    torch.testing.assert_close(base_tuple[0], base_output.last_hidden_state)
+    assert len(base_tuple) == len(base_output.to_tuple())  # the fields that are set, last_hidden_state first
+    for got, want in zip(base_tuple, base_output.to_tuple()):
+        torch.testing.assert_close(got, want)
     classifier.config.return_dict = False  # the config's setting, as transformers' models read it
     with torch.no_grad():
         from_config = classifier(**case.video(clips))
@@ -150,6 +164,17 @@ def test_save_and_reload_with_the_auto_class(case, tmp_path):
             if name.endswith("length_embeddings.weight"):
                 parameter.normal_()  # saved and loaded too
     rlt_model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == rlt_model.config.model_type
+    config_file = type(rlt_model.config).__module__.rsplit(".", 1)[1]
+    model_file = type(rlt_model).__module__.rsplit(".", 1)[1]
+    assert saved["auto_map"] == {
+        "AutoConfig": f"{config_file}.{type(rlt_model.config).__name__}",
+        "AutoModel": f"{model_file}.{case.architecture.rlt_class(False).__name__}",
+        "AutoModelForVideoClassification": f"{model_file}.{type(rlt_model).__name__}",
+    }
+    assert type(AutoConfig.from_pretrained(tmp_path)) is type(rlt_model.config)
+    assert type(AutoModel.from_pretrained(tmp_path)) is case.architecture.rlt_class(False)
     reloaded = AutoModelForVideoClassification.from_pretrained(tmp_path).eval()
     assert type(reloaded) is type(rlt_model)
     assert reloaded.config.rlt_token_grid == GRID and reloaded.config.rlt_threshold == 0.0
@@ -164,22 +189,30 @@ def test_saved_folder_loads_in_a_process_without_rlt(case, tmp_path):
     rlt_model.save_pretrained(folder)
     clips = clips_with_repeats()
     torch.save(clips, tmp_path / "clips.pt")
+    base_class = case.architecture.rlt_class(False).__name__
     with torch.no_grad():
         expected = rlt_model(**case.video(clips))
+        expected_states = getattr(rlt_model, rlt_model.base_model_prefix)(**case.video(clips)).last_hidden_state
     code = f"""
         import torch
-        from transformers import AutoModelForVideoClassification
+        from transformers import AutoModel, AutoModelForVideoClassification
+        video = {{{case.input_name!r}: torch.load({str(tmp_path / "clips.pt")!r})}}
         model = AutoModelForVideoClassification.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
-        assert type(model).__name__ == {type(rlt_model).__name__!r}, type(model)
-        assert not type(model).__module__.startswith("rlt."), type(model).__module__
+        encoder = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        for loaded, name in ((model, {type(rlt_model).__name__!r}), (encoder, {base_class!r})):
+            assert type(loaded).__name__ == name, type(loaded)
+            assert not type(loaded).__module__.startswith("rlt."), type(loaded).__module__
         with torch.no_grad():
-            output = model(**{{{case.input_name!r}: torch.load({str(tmp_path / "clips.pt")!r})}})
-        torch.save({{"logits": output.logits, "tokens_kept": output.tokens_kept}}, {str(tmp_path / "out.pt")!r})
+            output = model(**video)
+            states = encoder(**video).last_hidden_state
+        result = {{"logits": output.logits, "tokens_kept": output.tokens_kept, "states": states}}
+        torch.save(result, {str(tmp_path / "out.pt")!r})
         """
     run_without_rlt(code, cwd=tmp_path)
     result = torch.load(tmp_path / "out.pt")
     assert result["tokens_kept"].tolist() == with_prefix(case, REPEAT_COUNTS)
     torch.testing.assert_close(result["logits"], expected.logits, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(result["states"], expected_states, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -195,9 +228,9 @@ def test_saved_folder_loads_in_a_process_without_rlt(case, tmp_path):
     ],
 )
 def test_bad_input_is_named(case, shape, message):
-    rlt_model = case.rlt_model()
-    with pytest.raises(ValueError, match=message):
-        rlt_model(**case.video(torch.zeros(shape)))
+    for rlt_model in (case.rlt_model(), case.rlt_model(base=True)):
+        with pytest.raises(ValueError, match=message):
+            rlt_model(**case.video(torch.zeros(shape)))
 
 
 def test_bad_settings_and_arguments_are_named(case):
@@ -221,6 +254,8 @@ def test_bad_settings_and_arguments_are_named(case):
         rlt_model(**case.video(clips), keep_mask=torch.ones(1, 2, 2, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="first time step"):
         rlt_model(**case.video(clips), keep_mask=torch.zeros(1, *GRID, dtype=torch.bool))
+    with pytest.raises(ValueError, match=f"{case.input_name} must be a float tensor"):
+        rlt_model(**case.video((clips * 100).to(torch.uint8)))
     with pytest.raises(TypeError, match=f"{case.input_name} must be a torch.Tensor"):
         rlt_model(**case.video(clips.numpy()))
     rlt_model.config.rlt_attention = "varlen"
@@ -278,14 +313,36 @@ def test_autocast_reaches_the_attention_kernel_in_its_dtype(case, monkeypatch):
     assert seen and set(seen) == {torch.bfloat16}, seen
 
 
+def count_checkpointed_layers(model) -> tuple[list[str], list[str]]:
+    """The model's checkpointable layers, and a list that each one's checkpoint function appends its name
+    to when it runs (the function ``gradient_checkpointing_enable`` installs, or torch's if none is yet)."""
+    layers, calls = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, GradientCheckpointingLayer):
+            checkpoint_function = getattr(module, "_gradient_checkpointing_func", torch.utils.checkpoint.checkpoint)
+
+            def counted(*args, _name=name, _checkpoint=checkpoint_function, **kwargs):
+                calls.append(_name)
+                return _checkpoint(*args, **kwargs)
+
+            module._gradient_checkpointing_func = counted
+            layers.append(name)
+    return layers, calls
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(case):
     model = case.rlt_model(rlt_threshold=0.0).train()
     clips, labels = clips_with_repeats(), torch.tensor([0, 1, 2])
+    layers, calls = count_checkpointed_layers(model)
+    assert len(layers) >= model.config.num_hidden_layers, layers
     model(**case.video(clips), labels=labels).loss.backward()
+    assert calls == []  # not enabled: the count below would catch a checkpointing that silently does nothing
     expected = {name: parameter.grad.clone() for name, parameter in model.named_parameters()}
     model.zero_grad()
     model.gradient_checkpointing_enable()
+    layers, calls = count_checkpointed_layers(model)
     model(**case.video(clips), labels=labels).loss.backward()
+    assert sorted(calls) == sorted(layers)  # every layer checkpointed, once
     for name, parameter in model.named_parameters():
         torch.testing.assert_close(parameter.grad, expected[name], msg=name)
 

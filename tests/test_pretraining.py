@@ -180,7 +180,7 @@ def test_the_fine_tuning_script_loads_the_encoder_and_trains(pretrained, tmp_pat
     assert math.isfinite(summary["final_loss"]) and math.isfinite(summary["eval_loss"])
 
 
-def test_pretraining_reads_clip_caches_and_video_files(pretrain, tmp_path):
+def test_pretraining_reads_clip_caches_and_video_files(pretrain, tmp_path, caplog):
     config = SyntheticVideoConfig(num_frames=8, image_size=64)
     write_synthetic_cache(tmp_path / "cache", 8, config=config)
     from_cache = pretrain.main(["--cache", str(tmp_path / "cache"), "--max-steps", "1",
@@ -192,9 +192,14 @@ def test_pretraining_reads_clip_caches_and_video_files(pretrain, tmp_path):
         folder = tmp_path / "videos" / ("nested" if i % 2 else "")
         folder.mkdir(parents=True, exist_ok=True)
         write_mp4(folder / f"clip{i}.mp4", clip)
-    from_videos = pretrain.main(["--train", str(tmp_path / "videos"), "--frame-stride", "2", "--max-steps", "1",
-                                 "--output-dir", str(tmp_path / "v"), *TINY_RUN])
-    assert from_videos["data"]["train_clips"] == 4 and math.isfinite(from_videos["final_loss"])
+    broken = tmp_path / "videos" / "nested" / "broken.mp4"  # skipped with a warning naming it, as elsewhere
+    broken.write_bytes(b"not a video")
+    with caplog.at_level("WARNING", logger="pretrain_videomae"):
+        from_videos = pretrain.main(["--train", str(tmp_path / "videos"), "--frame-stride", "2", "--max-steps", "1",
+                                     "--output-dir", str(tmp_path / "v"), *TINY_RUN])
+    assert from_videos["data"]["train_clips"] == 5 and math.isfinite(from_videos["final_loss"])
+    skipped = [record.getMessage() for record in caplog.records if "cannot be read" in record.getMessage()]
+    assert len(skipped) == 1 and str(broken) in skipped[0], skipped
     saved = json.loads((tmp_path / "v" / "video_preprocessor_config.json").read_text())
     assert saved["frame_stride"] == 2 and saved["num_frames"] == 8
 

@@ -333,3 +333,49 @@ def test_example_writes_the_generated_task_as_clip_caches(tmp_path):
     torch.testing.assert_close(torch.stack([cache[i]["clip"] for i in range(10)]), clips)
     with pytest.raises(ValueError, match="num_clips and chunk_size must be at least 1"):
         write_synthetic_cache(tmp_path / "none", 0, config=config)
+
+
+def test_example_script_trains_on_clip_caches(tmp_path, monkeypatch):
+    """--cache: a keep-only cache's stored keep masks reach the model and its stored counts make the token
+    budget; --eval-cache written apart is relabelled by class name; without it the cache is split by class."""
+    from rlt.cache import CachedClips, ClipCache, write_clip_cache
+
+    names = list(CLASS_NAMES)
+    clips, labels = generate_clips(16, config=SMALL)
+    write_clip_cache(clips, labels.tolist(), tmp_path / "kept", names, keep_only_threshold=0.1, progress=False)
+    eval_clips, eval_labels = generate_clips(range(16, 20), config=SMALL)
+    eval_names = sorted({names[label] for label in eval_labels.tolist()})  # numbered otherwise than in training
+    eval_as_names = [names[label] for label in eval_labels.tolist()]
+    write_clip_cache(eval_clips, eval_as_names, tmp_path / "val", eval_names, progress=False)
+    script = _example()
+    batches, collate = [], ClipCollator.__call__
+
+    def recorded(collator, features):
+        batches.append(collate(collator, features))
+        return batches[-1]
+
+    monkeypatch.setattr(ClipCollator, "__call__", recorded)
+    argv = ["--cache", str(tmp_path / "kept"), "--eval-cache", str(tmp_path / "val"), "--from-scratch", "tiny",
+            "--image-size", "32", "--num-frames", "8", "--token-budget", "200", "--num-workers", "0",
+            "--max-steps", "2", "--eval-strategy", "no", "--save-strategy", "no",
+            "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    summary = script.main(argv)
+    data = summary["data"]
+    assert data["data"] == "cache" and data["train_clips"] == 16 and data["eval_clips"] == 4
+    # Two training steps over the keep-only cache (all 16 clips fit the budget), then the full eval cache.
+    assert [(len(batch["labels"]), "keep_mask" in batch) for batch in batches] == [(16, True), (16, True), (4, False)]
+    stored = ClipCache(tmp_path / "kept")
+    stored_kept = sum(int(stored.keep_mask(i).sum()) for i in range(16))
+    assert [int(batch["keep_mask"].sum()) for batch in batches[:2]] == [stored_kept, stored_kept]
+
+    args = script.parse_args(argv)
+    train, evaluation, class_names, _ = script.load_data(args, stored.processor, "cpu")
+    assert isinstance(train, CachedClips) and class_names == names
+    assert [evaluation[i]["labels"] for i in range(4)] == eval_labels.tolist()  # the training cache's ids
+
+    # No --eval-cache: a tenth of the cache, stratified by class (two classes here, one clip of each).
+    write_clip_cache(clips, [i % 2 for i in range(16)], tmp_path / "two", ["odd", "even"], progress=False)
+    args = script.parse_args([argv[0], str(tmp_path / "two"), *argv[4:]])
+    train, evaluation, _, _ = script.load_data(args, stored.processor, "cpu")
+    assert sorted(train.indices + evaluation.indices) == list(range(16))
+    assert sorted(evaluation[i]["labels"] for i in range(len(evaluation))) == [0, 1]

@@ -62,6 +62,7 @@ __all__ = [
     "CACHE_VERSION",
     "CLIP_LAYOUT",
     "CacheSummary",
+    "CachedClips",
     "ClipCache",
     "ClipCacheTransform",
     "DEFAULT_SHARD_SIZE",
@@ -1004,6 +1005,82 @@ class ClipCache:
         return handle.get_tensor("clips"), handle.get_tensor("labels")
 
 
+def _relabelled(cache: ClipCache, class_names: Sequence[str] | None) -> tuple[list[str], list[int]]:
+    """``(class names, each clip's label)`` of a cache, renumbered to ``class_names`` by name when given."""
+    labels, names = cache.labels, list(cache.class_names)
+    if class_names is None:
+        return names, labels
+    names = [str(name) for name in class_names]
+    unknown = [name for name in cache.class_names if name not in names]
+    if unknown:
+        raise ValueError(f"{cache.folder} has classes {unknown[:5]} that are not among {names[:10]}")
+    ids = [names.index(name) for name in cache.class_names]
+    return names, [ids[label] for label in labels]
+
+
+class CachedClips(torch.utils.data.Dataset):
+    """A clip cache, or some of its clips, as a torch ``Dataset`` of uint8 clips read from the shards when indexed.
+
+    Item ``i``: ``{"pixel_values": uint8 (T, C, H, W), "labels": int}`` and, from a keep-only cache
+    (``keep_only_threshold``), ``"keep_mask": bool (T', H', W')`` (the tubelets the cache kept; dropped
+    ones are filled by their run's kept one). ``rlt.training.ClipCollator`` batches these items, and
+    ``RLTTrainer`` normalises the uint8 clips on the device. What describes a clip without reading
+    it (path, label, ``tokens_kept``, ``padded_frames``) is in ``record(i)``. Picklable: each
+    ``DataLoader`` worker opens the shards it reads.
+
+    Args:
+        cache: a ``ClipCache`` or its folder.
+        indices: which of the cache's clips, in this order (one side of a split, say); all by default.
+        class_names: renumber the labels to these classes, by name (as ``load_clip_cache`` does): two
+            caches written apart may number their classes differently. A class of the cache that is
+            not among them is an error.
+        labels: False leaves ``labels`` out of the items (self-supervised pretraining takes none).
+        keep_masks: False leaves a keep-only cache's ``keep_mask`` out (the model then tokenizes the
+            filled-in clips itself).
+    """
+
+    def __init__(
+        self,
+        cache: ClipCache | str | os.PathLike,
+        *,
+        indices: Sequence[int] | None = None,
+        class_names: Sequence[str] | None = None,
+        labels: bool = True,
+        keep_masks: bool = True,
+    ):
+        self.cache = cache if isinstance(cache, ClipCache) else ClipCache(cache)
+        self.indices = list(range(len(self.cache))) if indices is None else [int(i) for i in indices]
+        if self.indices and not 0 <= min(self.indices) <= max(self.indices) < len(self.cache):
+            raise IndexError(
+                f"indices must lie in 0..{len(self.cache) - 1}: {self.cache.folder} holds {len(self.cache)} clips"
+            )
+        self.class_names, self._labels = _relabelled(self.cache, class_names)
+        self.labels = labels
+        self.keep_masks = keep_masks
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def record(self, i: int) -> dict:
+        """Item ``i``'s entry in the cache index (``path``, ``label`` as stored, ``tokens_kept``, and
+        ``padded_frames``, absent from caches written before padding was recorded); reads no clip."""
+        return self.cache.records[self.indices[i]]
+
+    @property
+    def tokens_kept(self) -> list[int]:
+        """Each item's token count at the cache's threshold (-1 where the clip cannot be cut into tubelets)."""
+        return [self.cache.records[index]["tokens_kept"] for index in self.indices]
+
+    def __getitem__(self, i: int) -> dict:
+        index = self.indices[i]
+        item = {"pixel_values": self.cache.clip(index)}
+        if self.labels:
+            item["labels"] = self._labels[index]
+        if self.keep_masks and self.cache.keep_only_threshold is not None:
+            item["keep_mask"] = self.cache.keep_mask(index)
+        return item
+
+
 class ClipCacheTransform:
     """``dataset.with_transform(...)`` for ``load_clip_cache``: reads clips and normalises them when accessed.
 
@@ -1054,15 +1131,7 @@ def load_clip_cache(
     from datasets import ClassLabel, Dataset, Features, Value
 
     cache = ClipCache(folder)
-    labels = cache.labels
-    names = list(cache.class_names)
-    if class_names is not None:
-        names = [str(name) for name in class_names]
-        unknown = [name for name in cache.class_names if name not in names]
-        if unknown:
-            raise ValueError(f"{folder} has classes {unknown[:5]} that are not among {names[:10]}")
-        ids = [names.index(name) for name in cache.class_names]
-        labels = [ids[label] for label in labels]
+    names, labels = _relabelled(cache, class_names)
     features = Features({
         "clip_id": Value("int64"),
         "path": Value("string"),

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from . import registry
-from .cache import ClipCache, default_workers, is_clip_cache, load_processor, prepare_clip
+from .cache import CachedClips, ClipCache, default_workers, is_clip_cache, load_processor, prepare_clip
 from .common import READ_ERRORS, PixelNormalizer, synchronize
 from .data import list_labelled_videos
 from .hf_datasets import is_dataset_source, open_video_dataset
@@ -142,16 +142,17 @@ class _DatasetClips(torch.utils.data.Dataset):
             return None, -1, row.name, str(error) or type(error).__name__, 0
 
 
-class _CacheClips(torch.utils.data.Dataset):
-    def __init__(self, cache: ClipCache, labels):
-        self.cache, self.labels = cache, labels
+class _CacheClips(CachedClips):
+    """``CachedClips`` as the tuples of the other sources, labels mapped to the model's class ids."""
 
-    def __len__(self):
-        return len(self.cache)
+    def __init__(self, cache: ClipCache, mapping: list[int]):
+        super().__init__(cache, keep_masks=False)
+        self.mapping = mapping
 
     def __getitem__(self, i):
-        record = self.cache.records[i]  # caches written before padding was recorded: None (unknown)
-        return self.cache.clip(i), self.labels[i], record["path"], None, record.get("padded_frames")
+        item, record = super().__getitem__(i), self.record(i)
+        # Caches written before padding was recorded: None (unknown).
+        return item["pixel_values"], self.mapping[item["labels"]], record["path"], None, record.get("padded_frames")
 
 
 class _TensorClips(torch.utils.data.Dataset):
@@ -214,9 +215,8 @@ def clip_source(
             )
         _warn_if_sampling_differs(cache, processor)
         mapping = _label_mapping(cache.class_names, class_names)
-        labels = [mapping[label] for label in cache.labels]
         names = list(class_names) if class_names is not None else cache.class_names
-        return ClipSource(_CacheClips(cache, labels), "cache", names, cache.clip_shape, str(cache.folder))
+        return ClipSource(_CacheClips(cache, mapping), "cache", names, cache.clip_shape, str(cache.folder))
     if isinstance(data, (tuple, list)) and len(data) in (2, 3) and isinstance(data[0], torch.Tensor):
         clips, labels = data[0], [int(label) for label in data[1]]
         if clips.dtype != torch.uint8 or clips.dim() != 5:

@@ -35,6 +35,7 @@ from transformers.models.vjepa2.modeling_vjepa2 import (
     VJEPA2PreTrainedModel,
     VJEPA2RopeAttention,
 )
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_rlt_vjepa2 import RLTVJEPA2Config
 from .modeling_rlt import (
@@ -358,14 +359,14 @@ class RLTVJEPA2Model(RLTVJEPA2PreTrainedModel):
     def get_input_embeddings(self):
         return self.encoder.embeddings.patch_embeddings
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values_videos: torch.Tensor | None = None,
         keep_mask: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> RLTModelOutput | tuple:
+    ) -> RLTModelOutput:
         """
         Args:
             pixel_values_videos: ``(B, T, C, crop_size, crop_size)``, normalised as the checkpoint's
@@ -373,10 +374,10 @@ class RLTVJEPA2Model(RLTVJEPA2PreTrainedModel):
             keep_mask: optional bool ``(B, T', H', W')`` computed ahead (``rlt.run_length_tokenize``
                 in a data loader); by default the model tokenizes with its config's threshold.
             output_hidden_states: also return the packed embeddings and every layer's output.
-            return_dict: False returns ``RLTModelOutput.to_tuple()`` (``last_hidden_state`` first).
+            return_dict: False (or ``config.return_dict`` False) returns a tuple of the output's fields
+                that are set, ``last_hidden_state`` first, as transformers' models do.
         """
-        output = self.encode(pixel_values_videos, keep_mask, output_hidden_states, **kwargs).to_output()
-        return output if _return_dict(self.config, return_dict) else output.to_tuple()
+        return self.encode(pixel_values_videos, keep_mask, output_hidden_states, **kwargs).to_output()
 
     def encode(
         self,
@@ -413,27 +414,22 @@ class RLTVJEPA2ForVideoClassification(RLTVJEPA2PreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels, bias=True)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values_videos: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         keep_mask: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> RLTVideoClassifierOutput | tuple:
+    ) -> RLTVideoClassifierOutput:
         """Like ``VJEPA2ForVideoClassification.forward``; ``keep_mask`` as in ``RLTVJEPA2Model``.
         ``return_dict=False`` returns ``RLTVideoClassifierOutput.to_tuple()``: ``(loss, logits, ...)``
         with labels, ``(logits, ...)`` without, as transformers does."""
         encoded = self.vjepa2.encode(pixel_values_videos, keep_mask, output_hidden_states, **kwargs)
         key_weights = encoded.run_lengths().float() if self.config.rlt_pooling == "length_weighted" else None
         pooled = self.pooler(encoded.last_hidden_state, encoded.packed, key_weights=key_weights)
-        output = classification_output(self, self.classifier(pooled), labels, encoded, kwargs)
-        return output if _return_dict(self.config, return_dict) else output.to_tuple()
-
-
-def _return_dict(config, return_dict: bool | None) -> bool:
-    return config.return_dict if return_dict is None else return_dict
+        return classification_output(self, self.classifier(pooled), labels, encoded, kwargs)
 
 
 RLTVJEPA2Model.register_for_auto_class("AutoModel")
