@@ -58,6 +58,7 @@ from transformers.trainer_utils import get_last_checkpoint
 import rlt
 from rlt.cache import prepare_clip
 from rlt.common import READ_ERRORS
+from rlt.synthetic import add_task_arguments
 from rlt.training import VIT_SIZES, ClipCollator, PixelNormalizer, RLTTrainer
 
 logger = logging.getLogger("pretrain_videomae")
@@ -79,16 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     source.add_argument("--synthetic", type=int, metavar="N", help="N generated clips in memory (rlt.synthetic)")
     source.add_argument("--cache", metavar="DIR", help="a clip cache folder (rlt cache)")
     source.add_argument("--train", metavar="DIR_OR_CSV", help="video files: a folder (searched recursively) or a list")
-    data.add_argument("--synthetic-device", help="where to render generated clips (default: cuda if available)")
-    data.add_argument(
-        "--synthetic-variant", choices=["full", "still"], default="full",
-        help="the generated task: 'full' (nuisances on) or 'still' (a still, clean camera) (default full)",
-    )
-    data.add_argument(
-        "--synthetic-time-step", type=float, default=1.0,
-        help="time between generated frames in reference frames: 0.5 = twice the frame rate (dense sampling)",
-    )
-    data.add_argument("--data-seed", type=int, default=0, help="seed of the generated task (default 0)")
+    add_task_arguments(data)  # --synthetic-device, --synthetic-variant, --synthetic-time-step, --data-seed
     data.add_argument("--frame-stride", type=int, help="with --train: sample every N-th frame (default: uniform)")
     data.add_argument("--num-workers", type=int, default=4, help="data loader workers (default 4)")
 

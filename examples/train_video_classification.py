@@ -55,6 +55,7 @@ import rlt
 import rlt.hf_datasets
 from rlt import registry
 from rlt.batching import TokenBudgetBatchSampler, count_kept_tokens
+from rlt.synthetic import add_task_arguments
 from rlt.training import VIT_SIZES as SIZES
 from rlt.training import ClipCollator, PixelNormalizer, RLTTrainer, compute_metrics
 
@@ -73,16 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--eval-split", help="the evaluation split of the --train (or --eval) dataset, e.g. validation")
     data.add_argument("--eval-cache", help="a clip cache folder for evaluation")
     data.add_argument("--synthetic-eval", type=int, metavar="M", help="generated evaluation clips (default N/5)")
-    data.add_argument("--synthetic-device", help="where to render generated clips (default: cuda if available)")
-    data.add_argument(
-        "--synthetic-variant", choices=["full", "still"], default="full",
-        help="the generated task: 'full' (nuisances on) or 'still' (a still, clean camera) (default full)",
-    )
-    data.add_argument(
-        "--synthetic-time-step", type=float, default=1.0,
-        help="time between generated frames in reference frames: 0.5 = twice the frame rate (dense sampling)",
-    )
-    data.add_argument("--data-seed", type=int, default=0, help="seed of the generated task (default 0)")
+    add_task_arguments(data)  # --synthetic-device, --synthetic-variant, --synthetic-time-step, --data-seed
     data.add_argument("--frame-stride", type=int, help="sample every N-th frame of a video (default: uniform)")
     data.add_argument("--num-workers", type=int, default=4, help="data loader workers (default 4)")
 

@@ -54,6 +54,7 @@ __all__ = [
     "SyntheticVideoConfig",
     "SyntheticVideoDataset",
     "TASK_VARIANTS",
+    "add_task_arguments",
     "generate_clips",
     "label_of",
     "task_config",
@@ -127,6 +128,21 @@ TASK_VARIANTS = {
         distractor_prob=0.0, occluder_prob=0.0, shake_prob=0.0, max_noise=0.0, speed=(1.5, 3.0), object_size=(0.25, 0.4)
     ),
 }
+
+
+def add_task_arguments(group) -> None:
+    """The scripts' flags for the generated task (an ``argparse`` parser or group): where to render it,
+    which variant, the time step between frames and the task's seed."""
+    group.add_argument("--synthetic-device", help="where to render generated clips (default: cuda if available)")
+    group.add_argument(
+        "--synthetic-variant", choices=sorted(TASK_VARIANTS), default="full",
+        help="the generated task: 'full' (nuisances on) or 'still' (a still, clean camera) (default full)",
+    )
+    group.add_argument(
+        "--synthetic-time-step", type=float, default=1.0,
+        help="time between generated frames in reference frames: 0.5 = twice the frame rate (dense sampling)",
+    )
+    group.add_argument("--data-seed", type=int, default=0, help="seed of the generated task (default 0)")
 
 
 def task_config(variant: str = "full", **overrides) -> SyntheticVideoConfig:
