@@ -277,7 +277,7 @@ def load_data(args, device) -> tuple[torch.utils.data.Dataset, rlt.RLTVideoProce
         if len(cache) == 0:
             raise ValueError(f"the clip cache {args.cache} holds no clips")
         # The clips alone: they are their own targets, and VideoMAEForPreTraining takes no labels or keep mask.
-        clips = CachedClips(cache, labels=False, keep_masks=False)
+        clips = CachedClips(cache, with_labels=False, with_keep_masks=False)
         return clips, cache.processor, {"data": "cache", "cache": args.cache}
 
     args.num_frames = args.num_frames or 16

@@ -343,12 +343,13 @@ def main(argv=None) -> dict:
     config = model.config
     is_rlt = hasattr(config, "rlt_enabled")
     if args.cache:
-        stored = cache.keep_only_threshold
-        keep_masks = is_rlt and not (args.rlt_off or args.random_drop) and stored is not None
-        if keep_masks and stored != args.threshold:
-            raise ValueError(f"{args.cache} keeps the tubelets of threshold {stored}, not {args.threshold}")
-        # A keep-only cache's masks go to the model, which then uses exactly the tubelets the cache kept.
-        train_dataset.keep_masks = eval_dataset.keep_masks = keep_masks
+        use_masks = is_rlt and not (args.rlt_off or args.random_drop)
+        for dataset, folder in ((train_dataset, args.cache), (eval_dataset, args.eval_cache or args.cache)):
+            stored = dataset.cache.keep_only_threshold
+            if use_masks and stored is not None and stored != args.threshold:
+                raise ValueError(f"{folder} keeps the tubelets of threshold {stored}, not {args.threshold}")
+            # A keep-only cache's masks go to the model, which then uses exactly the tubelets the cache kept.
+            dataset.with_keep_masks = use_masks and stored is not None
     collator = ClipCollator.for_model(
         config,
         drop="random" if args.random_drop else ("rlt" if is_rlt and args.keep_mask_in_loader and not args.rlt_off else None),

@@ -92,3 +92,10 @@ def test_pack_buckets_setting_is_validated():
     for bad in (-1, 2.5, True, "8"):
         with pytest.raises(ValueError, match="rlt_pack_buckets must be a whole number >= 0"):
             RLTVideoMAEConfig(rlt_pack_buckets=bad)
+
+
+def test_a_clip_without_tokens_is_refused():
+    keep = torch.tensor([[True, False], [False, False]])
+    with pytest.raises(ValueError, match="clip 1 keeps no token"):
+        PackedSequence.from_keep_mask(keep)
+    assert PackedSequence.from_keep_mask(keep, num_prefix_tokens=1).lengths == [2, 1]  # a CLS token is a token

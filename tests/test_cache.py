@@ -265,4 +265,4 @@ def test_cached_clips_is_a_torch_dataset_of_the_cache(tmp_path):
     batch = ClipCollator()([with_masks[i] for i in range(4)])
     assert torch.equal(batch["keep_mask"], torch.stack([kept.keep_mask(i) for i in range(4)]))
     assert batch["pixel_values"].dtype == torch.uint8 and batch["labels"].tolist() == [1, 0, 1, 0]
-    assert set(CachedClips(kept, labels=False, keep_masks=False)[1]) == {"pixel_values"}
+    assert set(CachedClips(kept, with_labels=False, with_keep_masks=False)[1]) == {"pixel_values"}

@@ -1034,8 +1034,8 @@ class CachedClips(torch.utils.data.Dataset):
         class_names: renumber the labels to these classes, by name (as ``load_clip_cache`` does): two
             caches written apart may number their classes differently. A class of the cache that is
             not among them is an error.
-        labels: False leaves ``labels`` out of the items (self-supervised pretraining takes none).
-        keep_masks: False leaves a keep-only cache's ``keep_mask`` out (the model then tokenizes the
+        with_labels: False leaves ``labels`` out of the items (self-supervised pretraining takes none).
+        with_keep_masks: False leaves a keep-only cache's ``keep_mask`` out (the model then tokenizes the
             filled-in clips itself).
     """
 
@@ -1045,8 +1045,8 @@ class CachedClips(torch.utils.data.Dataset):
         *,
         indices: Sequence[int] | None = None,
         class_names: Sequence[str] | None = None,
-        labels: bool = True,
-        keep_masks: bool = True,
+        with_labels: bool = True,
+        with_keep_masks: bool = True,
     ):
         self.cache = cache if isinstance(cache, ClipCache) else ClipCache(cache)
         self.indices = list(range(len(self.cache))) if indices is None else [int(i) for i in indices]
@@ -1055,8 +1055,8 @@ class CachedClips(torch.utils.data.Dataset):
                 f"indices must lie in 0..{len(self.cache) - 1}: {self.cache.folder} holds {len(self.cache)} clips"
             )
         self.class_names, self._labels = _relabelled(self.cache, class_names)
-        self.labels = labels
-        self.keep_masks = keep_masks
+        self.with_labels = with_labels
+        self.with_keep_masks = with_keep_masks
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -1074,9 +1074,9 @@ class CachedClips(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         index = self.indices[i]
         item = {"pixel_values": self.cache.clip(index)}
-        if self.labels:
+        if self.with_labels:
             item["labels"] = self._labels[index]
-        if self.keep_masks and self.cache.keep_only_threshold is not None:
+        if self.with_keep_masks and self.cache.keep_only_threshold is not None:
             item["keep_mask"] = self.cache.keep_mask(index)
         return item
 

@@ -146,7 +146,7 @@ class _CacheClips(CachedClips):
     """``CachedClips`` as the tuples of the other sources, labels mapped to the model's class ids."""
 
     def __init__(self, cache: ClipCache, mapping: list[int]):
-        super().__init__(cache, keep_masks=False)
+        super().__init__(cache, with_keep_masks=False)
         self.mapping = mapping
 
     def __getitem__(self, i):

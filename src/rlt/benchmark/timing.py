@@ -75,9 +75,10 @@ def busy_fraction(fn: Callable, inputs: Sequence, *, device: torch.device, calls
     """How much of the wall-clock time of ``calls`` calls of ``fn`` the device spent running kernels.
 
     torch.profiler records the calls (after one untimed call); the union of the device's kernel
-    intervals over the window from the first to the last event is the busy time. On a GPU that is the
-    issue's "GPU busy fraction" (a launch-bound step is well below 1). On the CPU the "kernels" are the
-    top-level aten ops, so the figure only shows the code path runs.
+    intervals is the busy time, divided by the host's wall-clock time of the calls (profiling included,
+    so the fraction is a lower bound). On a GPU that is the issue's "GPU busy fraction" (a launch-bound
+    step is well below 1). On the CPU the "kernels" are the top-level aten ops, so the figure only
+    shows the code path runs.
     """
     from torch.profiler import ProfilerActivity, profile
 

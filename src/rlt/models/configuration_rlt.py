@@ -55,7 +55,10 @@ class RLTSettings:
         rlt_pack_buckets: 0 (default) packs exactly the kept tokens; ``k > 0`` rounds the packed length
             up to one of ``k`` sizes per batch size (multiples of ``B * tokens_per_clip / k``), the
             padding in dummy attention segments that no clip sees and no head pools. Outputs are the
-            same; the shapes become static, for CUDA graphs (``torch.compile(mode="reduce-overhead")``).
+            same; the packed length takes only those sizes, so CUDA graphs
+            (``torch.compile(mode="reduce-overhead")``) are recorded once per size and replayed after
+            (dynamo itself keeps one graph with the length symbolic). Pays off with the variable-length
+            kernels (``varlen`` / ``flash_attn``): ``padded`` / ``eager`` pad every clip to its full length.
     """
 
     rlt_enabled: bool = True

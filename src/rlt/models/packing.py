@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,11 +100,12 @@ class PackedSequence:
         bucketed: the packed length was rounded up to a bucket (``from_keep_mask(..., buckets=k)``):
             ``total`` is the bucket size, the last ``total - cu_seqlens[-1]`` rows are padding tokens
             (copies of a real token, in dummy segments no clip attends to), and every per-token tensor
-            has a size from a fixed set, so compiled graphs (and CUDA graphs) are reused across batches.
+            has a size from a fixed set: dynamo makes that size symbolic after the second one (one
+            graph), and CUDA graphs are recorded once per size.
 
     Code that runs per layer reads only tensors and the static fields (``capacity``, the flags,
     ``batch_size``), never ``lengths``: under ``torch.compile`` the packed length is then a dynamic
-    dimension (or, bucketed, one of a few static sizes) and a new batch does not recompile.
+    dimension (bucketed: one of a few sizes) and a new batch does not recompile.
     """
 
     cu_seqlens: torch.Tensor
@@ -144,6 +145,8 @@ class PackedSequence:
             keep = torch.cat([keep.new_ones(keep.shape[0], num_prefix_tokens), keep], dim=1)
         counts = keep.sum(1)
         lengths = [int(n) for n in counts.tolist()]
+        if 0 in lengths:  # a clip without tokens has no mean and no first token
+            raise ValueError(f"clip {lengths.index(0)} keeps no token; every clip needs at least one")
         (batch, capacity), total = keep.shape, sum(lengths)
         keeps_all = total == keep.numel()
         size = bucketed_length(total, keep.numel(), buckets)
@@ -240,8 +243,12 @@ class PackedSequence:
             return flat
         return flat.index_select(0, self.token_index)
 
+    @torch.compiler.disable
     def drop_padding(self, packed: torch.Tensor) -> torch.Tensor:
-        """``(total, ...)`` without a bucketed packing's padding rows; as it is otherwise. Reads ``lengths``."""
+        """``(total, ...)`` without a bucketed packing's padding rows; as it is otherwise.
+
+        Reads ``lengths`` on the host, so it runs outside a compiled graph: a compiled base model
+        would otherwise guard on every clip's length and recompile for each batch."""
         if not self.bucketed:
             return packed
         return packed[: self.num_real_tokens]
@@ -253,7 +260,7 @@ class PackedSequence:
         rows = (self.num_padding_segments, *per_clip.shape[1:])
         return torch.cat([per_clip, per_clip.new_zeros(rows)])[self.clip_ids]
 
-    def cached(self, name: str, build: Callable[[], Any]) -> Any:
+    def cached(self, name: Hashable, build: Callable[[], Any]) -> Any:
         """``build()``, computed once per packing and kept with it (masks and index tensors the layers share)."""
         if name not in self._cache:
             self._cache[name] = build()
