@@ -67,3 +67,51 @@ def test_compiled_model_does_not_recompile_per_batch():
         frames_compiled.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
     # After the second batch (where the packed length becomes dynamic) nothing new compiles.
     assert frames_compiled[-1] == frames_compiled[2], frames_compiled
+
+
+@pytest.mark.parametrize("lengths", [[200, 37, 150, 1], [200, 200, 200, 40], [100, 100, 100, 100]])
+def test_bucketed_varlen_matches_exact_packing_with_empty_padding_segments(lengths):
+    """Bucketed packing on the varlen kernel: the clips' rows equal exact packing's, forward and backward,
+    also when the padding is empty (the last case lands on a bucket: zero-length dummy segments)."""
+    capacity = 200
+    keep = torch.zeros(len(lengths), capacity, dtype=torch.bool, device="cuda")
+    for row, length in enumerate(lengths):
+        keep[row, :length] = True
+    exact, bucketed = PackedSequence.from_keep_mask(keep), PackedSequence.from_keep_mask(keep, buckets=8)
+    real = exact.total
+    q, k, v = (torch.randn(bucketed.total, 4, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = packed_attention(*leaves, bucketed, scaling=0.125, backend="varlen")
+    out[:real].float().square().sum().backward()
+    exact_leaves = [t[:real].clone().requires_grad_() for t in (q, k, v)]
+    reference = packed_attention(*exact_leaves, exact, scaling=0.125, backend="varlen")
+    reference.float().square().sum().backward()
+    torch.testing.assert_close(out[:real], reference, atol=2e-2, rtol=2e-2)
+    assert not out.isnan().any()
+    for leaf, exact_leaf in zip(leaves, exact_leaves):
+        assert not leaf.grad.isnan().any()
+        torch.testing.assert_close(leaf.grad[:real], exact_leaf.grad, atol=2e-2, rtol=2e-2)
+
+
+def test_cuda_graphs_over_bucketed_packing_give_the_exact_logits():
+    """torch.compile(mode="reduce-overhead") over bucketed packing replays CUDA graphs with the logits of
+    exact packing, over batches with different kept counts."""
+    import torch._dynamo
+
+    model = RLTVideoMAEForVideoClassification(RLTVideoMAEConfig(**TINY_VIDEOMAE, rlt_threshold=0.0)).cuda().eval()
+    batches = []
+    for seed, steps_kept in enumerate([(4, 1, 2, 3), (3, 3, 2, 2), (2, 3, 4, 1)]):
+        clips = noise_clips(4, seed=seed)
+        for clip, kept in zip(clips, steps_kept):
+            clip[2 * kept - 2 :] = clip[2 * kept - 2].clone()
+        batches.append(clips.cuda().to(torch.bfloat16))
+    model = model.to(torch.bfloat16)
+    with torch.no_grad():
+        expected = [model(c).logits.float() for c in batches]
+        model.config.rlt_pack_buckets = 4
+        torch._dynamo.reset()
+        compiled = torch.compile(model, mode="reduce-overhead")
+        for _ in range(2):  # record, then replay
+            for clips, reference in zip(batches, expected):
+                torch.testing.assert_close(compiled(clips).logits.float().clone(), reference, atol=3e-2, rtol=3e-2)
+    torch._dynamo.reset()
