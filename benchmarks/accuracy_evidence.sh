@@ -12,13 +12,19 @@
 #   speed  vanilla vs RLT, each alone on the GPU, SPEED_EPOCHS epochs: wall-clock per epoch, clips/s;
 #          also at twice the frame rate (dense sampling: --synthetic-time-step 0.5).
 #   seeds  vanilla and RLT again with SEED2 (concurrently), for the spread.
+#   pretrain  VideoMAE self-supervised pretraining (examples/pretrain_videomae.py, tube masking 0.9) on the
+#          training clips for PRETRAIN_EPOCHS, then vanilla and RLT fine-tuned from it side by side
+#          (concurrently, as in `train`): does pretraining make the full task (VARIANT=full) learnable?
 # Variant: VARIANT=still (a still, clean camera: issue 11's (A)) or full (nuisances on: (B)).
+# Issue 11's (B), one H200, each under 10 minutes: `VARIANT=full PARTS=pretrain` (15 epochs of MAE, then
+# the two fine-tunes) and `VARIANT=full PARTS=train` (the same from random weights), then `PARTS=free`.
 # Results (summaries, logs, tables) go to $RESULTS; models to $MODELS.
 set -u
 VARIANT=${VARIANT:-still} SIZE=${SIZE:-vit-s} IMAGE=${IMAGE:-112} FRAMES=${FRAMES:-16}
 TRAIN=${TRAIN:-8000} EVAL=${EVAL:-800} EPOCHS=${EPOCHS:-30} BATCH=${BATCH:-64} LR=${LR:-1e-4}
 WORKERS=${WORKERS:-3} SPEED_EPOCHS=${SPEED_EPOCHS:-2} SEED2=${SEED2:-1} RECOVER_STEPS=${RECOVER_STEPS:-300}
 RECOVER_EVAL=${RECOVER_EVAL:-25} RECOVER_LR=${RECOVER_LR:-2e-5} PRECISION=${PRECISION---bf16}
+PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-15} PRETRAIN_LR=${PRETRAIN_LR:-1.5e-4}
 PARTS=${PARTS:-train free speed} RESULTS=${RESULTS:-rlt_out/accuracy} MODELS=${MODELS:-/tmp/rlt-accuracy-models}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$RESULTS" "$MODELS"
@@ -77,6 +83,25 @@ for part in $PARTS; do
     train "$tag-vanilla-seed$SEED2" "${COMMON[@]}" --seed "$SEED2" --epochs "$EPOCHS" --eval-strategy epoch --vanilla &
     train "$tag-rlt-seed$SEED2" "${COMMON[@]}" --seed "$SEED2" --epochs "$EPOCHS" --eval-strategy epoch &
     wait ;;
+  pretrain)
+    say "pretrain: MAE on $tag, $PRETRAIN_EPOCHS epochs, then vanilla and RLT fine-tuned from it"
+    # The training clips without labels (pretraining is self-supervised), same variant, size and seed.
+    "$PYTHON" examples/pretrain_videomae.py --synthetic "$TRAIN" --synthetic-variant "$VARIANT" \
+      --image-size "$IMAGE" --num-frames "$FRAMES" --from-scratch "$SIZE" --batch-size "$BATCH" \
+      --lr "$PRETRAIN_LR" $PRECISION --data-seed 0 --num-workers "$WORKERS" --save-strategy no --seed 0 \
+      --epochs "$PRETRAIN_EPOCHS" --output-dir "$MODELS/$tag-mae" > "$RESULTS/$tag-mae.log" 2>&1
+    rc=$?
+    say "pretraining finished" $rc
+    [ $rc -eq 0 ] || continue
+    cp "$MODELS/$tag-mae/summary.json" "$RESULTS/$tag-mae.json" 2>/dev/null
+    FINETUNE=("${DATA[@]}" --model "$MODELS/$tag-mae" --batch-size "$BATCH" --lr "$LR" $PRECISION --data-seed 0
+              --num-workers "$WORKERS" --save-strategy no --logging-steps 50 --seed 0 --epochs "$EPOCHS"
+              --eval-strategy epoch)
+    train "$tag-mae-vanilla" "${FINETUNE[@]}" --vanilla &
+    train "$tag-mae-rlt" "${FINETUNE[@]}" &
+    wait
+    "$PYTHON" examples/compare_runs.py "$RESULTS/$tag-mae-vanilla.json" "$RESULTS/$tag-mae-rlt.json" \
+      --markdown "$RESULTS/$tag-mae-train.md" ;;
   *) say "unknown part $part" 1 ;;
   esac
 done
