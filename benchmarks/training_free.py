@@ -1,18 +1,17 @@
-"""Training-free RLT on a trained classifier: `rlt evaluate` for each comparison rule, one table.
+"""Training-free RLT on a trained classifier: thresholds x pooling x comparison rule, one table.
 
-    PYTHONPATH=src python benchmarks/training_free.py MODEL CLIP_CACHE --out DIR [--compare-to previous last_kept]
+    PYTHONPATH=src python benchmarks/training_free.py MODEL CLIP_CACHE --out DIR
 
-For each ``rlt_compare_to`` rule, runs ``rlt.evaluation.evaluate`` (thresholds x poolings, baseline
-RLT off) on the same clips and writes DIR/training-free-<rule>.json and DIR/training-free.md.
+The same as `rlt evaluate MODEL CLIP_CACHE --compare-to previous last_kept --pooling mean length_weighted
+--dtype bf16 ...`, writing DIR/training-free.json and DIR/training-free.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from rlt.evaluation import DTYPES, evaluate, load_classifier
+from rlt.evaluation import evaluate
 
 
 def main(argv=None) -> None:
@@ -30,20 +29,13 @@ def main(argv=None) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, processor = load_classifier(args.model)
-    model.to(DTYPES[args.dtype])  # evaluate runs a model it is given in that model's own dtype
-    tables = []
-    for rule in args.compare_to:
-        model.config.rlt_compare_to = rule
-        report = evaluate(
-            model, args.data, thresholds=args.threshold, poolings=args.pooling, processor=processor,
-            device=args.device, dtype=args.dtype, batch_size=args.batch_size, warmup=2, progress=False,
-            json_path=out / f"training-free-{rule}.json",
-        )
-        tables.append(f"### compare_to = {rule}\n\n{report}\n")
-        print(tables[-1], flush=True)
-    (out / "training-free.md").write_text("\n".join(tables))
-    print(json.dumps({"written": str(out)}))
+    report = evaluate(
+        args.model, args.data, thresholds=args.threshold, poolings=args.pooling, compare_to=args.compare_to,
+        device=args.device, dtype=args.dtype, batch_size=args.batch_size, warmup=2, progress=False,
+        json_path=out / "training-free.json",
+    )
+    (out / "training-free.md").write_text(f"{report}\n")
+    print(report)
 
 
 if __name__ == "__main__":

@@ -194,3 +194,25 @@ def test_a_model_passed_in_is_left_as_it_was(setup):
     for name, tensor in vanilla.state_dict().items():
         assert tensor.dtype == weights[name].dtype and torch.equal(tensor, weights[name]), name
     assert model.config.rlt_threshold == 0.1 and model.config.rlt_enabled
+
+
+def test_both_comparison_rules_in_one_table(setup, capsys):
+    """--compare-to previous last_kept runs every threshold under each rule: a slow fade, under tau per step,
+    is all dropped by "previous" and partly kept by "last_kept"; the table shows the rule column."""
+    root, _ = setup
+    model, processor = load_classifier(root / "model")
+    fade = torch.linspace(0, 42, 8).view(1, 8, 1, 1, 1)  # +6 grey levels a frame: 18 (0.31 in tau units) a step
+    clips = (torch.full((2, 8, 3, 32, 32), 100.0) + fade).to(torch.uint8)
+    report = evaluate(
+        model, (clips, [0, 1]), processor=processor, thresholds=[0.5], compare_to=["previous", "last_kept"],
+        progress=False,
+    )
+    rows = {row["compare_to"]: row for row in report.rows}
+    assert set(rows) == {"-", "previous", "last_kept"} and not rows["-"]["rlt_enabled"]
+    assert rows["previous"]["tokens_kept_pct"] == 25.0  # the first time step only
+    assert rows["last_kept"]["tokens_kept_pct"] > 25.0  # the drift adds up past tau and is kept
+    print(report)
+    assert "compare_to" in capsys.readouterr().out.splitlines()[2]
+    with pytest.raises(ValueError, match="compare_to must be among"):
+        evaluate(model, (clips, [0, 1]), processor=processor, compare_to=["first"], progress=False)
+    assert model.config.rlt_compare_to == "previous"  # restored

@@ -291,6 +291,9 @@ def _add_evaluate(subparsers) -> None:
                         help="thresholds to evaluate; 0 is the baseline, always run (default 0 0.05 0.1 0.2)")
     parser.add_argument("--pooling", nargs="+", choices=POOLINGS, default=["mean"],
                         help="pooling of mean-pooling heads to compare (default mean)")
+    parser.add_argument("--compare-to", nargs="+", choices=["previous", "last_kept"], default=["previous"],
+                        help="RLT's rule(s): compare a tubelet with the previous one (the paper's) or with the last "
+                        "kept one (drift-safe); several give one row each (default previous)")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per batch (default 16)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model precision (default fp32)")
@@ -309,7 +312,8 @@ def _run_evaluate(args) -> None:
     from .evaluation import evaluate
 
     report = evaluate(
-        args.model, args.data, thresholds=args.threshold, poolings=args.pooling, batch_size=args.batch_size,
+        args.model, args.data, thresholds=args.threshold, poolings=args.pooling, compare_to=args.compare_to,
+        batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, workers=args.workers, processor=args.processor,
         max_memory_gb=args.max_memory_gb, warmup=args.warmup, json_path=args.json, progress=not args.no_progress,
         dataset_options=dataset_options(args),

@@ -35,7 +35,7 @@ from .cache import CachedClips, ClipCache, default_workers, is_clip_cache, load_
 from .common import READ_ERRORS, PixelNormalizer, synchronize
 from .data import list_labelled_videos
 from .hf_datasets import is_dataset_source, open_video_dataset
-from .models.tokenizer import run_length_tokenize
+from .models.tokenizer import COMPARE_TO_CHOICES, run_length_tokenize
 from .models.video_processing_rlt import RLTVideoProcessor
 
 __all__ = [
@@ -363,13 +363,17 @@ class EvaluationReport:
             )
         if padding["unknown"]:
             lines.append(f"padded: unknown for {padding['unknown']} clips (a clip cache older than the count)")
+        rules = len({row.get("compare_to") for row in self.rows if row["rlt_enabled"]}) > 1
         header = ["threshold", "pooling", "top-1", "top-5", "tokens kept", "model clips/s", "d top-1", "speed-up",
                   "agree"]
+        if rules:
+            header.insert(2, "compare_to")
         table = [header]
         for row in self.rows:
             table.append([
                 f"{row['threshold']:g}" + (" (off)" if not row["rlt_enabled"] else ""),
                 row["pooling"],
+                *([row.get("compare_to", "-")] if rules else []),
                 f"{100 * row['top1']:.2f}",
                 f"{100 * row['top5']:.2f}",
                 f"{row['tokens_kept_pct']:.1f}%",
@@ -380,7 +384,8 @@ class EvaluationReport:
             ])
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]
         for r in table:
-            cells = [cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))]
+            text_columns = 3 if rules else 2
+            cells = [cell.ljust(w) if i < text_columns else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))]
             lines.append("  ".join(cells))
         lines.append(f"top-5 is top-{self.num_classes} with {self.num_classes} classes" if self.num_classes < 5 else "")
         lines.append("d top-1: points against the baseline; speed-up: model clips/s over the baseline's; "
@@ -410,6 +415,7 @@ def evaluate(
     *,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     poolings: Sequence[str] = ("mean",),
+    compare_to: Sequence[str] = ("previous",),
     batch_size: int = 16,
     device: str | torch.device = "auto",
     dtype: str = "fp32",
@@ -433,6 +439,8 @@ def evaluate(
         thresholds: ``tau`` values; 0 (always run, first) is the baseline with RLT off.
         poolings: ``"mean"`` and / or ``"length_weighted"`` (heads that ``rlt_pooling`` applies to: a mean or an
             attentive probe; a CLS head has one row).
+        compare_to: RLT's comparison rule(s), ``"previous"`` and / or ``"last_kept"`` (``rlt_compare_to``):
+            each threshold and pooling is run under each rule.
         dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"``: the model's weights and inputs (RLT's keep mask
             is computed from the float32 clip, in the timed region). A checkpoint folder is loaded in
             this dtype; a model passed in must already be in it (it is not cast, and returns to its device).
@@ -451,7 +459,7 @@ def evaluate(
         raise FileNotFoundError(f"no such clip cache, video folder or list: {data}")
     loaded_here = isinstance(model, (str, os.PathLike))
     model, model_name, processor = _model_and_processor(model, processor)
-    thresholds = _check_settings(dtype, batch_size, thresholds, poolings)
+    thresholds = _check_settings(dtype, batch_size, thresholds, poolings, compare_to)
     device = _device(device)
     workers = default_workers() if workers is None else int(workers)
 
@@ -464,7 +472,7 @@ def evaluate(
             f"the clips are (frames, channels, height, width) = {tuple(source.clip_shape)}; "
             f"the model takes {expected}: cache or sample them for this model"
         )
-    original = (config.rlt_enabled, config.rlt_threshold, config.rlt_pooling)
+    original = (config.rlt_enabled, config.rlt_threshold, config.rlt_pooling, config.rlt_compare_to)
     # A model the caller holds is not cast (a round trip through bf16 would round its weights, and it may
     # share them with another model: rlt.from_model), and goes back to its device afterwards.
     home = next(model.parameters()).device
@@ -499,8 +507,10 @@ def evaluate(
         report = EvaluationReport(model_name, source.description, str(device), dtype, batch_size,
                                   0, config.num_labels, loader_stats, failed=failed, padded=padded)
         baseline = None
-        for tau, pooling, enabled in _settings(model, thresholds, poolings):
+        for tau, pooling, enabled, rule in _settings(model, thresholds, poolings, compare_to):
             config.rlt_enabled, config.rlt_threshold = enabled, tau if enabled else config.rlt_threshold
+            if enabled:
+                config.rlt_compare_to = rule
             if pooling in POOLINGS:
                 config.rlt_pooling = pooling
             if held is not None:
@@ -519,9 +529,10 @@ def evaluate(
             if baseline is None:
                 baseline = result
                 report.num_clips = result["clips"]
-            report.rows.append(_row(tau, pooling, enabled, result, baseline, config.rlt_tokens_per_clip, wait))
+            row = _row(tau, pooling, enabled, result, baseline, config.rlt_tokens_per_clip, wait)
+            report.rows.append({**row, "compare_to": rule})
     finally:
-        config.rlt_enabled, config.rlt_threshold, config.rlt_pooling = original
+        config.rlt_enabled, config.rlt_threshold, config.rlt_pooling, config.rlt_compare_to = original
         if not loaded_here:
             model.to(home)
     if json_path is not None:
@@ -550,7 +561,9 @@ def _model_and_processor(model, processor) -> tuple:
     return model, model_name, processor
 
 
-def _check_settings(dtype: str, batch_size, thresholds: Sequence[float], poolings: Sequence[str]) -> list[float]:
+def _check_settings(
+    dtype: str, batch_size, thresholds: Sequence[float], poolings: Sequence[str], compare_to: Sequence[str]
+) -> list[float]:
     """Clear errors for bad arguments; returns the thresholds sorted, with the baseline 0 added."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -562,17 +575,24 @@ def _check_settings(dtype: str, batch_size, thresholds: Sequence[float], pooling
     bad = [p for p in poolings if p not in POOLINGS]
     if bad or not poolings:
         raise ValueError(f"pooling must be among {POOLINGS}, got {list(poolings)}")
+    bad = [rule for rule in compare_to if rule not in COMPARE_TO_CHOICES]
+    if bad or not compare_to:
+        raise ValueError(f"compare_to must be among {COMPARE_TO_CHOICES}, got {list(compare_to)}")
     return thresholds
 
 
-def _settings(model, thresholds: list[float], poolings: Sequence[str]) -> list[tuple[float, str, bool]]:
-    """``(threshold, pooling, rlt_enabled)`` to run, the baseline first (RLT off: every token, so both
-    poolings are the plain mean); heads that do not mean-pool get one row per threshold."""
-    settings = [(0.0, "-", False)]
-    for tau in thresholds:
-        if tau > 0:
-            for pooling in (poolings if _mean_pooling(model) else ["cls"]):
-                settings.append((tau, pooling, True))
+def _settings(
+    model, thresholds: list[float], poolings: Sequence[str], compare_to: Sequence[str]
+) -> list[tuple[float, str, bool, str]]:
+    """``(threshold, pooling, rlt_enabled, compare_to)`` to run, the baseline first (RLT off: every token,
+    so both poolings are the plain mean and no rule applies); heads that do not mean-pool get one row
+    per threshold and rule."""
+    settings = [(0.0, "-", False, "-")]
+    for rule in compare_to:
+        for tau in thresholds:
+            if tau > 0:
+                for pooling in (poolings if _mean_pooling(model) else ["cls"]):
+                    settings.append((tau, pooling, True, rule))
     return settings
 
 
