@@ -437,14 +437,8 @@ def _write_cache(
         raise ValueError("no clips to cache")
     out = Path(out)
     shard_count = math.ceil(len(paths) / shard_size)
-    settings = {
-        "sources": _digest({"paths": paths, "labels": labels}),
-        "class_names": class_names,
-        "processor": processor_settings(processor),
-        "tokens": tokens.to_dict(),
-        "shard_size": shard_size,
-        "keep_only_threshold": keep_only_threshold,
-    }
+    settings = _cache_settings({"paths": paths, "labels": labels}, class_names, processor, tokens, shard_size,
+                               keep_only_threshold)
     index = _prepare_folder(out, settings, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if index is None:
@@ -484,6 +478,19 @@ def _check_shard_arguments(shard_size, max_shards) -> None:
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
     if max_shards is not None and max_shards < 0:
         raise ValueError(f"max_shards must be >= 0, got {max_shards}")
+
+
+def _cache_settings(sources, class_names, processor, tokens: TokenSettings, shard_size: int,
+                    keep_only_threshold: float | None) -> dict:
+    """What a cache was written from and with: a resumed run must match it exactly (``_prepare_folder``)."""
+    return {
+        "sources": _digest(sources),
+        "class_names": class_names,
+        "processor": processor_settings(processor),
+        "tokens": tokens.to_dict(),
+        "shard_size": shard_size,
+        "keep_only_threshold": keep_only_threshold,
+    }
 
 
 def _new_index(out: Path, processor, source: str, class_names, num_sources: int | None, settings: dict) -> dict:
@@ -746,14 +753,8 @@ def _write_dataset_cache(
     total = source.num_rows
     if total == 0:
         raise ValueError(f"{source.description} has no rows to cache")
-    settings = {
-        "sources": _digest(source.identity()),
-        "class_names": source.class_names,
-        "processor": processor_settings(processor),
-        "tokens": tokens.to_dict(),
-        "shard_size": shard_size,
-        "keep_only_threshold": keep_only_threshold,
-    }
+    settings = _cache_settings(source.identity(), source.class_names, processor, tokens, shard_size,
+                               keep_only_threshold)
     index = _prepare_folder(out, settings, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if index is None:

@@ -307,19 +307,9 @@ def _decode_torchcodec(source, name: str, sample) -> tuple[np.ndarray, float | N
         opened = opened.read()
     try:
         decoder = VideoDecoder(opened, dimension_order="NHWC")
-        metadata = decoder.metadata
-        total = int(metadata.num_frames or len(decoder))
-        video_fps = float(metadata.average_fps) if metadata.average_fps else None
     except Exception as error:  # torchcodec raises RuntimeError/ValueError for unreadable input
         raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
-    if total < 1:
-        raise VideoDecodeError(f"{name} has a video stream with zero frames")
-    indices = sample(total, video_fps)
-    try:
-        batch = decoder.get_frames_at(indices=[int(i) for i in indices])
-    except Exception as error:
-        raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
-    return batch.data.numpy(), video_fps, np.asarray(indices, dtype=np.int64)
+    return _decode_through_decoder(decoder, name, sample)
 
 
 def _decode_through_decoder(decoder, name: str, sample) -> tuple[np.ndarray, float | None, np.ndarray]:
