@@ -9,7 +9,8 @@ Attention backends (``rlt_attention`` in the configs):
 
 - ``"auto"``: the fastest exact kernel for the device, dtype and batch (see ``resolve_backend``).
 - ``"dense"``: batched SDPA on ``(B, N)``; only for batches whose clips all keep ``N`` tokens.
-- ``"varlen"``: PyTorch's ``torch.nn.attention.varlen.varlen_attn`` (CUDA, fp16/bf16).
+- ``"varlen"``: PyTorch's own variable-length flash attention, the aten kernel under
+  ``torch.nn.attention.varlen.varlen_attn`` (CUDA, fp16/bf16).
 - ``"flash_attn"``: ``flash_attn.flash_attn_varlen_func`` from the flash-attn package (CUDA, fp16/bf16).
 - ``"flex"``: FlexAttention with a per-clip block mask (compiled on CUDA).
 - ``"per_clip"``: one SDPA call per clip (the CPU default: exact, no padding, no mask).
@@ -418,12 +419,15 @@ def _dense(query, key, value, packed, scaling, dropout):
 
 
 def _varlen(query, key, value, packed, scaling, dropout):
-    from torch.nn.attention.varlen import varlen_attn
-
     cu, bound = packed.segment_cu_seqlens, packed.capacity
-    # Positional arguments: the keyword names changed between torch 2.10, 2.11 and 2.13. The static
-    # bound as max length (blocks past a clip's end exit at once) keeps the call free of host values.
-    return varlen_attn(query, key, value, cu, cu, bound, bound, scale=scaling)
+    # The aten op that torch.nn.attention.varlen.varlen_attn wraps, called directly: its autograd is
+    # C++ (FlashAttentionBackward0), where varlen_attn's is a Python custom op that cost about 0.5 ms of
+    # host time per layer and step, which a launch-bound step pays in full. The static bound as max
+    # length (blocks past a clip's end exit at once) keeps the call free of host values.
+    output, *_ = torch.ops.aten._flash_attention_forward(
+        query, key, value, cu, cu, bound, bound, dropout, False, False, scale=scaling
+    )
+    return output
 
 
 def _flash_attn(query, key, value, packed, scaling, dropout):
