@@ -6,6 +6,8 @@
 #          trained from the same initial weights (same seed, data order and steps). They run
 #          CONCURRENTLY on one GPU (each is launch-bound at this size), so their accuracy is what
 #          counts here, not their wall-clock: `speed` measures that with each run alone.
+#   vanilla  the vanilla run of `train` alone (what `free` and `recover` start from), when the
+#          side-by-side runs are already measured: `PARTS="vanilla free speed"`.
 #   free   training-free RLT on the trained vanilla model (benchmarks/training_free.py): thresholds x
 #          pooling x compare_to on the evaluation clips, as a clip cache.
 #   recover  a short RLT fine-tune of the vanilla weights, evaluated every RECOVER_EVAL steps.
@@ -16,8 +18,8 @@
 #          training clips for PRETRAIN_EPOCHS, then vanilla and RLT fine-tuned from it side by side
 #          (concurrently, as in `train`): does pretraining make the full task (VARIANT=full) learnable?
 # Variant: VARIANT=still (a still, clean camera: issue 11's (A)) or full (nuisances on: (B)).
-# Issue 11's (B), one H200, each under 10 minutes: `VARIANT=full PARTS=pretrain` (15 epochs of MAE, then
-# the two fine-tunes) and `VARIANT=full PARTS=train` (the same from random weights), then `PARTS=free`.
+# Issue 11's (B), one H200, each under 10 minutes: `VARIANT=full PARTS=train EPOCHS=28` (measured), then
+# `VARIANT=full PARTS="vanilla free speed" EPOCHS=28` (about 8 minutes: the vanilla run alone is ~7 s an epoch).
 # Results (summaries, logs, tables) go to $RESULTS; models to $MODELS.
 set -u
 VARIANT=${VARIANT:-still} SIZE=${SIZE:-vit-s} IMAGE=${IMAGE:-112} FRAMES=${FRAMES:-16}
@@ -56,6 +58,9 @@ for part in $PARTS; do
     wait
     "$PYTHON" examples/compare_runs.py "$RESULTS/$tag-vanilla.json" "$RESULTS/$tag-rlt.json" \
       "$RESULTS/$tag-rlt-no-length.json" "$RESULTS/$tag-random-drop.json" --markdown "$RESULTS/$tag-train.md" ;;
+  vanilla)
+    say "vanilla: $tag alone, $EPOCHS epochs"
+    train "$tag-vanilla" "${COMMON[@]}" --seed 0 --epochs "$EPOCHS" --eval-strategy epoch --vanilla ;;
   free)
     say "free: training-free RLT on $tag-vanilla"
     "$PYTHON" examples/make_synthetic_dataset.py "$MODELS/$VARIANT-eval" --train 0 --validation "$EVAL" --cache \
