@@ -176,8 +176,12 @@ def choose_tokens(
 
     ``keep_mask`` (bool ``(B, T', H', W')``), when given, was computed ahead (in a data loader) and is
     used as it is. The tubelet size, patch size and prefix tokens (ViViT's CLS token: 1, laid before
-    each clip's tubelet tokens in the packing) are the config's ``rlt_*`` geometry unless given. This
-    is the forward's one host sync (the tokens kept per clip).
+    each clip's tubelet tokens in the packing) are the config's ``rlt_*`` geometry unless given.
+
+    This is the forward's one host sync (the tokens kept per clip size the packed tensors), except
+    for a ``keep_mask`` that arrives on the CPU with the video on an accelerator (as a data loader
+    or `VideoCollator` gives it): its checks and counts are read on the host, the mask is copied
+    over without waiting, and the forward does not sync at all.
     """
     check_pixel_values(config, pixel_values)
     tubelet_size = config.rlt_tubelet_size if tubelet_size is None else tubelet_size
@@ -185,28 +189,33 @@ def choose_tokens(
     num_prefix_tokens = config.rlt_num_prefix_tokens if num_prefix_tokens is None else num_prefix_tokens
     batch = pixel_values.shape[0]
     grid = tubelet_grid(pixel_values.shape, tubelet_size, (patch_h, patch_w))
+    buckets = getattr(config, "rlt_pack_buckets", 0)
     if keep_mask is not None:
         check_keep_mask(keep_mask, grid)
         if keep_mask.shape[0] != batch:
             raise ValueError(f"keep_mask holds {keep_mask.shape[0]} clips, pixel_values {batch}")
-        keep_mask = keep_mask.to(pixel_values.device)
-        if not bool(keep_mask[:, 0].all()):
+        # One read for both the check and the counts: on the host it costs nothing, on the device it
+        # is the forward's one sync.
+        first_step_kept = keep_mask[:, 0].flatten(1).all(1)
+        counts_and_check = torch.stack([keep_mask.flatten(1).sum(1), first_step_kept.long()]).tolist()
+        if not all(counts_and_check[1]):
             raise ValueError("keep_mask must keep every tubelet of the first time step")
+        keep_mask = keep_mask.to(pixel_values.device, non_blocking=True)
         tokens = RunLengthTokens(keep_mask, run_lengths_from_keep_mask(keep_mask))
-    elif not config.rlt_enabled:
+        packed = PackedSequence.from_keep_mask(keep_mask.flatten(1), num_prefix_tokens, buckets, counts_and_check[0])
+        return tokens, packed
+    if not config.rlt_enabled:
         keep = torch.ones(batch, *grid, dtype=torch.bool, device=pixel_values.device)
         tokens = RunLengthTokens(keep, torch.ones(keep.shape, dtype=torch.long, device=keep.device))
         return tokens, PackedSequence.full(batch, keep[0].numel(), keep.device, num_prefix_tokens)
-    else:
-        tokens = run_length_tokenize(
-            pixel_values,
-            tubelet_size=tubelet_size,
-            patch_size=(patch_h, patch_w),
-            threshold=config.rlt_threshold,
-            input_scale=config.rlt_input_scale,
-            compare_to=config.rlt_compare_to,
-        )
-    buckets = getattr(config, "rlt_pack_buckets", 0)
+    tokens = run_length_tokenize(
+        pixel_values,
+        tubelet_size=tubelet_size,
+        patch_size=(patch_h, patch_w),
+        threshold=config.rlt_threshold,
+        input_scale=config.rlt_input_scale,
+        compare_to=config.rlt_compare_to,
+    )
     return tokens, PackedSequence.from_keep_mask(tokens.keep_mask.flatten(1), num_prefix_tokens, buckets)
 
 

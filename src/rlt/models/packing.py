@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,8 +129,12 @@ class PackedSequence:
 
     @classmethod
     @torch.compiler.disable
-    def from_keep_mask(cls, keep: torch.Tensor, num_prefix_tokens: int = 0, buckets: int = 0) -> PackedSequence:
-        """From a bool ``(B, N)`` mask of the tokens each clip keeps (in order). One host sync.
+    def from_keep_mask(
+        cls, keep: torch.Tensor, num_prefix_tokens: int = 0, buckets: int = 0, counts: Sequence[int] | None = None
+    ) -> PackedSequence:
+        """From a bool ``(B, N)`` mask of the tokens each clip keeps (in order). One host sync, none
+        with ``counts``: the ``True`` entries of each row of ``keep``, already known on the host (e.g.
+        from a keep mask computed in a data loader), trusted as given.
 
         With ``num_prefix_tokens`` (e.g. 1 for a CLS token), every clip is laid out as its prefix tokens
         followed by its kept tokens: the packing is over ``(B, num_prefix_tokens + N)`` with the prefix
@@ -142,10 +146,17 @@ class PackedSequence:
         """
         if keep.dim() != 2 or keep.dtype != torch.bool:
             raise ValueError(f"keep must be a bool (batch, tokens) tensor, got {keep.dtype} {tuple(keep.shape)}")
+        if counts is not None and len(counts) != keep.shape[0]:
+            raise ValueError(f"counts has {len(counts)} entries for a keep mask of {keep.shape[0]} clips")
         if num_prefix_tokens:
             keep = torch.cat([keep.new_ones(keep.shape[0], num_prefix_tokens), keep], dim=1)
-        counts = keep.sum(1)
-        lengths = [int(n) for n in counts.tolist()]
+        if counts is None:
+            counts = keep.sum(1)
+            lengths = [int(n) for n in counts.tolist()]
+        else:
+            lengths = [int(n) + num_prefix_tokens for n in counts]
+            # Built on the host and copied without waiting: a blocking copy would sync the stream.
+            counts = torch.tensor(lengths).to(keep.device, non_blocking=True)
         if 0 in lengths:  # a clip without tokens has no mean and no first token
             raise ValueError(f"clip {lengths.index(0)} keeps no token; every clip needs at least one")
         (batch, capacity), total = keep.shape, sum(lengths)
