@@ -43,7 +43,7 @@ def check_targets(rows: list[dict]) -> list[dict]:
     for row in find(variant="rlt", compiled=True):
         check("<= 1 recompile after warm-up", row["recompiles"], row["recompiles"] <= 1,
               f"{row['model']} {row['mode']} over {row['compile_batches_run']} batches")
-        eager = find(model=row["model"], variant="rlt", compiled=False, input="real", mode=row["mode"],
+        eager = find(model=row["model"], variant="rlt", compiled=False, input=row["input"], mode=row["mode"],
                      batch_size=row["batch_size"])
         if eager and row.get("speedup") and eager[0].get("speedup"):
             ratio = row["speedup"] / eager[0]["speedup"]

@@ -163,8 +163,62 @@ def test_vivit_rows(report):
     assert not rows(report, model="vivit-b", mode="train")  # not a --full-models model: inference only
 
 
+@pytest.fixture(scope="module")
+def regime_report(clip_file, tmp_path_factory):
+    """Training on real and static clips, torch.compile (dynamo alone: --tiny) on static clips only."""
+    out = tmp_path_factory.mktemp("regime")
+    argv = [
+        "--tiny", "--device", "cpu", "--clips-cache", str(clip_file), "--out", str(out),
+        "--models", "videomae-b", "--parts", "train,compile", "--inputs", "static",
+        "--train-inputs", "real,static", "--compile-inputs", "static",
+    ]
+    benchmark.main(argv)
+    return json.loads((out / "bench.json").read_text())
+
+
+def test_training_rows_for_every_train_input(regime_report):
+    steps, _ = grid(TINY["videomae-b"])
+    train = dict(model="videomae-b", mode="train", compiled=False)
+    for kind in ("real", "static"):
+        for variant in ("vanilla", "rlt"):
+            assert one(regime_report, variant=variant, input=kind, **train)["ms"] > 0
+    assert one(regime_report, variant="rlt_off", input="real", **train)["ms"] > 0
+    assert not rows(regime_report, variant="rlt_off", input="static")  # RLT off does not depend on the input
+    static = one(regime_report, variant="rlt", input="static", **train)
+    real = one(regime_report, variant="rlt", input="real", **train)
+    assert static["kept_frac"] == 1 / steps and static["ideal"] == steps
+    assert static["kept_frac"] < real["kept_frac"]
+    static_vanilla = one(regime_report, variant="vanilla", input="static", **train)
+    real_vanilla = one(regime_report, variant="vanilla", input="real", **train)
+    assert static_vanilla["kept_frac"] == 1.0
+    assert math.isclose(static["speedup"], static_vanilla["ms"] / static["ms"])
+    assert math.isclose(real["speedup"], real_vanilla["ms"] / real["ms"])
+
+
+def test_compile_cases_run_on_the_compile_inputs(regime_report):
+    steps, _ = grid(TINY["videomae-b"])
+    assert not rows(regime_report, compiled=True, input="real")
+    for mode in ("inference", "train"):
+        vanilla = one(regime_report, model="videomae-b", variant="vanilla", mode=mode, compiled=True)
+        rlt = one(regime_report, model="videomae-b", variant="rlt", mode=mode, compiled=True)
+        eager_vanilla = one(regime_report, model="videomae-b", variant="vanilla", mode=mode, compiled=False,
+                            input="static")
+        assert vanilla["input"] == rlt["input"] == "static" and rlt["compile_s"] > 0
+        assert rlt["kept_frac"] == 1 / steps and rlt["compile_batches_run"] == 4
+        assert rlt["recompiles"] == 0  # every static batch packs to the same length
+        assert math.isclose(rlt["speedup"], vanilla["ms"] / rlt["ms"])
+        assert math.isclose(rlt["speedup_vs_eager_vanilla"], eager_vanilla["ms"] / rlt["ms"])
+
+
+@pytest.mark.parametrize("option", ["--inputs", "--train-inputs", "--compile-inputs"])
+def test_unknown_input_kind_names_the_allowed_ones(option, tmp_path):
+    with pytest.raises(ValueError, match=rf"{option}: unknown \['foo'\]; choose from .*'real'.*'still'.*'static'"):
+        benchmark.main(["--tiny", "--device", "cpu", "--out", str(tmp_path), option, "real,foo"])
+
+
 def test_bench_is_an_rlt_command():
     from rlt.cli import build_parser
 
     args = build_parser().parse_args(["bench", "--tiny", "--batch-sizes", "4,8", "--parts", "core,train"])
     assert args.batch_sizes == [4, 8] and args.parts == ["core", "train"] and args.run is benchmark.run
+    assert args.train_inputs == args.compile_inputs == ["real"]  # training and compile cases default to real clips

@@ -6,12 +6,13 @@ changing noise), and measures, for the vanilla transformers model (``attn_implem
 the RLT model with RLT off, and the RLT model at ``tau`` (plus a sweep of ``tau``):
 
 - inference: ms per batch and clips/s at one or more batch sizes;
-- training step (forward + backward + AdamW step): clips/s;
+- training step (forward + backward + AdamW step): clips/s, on the input kinds of ``--train-inputs``;
 - tokens kept, the ideal speed-up they allow and the realised fraction of it;
 - the tokenizer's own time as a fraction of the forward pass;
 - peak GPU memory;
 - packed attention backends side by side (varlen, padded SDPA, FlexAttention, ...);
-- ``torch.compile``: compile time, recompiles over a series of real-clip batches, compiled speed.
+- ``torch.compile``: compile time, recompiles over a series of batches (of each ``--compile-inputs`` kind),
+  compiled speed.
 
 Timing follows the GPU method: CUDA events around each call (``perf_counter`` on the CPU), warm-up
 calls first, the median of many calls, several input sets in rotation.
@@ -93,6 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inputs", type=_list(str), default=["real", "static", "noise"],
                         help=f"input kinds for inference, from {','.join(INPUT_KINDS)} (default real,static,noise; "
                              "'still' renders the generated task's still-camera clips and needs scikit-image)")
+    parser.add_argument("--train-inputs", type=_list(str), default=["real"],
+                        help=f"input kinds for the training step, from {','.join(INPUT_KINDS)} (default real)")
+    parser.add_argument("--compile-inputs", type=_list(str), default=["real"],
+                        help=f"input kinds for the torch.compile cases, from {','.join(INPUT_KINDS)} (default real)")
     parser.add_argument("--batch-sizes", type=_list(int), default=[32], help="inference batch sizes (default 32)")
     parser.add_argument("--train-batch-size", type=int, default=16, help="training-step batch size (default 16)")
     parser.add_argument("--tau", type=float, default=0.1, help="main RLT threshold (default 0.1)")
@@ -103,7 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iters", type=int, default=20, help="timed calls per case, rotating input sets (default 20)")
     parser.add_argument("--input-sets", type=int, default=3, help="distinct batches rotated per case (default 3)")
     parser.add_argument("--compile-batches", type=int, default=20,
-                        help="real-clip batches run through the compiled model to count recompiles (default 20)")
+                        help="batches of each --compile-inputs kind run through the compiled model to count "
+                        "recompiles (default 20)")
     parser.add_argument("--compile-budget-s", type=float, default=180.0,
                         help="stop feeding compile batches after this many seconds (default 180)")
     parser.add_argument("--compile-backend", default=None,
@@ -131,7 +137,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args) -> Settings:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_gpu = device.type == "cuda"
-    for name, values, allowed in (("--parts", args.parts, PARTS), ("--inputs", args.inputs, INPUT_KINDS)):
+    for name, values, allowed in (
+        ("--parts", args.parts, PARTS),
+        ("--inputs", args.inputs, INPUT_KINDS),
+        ("--train-inputs", args.train_inputs, INPUT_KINDS),
+        ("--compile-inputs", args.compile_inputs, INPUT_KINDS),
+    ):
         unknown = set(values) - set(allowed)
         if unknown:
             raise ValueError(f"{name}: unknown {sorted(unknown)}; choose from {allowed}")
@@ -158,6 +169,8 @@ def settings_from_args(args) -> Settings:
         sweep=args.sweep,
         backends=args.backends,
         inputs=args.inputs,
+        train_inputs=args.train_inputs,
+        compile_inputs=args.compile_inputs,
         parts=args.parts,
         compile_batches=min(args.compile_batches, 4) if tiny else args.compile_batches,
         compile_budget_s=args.compile_budget_s,

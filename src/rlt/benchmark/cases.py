@@ -11,7 +11,7 @@ import copy
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -128,6 +128,8 @@ class Settings:
     window_hop: float
     pack_buckets: int = 0  # > 0: also run RLT with rlt_pack_buckets (the "rlt_b<k>" rows); compiled RLT uses it
     busy: bool = False  # profile a few calls per timed case for the device's busy fraction
+    train_inputs: list[str] = field(default_factory=lambda: ["real"])  # input kinds of the training step
+    compile_inputs: list[str] = field(default_factory=lambda: ["real"])  # input kinds of the torch.compile cases
 
 
 class Bench:
@@ -326,21 +328,27 @@ class Bench:
 
         return step
 
-    def compile_case(self, model_name, model, variant, tau, mode, factory, batch_size, cls_tokens, dtype, train):
-        """Compile ``model``, time the first call, count recompiles over real-clip batches, then time it."""
+    def compile_case(self, model_name, model, variant, tau, mode, factory, kind, batch_size, cls_tokens, dtype, train):
+        """Compile ``model``, time the first call, count recompiles over batches of input ``kind``, then time it.
+
+        Every kind gives a distinct batch per seed (a new draw of windows, other generated clips, other noise),
+        but not every kind varies the packed shapes: a static clip keeps exactly its first time step,
+        so every static batch packs to the same length and its recompile count tests no shape change;
+        noise keeps every token (the dense path). Only "real" and "still" vary the kept counts.
+        """
         import torch._dynamo
 
         s = self.s
         attention = "sdpa" if variant == "vanilla" else "auto"
-        row = self.base_row(model_name, variant, tau, attention, mode, "real", batch_size, compiled=True)
+        row = self.base_row(model_name, variant, tau, attention, mode, kind, batch_size, compiled=True)
         if (skipped := self.skip_if_late(row)) is not None:
             return skipped
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
-        # Batch k is the same real-clip batch as input set k of the eager cases; each is moved to the
+        # Batch k is the same batch as input set k of the eager cases of this kind; each is moved to the
         # device only when its turn comes (outside the timed call), so the memory peak stays comparable.
         def item(seed: int):
-            x = normalize(factory.batch("real", batch_size, seed).to(s.device), dtype)
+            x = normalize(factory.batch(kind, batch_size, seed).to(s.device), dtype)
             if not train:
                 return x
             generator = torch.Generator().manual_seed(seed)
@@ -421,7 +429,8 @@ class Bench:
     # ---- per model -------------------------------------------------------------------------------
 
     def run_model(self, model_name: str, spec: ModelSpec, clips: dict, phase: str) -> None:
-        """One model's ``phase``: "eager" (inference, training step) or "compile" (torch.compile)."""
+        """One model's ``phase``: "eager" (inference on ``inputs``, training step on ``train_inputs``) or
+        "compile" (torch.compile on ``compile_inputs``)."""
         s = self.s
         self.log(f"\n== {model_name} ({phase}): {spec}")
         if self.out_of_time():
@@ -461,16 +470,21 @@ class Bench:
             self.set_rlt(model.config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
             inf_vanilla = copy.deepcopy(vanilla).to(dtype) if to_bf16 else vanilla
             inf_model = copy.deepcopy(model).to(dtype) if to_bf16 else model
-            inference = dict(factory=factory, batch_size=s.batch_sizes[-1], cls_tokens=cls_tokens, dtype=data_dtype)
-            self.compile_case(model_name, inf_vanilla, "vanilla", None, "inference", train=False, **inference)
-            self.compile_case(model_name, inf_model, rlt_variant, s.tau, "inference", train=False, **inference)
+            for kind in s.compile_inputs:
+                inference = dict(
+                    factory=factory, kind=kind, batch_size=s.batch_sizes[-1], cls_tokens=cls_tokens, dtype=data_dtype
+                )
+                self.compile_case(model_name, inf_vanilla, "vanilla", None, "inference", train=False, **inference)
+                self.compile_case(model_name, inf_model, rlt_variant, s.tau, "inference", train=False, **inference)
             del inf_vanilla, inf_model
             if "train" in s.parts:
-                training = dict(
-                    factory=factory, batch_size=s.train_batch_size, cls_tokens=cls_tokens, dtype=torch.float32
-                )
-                self.compile_case(model_name, vanilla, "vanilla", None, "train", train=True, **training)
-                self.compile_case(model_name, model, rlt_variant, s.tau, "train", train=True, **training)
+                for kind in s.compile_inputs:
+                    training = dict(
+                        factory=factory, kind=kind, batch_size=s.train_batch_size, cls_tokens=cls_tokens,
+                        dtype=torch.float32,
+                    )
+                    self.compile_case(model_name, vanilla, "vanilla", None, "train", train=True, **training)
+                    self.compile_case(model_name, model, rlt_variant, s.tau, "train", train=True, **training)
             self.set_rlt(model.config, enabled=True, tau=s.tau)
         del vanilla, model
         if s.device.type == "cuda":
@@ -514,22 +528,25 @@ class Bench:
         del inf_vanilla, inf_model
         # ---- training step ----
         if "train" in parts:
-            inputs = factory.sets("real", s.train_batch_size, s.input_sets, s.device, torch.float32)
-            labels = [torch.randint(0, s.num_labels, (s.train_batch_size,), device=s.device) for _ in inputs]
-            full = self.token_stats(model.config, inputs, cls_tokens, None)
             vanilla.train()
             model.train()
-            self.train_case(model_name, vanilla, "vanilla", None, "sdpa", "real", inputs, labels, full)
-            self.set_rlt(model.config, enabled=False)
-            self.train_case(model_name, model, "rlt_off", None, "auto", "real", inputs, labels, full)
-            self.set_rlt(model.config, enabled=True, tau=s.tau)
-            tok = self.token_stats(model.config, inputs, cls_tokens, s.tau)
-            self.train_case(model_name, model, "rlt", s.tau, "auto", "real", inputs, labels, tok)
-            if s.pack_buckets:
-                self.set_rlt(model.config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
-                variant = f"rlt_b{s.pack_buckets}"
-                self.train_case(model_name, model, variant, s.tau, "auto", "real", inputs, labels, tok)
+            for kind in s.train_inputs:
+                inputs = factory.sets(kind, s.train_batch_size, s.input_sets, s.device, torch.float32)
+                labels = [torch.randint(0, s.num_labels, (s.train_batch_size,), device=s.device) for _ in inputs]
+                full = self.token_stats(model.config, inputs, cls_tokens, None)
+                self.train_case(model_name, vanilla, "vanilla", None, "sdpa", kind, inputs, labels, full)
+                if kind == "real":  # RLT off does not depend on the input
+                    self.set_rlt(model.config, enabled=False)
+                    self.train_case(model_name, model, "rlt_off", None, "auto", kind, inputs, labels, full)
                 self.set_rlt(model.config, enabled=True, tau=s.tau)
+                tok = self.token_stats(model.config, inputs, cls_tokens, s.tau)
+                self.train_case(model_name, model, "rlt", s.tau, "auto", kind, inputs, labels, tok)
+                if s.pack_buckets:
+                    self.set_rlt(model.config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
+                    variant = f"rlt_b{s.pack_buckets}"
+                    self.train_case(model_name, model, variant, s.tau, "auto", kind, inputs, labels, tok)
+                    self.set_rlt(model.config, enabled=True, tau=s.tau)
+                del inputs, labels
 
     @staticmethod
     def set_rlt(config, *, enabled: bool, tau: float | None = None, attention: str = "auto", buckets: int = 0) -> None:

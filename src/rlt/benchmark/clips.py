@@ -151,6 +151,9 @@ class InputFactory:
 
     def __init__(self, windows: list[Window]):
         self.windows = torch.stack([w.frames for w in windows])  # (n, T, 3, S, S) uint8
+        # Rendering still-camera clips takes seconds per batch on the CPU, and the eager inference,
+        # training and every compile case of one kind ask for the same seeds: render each batch once.
+        self._still: dict[tuple[int, int], torch.Tensor] = {}
 
     def indices(self, batch_size: int, seed: int) -> torch.Tensor:
         """Windows for one batch: seeded permutations of all windows, cycled to fill the batch."""
@@ -161,7 +164,9 @@ class InputFactory:
 
     def batch(self, kind: str, batch_size: int, seed: int) -> torch.Tensor:
         if kind == "still":  # generated clips: an object moving over a still photograph (rlt.synthetic)
-            return self.still_clips(batch_size, seed)
+            if (batch_size, seed) not in self._still:
+                self._still[batch_size, seed] = self.still_clips(batch_size, seed)
+            return self._still[batch_size, seed]
         frames = self.windows[self.indices(batch_size, seed)]
         if kind == "static":  # one frame held still for the whole clip
             frames = frames[:, :1].expand_as(frames).contiguous()
