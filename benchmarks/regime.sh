@@ -19,8 +19,9 @@ BENCH=(python -m rlt.cli bench --clips-cache "$CLIPS" --batch-sizes 32 --train-b
 export PYTHONPATH=src
 step=${1:-all}
 
-# 1. Eager, ViT-S at 112 and 160 px: vanilla / RLT off / RLT / RLT bucketed, inference and training on every kind.
-#    Per model: 10 inference and 10 training cases (~45 s).
+# 1. Eager, ViT-S at 112 and 160 px: vanilla / RLT off / RLT / RLT with host keep masks (no device sync) / RLT
+#    bucketed, inference and training on every kind.
+#    Per model: 13 inference and 13 training cases (~55 s).
 if [[ $step == all || $step == 1 ]]; then
   "${BENCH[@]}" --out "$OUT/eager-s-small" --models videomae-s-112,videomae-s-160 \
     --full-models videomae-s-112,videomae-s-160 --parts core,train --inputs "$KINDS" --train-inputs "$KINDS" \

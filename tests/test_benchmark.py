@@ -113,6 +113,18 @@ def test_every_case_ran(report):
             assert math.isfinite(row["speedup_vs_eager_vanilla"])
 
 
+def test_host_keep_mask_rows_run_the_same_token_choice(report):
+    """rlt_hostkeep: the keep masks computed ahead on the host (no device sync in the forward) keep
+    what the model's own tokenizer keeps, for both architectures, in inference and training."""
+    for model, modes in (("videomae-b", ("inference", "train")), ("vivit-b", ("inference",))):
+        for mode in modes:
+            for kind in ("real", "static") if mode == "inference" else ("real",):
+                want = dict(model=model, mode=mode, input=kind, compiled=False)
+                host, own = one(report, variant="rlt_hostkeep", **want), one(report, variant="rlt", **want)
+                assert "error" not in host and host["ms"] > 0 and math.isfinite(host["speedup"])
+                assert host["tokens_kept"] == own["tokens_kept"] and host["kept_frac"] == own["kept_frac"]
+
+
 def test_token_counts_and_ideal_speedups_are_exact(report):
     steps, tokens = grid(TINY["videomae-b"])
     static = one(report, model="videomae-b", variant="rlt", mode="inference", input="static")

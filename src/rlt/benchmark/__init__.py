@@ -29,8 +29,6 @@ Entry points: ``rlt bench`` (``rlt.cli``) and ``examples/benchmark.py``; both ca
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import argparse
 import importlib.util
 import os

@@ -71,7 +71,6 @@ TINY_MODELS = {
 }
 
 
-
 def config_kwargs(spec: ModelSpec, num_labels: int) -> dict:
     """The vanilla config fields of ``spec`` (in its architecture's names), for a classifier of ``num_labels``."""
     return dict(
@@ -102,6 +101,22 @@ def build_models(spec: ModelSpec, num_labels: int, device: torch.device, seed: i
 def _video(config, x: torch.Tensor) -> dict:
     """``{input name: x}``: the model's video argument (``pixel_values``, or its architecture's name)."""
     return {registry.as_rlt_config(config).rlt_input_name: x}
+
+
+def host_keep_masks(config, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """RLT's keep mask of each input, computed on the host as a loader worker would (``VideoCollator``):
+    passed as ``keep_mask=``, it spares the forward its device sync (the ``rlt_hostkeep`` rows)."""
+    return [
+        run_length_tokenize(
+            x.detach().float().cpu(),
+            tubelet_size=config.rlt_tubelet_size,
+            patch_size=config.rlt_patch_size,
+            threshold=config.rlt_threshold,
+            input_scale=config.rlt_input_scale,
+            compare_to=config.rlt_compare_to,
+        ).keep_mask
+        for x in inputs
+    ]
 
 
 @dataclass
@@ -160,23 +175,33 @@ class Bench:
     def autocast(self, enabled: bool):
         return torch.autocast(self.s.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def token_stats(self, config, inputs: list[torch.Tensor], cls_tokens: int, tau: float | None) -> dict:
-        """Tokens kept by ``run_length_tokenize`` on these inputs (all kept when ``tau`` is None);
-        ``cls_tokens``: prefix tokens per clip, never dropped. ``config`` may be the vanilla model's."""
+    def token_stats(
+        self, config, inputs: list[torch.Tensor], cls_tokens: int, tau: float | None, keep_masks=None
+    ) -> dict:
+        """Tokens kept by ``run_length_tokenize`` on these inputs (all kept when ``tau`` is None, those of
+        ``keep_masks`` when given); ``cls_tokens``: prefix tokens per clip, never dropped. ``config`` may be
+        the vanilla model's."""
         config = registry.as_rlt_config(config)
         tubelet, patch = config.rlt_tubelet_size, config.rlt_patch_size
         kept = full = 0
-        for x in inputs:
+        for i, x in enumerate(inputs):
             grid = (x.shape[1] // tubelet) * (x.shape[3] // patch[0]) * (x.shape[4] // patch[1])
             full += x.shape[0] * (grid + cls_tokens)
             if tau is None:
-                kept += x.shape[0] * (grid + cls_tokens)
-                continue
-            tokens = run_length_tokenize(
-                x, tubelet_size=tubelet, patch_size=patch, threshold=tau,
-                input_scale=config.rlt_input_scale, compare_to=config.rlt_compare_to,
-            )
-            kept += int(tokens.counts.sum()) + x.shape[0] * cls_tokens
+                kept_tubelets = x.shape[0] * grid
+            elif keep_masks is not None:
+                kept_tubelets = int(keep_masks[i].sum())
+            else:
+                tokens = run_length_tokenize(
+                    x,
+                    tubelet_size=tubelet,
+                    patch_size=patch,
+                    threshold=tau,
+                    input_scale=config.rlt_input_scale,
+                    compare_to=config.rlt_compare_to,
+                )
+                kept_tubelets = int(tokens.counts.sum())
+            kept += kept_tubelets + x.shape[0] * cls_tokens
         tubelets_full = full - cls_tokens * sum(x.shape[0] for x in inputs)
         tubelets_kept = kept - cls_tokens * sum(x.shape[0] for x in inputs)
         return {
@@ -218,39 +243,51 @@ class Bench:
 
     def base_row(self, model_name, variant, tau, attention, mode, input_kind, batch_size, compiled=False):
         return dict(
-            model=model_name, variant=variant, tau=tau, attention=attention, mode=mode,
-            compiled=compiled, input=input_kind, batch_size=batch_size,
+            model=model_name,
+            variant=variant,
+            tau=tau,
+            attention=attention,
+            mode=mode,
+            compiled=compiled,
+            input=input_kind,
+            batch_size=batch_size,
         )
 
     # ---- cases -----------------------------------------------------------------------------------
 
-    def inference_case(self, model_name, model, variant, tau, attention, input_kind, inputs, tok=None):
-        """Time the forward pass of ``model`` (already in inference precision) over ``inputs``."""
+    def inference_case(self, model_name, model, variant, tau, attention, input_kind, inputs, tok=None, keep_masks=None):
+        """Time the forward pass of ``model`` (already in inference precision) over ``inputs``; with
+        ``keep_masks`` (one per input, on the host), each call gets its input's mask as ``keep_mask=``."""
         s = self.s
         row = self.base_row(model_name, variant, tau, attention, "inference", input_kind, inputs[0].shape[0])
         if (skipped := self.skip_if_late(row)) is not None:
             return skipped
         autocast = s.inference_precision == "autocast"
+        calls = (
+            [(x,) for x in inputs]
+            if keep_masks is None
+            else [(x, {"keep_mask": k}) for x, k in zip(inputs, keep_masks)]
+        )
 
-        def forward(x):
+        def forward(call):
             with torch.inference_mode(), self.autocast(autocast):
-                return model(**_video(model.config, x)).logits
+                return model(**_video(model.config, call[0]), **(call[1] if len(call) > 1 else {})).logits
 
         try:
             reset_peak_memory(s.device)
             with warnings.catch_warnings():  # uncompiled FlexAttention (CPU) warns on every call
                 warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
-                timing = measure(forward, inputs, device=s.device, warmup=s.warmup, iters=s.iters)
+                timing = measure(forward, calls, device=s.device, warmup=s.warmup, iters=s.iters)
         except Exception as error:  # noqa: BLE001 - a backend that cannot run here is reported, not fatal
             return self.add_row(**row, error=f"{type(error).__name__}: {error}".splitlines()[0])
         row.update(timing, peak_mem_gb=peak_memory_gb(s.device))
         row["clips_per_s"] = row["batch_size"] / timing["ms"] * 1e3
-        row.update(self.busy(forward, inputs))
+        row.update(self.busy(forward, calls))
         if tok is not None:
             row.update(tok)
         compute_dtype = s.dtype if autocast else inputs[0].dtype
         row["attention_resolved"] = self.resolved_backend(model, inputs[0], compute_dtype)
-        if variant.startswith("rlt") and variant != "rlt_off" and tau is not None:
+        if variant.startswith("rlt") and variant != "rlt_off" and tau is not None and keep_masks is None:
             row.update(self.tokenizer_timing(model, inputs, timing["ms"]))
         return self.add_row(**row)
 
@@ -260,8 +297,12 @@ class Bench:
 
         def tokenize(x):
             return run_length_tokenize(
-                x, tubelet_size=tubelet, patch_size=patch, threshold=config.rlt_threshold,
-                input_scale=config.rlt_input_scale, compare_to=config.rlt_compare_to,
+                x,
+                tubelet_size=tubelet,
+                patch_size=patch,
+                threshold=config.rlt_threshold,
+                input_scale=config.rlt_input_scale,
+                compare_to=config.rlt_compare_to,
             )
 
         def select_and_pack(x):
@@ -278,14 +319,15 @@ class Bench:
                 result["select_pack_error"] = f"{type(error).__name__}: {error}"
         return result
 
-    def train_case(self, model_name, model, variant, tau, attention, input_kind, inputs, labels, tok):
-        """Time forward + backward + AdamW step (bf16 autocast on GPU) over ``inputs``."""
+    def train_case(self, model_name, model, variant, tau, attention, input_kind, inputs, labels, tok, keep_masks=None):
+        """Time forward + backward + AdamW step (bf16 autocast on GPU) over ``inputs``; ``keep_masks`` as
+        in ``inference_case``."""
         s = self.s
         row = self.base_row(model_name, variant, tau, attention, "train", input_kind, inputs[0].shape[0])
         if (skipped := self.skip_if_late(row)) is not None:
             return skipped
         step = self.make_train_step(model)
-        batches = list(zip(inputs, labels))
+        batches = list(zip(inputs, labels)) if keep_masks is None else list(zip(inputs, labels, keep_masks))
         try:
             reset_peak_memory(s.device)
             timing = measure(step, batches, device=s.device, warmup=s.warmup, iters=s.iters)
@@ -318,9 +360,10 @@ class Bench:
         input_name = registry.as_rlt_config(model.config).rlt_input_name
 
         def step(batch):
-            x, y = batch
+            x, y, *keep = batch  # a keep mask computed ahead on the host, for the rlt_hostkeep rows
+            extra = {"keep_mask": keep[0]} if keep else {}
             with self.autocast(s.train_autocast):
-                loss = forward(**{input_name: x}, labels=y).loss
+                loss = forward(**{input_name: x}, labels=y, **extra).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -345,6 +388,7 @@ class Bench:
             return skipped
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
+
         # Batch k is the same batch as input set k of the eager cases of this kind; each is moved to the
         # device only when its turn comes (outside the timed call), so the memory peak stays comparable.
         def item(seed: int):
@@ -383,11 +427,13 @@ class Bench:
                     start = time.perf_counter()
                     call(batch)
                     synchronize(s.device)
-                    per_batch.append({
-                        "s": time.perf_counter() - start,
-                        "new_graphs": recorder.graphs - graphs,
-                        "recompiles": len(recorder.reasons) - reasons,
-                    })
+                    per_batch.append(
+                        {
+                            "s": time.perf_counter() - start,
+                            "new_graphs": recorder.graphs - graphs,
+                            "recompiles": len(recorder.reasons) - reasons,
+                        }
+                    )
                     del batch
                     if time.perf_counter() - loop_start > s.compile_budget_s or self.out_of_time():
                         break
@@ -480,7 +526,10 @@ class Bench:
             if "train" in s.parts:
                 for kind in s.compile_inputs:
                     training = dict(
-                        factory=factory, kind=kind, batch_size=s.train_batch_size, cls_tokens=cls_tokens,
+                        factory=factory,
+                        kind=kind,
+                        batch_size=s.train_batch_size,
+                        cls_tokens=cls_tokens,
                         dtype=torch.float32,
                     )
                     self.compile_case(model_name, vanilla, "vanilla", None, "train", train=True, **training)
@@ -508,6 +557,12 @@ class Bench:
                 self.set_rlt(config, enabled=True, tau=s.tau)
                 tok = self.token_stats(config, inputs, cls_tokens, s.tau)
                 self.inference_case(model_name, inf_model, "rlt", s.tau, "auto", kind, inputs, tok)
+                if "core" in parts:
+                    masks = host_keep_masks(config, inputs)
+                    host_tok = self.token_stats(config, inputs, cls_tokens, s.tau, masks)
+                    self.inference_case(
+                        model_name, inf_model, "rlt_hostkeep", s.tau, "auto", kind, inputs, host_tok, masks
+                    )
                 if s.pack_buckets:
                     self.set_rlt(config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
                     variant = f"rlt_b{s.pack_buckets}"
@@ -541,6 +596,12 @@ class Bench:
                 self.set_rlt(model.config, enabled=True, tau=s.tau)
                 tok = self.token_stats(model.config, inputs, cls_tokens, s.tau)
                 self.train_case(model_name, model, "rlt", s.tau, "auto", kind, inputs, labels, tok)
+                if "core" in parts:
+                    masks = host_keep_masks(model.config, inputs)
+                    host_tok = self.token_stats(model.config, inputs, cls_tokens, s.tau, masks)
+                    self.train_case(
+                        model_name, model, "rlt_hostkeep", s.tau, "auto", kind, inputs, labels, host_tok, masks
+                    )
                 if s.pack_buckets:
                     self.set_rlt(model.config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
                     variant = f"rlt_b{s.pack_buckets}"

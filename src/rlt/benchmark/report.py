@@ -28,7 +28,9 @@ NOTES = {
     "median over all timed calls, rotating through several input sets. wall ms is the whole timed loop / calls.",
     "busy": "busy = the device's busy fraction (--busy-fraction): union of its kernel intervals / wall time over "
     "3 profiled calls after the timed ones (profiler overhead included, so a lower bound); kernels = kernels per call. "
-    "rlt_b<k> rows: RLT with rlt_pack_buckets=k (packed length rounded up to one of k static sizes).",
+    "rlt_b<k> rows: RLT with rlt_pack_buckets=k (packed length rounded up to one of k static sizes). "
+    "rlt_hostkeep rows: RLT given keep_mask= computed ahead on the host (as VideoCollator does in loader workers, "
+    "not timed): the forward makes no device sync; the gap to the rlt row is what that sync costs.",
     "memory": "peak mem = torch.cuda.max_memory_allocated, reset before each case (weights included).",
 }
 
