@@ -35,7 +35,8 @@ from .cache import CachedClips, ClipCache, default_workers, is_clip_cache, load_
 from .common import READ_ERRORS, PixelNormalizer, synchronize
 from .data import list_labelled_videos
 from .hf_datasets import is_dataset_source, open_video_dataset
-from .models.tokenizer import COMPARE_TO_CHOICES, run_length_tokenize
+from .models.modeling_rlt import run_length_tokenize_for
+from .models.tokenizer import COMPARE_TO_CHOICES
 from .models.video_processing_rlt import RLTVideoProcessor
 
 __all__ = [
@@ -671,14 +672,7 @@ def _forward(model, pixel_values: torch.Tensor, dtype: torch.dtype):
     if dtype == torch.float32 or not config.rlt_enabled:
         return model(**video)
     # The keep mask from the float32 clip, so that reduced precision does not change which tokens are kept.
-    keep_mask = run_length_tokenize(
-        pixel_values,
-        tubelet_size=config.rlt_tubelet_size,
-        patch_size=config.rlt_patch_size,
-        threshold=config.rlt_threshold,
-        input_scale=config.rlt_input_scale,
-        compare_to=config.rlt_compare_to,
-    ).keep_mask
+    keep_mask = run_length_tokenize_for(config, pixel_values).keep_mask
     return model(**video, keep_mask=keep_mask)
 
 

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import registry
-from ..models.modeling_rlt import choose_tokens
+from ..models.modeling_rlt import choose_tokens, run_length_tokenize_for
 from ..models.packing import resolve_backend
-from ..models.tokenizer import run_length_tokenize
 from .clips import InputFactory, cut_windows, normalize
 from .report import add_speedups
 from .timing import RecompileRecorder, busy_fraction, measure, peak_memory_gb, reset_peak_memory, synchronize
@@ -106,17 +105,7 @@ def _video(config, x: torch.Tensor) -> dict:
 def host_keep_masks(config, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     """RLT's keep mask of each input, computed on the host as a loader worker would (``VideoCollator``):
     passed as ``keep_mask=``, it spares the forward its device sync (the ``rlt_hostkeep`` rows)."""
-    return [
-        run_length_tokenize(
-            x.detach().float().cpu(),
-            tubelet_size=config.rlt_tubelet_size,
-            patch_size=config.rlt_patch_size,
-            threshold=config.rlt_threshold,
-            input_scale=config.rlt_input_scale,
-            compare_to=config.rlt_compare_to,
-        ).keep_mask
-        for x in inputs
-    ]
+    return [run_length_tokenize_for(config, x.detach().float().cpu()).keep_mask for x in inputs]
 
 
 @dataclass
@@ -192,15 +181,7 @@ class Bench:
             elif keep_masks is not None:
                 kept_tubelets = int(keep_masks[i].sum())
             else:
-                tokens = run_length_tokenize(
-                    x,
-                    tubelet_size=tubelet,
-                    patch_size=patch,
-                    threshold=tau,
-                    input_scale=config.rlt_input_scale,
-                    compare_to=config.rlt_compare_to,
-                )
-                kept_tubelets = int(tokens.counts.sum())
+                kept_tubelets = int(run_length_tokenize_for(config, x, threshold=tau).counts.sum())
             kept += kept_tubelets + x.shape[0] * cls_tokens
         tubelets_full = full - cls_tokens * sum(x.shape[0] for x in inputs)
         tubelets_kept = kept - cls_tokens * sum(x.shape[0] for x in inputs)
@@ -293,17 +274,9 @@ class Bench:
 
     def tokenizer_timing(self, model, inputs, forward_ms: float) -> dict:
         config = model.config
-        tubelet, patch = config.rlt_tubelet_size, config.rlt_patch_size
 
         def tokenize(x):
-            return run_length_tokenize(
-                x,
-                tubelet_size=tubelet,
-                patch_size=patch,
-                threshold=config.rlt_threshold,
-                input_scale=config.rlt_input_scale,
-                compare_to=config.rlt_compare_to,
-            )
+            return run_length_tokenize_for(config, x)
 
         def select_and_pack(x):
             return choose_tokens(config, x)
@@ -632,7 +605,6 @@ class Bench:
 
     def kept_per_video(self, config, clips: dict, spec: ModelSpec) -> dict:
         """Fraction of tubelets kept per video (mean over its windows) at ``tau`` and every sweep value."""
-        tubelet, patch = config.rlt_tubelet_size, config.rlt_patch_size
         result = {}
         windows = cut_windows(clips, spec.frames, spec.image_size)  # without overlap: each frame counts once
         for name in clips["videos"]:
@@ -642,7 +614,7 @@ class Bench:
             x = normalize(torch.stack(frames).to(self.s.device), torch.float32)
             result[name] = {
                 f"{tau:g}": float(
-                    run_length_tokenize(x, tubelet_size=tubelet, patch_size=patch, threshold=tau).kept_fraction.mean()
+                    run_length_tokenize_for(config, x, threshold=tau).kept_fraction.mean()
                 )
                 for tau in [self.s.tau, *self.s.sweep]
             }

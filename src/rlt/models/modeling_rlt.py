@@ -42,6 +42,7 @@ __all__ = [
     "packed_run_lengths",
     "reject_unsupported",
     "run_encoder",
+    "run_length_tokenize_for",
     "tubelet_patches",
 ]
 
@@ -208,15 +209,24 @@ def choose_tokens(
         keep = torch.ones(batch, *grid, dtype=torch.bool, device=pixel_values.device)
         tokens = RunLengthTokens(keep, torch.ones(keep.shape, dtype=torch.long, device=keep.device))
         return tokens, PackedSequence.full(batch, keep[0].numel(), keep.device, num_prefix_tokens)
-    tokens = run_length_tokenize(
+    tokens = run_length_tokenize_for(config, pixel_values, tubelet_size=tubelet_size, patch_size=(patch_h, patch_w))
+    return tokens, PackedSequence.from_keep_mask(tokens.keep_mask.flatten(1), num_prefix_tokens, buckets)
+
+
+def run_length_tokenize_for(
+    config, pixel_values: torch.Tensor, *, threshold: float | None = None, tubelet_size=None, patch_size=None
+) -> RunLengthTokens:
+    """``run_length_tokenize`` with an RLT config's settings: its threshold (unless ``threshold``), tubelet
+    geometry (unless given), input scale and comparison rule. What the model computes in its forward, for
+    code that computes the keep mask ahead (a loader, an evaluation in reduced precision, a benchmark)."""
+    return run_length_tokenize(
         pixel_values,
-        tubelet_size=tubelet_size,
-        patch_size=(patch_h, patch_w),
-        threshold=config.rlt_threshold,
+        tubelet_size=config.rlt_tubelet_size if tubelet_size is None else tubelet_size,
+        patch_size=config.rlt_patch_size if patch_size is None else patch_size,
+        threshold=config.rlt_threshold if threshold is None else threshold,
         input_scale=config.rlt_input_scale,
         compare_to=config.rlt_compare_to,
     )
-    return tokens, PackedSequence.from_keep_mask(tokens.keep_mask.flatten(1), num_prefix_tokens, buckets)
 
 
 def check_pixel_values(config, pixel_values) -> None:
