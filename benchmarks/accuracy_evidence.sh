@@ -6,8 +6,9 @@
 #          trained from the same initial weights (same seed, data order and steps). They run
 #          CONCURRENTLY on one GPU (each is launch-bound at this size), so their accuracy is what
 #          counts here, not their wall-clock: `speed` measures that with each run alone.
-#   vanilla  the vanilla run of `train` alone (what `free` and `recover` start from), when the
-#          side-by-side runs are already measured: `PARTS="vanilla free speed"`.
+#   vanilla  the vanilla run of `train` again, alone and under its own name ($tag-vanilla-alone, so the
+#          side-by-side results stay as they are), for `free` and `recover` to start from when the
+#          side-by-side runs were measured on another machine: `PARTS="vanilla free speed"`.
 #   free   training-free RLT on the trained vanilla model (benchmarks/training_free.py): thresholds x
 #          pooling x compare_to on the evaluation clips, as a clip cache.
 #   recover  a short RLT fine-tune of the vanilla weights, evaluated every RECOVER_EVAL steps.
@@ -37,6 +38,7 @@ DATA=(--synthetic "$TRAIN" --synthetic-eval "$EVAL" --synthetic-variant "$VARIAN
 COMMON=("${DATA[@]}" --from-scratch "$SIZE" --batch-size "$BATCH" --lr "$LR" $PRECISION --data-seed 0
         --num-workers "$WORKERS" --save-strategy no --logging-steps 50)
 tag="$VARIANT-$SIZE-$IMAGE"
+VANILLA="$MODELS/$tag-vanilla"  # the trained vanilla model that `free` and `recover` start from
 
 say() { echo "[$(date +%T)] $1${2:+ (exit $2)}"; }
 train() {  # train NAME ARGS...: one run, its log and summary in $RESULTS
@@ -60,17 +62,18 @@ for part in $PARTS; do
       "$RESULTS/$tag-rlt-no-length.json" "$RESULTS/$tag-random-drop.json" --markdown "$RESULTS/$tag-train.md" ;;
   vanilla)
     say "vanilla: $tag alone, $EPOCHS epochs"
-    train "$tag-vanilla" "${COMMON[@]}" --seed 0 --epochs "$EPOCHS" --eval-strategy epoch --vanilla ;;
+    train "$tag-vanilla-alone" "${COMMON[@]}" --seed 0 --epochs "$EPOCHS" --eval-strategy epoch --vanilla
+    VANILLA="$MODELS/$tag-vanilla-alone" ;;
   free)
-    say "free: training-free RLT on $tag-vanilla"
+    say "free: training-free RLT on $VANILLA"
     "$PYTHON" examples/make_synthetic_dataset.py "$MODELS/$VARIANT-eval" --train 0 --validation "$EVAL" --cache \
       --variant "$VARIANT" --image-size "$IMAGE" --num-frames "$FRAMES" --device "$render" > "$RESULTS/$tag-eval-cache.log" 2>&1
-    "$PYTHON" benchmarks/training_free.py "$MODELS/$tag-vanilla" "$MODELS/$VARIANT-eval/validation" \
+    "$PYTHON" benchmarks/training_free.py "$VANILLA" "$MODELS/$VARIANT-eval/validation" \
       --out "$RESULTS/$tag-free" > "$RESULTS/$tag-free.log" 2>&1
     say "training-free finished" $? ;;
   recover)
     say "recover: RLT fine-tune of the vanilla weights, $RECOVER_STEPS steps"
-    train "$tag-recover" "${DATA[@]}" --model "$MODELS/$tag-vanilla" --batch-size "$BATCH" --lr "$RECOVER_LR" \
+    train "$tag-recover" "${DATA[@]}" --model "$VANILLA" --batch-size "$BATCH" --lr "$RECOVER_LR" \
       $PRECISION --data-seed 0 --num-workers "$WORKERS" --save-strategy no --logging-steps 25 --seed 0 \
       --max-steps "$RECOVER_STEPS" --warmup 0 --eval-strategy steps --eval-steps "$RECOVER_EVAL" ;;
   speed)

@@ -28,7 +28,8 @@ labels = torch.zeros(batch, dtype=torch.long, device=device)
 vanilla, rlt_model, _ = build_models(spec, 400, device)
 input_name = rlt_model.config.rlt_input_name
 STEPS = 6
-SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy", "cudaEventSynchronize")
+# Calls that make the host wait for the device (a plain cudaMemcpy does; cudaMemcpyAsync is counted apart).
+SYNC_CALLS = {"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy"}
 CASTS = ("aten::to", "aten::_to_copy")
 
 
@@ -59,11 +60,13 @@ def profile_steps(name, model):
     events = prof.events()
     kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
     busy_ms = covered_time([(e.time_range.start, e.time_range.end) for e in kernels]) / 1e3 / STEPS
-    syncs = sum(1 for e in events if e.name.startswith(SYNC_CALLS)) / STEPS
+    syncs = sum(1 for e in events if e.name in SYNC_CALLS) / STEPS
+    async_copies = sum(1 for e in events if e.name == "cudaMemcpyAsync") / STEPS
     casts = sum(1 for e in events if e.name in CASTS and (e.cpu_parent is None or e.cpu_parent.name not in CASTS))
     print(
         f"#### {name}: {step_ms:.2f} ms/step unprofiled; GPU busy {busy_ms:.2f} ms/step; "
-        f"{len(kernels) / STEPS:.0f} kernels, {syncs:.1f} sync/copy calls, {casts / STEPS:.0f} casts per step"
+        f"{len(kernels) / STEPS:.0f} kernels, {syncs:.1f} host syncs, {async_copies:.1f} async copies, "
+        f"{casts / STEPS:.0f} casts per step"
     )
     averages = prof.key_averages()
     print(f"==== {name}: top CUDA kernels over {STEPS} steps")

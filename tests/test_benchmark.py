@@ -125,6 +125,28 @@ def test_host_keep_mask_rows_run_the_same_token_choice(report):
                 assert host["tokens_kept"] == own["tokens_kept"] and host["kept_frac"] == own["kept_frac"]
 
 
+def test_host_keep_mask_rows_hand_the_model_host_masks(clip_file, tmp_path, monkeypatch):
+    """The rlt_hostkeep rows call the model with keep_mask= on the host; the rlt rows let it choose."""
+    import rlt.models.modeling_rlt_videomae as modeling
+
+    seen = []
+
+    def spy(config, pixel_values, keep_mask=None):
+        seen.append(None if keep_mask is None else keep_mask.device.type)
+        return choose_tokens(config, pixel_values, keep_mask)
+
+    choose_tokens = modeling.choose_tokens
+    monkeypatch.setattr(modeling, "choose_tokens", spy)
+    argv = [
+        "--tiny", "--device", "cpu", "--clips-cache", str(clip_file), "--out", str(tmp_path),
+        "--models", "videomae-b", "--parts", "core", "--inputs", "static", "--warmup", "1", "--iters", "2",
+    ]  # fmt: skip
+    benchmark.main(argv)
+    assert "cpu" in seen and None in seen
+    host = one(json.loads((tmp_path / "bench.json").read_text()), variant="rlt_hostkeep", mode="inference")
+    assert "error" not in host and host["ms"] > 0
+
+
 def test_token_counts_and_ideal_speedups_are_exact(report):
     steps, tokens = grid(TINY["videomae-b"])
     static = one(report, model="videomae-b", variant="rlt", mode="inference", input="static")

@@ -115,3 +115,28 @@ def test_cuda_graphs_over_bucketed_packing_give_the_exact_logits():
             for clips, reference in zip(batches, expected):
                 torch.testing.assert_close(compiled(clips).logits.float().clone(), reference, atol=3e-2, rtol=3e-2)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])  # varlen and padded attention
+def test_host_keep_mask_forward_makes_no_device_sync(dtype):
+    """A keep mask computed on the host (a loader's) spares the forward its one device sync: torch's sync
+    debug mode raises on any sync, and the logits equal those of the model choosing its own tokens."""
+    from rlt import run_length_tokenize
+
+    model = RLTVideoMAEForVideoClassification(RLTVideoMAEConfig(**TINY_VIDEOMAE, rlt_threshold=0.0))
+    model = model.cuda().to(dtype).eval()
+    clips = noise_clips(3)
+    clips[1, 3:] = clips[1, 2]  # time steps 2 and 3 repeat step 1
+    keep = run_length_tokenize(clips, threshold=0.0).keep_mask  # on the host
+    video = clips.cuda().to(dtype)
+    with torch.no_grad():
+        expected = model(video)
+        model(video, keep_mask=keep)  # warm-up: kernels loaded, pinned staging block cached
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            output = model(video, keep_mask=keep)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert output.tokens_kept.tolist() == expected.tokens_kept.tolist() == [16, 8, 16]
+    torch.testing.assert_close(output.logits, expected.logits)

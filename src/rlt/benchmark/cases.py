@@ -105,7 +105,8 @@ def _video(config, x: torch.Tensor) -> dict:
 def host_keep_masks(config, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     """RLT's keep mask of each input, computed on the host as a loader worker would (``VideoCollator``):
     passed as ``keep_mask=``, it spares the forward its device sync (the ``rlt_hostkeep`` rows)."""
-    return [run_length_tokenize_for(config, x.detach().float().cpu()).keep_mask for x in inputs]
+    # In the input's own dtype, as the model tokenizes it: a float32 copy could decide differently near tau.
+    return [run_length_tokenize_for(config, x.detach().cpu()).keep_mask for x in inputs]
 
 
 @dataclass

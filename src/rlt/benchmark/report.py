@@ -30,7 +30,8 @@ NOTES = {
     "3 profiled calls after the timed ones (profiler overhead included, so a lower bound); kernels = kernels per call. "
     "rlt_b<k> rows: RLT with rlt_pack_buckets=k (packed length rounded up to one of k static sizes). "
     "rlt_hostkeep rows: RLT given keep_mask= computed ahead on the host (as VideoCollator does in loader workers, "
-    "not timed): the forward makes no device sync; the gap to the rlt row is what that sync costs.",
+    "not timed): the forward makes no device sync and runs no tokenizer; the gap to the rlt row is the sync plus "
+    "the tokenizer's device time (its share: the tok % column of the rlt row).",
     "memory": "peak mem = torch.cuda.max_memory_allocated, reset before each case (weights included).",
 }
 

@@ -18,7 +18,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_rlt import RLTSettings
-from .packing import PackedSequence, packed_attention
+from .packing import PackedSequence, packed_attention, to_device_without_waiting
 from .tokenizer import (
     RunLengthTokens,
     check_keep_mask,
@@ -182,7 +182,8 @@ def choose_tokens(
     This is the forward's one host sync (the tokens kept per clip size the packed tensors), except
     for a ``keep_mask`` that arrives on the CPU with the video on an accelerator (as a data loader
     or `VideoCollator` gives it): its checks and counts are read on the host, the mask is copied
-    over without waiting, and the forward does not sync at all.
+    over without waiting (through pinned memory of its own: later changes to the caller's tensor
+    cannot reach it), and the forward does not sync at all.
     """
     check_pixel_values(config, pixel_values)
     tubelet_size = config.rlt_tubelet_size if tubelet_size is None else tubelet_size
@@ -201,7 +202,7 @@ def choose_tokens(
         counts_and_check = torch.stack([keep_mask.flatten(1).sum(1), first_step_kept.long()]).tolist()
         if not all(counts_and_check[1]):
             raise ValueError("keep_mask must keep every tubelet of the first time step")
-        keep_mask = keep_mask.to(pixel_values.device, non_blocking=True)
+        keep_mask = to_device_without_waiting(keep_mask, pixel_values.device)
         tokens = RunLengthTokens(keep_mask, run_lengths_from_keep_mask(keep_mask))
         packed = PackedSequence.from_keep_mask(keep_mask.flatten(1), num_prefix_tokens, buckets, counts_and_check[0])
         return tokens, packed
@@ -246,7 +247,9 @@ def check_pixel_values(config, pixel_values) -> None:
     if channels != num_channels:
         hint = ""
         if frames == num_channels:
-            hint = " (it looks like (batch, channels, frames, height, width): permute to (batch, frames, channels, ...))"
+            hint = (
+                " (it looks like (batch, channels, frames, height, width): permute to (batch, frames, channels, ...))"
+            )
         elif width == num_channels:
             hint = " (it looks channels-last: permute to (batch, frames, channels, height, width))"
         raise ValueError(

@@ -37,6 +37,7 @@ __all__ = [
     "packed_attention",
     "packed_cross_attention",
     "resolve_backend",
+    "to_device_without_waiting",
     "varlen_available",
 ]
 
@@ -49,6 +50,16 @@ _BACKEND_FOR_ATTN_IMPLEMENTATION = {
     "flex_attention": "flex",
     "eager": "eager",
 }
+
+
+def to_device_without_waiting(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``host`` copied to ``device`` without the host waiting for the device (a blocking copy to a GPU
+    syncs the stream). On CUDA the copy is staged through pinned memory owned here, so a caller that
+    reuses its own (pinned) buffer after the forward returns cannot change what the device reads."""
+    if host.device == device or device.type != "cuda":
+        return host.to(device)
+    staged = torch.empty_like(host, pin_memory=True).copy_(host)
+    return staged.to(device, non_blocking=True)
 
 
 def check_backend(name: str) -> str:
@@ -155,8 +166,7 @@ class PackedSequence:
             lengths = [int(n) for n in counts.tolist()]
         else:
             lengths = [int(n) + num_prefix_tokens for n in counts]
-            # Built on the host and copied without waiting: a blocking copy would sync the stream.
-            counts = torch.tensor(lengths).to(keep.device, non_blocking=True)
+            counts = to_device_without_waiting(torch.tensor(lengths), keep.device)
         if 0 in lengths:  # a clip without tokens has no mean and no first token
             raise ValueError(f"clip {lengths.index(0)} keeps no token; every clip needs at least one")
         (batch, capacity), total = keep.shape, sum(lengths)
@@ -365,7 +375,7 @@ def resolve_backend(
         if packed.is_uniform:
             return "dense"
         half = query.dtype in (torch.float16, torch.bfloat16)
-        if query.is_cuda and half and dropout == 0.0 and varlen_available():
+        if query.is_cuda and half and dropout == 0.0 and varlen_available(query.device):
             return "varlen"
         return "padded" if query.is_cuda else "per_clip"
     if requested == "dense" and not packed.is_uniform:
@@ -374,12 +384,15 @@ def resolve_backend(
         )
     if requested in ("varlen", "flash_attn", "flex") and dropout > 0.0:
         raise ValueError(
-            f"the {requested!r} attention backend does not support attention dropout ({dropout}); "
+            f"rlt runs the {requested!r} attention backend without attention dropout, got dropout {dropout}; "
             "use 'padded' or 'per_clip', or set attention_probs_dropout_prob=0"
         )
     if requested in ("varlen", "flash_attn"):
-        if requested == "varlen" and not varlen_available():
-            raise RuntimeError("the 'varlen' attention backend needs torch >= 2.10 (torch.nn.attention.varlen)")
+        if requested == "varlen" and not varlen_available(query.device):
+            raise RuntimeError(
+                "the 'varlen' attention backend needs PyTorch's flash attention: a CUDA build of torch and an "
+                "Ampere or newer GPU (compute capability 8.0+)"
+            )
         if requested == "flash_attn" and importlib.util.find_spec("flash_attn") is None:
             raise RuntimeError("the 'flash_attn' attention backend needs the flash-attn package")
         if not query.is_cuda or query.dtype not in (torch.float16, torch.bfloat16):
@@ -390,12 +403,17 @@ def resolve_backend(
     return requested
 
 
-_VARLEN_AVAILABLE = importlib.util.find_spec("torch.nn.attention.varlen") is not None
+def varlen_available(device: torch.device | None = None) -> bool:
+    """PyTorch's own variable-length flash attention can run: a CUDA build with flash attention and,
+    for ``device``, a GPU of compute capability 8.0 or newer (the flash kernels' minimum)."""
+    if not (torch.cuda.is_available() and torch.backends.cuda.is_flash_attention_available()):
+        return False
+    return device is None or _capability(torch.device(device)) >= (8, 0)
 
 
-def varlen_available() -> bool:
-    """PyTorch's own variable-length attention is there (torch >= 2.10)."""
-    return _VARLEN_AVAILABLE
+@functools.cache
+def _capability(device: torch.device) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device)
 
 
 def packed_attention(
