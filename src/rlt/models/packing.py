@@ -56,7 +56,7 @@ def to_device_without_waiting(host: torch.Tensor, device: torch.device) -> torch
     """``host`` copied to ``device`` without the host waiting for the device (a blocking copy to a GPU
     syncs the stream). On CUDA the copy is staged through pinned memory owned here, so a caller that
     reuses its own (pinned) buffer after the forward returns cannot change what the device reads."""
-    if host.device == device or device.type != "cuda":
+    if host.device.type != "cpu" or device.type != "cuda":
         return host.to(device)
     staged = torch.empty_like(host, pin_memory=True).copy_(host)
     return staged.to(device, non_blocking=True)
