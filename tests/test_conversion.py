@@ -4,8 +4,15 @@ import pytest
 import torch
 from conftest import TINY_VIDEOMAE, noise_clips, run_without_rlt
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification, VideoMAEConfig
-from transformers import VideoMAEForVideoClassification, ViTConfig, ViTModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForVideoClassification,
+    VideoMAEConfig,
+    VideoMAEForVideoClassification,
+    ViTConfig,
+    ViTModel,
+)
 
 import rlt
 from rlt import RLTVideoMAEConfig, RLTVideoMAEForVideoClassification, RLTVideoMAEModel

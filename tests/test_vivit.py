@@ -8,8 +8,7 @@ import pytest
 import torch
 from conftest import noise_clips
 from safetensors import safe_open
-from transformers import AutoModelForVideoClassification, VivitConfig, VivitForVideoClassification
-from transformers import VivitImageProcessor
+from transformers import AutoModelForVideoClassification, VivitConfig, VivitForVideoClassification, VivitImageProcessor
 from transformers.models.vivit.modeling_vivit import VivitEmbeddings
 
 import rlt

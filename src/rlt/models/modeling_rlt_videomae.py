@@ -11,22 +11,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import initialization as init
-from transformers.utils.generic import can_return_tuple
 from transformers.models.videomae.modeling_videomae import (
     VideoMAELayer,
     VideoMAEPatchEmbeddings,
     VideoMAEPreTrainedModel,
     VideoMAESelfAttention,
 )
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_rlt_videomae import RLTVideoMAEConfig
 from .modeling_rlt import (
+    EncodedClips,
     LengthEncoding,
     PackedSelfAttentionMixin,
-    EncodedClips,
     RLTModelOutput,
-    RLTVideoClassifierOutput,
     RLTPreTrainedMixin,
+    RLTVideoClassifierOutput,
     choose_tokens,
     classification_output,
     embed_kept_tubelets,

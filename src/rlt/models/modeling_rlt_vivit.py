@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers.utils.generic import can_return_tuple
 from transformers.models.vivit.modeling_vivit import (
     VivitAttention,
     VivitEmbeddings,
@@ -19,6 +18,7 @@ from transformers.models.vivit.modeling_vivit import (
     VivitPooler,
     VivitPreTrainedModel,
 )
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_rlt_vivit import RLTVivitConfig
 from .modeling_rlt import (
