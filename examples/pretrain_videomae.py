@@ -85,7 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--num-workers", type=int, default=4, help="data loader workers (default 4)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--from-scratch", choices=sorted(VIT_SIZES), required=True, help="encoder size (decoder: VideoMAE's)")
+    model.add_argument(
+        "--from-scratch", choices=sorted(VIT_SIZES), required=True, help="encoder size (decoder: VideoMAE's)"
+    )
     model.add_argument("--num-frames", type=int, help="frames per clip (default 16; a --cache's own)")
     model.add_argument("--image-size", type=int, help="square frame side in pixels (default 224; a --cache's own)")
     model.add_argument("--mask-ratio", type=float, default=0.9, help="share of each frame's cells hidden (default 0.9)")
@@ -96,7 +98,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs")
     train.add_argument("--batch-size", type=int, default=8, help="clips per device per step")
     train.add_argument("--grad-accum", type=int, default=1)
-    train.add_argument("--lr", type=float, help=f"peak learning rate (default {BASE_LR:g} x clips per step / {BASE_BATCH})")
+    train.add_argument(
+        "--lr", type=float, help=f"peak learning rate (default {BASE_LR:g} x clips per step / {BASE_BATCH})"
+    )
     train.add_argument("--weight-decay", type=float, default=0.05)
     train.add_argument("--warmup", type=float, default=0.1, help="warm-up: a fraction (<1) or a number of steps")
     train.add_argument("--bf16", action="store_true")
@@ -139,7 +143,8 @@ def check_clip_shape(num_frames: int | None, image_size: int | None, mask_ratio:
     if num_frames is not None and num_frames % TUBELET_SIZE:
         raise ValueError(
             f"{num_frames} frames per clip ({frames_from}) are not divisible by the tubelet size {TUBELET_SIZE}: "
-            f"use clips of a multiple of {TUBELET_SIZE} frames (e.g. {num_frames - num_frames % TUBELET_SIZE or TUBELET_SIZE})"
+            f"use clips of a multiple of {TUBELET_SIZE} frames "
+            f"(e.g. {num_frames - num_frames % TUBELET_SIZE or TUBELET_SIZE})"
         )
     if image_size is not None:
         if image_size % PATCH_SIZE:
@@ -269,7 +274,10 @@ def load_data(args, device) -> tuple[torch.utils.data.Dataset, rlt.RLTVideoProce
         frames, _, height, width = cache.clip_shape
         if height != width:
             raise ValueError(f"{args.cache} holds {height}x{width} clips; VideoMAE here takes square frames")
-        for flag, given, stored in (("--num-frames", args.num_frames, frames), ("--image-size", args.image_size, height)):
+        for flag, given, stored in (
+            ("--num-frames", args.num_frames, frames),
+            ("--image-size", args.image_size, height),
+        ):
             if given is not None and given != stored:
                 raise ValueError(f"{args.cache} holds clips with {flag} {stored}, not {given}: leave {flag} out")
         args.num_frames, args.image_size = frames, height
@@ -438,7 +446,8 @@ def print_summary(summary: dict) -> None:
         f"{summary['decoder_parameters'] / 1e6:.1f}M decoder parameters), {summary['device']}\n"
         f"   mask ratio {summary['mask_ratio']:g}: the encoder sees {summary['visible_tokens_per_clip']} of "
         f"{summary['tokens_per_clip']} tokens per clip\n"
-        f"   wall-clock per epoch [s]: {epochs}  (train total {summary['train_wall_s']:.1f} s, {summary['steps']} steps)\n"
+        f"   wall-clock per epoch [s]: {epochs}  "
+        f"(train total {summary['train_wall_s']:.1f} s, {summary['steps']} steps)\n"
         f"   train clips/s: {summary['train_clips_per_s'] or math.nan:.1f}   data loader wait: "
         f"{summary['loader_wait_s']:.1f} s\n"
         f"   loss: mean over training {loss if loss is not None else math.nan:.4f}, last logged {last:.4f}\n"

@@ -25,7 +25,8 @@ Examples:
     python examples/train_video_classification.py --synthetic 256 --synthetic-eval 64 --from-scratch tiny \\
         --image-size 64 --num-frames 8 --epochs 2 --batch-size 16 --output-dir /tmp/rlt-tiny
     # baseline vs RLT, ViT-B 16x224 from scratch, bf16 (one GPU)
-    python examples/train_video_classification.py --synthetic 4000 --from-scratch vit-b --vanilla --bf16 --output-dir runs/base
+    python examples/train_video_classification.py --synthetic 4000 --from-scratch vit-b --vanilla --bf16 \\
+        --output-dir runs/base
     python examples/train_video_classification.py --synthetic 4000 --from-scratch vit-b --bf16 --output-dir runs/rlt
     # several GPUs, no code change (DDP):
     torchrun --nproc_per_node 2 examples/train_video_classification.py ...   # or: accelerate launch ...
@@ -95,7 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--compare-to", choices=["previous", "last_kept"], default="previous", help="RLT's rule")
     model.add_argument("--attention", default="auto", help="rlt_attention backend (default auto)")
     model.add_argument(
-        "--keep-mask-in-loader", action="store_true", help="compute RLT's keep mask in the loader workers, not on the device"
+        "--keep-mask-in-loader",
+        action="store_true",
+        help="compute RLT's keep mask in the loader workers, not on the device",
     )
 
     train = parser.add_argument_group("training")
@@ -251,7 +254,9 @@ def load_data(args, processor, device):
         start = time.perf_counter()
         num_train = 0 if args.eval_only else args.synthetic
         train = SyntheticVideoDataset(num_train, seed=args.data_seed, config=config, device=render)
-        num_eval = args.synthetic_eval if args.synthetic_eval is not None else max(len(config.classes), args.synthetic // 5)
+        num_eval = (
+            args.synthetic_eval if args.synthetic_eval is not None else max(len(config.classes), args.synthetic // 5)
+        )
         # Another seed: other backgrounds, objects and motions than any training clip.
         evaluation = SyntheticVideoDataset(num_eval, seed=args.data_seed + 1_000_003, config=config, device=render)
         info.update(data="synthetic", generate_s=time.perf_counter() - start, render_device=str(render))
@@ -352,7 +357,9 @@ def main(argv=None) -> dict:
             dataset.with_keep_masks = use_masks and stored is not None
     collator = ClipCollator.for_model(
         config,
-        drop="random" if args.random_drop else ("rlt" if is_rlt and args.keep_mask_in_loader and not args.rlt_off else None),
+        drop="random"
+        if args.random_drop
+        else ("rlt" if is_rlt and args.keep_mask_in_loader and not args.rlt_off else None),
         input_scale=normalizer.input_scale,
     )
     geometry = registry.as_rlt_config(config)  # the token geometry, for the vanilla baseline too
@@ -440,7 +447,12 @@ def main(argv=None) -> dict:
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "gradient_checkpointing": args.gradient_checkpointing,
         "seed": args.seed,
-        "data": {**data_info, "train_clips": len(train_dataset), "eval_clips": len(eval_dataset), "classes": class_names},
+        "data": {
+            **data_info,
+            "train_clips": len(train_dataset),
+            "eval_clips": len(eval_dataset),
+            "classes": class_names,
+        },
         "clip_shape": [geometry.rlt_num_frames, geometry.rlt_num_channels, *geometry.rlt_image_size],
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
@@ -454,7 +466,11 @@ def main(argv=None) -> dict:
         "eval_s": eval_s,
         # Accuracy after each evaluation during training: where a run plateaus, or how fast it recovers.
         "eval_history": [
-            {key: entry[key] for key in ("epoch", "step", "eval_accuracy", "eval_top5_accuracy", "eval_loss") if key in entry}
+            {
+                key: entry[key]
+                for key in ("epoch", "step", "eval_accuracy", "eval_top5_accuracy", "eval_loss")
+                if key in entry
+            }
             for entry in trainer.state.log_history
             if "eval_accuracy" in entry
         ],
@@ -476,7 +492,9 @@ def main(argv=None) -> dict:
         if args.push_to_hub:
             from rlt.hub import push_to_hub
 
-            info = push_to_hub(output_dir, args.push_to_hub, private=args.hub_private, commit_message="Fine-tuned RLT model")
+            info = push_to_hub(
+                output_dir, args.push_to_hub, private=args.hub_private, commit_message="Fine-tuned RLT model"
+            )
             print(f"uploaded {output_dir} to {args.push_to_hub}: {info.commit_url}")
     return summary
 
@@ -509,7 +527,11 @@ def write_card(output_dir: Path, summary: dict, args) -> None:
                                     ("top_5_accuracy", "top-5 accuracy", summary["eval_top5_accuracy"]))
         if value is not None
     ]
-    write_model_card(output_dir, eval_results=results, base_model=args.model if args.model and not Path(args.model).exists() else None)
+    write_model_card(
+        output_dir,
+        eval_results=results,
+        base_model=args.model if args.model and not Path(args.model).exists() else None,
+    )
 
 
 def print_summary(summary: dict) -> None:
@@ -520,8 +542,10 @@ def print_summary(summary: dict) -> None:
     if summary["train_clips"]:
         epochs = ", ".join(f"{s:.1f}" for s in summary["epoch_wall_s"])
         lines += [
-            f"   wall-clock per epoch [s]: {epochs}  (train total {summary['train_wall_s']:.1f} s, {summary['steps']} steps)",
-            f"   train clips/s: {summary['train_clips_per_s']:.1f}   data loader wait: {summary['loader_wait_s']:.1f} s "
+            f"   wall-clock per epoch [s]: {epochs}  "
+            f"(train total {summary['train_wall_s']:.1f} s, {summary['steps']} steps)",
+            f"   train clips/s: {summary['train_clips_per_s']:.1f}   "
+            f"data loader wait: {summary['loader_wait_s']:.1f} s "
             f"({100 * (summary['loader_wait_fraction'] or 0):.1f}% of training)",
             f"   mean tokens kept (training): {summary['mean_tokens_kept']:.0f} of {summary.get('tokens_per_clip')} "
             f"({100 * summary.get('kept_fraction', 0):.1f}%)",

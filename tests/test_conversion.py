@@ -40,7 +40,9 @@ def vanilla_folder(tmp_path_factory):
     model.save_pretrained(folder)
     weights = load_file(folder / "model.safetensors")
     legacy = {
-        key.replace("attention.query.bias", "attention.q_bias").replace("attention.value.bias", "attention.v_bias"): value
+        (
+            key.replace("attention.query.bias", "attention.q_bias").replace("attention.value.bias", "attention.v_bias")
+        ): value
         for key, value in weights.items()
     }
     assert any(key.endswith("q_bias") for key in legacy)
@@ -107,9 +109,9 @@ def test_auto_classes_know_rlt_once_imported(tmp_path):
 
 def test_converter_rejects_other_architectures_and_protects_output(vanilla_folder, tmp_path):
     vit = tmp_path / "vit"
-    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(
-        vit
-    )
+    ViTModel(
+        ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(vit)
     with pytest.raises(ValueError, match="cannot convert a 'vit' checkpoint"):
         rlt.convert(vit, tmp_path / "out")
     occupied = tmp_path / "occupied"

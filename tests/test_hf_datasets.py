@@ -174,7 +174,9 @@ def test_a_decoder_object_without_torchcodec_is_a_clear_error(monkeypatch):
             raise AssertionError("not reached")
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchcodec" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torchcodec" else real_find_spec(name, *a)
+    )
     with pytest.raises(ImportError, match=r"Video\(decode=False\)"):
         small_processor()(VideoDecoder())
 
@@ -310,7 +312,9 @@ def test_rlt_cache_of_a_saved_dataset_and_a_streamed_parquet_folder(data, tmp_pa
         assert paths[2] == "row 2 (clip-carphone.mp4)"
         index = json.loads((tmp_path / name / "clip_cache.json").read_text())
         assert [(f["position"], f["label"]) for f in index["failed"]] == [(CORRUPT, 1), (UNLABELLED, None)]
-    assert sorted(p.name for p in (tmp_path / "stream").glob("clips-*")) == [f"clips-0000{i}.safetensors" for i in range(3)]
+    assert sorted(p.name for p in (tmp_path / "stream").glob("clips-*")) == [
+        f"clips-0000{i}.safetensors" for i in range(3)
+    ]
     assert (tmp_path / "saved" / "clips-00002-of-00003.safetensors").is_file()
     loaded = rlt.cache.load_clip_cache(tmp_path / "stream")
     assert loaded.features["label"].names == CLASSES and loaded[0]["video"] == "row 0 (clip-a.mp4)"

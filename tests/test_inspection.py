@@ -115,7 +115,9 @@ def test_cli_errors_are_one_line_with_a_non_zero_exit(square_clip, tmp_path, cap
     assert err.splitlines()[0].startswith("rlt inspect: error: cannot decode video") and "bad.mp4" in err
     assert err.splitlines()[-1] == "rlt inspect: error: 1 of 2 videos could not be inspected"
     assert "\n" not in error_of(["inspect", "--threshold", "-1", "--no-png"])
-    assert "tubelet size" in error_of(["inspect", str(square_clip), "--no-png", "--num-frames", "7", "--frame-stride", "1", "--size", "64"])
+    assert "tubelet size" in error_of(
+        ["inspect", str(square_clip), "--no-png", "--num-frames", "7", "--frame-stride", "1", "--size", "64"]
+    )
     assert "--num-frames must be a positive integer" in error_of(["inspect", "--num-frames", "0"])
 
 

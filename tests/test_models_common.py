@@ -223,7 +223,10 @@ def test_saved_folder_loads_in_a_process_without_rlt(case, tmp_path):
         ((1, 3, 8, 32, 32), "looks like \\(batch, channels, frames"),
         ((1, 8, 32, 32, 3), "channels-last"),
         # A table of positions takes a fixed frame count; RoPE (V-JEPA 2) any whole number of tubelets.
-        ((1, 7, 3, 32, 32), "7 frames of 32x32; this model takes 8 frames|7 frames, not a multiple of the tubelet size 2"),
+        (
+            (1, 7, 3, 32, 32),
+            "7 frames of 32x32; this model takes 8 frames|7 frames, not a multiple of the tubelet size 2",
+        ),
         ((1, 8, 3, 48, 48), "48x48"),
     ],
 )

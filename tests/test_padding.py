@@ -73,7 +73,10 @@ def videos(tmp_path_factory):
         "long": write_mp4(root / "data" / "b" / "long.mp4", noise_frames(40, 3)),
     }
     processor = RLTVideoProcessor(
-        num_frames=NUM_FRAMES, frame_stride=STRIDE, size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE}
+        num_frames=NUM_FRAMES,
+        frame_stride=STRIDE,
+        size={"shortest_edge": SIZE},
+        crop_size={"height": SIZE, "width": SIZE},
     )
     expected = {}
     for name, path in paths.items():
@@ -116,7 +119,10 @@ def test_rlt_inspect_reports_the_padded_clips(videos, capsys):
     rows = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0].endswith(".mp4")}
     assert {name: int(rows[f"{name}.mp4"][-1]) for name in names} == expected
     total = sum(expected.values())
-    assert f"padded: 3 of 4 clips are shorter than the sampling needs (16 frames); {total} sampled frames" in "\n".join(lines)
+    assert (
+        f"padded: 3 of 4 clips are shorter than the sampling needs (16 frames); {total} sampled frames"
+        in "\n".join(lines)
+    )
 
 
 def test_rlt_cache_records_the_padding_per_clip_and_in_all(videos, tmp_path, capsys):

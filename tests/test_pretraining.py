@@ -49,7 +49,9 @@ def _stored_encoder(folder: Path) -> dict[str, torch.Tensor]:
     renamed = {}
     for key, value in load_file(str(folder / "model.safetensors")).items():
         if key.startswith("videomae.") and not key.startswith(PRETRAINING_ONLY):
-            key = key.replace("attention.q_bias", "attention.query.bias").replace("attention.v_bias", "attention.value.bias")
+            key = key.replace("attention.q_bias", "attention.query.bias").replace(
+                "attention.v_bias", "attention.value.bias"
+            )
             renamed[key] = value
     return renamed
 
@@ -235,8 +237,12 @@ def test_bad_data_is_a_clear_error(pretrain, tmp_path):
         pretrain.main(["--train", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "out"), *TINY_RUN])
 
     write_synthetic_cache(tmp_path / "odd", 2, config=SyntheticVideoConfig(num_frames=7, image_size=64))
-    with pytest.raises(ValueError, match=r"7 frames per clip \(the clip cache .*odd\) are not divisible by the tubelet"):
-        pretrain.main(["--cache", str(tmp_path / "odd"), "--output-dir", str(tmp_path / "out"), "--from-scratch", "tiny"])
+    with pytest.raises(
+        ValueError, match=r"7 frames per clip \(the clip cache .*odd\) are not divisible by the tubelet"
+    ):
+        pretrain.main(
+            ["--cache", str(tmp_path / "odd"), "--output-dir", str(tmp_path / "out"), "--from-scratch", "tiny"]
+        )
     with pytest.raises(ValueError, match="holds clips with --image-size 64, not 48"):
         pretrain.main(["--cache", str(tmp_path / "odd"), "--image-size", "48", "--output-dir", str(tmp_path / "out"),
                        "--from-scratch", "tiny"])

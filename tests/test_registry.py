@@ -93,7 +93,9 @@ def test_from_model_keeps_dtype_and_training_mode_and_drops_tokens(case):
     vanilla = vanilla.to(torch.bfloat16).train()
     rlt_model = rlt.from_model(vanilla)  # default threshold 0.1
     assert rlt_model.training and rlt_model.dtype == torch.bfloat16 and rlt_model.config.rlt_threshold == 0.1
-    assert all(tensor.dtype == torch.bfloat16 for tensor in rlt_model.state_dict().values() if tensor.is_floating_point())
+    assert all(
+        tensor.dtype == torch.bfloat16 for tensor in rlt_model.state_dict().values() if tensor.is_floating_point()
+    )
     clips = clips_with_repeats()
     clips[:, :, :, :, :] = clips[:, :1]  # static clips: one time step kept
     with torch.no_grad():

@@ -141,7 +141,9 @@ def test_pixel_normalizer_matches_the_processor():
     normalizer = PixelNormalizer.from_processor(processor)
     torch.testing.assert_close(normalizer(clip), processor.normalize_frames(clip.float()), atol=1e-5, rtol=1e-5)
     assert normalizer.input_scale == pytest.approx(processor.rlt_input_scale)
-    vivit = rlt.RLTVideoProcessor(rescale_factor=1 / 127.5, rescale_offset=-1.0, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    vivit = rlt.RLTVideoProcessor(
+        rescale_factor=1 / 127.5, rescale_offset=-1.0, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
     torch.testing.assert_close(PixelNormalizer.from_processor(vivit)(clip), vivit.normalize_frames(clip.float()))
 
 
@@ -305,7 +307,9 @@ def test_example_script_renders_clips_in_the_checkpoints_shape(tmp_path):
             "--num-workers", "0", "--max-steps", "1", "--eval-strategy", "no", "--save-strategy", "no",
             "--output-dir", str(tmp_path / "run")]  # fmt: skip
     summary = script.main(argv)
-    assert summary["clip_shape"] == [TINY_VIDEOMAE["num_frames"], 3, TINY_VIDEOMAE["image_size"], TINY_VIDEOMAE["image_size"]]
+    assert summary["clip_shape"] == [
+        TINY_VIDEOMAE["num_frames"], 3, TINY_VIDEOMAE["image_size"], TINY_VIDEOMAE["image_size"]
+    ]
     with pytest.raises(ValueError, match="leave --num-frames out"):
         script.main([*argv, "--num-frames", str(2 * TINY_VIDEOMAE["num_frames"])])
 
@@ -313,7 +317,9 @@ def test_example_script_renders_clips_in_the_checkpoints_shape(tmp_path):
 def test_example_script_rejects_contradictory_switches(capsys):
     script = _example()
     with pytest.raises(SystemExit):
-        script.parse_args(["--synthetic", "8", "--from-scratch", "tiny", "--output-dir", "x", "--vanilla", "--random-drop"])
+        script.parse_args(
+            ["--synthetic", "8", "--from-scratch", "tiny", "--output-dir", "x", "--vanilla", "--random-drop"]
+        )
     assert "--vanilla runs transformers' own class" in capsys.readouterr().err
 
 
@@ -322,7 +328,9 @@ def test_example_writes_the_generated_task_as_clip_caches(tmp_path):
     from rlt.cache import ClipCache, load_clip_cache
 
     module = _example(EXAMPLE.parent / "make_synthetic_dataset.py")
-    module.main([str(tmp_path), "--train", "0", "--validation", "10", "--image-size", "32", "--num-frames", "4", "--cache"])
+    module.main(
+        [str(tmp_path), "--train", "0", "--validation", "10", "--image-size", "32", "--num-frames", "4", "--cache"]
+    )
 
     assert not (tmp_path / "train").exists()
     cache = load_clip_cache(tmp_path / "validation", normalize=False)

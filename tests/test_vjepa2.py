@@ -419,7 +419,9 @@ def test_rlt_evaluate_takes_a_vanilla_or_converted_vjepa2_classifier(convertible
     ]  # fmt: skip
     assert rows[0]["tokens_kept_pct"] == 100.0 and rows[1]["tokens_kept_pct"] < 60.0
     for vanilla, converted_row in zip(rows, reports["converted"]):  # the same model, whichever folder
-        assert vanilla["top1"] == converted_row["top1"] and vanilla["tokens_kept_pct"] == converted_row["tokens_kept_pct"]
+        assert (
+            vanilla["top1"] == converted_row["top1"] and vanilla["tokens_kept_pct"] == converted_row["tokens_kept_pct"]
+        )
 
 
 @pytest.mark.parametrize("source", ["from-scratch", "vanilla-folder"])

@@ -14,9 +14,10 @@ A cache folder holds:
   (index in the source list), ``tokens_kept`` int64 ``(N,)`` (tokens RLT keeps at the recorded
   threshold; -1 when the clip cannot be cut into tubelets) and ``padded_frames`` int64 ``(N,)``
   (sampled frames that repeat the one before them because the video is too short for the sampling:
-  RLT drops the repeats, so such a clip's ``tokens_kept`` understates its content). With ``keep_only_threshold``, ``clips``
-  is replaced by ``tubelets`` uint8 ``(K, t, C, p, p)`` (only the kept ones, clip after clip, in
-  token order), ``tubelet_offsets`` int64 ``(N + 1,)`` and ``keep_mask`` bool ``(N, T', H', W')``.
+  RLT drops the repeats, so such a clip's ``tokens_kept`` understates its content). With
+  ``keep_only_threshold``, ``clips`` is replaced by ``tubelets`` uint8 ``(K, t, C, p, p)`` (only
+  the kept ones, clip after clip, in token order), ``tubelet_offsets`` int64 ``(N + 1,)`` and
+  ``keep_mask`` bool ``(N, T', H', W')``.
 - ``clip_cache.json``: the index: class names, settings, finished shards, unreadable files
   (``failed``: path, label, error) and, once complete, one record per clip (``clips``: path,
   label, shard, row, tokens_kept, padded_frames) and the padding in all (``padded``: clips, frames).

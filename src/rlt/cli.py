@@ -99,9 +99,16 @@ def _add_inspect(subparsers) -> None:
     parser.add_argument("--rows", type=int, nargs="+", metavar="N", help="with --dataset: the rows to inspect "
                         "(default: the first four)")
     parser.add_argument(
-        "--threshold", type=float, nargs="+", default=[0.1], metavar="TAU", help="one or more thresholds tau (default 0.1)"
+        "--threshold",
+        type=float,
+        nargs="+",
+        default=[0.1],
+        metavar="TAU",
+        help="one or more thresholds tau (default 0.1)",
     )
-    parser.add_argument("--out", default="rlt-inspect", metavar="DIR", help="folder for the PNGs (default ./rlt-inspect)")
+    parser.add_argument(
+        "--out", default="rlt-inspect", metavar="DIR", help="folder for the PNGs (default ./rlt-inspect)"
+    )
     parser.add_argument("--no-png", action="store_true", help="print the statistics only")
     parser.add_argument(
         "--arch",
@@ -115,7 +122,9 @@ def _add_inspect(subparsers) -> None:
     sampling.add_argument("--frame-stride", type=int, default=2, help="take every N-th frame (default 2)")
     sampling.add_argument("--fps", type=float, default=None, help="take frames at this rate instead of a stride")
     sampling.add_argument("--uniform", action="store_true", help="spread the frames over the whole clip")
-    parser.add_argument("--size", type=int, default=None, help="short side resize and square crop in pixels (default 224)")
+    parser.add_argument(
+        "--size", type=int, default=None, help="short side resize and square crop in pixels (default 224)"
+    )
     parser.add_argument("--tubelet-size", type=int, default=None, help="frames per tubelet (default 2)")
     parser.add_argument("--patch-size", type=int, default=None, help="tubelet side in pixels (default 16)")
     parser.add_argument(

@@ -103,7 +103,9 @@ def convert(
     if Path(source).exists() and output_dir.resolve() == Path(source).resolve():
         raise ValueError(f"output folder {output_dir} is the source checkpoint; choose another folder")
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"output folder {output_dir} is not empty; pass overwrite=True (--overwrite) to replace it")
+        raise FileExistsError(
+            f"output folder {output_dir} is not empty; pass overwrite=True (--overwrite) to replace it"
+        )
     bad = [key for key in rlt_settings if not key.startswith("rlt_")]
     if bad:
         raise TypeError(f"unknown conversion settings {bad}; RLT settings start with 'rlt_'")

@@ -82,7 +82,8 @@ def _is_saved_dataset(folder: Path) -> bool:
 
 
 def _has_data_files(folder: Path) -> bool:
-    """Parquet / arrow / webdataset shards up to three levels down (the Hub's ``data/``, ``<config>/<split>/`` layouts)."""
+    """Parquet / arrow / webdataset shards up to three levels down
+    (the Hub's ``data/``, ``<config>/<split>/`` layouts)."""
     return any(
         next(folder.glob(pattern + suffix), None) is not None
         for pattern in ("*", "*/*", "*/*/*")
@@ -96,7 +97,12 @@ def _dataset_object_kind(source) -> str | None:
     if not module.startswith("datasets."):
         return None
     name = type(source).__name__
-    return {"DatasetDict": "dict", "IterableDatasetDict": "dict", "Dataset": "map", "IterableDataset": "iterable"}.get(name)
+    return {
+        "DatasetDict": "dict",
+        "IterableDatasetDict": "dict",
+        "Dataset": "map",
+        "IterableDataset": "iterable",
+    }.get(name)
 
 
 def is_dataset_source(source) -> bool:
@@ -161,7 +167,9 @@ def _load(source, split: str | None, config: str | None, streaming: bool):
         if config is not None:
             raise ValueError(f"{path} is a save_to_disk folder, which has no configurations: leave out --config")
         loaded = datasets.load_from_disk(text)
-        dataset, split = _pick_split(loaded, split, text) if isinstance(loaded, datasets.DatasetDict) else (loaded, split)
+        dataset, split = (
+            _pick_split(loaded, split, text) if isinstance(loaded, datasets.DatasetDict) else (loaded, split)
+        )
     elif path.is_file():
         builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
@@ -365,7 +373,8 @@ def row_name(index: int, video) -> str:
 
 
 def _fetch_remote(video):
-    """A ``{"path", "bytes"}`` row that holds only a remote path (``hf://``, ``https://`` ...) with its bytes fetched."""
+    """A ``{"path", "bytes"}`` row that holds only a remote path (``hf://``, ``https://`` ...)
+    with its bytes fetched."""
     if not isinstance(video, Mapping) or video.get("bytes") is not None or not video.get("path"):
         return video
     path = str(video["path"])
@@ -401,7 +410,9 @@ def _label_setup(dataset, column: str, feature, class_names, streaming: bool, de
         if given is None:
             values = [v for v in dataset.select_columns([column]).to_dict()[column] if v is not None]
         if kind == "int":
-            names = given if given is not None else [str(i) for i in range(max((int(v) for v in values), default=-1) + 1)]
+            names = (
+                given if given is not None else [str(i) for i in range(max((int(v) for v in values), default=-1) + 1)]
+            )
             return kind, names, {}
         names = given if given is not None else sorted({str(v) for v in values})
         return kind, names, {name: i for i, name in enumerate(names)}
@@ -446,7 +457,9 @@ def open_video_dataset(
         dataset = dataset.with_format(None)
     features = dataset.features
     if features is None:
-        raise ValueError(f"{description} does not declare its columns' features when streamed: load it without streaming")
+        raise ValueError(
+            f"{description} does not declare its columns' features when streamed: load it without streaming"
+        )
     columns = list(features)
 
     if video_column is None:

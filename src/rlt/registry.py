@@ -170,7 +170,8 @@ def register(architecture: Architecture, *, exist_ok: bool = False) -> Architect
 
 
 def register_auto_classes(architecture: Architecture) -> None:
-    """Make ``AutoConfig`` / ``AutoModel`` / ``AutoModelForVideoClassification`` know the RLT classes in this process."""
+    """Make ``AutoConfig`` / ``AutoModel`` / ``AutoModelForVideoClassification``
+    know the RLT classes in this process."""
     from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification
 
     AutoConfig.register(architecture.model_type, architecture.config_class, exist_ok=True)

@@ -473,7 +473,9 @@ class SyntheticVideoDataset(torch.utils.data.Dataset):
         self.labels = torch.empty(num_clips, dtype=torch.long)
         for begin in range(0, num_clips, chunk_size):
             end = min(begin + chunk_size, num_clips)
-            clips, labels = generate_clips(range(start + begin, start + end), seed=seed, config=self.config, device=device)
+            clips, labels = generate_clips(
+                range(start + begin, start + end), seed=seed, config=self.config, device=device
+            )
             self.clips[begin:end] = clips.cpu()
             self.labels[begin:end] = labels.cpu()
 

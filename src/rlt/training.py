@@ -51,7 +51,9 @@ def random_drop_keep_mask(keep_mask: torch.Tensor, generator: torch.Generator | 
     drops, or only how many?".
     """
     if keep_mask.dtype != torch.bool or keep_mask.dim() != 4:
-        raise ValueError(f"keep_mask must be a bool (B, T', H', W') tensor, got {keep_mask.dtype} {tuple(keep_mask.shape)}")
+        raise ValueError(
+            f"keep_mask must be a bool (B, T', H', W') tensor, got {keep_mask.dtype} {tuple(keep_mask.shape)}"
+        )
     batch = keep_mask.shape[0]
     later = keep_mask[:, 1:].reshape(batch, -1)
     wanted = later.sum(1, keepdim=True)  # (B, 1)
@@ -185,7 +187,8 @@ class _EpochTimer(TrainerCallback):
 
 
 def _input_name(model) -> str:
-    """The model's video argument (the batch key of the clips): ``pixel_values`` unless its architecture says otherwise."""
+    """The model's video argument (the batch key of the clips): ``pixel_values`` unless its architecture
+    says otherwise."""
     from . import registry
 
     try:
@@ -319,5 +322,7 @@ class RLTTrainer(Trainer):
             stats["tokens_per_clip"] = self.tokens_per_clip
             stats["kept_fraction"] = tokens / clips / self.tokens_per_clip
         if self.args.world_size > 1:
-            stats["note"] = "times and epoch clip counts are this process's; train_clips and tokens are summed over ranks"
+            stats["note"] = (
+                "times and epoch clip counts are this process's; train_clips and tokens are summed over ranks"
+            )
         return stats

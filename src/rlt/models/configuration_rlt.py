@@ -77,7 +77,8 @@ class RLTSettings:
         buckets = self.rlt_pack_buckets
         if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 0:
             raise ValueError(
-                f"rlt_pack_buckets must be a whole number >= 0 (0 = exact packing; e.g. 8 for CUDA graphs), got {buckets!r}"
+                f"rlt_pack_buckets must be a whole number >= 0 (0 = exact packing; e.g. 8 for CUDA graphs), "
+                f"got {buckets!r}"
             )
         for name, value, choices in (
             ("rlt_compare_to", self.rlt_compare_to, COMPARE_TO_CHOICES),
@@ -155,7 +156,9 @@ def input_scale_from_processor(processor_config: dict, num_channels: int) -> lis
     """
     if not processor_config:
         return None
-    rescale = float(processor_config.get("rescale_factor", 1 / 255)) if processor_config.get("do_rescale", True) else 1.0
+    rescale = (
+        float(processor_config.get("rescale_factor", 1 / 255)) if processor_config.get("do_rescale", True) else 1.0
+    )
     std = processor_config.get("image_std") if processor_config.get("do_normalize", True) else None
     if std is None:
         std = [1.0] * num_channels

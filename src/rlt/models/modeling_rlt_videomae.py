@@ -129,7 +129,9 @@ class RLTVideoMAEModel(RLTVideoMAEPreTrainedModel):
         super().__init__(config)
         self.embeddings = RLTVideoMAEEmbeddings(config)
         self.encoder = RLTVideoMAEEncoder(config)
-        self.layernorm = None if config.use_mean_pooling else nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm = (
+            None if config.use_mean_pooling else nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        )
         self.post_init()
 
     def get_input_embeddings(self):

@@ -138,7 +138,8 @@ def count_padded_frames(source_indices) -> int:
 
 
 def _video_of_row(row: Mapping):
-    """What to decode of a ``datasets`` ``Video`` row ``{"path", "bytes"}``: the bytes when there are any, else the path."""
+    """What to decode of a ``datasets`` ``Video`` row ``{"path", "bytes"}``: the bytes when there are any,
+    else the path."""
     if "bytes" not in row and "path" not in row:
         raise TypeError(
             f"cannot read a video from a dict with keys {sorted(row)}: expected {{'path': ..., 'bytes': ...}}, "
@@ -496,7 +497,9 @@ class RLTVideoProcessor(BaseVideoProcessor):
         """
         source = dict(processor_config or {})
         settings = {}
-        copied = ("do_resize", "do_center_crop", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std")
+        copied = (
+            "do_resize", "do_center_crop", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std"
+        )
         for key in copied:
             if source.get(key) is not None:
                 settings[key] = source[key]
