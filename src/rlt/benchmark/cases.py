@@ -225,15 +225,9 @@ class Bench:
 
     def base_row(self, model_name, variant, tau, attention, mode, input_kind, batch_size, compiled=False):
         return dict(
-            model=model_name,
-            variant=variant,
-            tau=tau,
-            attention=attention,
-            mode=mode,
-            compiled=compiled,
-            input=input_kind,
-            batch_size=batch_size,
-        )
+            model=model_name, variant=variant, tau=tau, attention=attention, mode=mode,
+            compiled=compiled, input=input_kind, batch_size=batch_size,
+        )  # fmt: skip
 
     # ---- cases -----------------------------------------------------------------------------------
 
