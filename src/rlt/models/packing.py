@@ -403,17 +403,17 @@ def resolve_backend(
     return requested
 
 
-def varlen_available(device: torch.device | None = None) -> bool:
+def varlen_available(device: torch.device | str | None = None) -> bool:
     """PyTorch's own variable-length flash attention can run: a CUDA build with flash attention and,
     for ``device``, a GPU of compute capability 8.0 or newer (the flash kernels' minimum)."""
+    return _varlen_available(None if device is None else torch.device(device))
+
+
+@functools.cache  # asked by every attention layer of every step: a launch-bound step feels host time
+def _varlen_available(device: torch.device | None) -> bool:
     if not (torch.cuda.is_available() and torch.backends.cuda.is_flash_attention_available()):
         return False
-    return device is None or _capability(torch.device(device)) >= (8, 0)
-
-
-@functools.cache
-def _capability(device: torch.device) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(device)
+    return device is None or (device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0))
 
 
 def packed_attention(
