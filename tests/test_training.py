@@ -289,6 +289,14 @@ def test_example_script_random_drop_token_budget_and_resume(tmp_path):
     assert summary["loader_wait_s"] >= 0 and summary["mean_tokens_kept"] < 64
     assert json.loads((out / "summary.json").read_text())["mode"] == "random-drop"
     assert (out / "video_preprocessor_config.json").is_file() and (out / "README.md").is_file()
+    # The card carries this run's own held-out figures, as a Hub reader sees them (model-index).
+    from huggingface_hub import ModelCard
+
+    results = {r.metric_type: r for r in ModelCard.load(out / "README.md").data.eval_results}
+    assert results["accuracy"].metric_value == round(summary["eval_accuracy"], 4)
+    assert results["top_5_accuracy"].metric_value == round(summary["eval_top5_accuracy"], 4)
+    assert results["accuracy"].dataset_type == "rlt-synthetic-motion"
+    assert results["accuracy"].dataset_split == "validation"
     loaded = AutoModelForVideoClassification.from_pretrained(out)
     assert loaded.config.num_labels == len(CLASS_NAMES)
 
