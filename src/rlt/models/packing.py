@@ -52,6 +52,7 @@ _BACKEND_FOR_ATTN_IMPLEMENTATION = {
 }
 
 
+@torch.compiler.disable  # host-side staging: run as written, also inside a compiled model
 def to_device_without_waiting(host: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``host`` copied to ``device`` without the host waiting for the device (a blocking copy to a GPU
     syncs the stream). On CUDA the copy is staged through pinned memory owned here, so a caller that
