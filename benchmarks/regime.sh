@@ -15,7 +15,11 @@ OUT=${OUT:-.bench/regime}
 CLIPS=${CLIPS:-.bench/clips256.pt}
 BUCKETS=${BUCKETS:-8}
 KINDS=real,still,static
-BENCH=(python -m rlt.cli bench --clips-cache "$CLIPS" --batch-sizes 32 --train-batch-size 32 --busy-fraction)
+PYTHON=${PYTHON:-python}
+# EXTRA: flags appended to every command, e.g. EXTRA="--tiny --device cpu --compile-mode default" for a CPU
+# smoke run of the commands before GPU time is spent on them.
+read -r -a EXTRA <<< "${EXTRA:-}"
+BENCH=("$PYTHON" -m rlt.cli bench --clips-cache "$CLIPS" --batch-sizes 32 --train-batch-size 32 --busy-fraction)
 export PYTHONPATH=src
 step=${1:-all}
 
@@ -25,13 +29,13 @@ step=${1:-all}
 if [[ $step == all || $step == 1 ]]; then
   "${BENCH[@]}" --out "$OUT/eager-s-small" --models videomae-s-112,videomae-s-160 \
     --full-models videomae-s-112,videomae-s-160 --parts core,train --inputs "$KINDS" --train-inputs "$KINDS" \
-    --pack-buckets "$BUCKETS" --deadline-s 300
+    --pack-buckets "$BUCKETS" --deadline-s 300 "${EXTRA[@]}"
 fi
 # 2. Eager, ViT-S 224 and ViT-B: the same cases (~50 s and ~60 s; rendering the 224-px still clips included).
 if [[ $step == all || $step == 2 ]]; then
   "${BENCH[@]}" --out "$OUT/eager-s-b" --models videomae-s,videomae-b \
     --full-models videomae-s,videomae-b --parts core,train --inputs "$KINDS" --train-inputs "$KINDS" \
-    --pack-buckets "$BUCKETS" --deadline-s 300
+    --pack-buckets "$BUCKETS" --deadline-s 300 "${EXTRA[@]}"
 fi
 # 3-4. CUDA graphs: torch.compile(mode="reduce-overhead") over bucketed packing (one graph per bucket size), on every
 #    kind, with the eager cases of the same kinds first (their rows pair with the compiled ones: speed-up vs eager).
@@ -42,15 +46,16 @@ CUDAGRAPHS=(--parts compile,train --inputs "$KINDS" --train-inputs "$KINDS" --co
   --pack-buckets "$BUCKETS" --compile-mode reduce-overhead --compile-batches 6 --compile-budget-s 30 --deadline-s 420)
 # 3. CUDA graphs, ViT-S at 112 px.
 if [[ $step == all || $step == 3 ]]; then
-  "${BENCH[@]}" --out "$OUT/cudagraphs-s-112" --models videomae-s-112 --full-models videomae-s-112 "${CUDAGRAPHS[@]}"
+  "${BENCH[@]}" --out "$OUT/cudagraphs-s-112" --models videomae-s-112 --full-models videomae-s-112 "${CUDAGRAPHS[@]}" \
+    "${EXTRA[@]}"
 fi
 # 4. CUDA graphs, ViT-B at 224 px.
 if [[ $step == all || $step == 4 ]]; then
-  "${BENCH[@]}" --out "$OUT/cudagraphs-b" --models videomae-b --full-models videomae-b "${CUDAGRAPHS[@]}"
+  "${BENCH[@]}" --out "$OUT/cudagraphs-b" --models videomae-b --full-models videomae-b "${CUDAGRAPHS[@]}" "${EXTRA[@]}"
 fi
 # 5. V-JEPA 2 ViT-L 64x256 training step again (issue 14): the first run (0.73 of ideal) had its attention on
 #    the padded fallback (float32 RoPE under autocast); packed attention now casts to the autocast dtype.
 if [[ $step == all || $step == 5 ]]; then
-  python -m rlt.cli bench --clips-cache "$CLIPS" --out "$OUT/vjepa2" --models vjepa2-l --full-models vjepa2-l \
-    --parts core,train --inputs real --batch-sizes 8 --train-batch-size 4 --deadline-s 300
+  "$PYTHON" -m rlt.cli bench --clips-cache "$CLIPS" --out "$OUT/vjepa2" --models vjepa2-l --full-models vjepa2-l \
+    --parts core,train --inputs real --batch-sizes 8 --train-batch-size 4 --deadline-s 300 "${EXTRA[@]}"
 fi
