@@ -239,15 +239,13 @@ class Bench:
         if (skipped := self.skip_if_late(row)) is not None:
             return skipped
         autocast = s.inference_precision == "autocast"
-        calls = (
-            [(x,) for x in inputs]
-            if keep_masks is None
-            else [(x, {"keep_mask": k}) for x, k in zip(inputs, keep_masks)]
-        )
+        # Each call's keyword arguments, built once, outside the timed calls.
+        masks = [None] * len(inputs) if keep_masks is None else keep_masks
+        calls = [_video(model.config, x) | ({} if k is None else {"keep_mask": k}) for x, k in zip(inputs, masks)]
 
         def forward(call):
             with torch.inference_mode(), self.autocast(autocast):
-                return model(**_video(model.config, call[0]), **(call[1] if len(call) > 1 else {})).logits
+                return model(**call).logits
 
         try:
             reset_peak_memory(s.device)
