@@ -61,3 +61,18 @@ def test_counts_for_another_batch_are_refused():
     keep = host_keep_mask().flatten(1)
     with pytest.raises(ValueError, match="counts has 2 entries for a keep mask of 3 clips"):
         PackedSequence.from_keep_mask(keep, counts=[1, 2])
+
+
+def test_tokenizing_ahead_with_the_config_matches_the_model_and_rejects_bad_input():
+    from rlt.models.modeling_rlt import run_length_tokenize_for
+
+    config = RLTVideoMAEConfig(**TINY_VIDEOMAE, rlt_threshold=0.0)
+    clips = torch.rand(3, 8, 3, 32, 32)
+    clips[1, 3:] = clips[1, 2]
+    ahead = run_length_tokenize_for(config, clips).keep_mask
+    tokens, _ = choose_tokens(config, clips)
+    assert torch.equal(ahead, tokens.keep_mask) and ahead[1].sum() < ahead[0].sum()
+    with pytest.raises(ValueError, match="threshold must be a finite number >= 0"):
+        run_length_tokenize_for(config, clips, threshold=-0.1)
+    with pytest.raises(ValueError, match="not a multiple of the tubelet size"):
+        run_length_tokenize_for(config, clips[:, :7])
