@@ -340,7 +340,8 @@ class PackedSequence:
         if "padding_mask" not in self._cache:
             device = self.clip_ids.device
             mask = torch.zeros(self._padded_rows(), self.pad_length, dtype=torch.bool, device=device)
-            mask[self.clip_ids, self.positions] = True
+            # A tensor value, not the Python scalar True: that one is copied to the device synchronously.
+            mask[self.clip_ids, self.positions] = mask.new_ones(())
             self._cache["padding_mask"] = mask[: self.batch_size]
         return self._cache["padding_mask"]
 
