@@ -19,8 +19,9 @@
 #          training clips for PRETRAIN_EPOCHS, then vanilla and RLT fine-tuned from it side by side
 #          (concurrently, as in `train`): does pretraining make the full task (VARIANT=full) learnable?
 # Variant: VARIANT=still (a still, clean camera: issue 11's (A)) or full (nuisances on: (B)).
-# Issue 11's (B), one H200, each under 10 minutes: `VARIANT=full PARTS=train EPOCHS=28` (measured), then
-# `VARIANT=full PARTS="vanilla free speed" EPOCHS=28` (about 8 minutes: the vanilla run alone is ~7 s an epoch).
+# Issue 11's (B), one H200, three commands of under 10 minutes each (all measured): `VARIANT=full PARTS=train
+# EPOCHS=28`, `VARIANT=full PARTS="vanilla free" EPOCHS=28` (~5.5 min), then on the same machine
+# `VARIANT=full PARTS="recover speed" EPOCHS=28` (~5.5 min).
 # Results (summaries, logs, tables) go to $RESULTS; models to $MODELS.
 set -u
 VARIANT=${VARIANT:-still} SIZE=${SIZE:-vit-s} IMAGE=${IMAGE:-112} FRAMES=${FRAMES:-16}
@@ -38,7 +39,10 @@ DATA=(--synthetic "$TRAIN" --synthetic-eval "$EVAL" --synthetic-variant "$VARIAN
 COMMON=("${DATA[@]}" --from-scratch "$SIZE" --batch-size "$BATCH" --lr "$LR" $PRECISION --data-seed 0
         --num-workers "$WORKERS" --save-strategy no --logging-steps 50)
 tag="$VARIANT-$SIZE-$IMAGE"
-VANILLA="$MODELS/$tag-vanilla"  # the trained vanilla model that `free` and `recover` start from
+# The trained vanilla model that `free` and `recover` start from: $VANILLA if set, else the one the `vanilla`
+# part trained (also in an earlier command on the same machine), else the side-by-side one of `train`.
+VANILLA=${VANILLA:-$MODELS/$tag-vanilla}
+[ -f "$MODELS/$tag-vanilla-alone/config.json" ] && [ "$VANILLA" = "$MODELS/$tag-vanilla" ] && VANILLA="$MODELS/$tag-vanilla-alone"
 
 say() { echo "[$(date +%T)] $1${2:+ (exit $2)}"; }
 train() {  # train NAME ARGS...: one run, its log and summary in $RESULTS
@@ -59,7 +63,8 @@ for part in $PARTS; do
     train "$tag-random-drop" "${COMMON[@]}" --seed 0 --epochs "$EPOCHS" --eval-strategy epoch --random-drop &
     wait
     "$PYTHON" examples/compare_runs.py "$RESULTS/$tag-vanilla.json" "$RESULTS/$tag-rlt.json" \
-      "$RESULTS/$tag-rlt-no-length.json" "$RESULTS/$tag-random-drop.json" --markdown "$RESULTS/$tag-train.md" ;;
+      "$RESULTS/$tag-rlt-no-length.json" "$RESULTS/$tag-random-drop.json" --markdown "$RESULTS/$tag-train.md"
+    VANILLA="$MODELS/$tag-vanilla" ;;
   vanilla)
     say "vanilla: $tag alone, $EPOCHS epochs"
     train "$tag-vanilla-alone" "${COMMON[@]}" --seed 0 --epochs "$EPOCHS" --eval-strategy epoch --vanilla

@@ -6,9 +6,8 @@
 #   OUT=$OUT CLIPS=.bench/clips256.pt bash benchmarks/regime.sh [1|2|3|4|5]   (no argument: all, in order)
 # CLIPS is the clip file of `rlt bench --prepare-clips` (decoded where PyAV is, carried to the GPU box).
 # Kept fractions: real ~45%, still ~25%, static 12.5% (noise: 100%, not needed here).
-# Expected bench time on an H200 (the last run: 105 s for step 1+2 with training on real only, 3-5 s per
-# training case, 10-25 s per compile case): 1: ~1.5 min, 2: ~2 min, 3: ~5.5 min, 4: ~5.5 min, 5: ~5 min;
-# ~20 minutes, plus ~0.5 min of start-up per command. torch.compile's default mode (inductor without CUDA
+# Bench time measured on an H200 (third run of issue 12): steps 1 and 2 together 4.5 min, step 4 5.5 min;
+# expected: 3: ~5.5 min, 5: ~5 min; ~20 minutes in all, plus ~0.5 min of start-up per command. torch.compile's default mode (inductor without CUDA
 # graphs) is left out to fit: CUDAGRAPHS without --compile-mode measures it.
 set -euo pipefail
 OUT=${OUT:-.bench/regime}
