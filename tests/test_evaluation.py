@@ -171,7 +171,7 @@ def test_a_vanilla_vivit_in_bf16_keeps_the_fp32_tokens(setup, tmp_path):
     assert fp32.rows[0]["tokens_kept_pct"] == 100.0
     # Tau means the same pixel change under ViViT's [-1, 1] scaling as under VideoMAE's ImageNet one.
     videomae = evaluate(root / "model", root / "data", **common)
-    tubelets = lambda pct, per_clip, cls: round(pct / 100 * per_clip * 9) - cls * 9  # noqa: E731
+    tubelets = lambda pct, per_clip, cls: round(pct / 100 * per_clip * 9) - cls * 9
     assert tubelets(fp32.rows[1]["tokens_kept_pct"], 17, 1) == tubelets(videomae.rows[1]["tokens_kept_pct"], 16, 0)
     assert fp32.rows[1]["tokens_kept_pct"] < 70
     assert [row["tokens_kept_pct"] for row in bf16.rows] == [row["tokens_kept_pct"] for row in fp32.rows]

