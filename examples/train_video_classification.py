@@ -162,18 +162,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def rlt_settings(args) -> dict:
-    return dict(
-        rlt_enabled=not args.rlt_off,
-        rlt_threshold=args.threshold,
-        rlt_use_length_encoding=not args.no_length_encoding,
-        rlt_compare_to=args.compare_to,
-        rlt_attention=args.attention,
-    )
+    return {
+        "rlt_enabled": not args.rlt_off,
+        "rlt_threshold": args.threshold,
+        "rlt_use_length_encoding": not args.no_length_encoding,
+        "rlt_compare_to": args.compare_to,
+        "rlt_attention": args.attention,
+    }
 
 
 def build_model(args, id2label: dict[int, str], processor: rlt.RLTVideoProcessor):
     """The model to train: new (--from-scratch) or from a checkpoint, RLT or vanilla (--vanilla)."""
-    labels = dict(num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    labels = {"num_labels": len(id2label), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
     if args.from_scratch:
         architecture = registry.get(args.arch)
         hidden, layers, heads, intermediate = SIZES[args.from_scratch]

@@ -98,7 +98,7 @@ class Interrupt(Exception):
 @pytest.mark.parametrize("how", ["max_shards", "raising_hook"])
 def test_an_interrupted_run_resumes_without_rewriting_finished_shards(folder, tmp_path, how):
     out = tmp_path / "cache"
-    settings = dict(processor=small_processor(), workers=2, shard_size=2, progress=False)
+    settings = {"processor": small_processor(), "workers": 2, "shard_size": 2, "progress": False}
     if how == "max_shards":
         first = cache_clips(folder, out, max_shards=1, **settings)
         assert not first.complete and first.shards_written == 1

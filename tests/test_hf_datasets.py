@@ -322,7 +322,13 @@ def test_rlt_cache_of_a_saved_dataset_and_a_streamed_parquet_folder(data, tmp_pa
 
 def test_an_interrupted_stream_resumes_after_its_finished_shards(data, tmp_path):
     options = {"streaming": True}
-    common = dict(processor=small_processor(), workers=0, shard_size=2, progress=False, dataset_options=options)
+    common = {
+        "processor": small_processor(),
+        "workers": 0,
+        "shard_size": 2,
+        "progress": False,
+        "dataset_options": options,
+    }
     first = cache_clips(data["root"] / "saved", tmp_path / "cache", max_shards=2, **common)
     assert not first.complete and first.shards_written == 2
     with pytest.raises(ValueError, match=r"incomplete \(2 of \? shards\)"):

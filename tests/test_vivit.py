@@ -16,16 +16,16 @@ from rlt import RLTVivitConfig, RLTVivitForVideoClassification, RLTVivitModel, r
 from rlt.models.configuration_rlt import input_scale_from_processor
 
 # 8 frames of 32x32 in 2x16x16 tubelets: a (T', H', W') = (4, 2, 2) grid, 16 tubelet tokens + CLS.
-TINY_VIVIT = dict(
-    image_size=32,
-    num_frames=8,
-    tubelet_size=[2, 16, 16],
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    num_labels=5,
-)
+TINY_VIVIT = {
+    "image_size": 32,
+    "num_frames": 8,
+    "tubelet_size": [2, 16, 16],
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "num_labels": 5,
+}
 GRID = (4, 2, 2)
 
 

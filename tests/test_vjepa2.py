@@ -18,21 +18,21 @@ from rlt.models.packing import PackedSequence
 
 # 8 frames of 32x32 in 2x8x8 tubelets: a (T', H', W') = (4, 4, 4) grid, 64 tokens. A head of 20 dims
 # rotates 3 x 6 of them by (t, h, w) and leaves 2 unrotated, so both of RoPE's branches run.
-TINY_VJEPA2 = dict(
-    crop_size=32,
-    patch_size=8,
-    frames_per_clip=8,
-    tubelet_size=2,
-    hidden_size=40,
-    num_attention_heads=2,
-    num_hidden_layers=2,
-    mlp_ratio=2.0,
-    num_pooler_layers=1,
-    pred_hidden_size=32,
-    pred_num_attention_heads=2,
-    pred_num_hidden_layers=1,
-    num_labels=5,
-)
+TINY_VJEPA2 = {
+    "crop_size": 32,
+    "patch_size": 8,
+    "frames_per_clip": 8,
+    "tubelet_size": 2,
+    "hidden_size": 40,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 2,
+    "mlp_ratio": 2.0,
+    "num_pooler_layers": 1,
+    "pred_hidden_size": 32,
+    "pred_num_attention_heads": 2,
+    "pred_num_hidden_layers": 1,
+    "num_labels": 5,
+}
 GRID = (4, 4, 4)
 TOKENS = 64
 HIDDEN = TINY_VJEPA2["hidden_size"]
@@ -220,7 +220,12 @@ def test_pixel_values_is_an_alias_of_pixel_values_videos():
 def test_dropout_and_drop_path_in_training_match_vanilla():
     # Encoder attention dropout, stochastic depth (one draw per clip) and the probe's attention dropout:
     # with the same seed and nothing dropped, the RLT model draws what vanilla V-JEPA 2 draws.
-    settings = dict(attention_probs_dropout_prob=0.3, attention_dropout=0.3, drop_path_rate=0.5, rlt_threshold=0.0)
+    settings = {
+        "attention_probs_dropout_prob": 0.3,
+        "attention_dropout": 0.3,
+        "drop_path_rate": 0.5,
+        "rlt_threshold": 0.0,
+    }
     vanilla, rlt_model = vanilla_and_rlt(**settings)
     vanilla.train(), rlt_model.train()
     clips = noise_clips(4)
