@@ -15,6 +15,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -174,7 +175,7 @@ def test_planned_cards_parse_attribute_the_paper_and_are_current():
 class FakeHub(BaseHTTPRequestHandler):
     """Answers create_repo, validate-yaml, preupload and commit like the Hub; records every request."""
 
-    requests: list = []
+    requests: ClassVar[list] = []
 
     def log_message(self, *args):
         pass

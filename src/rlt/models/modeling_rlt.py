@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -94,10 +95,10 @@ class RLTPreTrainedMixin:
     (Auto class -> class name in the same modeling file) and ``legacy_key_mapping``.
     """
 
-    auto_class_names: dict[str, str] = {}
-    legacy_key_mapping: dict[str, str] = {}
+    auto_class_names: ClassVar[dict[str, str]] = {}
+    legacy_key_mapping: ClassVar[dict[str, str]] = {}
     # Vanilla checkpoints have no length table; it starts as configured (zeros: training-free).
-    _keys_to_ignore_on_load_missing = [r"length_embeddings"]
+    _keys_to_ignore_on_load_missing: ClassVar[list[str]] = [r"length_embeddings"]
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):

@@ -35,6 +35,7 @@ import io
 import math
 import os
 from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -436,19 +437,19 @@ class RLTVideoProcessor(BaseVideoProcessor):
         rescale_offset: added after rescaling (ViViT: ``rescale_factor = 1/127.5`` and offset ``-1``).
     """
 
-    model_input_names = ["pixel_values"]
+    model_input_names: ClassVar[list[str]] = ["pixel_values"]
     valid_kwargs = RLTVideoProcessorKwargs
     default_to_square = False  # size=256 means the short side, as for VideoMAE
     do_resize = True
-    size = {"shortest_edge": 224}
+    size: ClassVar[dict[str, int]] = {"shortest_edge": 224}
     do_center_crop = True
-    crop_size = {"height": 224, "width": 224}
+    crop_size: ClassVar[dict[str, int]] = {"height": 224, "width": 224}
     do_rescale = True
     rescale_factor = 1 / 255
     rescale_offset = 0.0
     do_normalize = True
-    image_mean = list(IMAGENET_DEFAULT_MEAN)
-    image_std = list(IMAGENET_DEFAULT_STD)
+    image_mean: ClassVar[list[float]] = list(IMAGENET_DEFAULT_MEAN)
+    image_std: ClassVar[list[float]] = list(IMAGENET_DEFAULT_STD)
     do_convert_rgb = True
     do_sample_frames = True
     num_frames = 16
