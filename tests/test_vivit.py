@@ -131,7 +131,8 @@ def vanilla_folder(tmp_path_factory):
     model = randomise(VivitForVideoClassification(VivitConfig(**TINY_VIVIT))).eval()
     model.save_pretrained(folder)
     with safe_open(folder / "model.safetensors", "pt") as weights:
-        assert any("encoder.layer.0.attention.attention.query" in key for key in weights.keys())
+        # A safe_open handle has keys() but no __contains__/__iter__.
+        assert any("encoder.layer.0.attention.attention.query" in key for key in weights.keys())  # noqa: SIM118
     VivitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     clips = noise_clips(2)
     with torch.no_grad():
