@@ -202,9 +202,9 @@ def _frame_count(container, stream) -> int:
         return int(stream.frames)
     rate = stream.average_rate or stream.guessed_rate
     if rate and stream.duration and stream.time_base:
-        return max(1, int(round(float(stream.duration * stream.time_base * rate))))
+        return max(1, round(float(stream.duration * stream.time_base * rate)))
     if rate and container.duration:
-        return max(1, int(round(container.duration / 1_000_000 * float(rate))))
+        return max(1, round(container.duration / 1_000_000 * float(rate)))
     # Unknown: count packets without decoding them, then rewind.
     count = sum(1 for packet in container.demux(stream) if packet.size)
     if count:
@@ -284,7 +284,7 @@ def _decode_indices(
             break
         counter += 1
         if use_pts and frame.pts is not None:
-            position = int(round(float((frame.pts - start) * time_base) * video_fps))
+            position = round(float((frame.pts - start) * time_base) * video_fps)
         else:
             position = counter
         if position >= target:
@@ -677,9 +677,9 @@ def _resize_short_side(video: torch.Tensor, size: dict) -> torch.Tensor:
     if size.get("shortest_edge"):
         short = int(size["shortest_edge"])
         if height <= width:
-            new_h, new_w = short, max(1, int(round(width * short / height)))
+            new_h, new_w = short, max(1, round(width * short / height))
         else:
-            new_h, new_w = max(1, int(round(height * short / width))), short
+            new_h, new_w = max(1, round(height * short / width)), short
     elif size.get("height") and size.get("width"):
         new_h, new_w = int(size["height"]), int(size["width"])
     else:
