@@ -309,7 +309,7 @@ def _decode_torchcodec(source, name: str, sample) -> tuple[np.ndarray, float | N
         opened = opened.read()
     try:
         decoder = VideoDecoder(opened, dimension_order="NHWC")
-    except Exception as error:  # torchcodec raises RuntimeError/ValueError for unreadable input
+    except Exception as error:  # noqa: BLE001 - torchcodec's error types for a bad video differ by version
         raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
     return _decode_through_decoder(decoder, name, sample)
 
@@ -327,7 +327,7 @@ def _decode_through_decoder(decoder, name: str, sample) -> tuple[np.ndarray, flo
         metadata = decoder.metadata
         total = int(metadata.num_frames or len(decoder))
         video_fps = float(metadata.average_fps) if metadata.average_fps else None
-    except Exception as error:  # torchcodec raises RuntimeError / ValueError for unreadable input
+    except Exception as error:  # noqa: BLE001 - torchcodec's error types for a bad video differ by version
         raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
     if total < 1:
         raise VideoDecodeError(f"{name} has a video stream with zero frames")
@@ -335,7 +335,7 @@ def _decode_through_decoder(decoder, name: str, sample) -> tuple[np.ndarray, flo
     wanted = sorted(set(indices))  # each frame decoded once, in stream order
     try:
         batch = decoder.get_frames_at(indices=wanted)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a bad index: RuntimeError (older torchcodec), IndexError (newer)
         raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
     frames = torch.as_tensor(batch.data).cpu()
     if frames.shape[1] in (1, 3) and frames.shape[-1] not in (1, 3):  # the decoder's NCHW order (datasets' default)
