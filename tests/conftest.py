@@ -68,6 +68,7 @@ def run_without_rlt(code: str, cwd: Path, timeout: int = 180) -> str:
         env=env,
         capture_output=True,
         text=True,
+        check=False,
         timeout=timeout,
     )
     if result.returncode != 0:

@@ -148,7 +148,7 @@ def test_host_keep_mask_rows_hand_the_model_host_masks(clip_file, tmp_path, monk
 
 
 def test_token_counts_and_ideal_speedups_are_exact(report):
-    steps, tokens = grid(TINY["videomae-b"])
+    steps, _tokens = grid(TINY["videomae-b"])
     static = one(report, model="videomae-b", variant="rlt", mode="inference", input="static")
     assert static["kept_frac"] == 1 / steps  # only time step 0 survives
     assert static["ideal"] == steps and static["tokens_kept"] * steps == static["tokens_full"]

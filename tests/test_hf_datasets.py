@@ -337,7 +337,7 @@ def test_an_interrupted_stream_resumes_after_its_finished_shards(data, tmp_path)
     second = cache_clips(data["root"] / "saved", tmp_path / "cache", **common)
     assert second.complete and second.shards_reused == 2 and second.shards_written == 2 and second.processed == 4
     assert all((tmp_path / "cache" / name).stat().st_mtime_ns == t for name, t in finished.items())
-    clips, labels, paths = cached(tmp_path / "cache")
+    clips, labels, _paths = cached(tmp_path / "cache")
     torch.testing.assert_close(clips, expected_clips(data), rtol=0, atol=0)
     assert labels == [ROWS[r][1] for r in GOOD] and len(second.failed) == 2
     sources = json.loads((tmp_path / "cache" / "sources.json").read_text())

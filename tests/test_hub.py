@@ -288,6 +288,7 @@ def test_no_token_is_a_clear_error_before_any_request(checkpoints, fake_hub, tmp
         env=env,
         capture_output=True,
         text=True,
+        check=False,
         timeout=120,
     )
     assert result.returncode == 2, result.stderr

@@ -311,7 +311,7 @@ def model_card(
         measured = f"**Measured on this checkpoint**:\n\n| Dataset | Metric | Value |\n|---|---|---|\n{rows}"
     else:
         measured = "**Measured on this checkpoint**: no accuracy measurement has been made yet."
-    results = "\n\n".join([reported_text, measured, BENCHMARKS_TEXT])
+    results = f"{reported_text}\n\n{measured}\n\n{BENCHMARKS_TEXT}"
 
     tags = list(dict.fromkeys([*CARD_TAGS, facts["family"], *(existing.get("tags") or [])]))
     card_data = ModelCardData(

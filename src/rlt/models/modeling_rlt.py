@@ -243,7 +243,7 @@ def check_pixel_values(config, pixel_values) -> None:
         )
     if not pixel_values.is_floating_point():
         raise ValueError(f"{name} must be a float tensor, got {pixel_values.dtype}")
-    batch, frames, channels, height, width = pixel_values.shape
+    _batch, frames, channels, height, width = pixel_values.shape
     num_channels, num_frames = config.rlt_num_channels, config.rlt_num_frames
     if channels != num_channels:
         hint = ""
