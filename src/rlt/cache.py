@@ -350,8 +350,10 @@ class CacheSummary:
 
     def __str__(self) -> str:
         lines = [
-            f"{'complete' if self.complete else 'INCOMPLETE'} clip cache {self.folder}: {self.clips} clips in "
-            f"{self.shards_total} shards ({self.shards_written} written now, {self.shards_reused} already done)"
+            (
+                f"{'complete' if self.complete else 'INCOMPLETE'} clip cache {self.folder}: {self.clips} clips in "
+                f"{self.shards_total} shards ({self.shards_written} written now, {self.shards_reused} already done)"
+            )
         ]
         if self.processed:
             lines.append(
