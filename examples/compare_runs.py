@@ -22,8 +22,10 @@ def table(runs: list[str]) -> str:
     summaries = [load(run) for run in runs]
     base = summaries[0]
     rows = [
-        "| run | mode | steps | epoch wall-clock [s] | train wall [s] | vs first | clips/s | speed-up | loader wait "
-        "| tokens kept | top-1 | top-5 |",
+        (
+            "| run | mode | steps | epoch wall-clock [s] | train wall [s] | vs first | clips/s | speed-up "
+            "| loader wait | tokens kept | top-1 | top-5 |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run, s in zip(runs, summaries):

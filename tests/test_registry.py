@@ -199,9 +199,12 @@ def test_tools_do_not_test_model_types():
                 receiver = ast.unparse(node.func.value)
                 if "model_type" in receiver or "tubelet" in receiver:  # model_type.startswith("rlt_")
                     offenders.append(f"{path.name}:{node.lineno}")
-            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance":
-                if "tubelet" in ast.unparse(node.args[0]):  # isinstance(config.tubelet_size, list): ViViT
-                    offenders.append(f"{path.name}:{node.lineno}")
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", "") == "isinstance"
+                and "tubelet" in ast.unparse(node.args[0])  # isinstance(config.tubelet_size, list): ViViT
+            ):
+                offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []
 
 

@@ -1,6 +1,7 @@
 import io
 import json
 import sys
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -132,7 +133,7 @@ def test_frame_count_falls_back_to_counting_packets():
 
     class Container:
         duration = None
-        seeks = []
+        seeks: ClassVar[list] = []
 
         def demux(self, stream):
             return iter([type("Packet", (), {"size": 10})()] * 7 + [type("Packet", (), {"size": 0})()])

@@ -16,16 +16,16 @@ from rlt import RLTVivitConfig, RLTVivitForVideoClassification, RLTVivitModel, r
 from rlt.models.configuration_rlt import input_scale_from_processor
 
 # 8 frames of 32x32 in 2x16x16 tubelets: a (T', H', W') = (4, 2, 2) grid, 16 tubelet tokens + CLS.
-TINY_VIVIT = dict(
-    image_size=32,
-    num_frames=8,
-    tubelet_size=[2, 16, 16],
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    num_labels=5,
-)
+TINY_VIVIT = {
+    "image_size": 32,
+    "num_frames": 8,
+    "tubelet_size": [2, 16, 16],
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "num_labels": 5,
+}
 GRID = (4, 2, 2)
 
 
@@ -131,7 +131,8 @@ def vanilla_folder(tmp_path_factory):
     model = randomise(VivitForVideoClassification(VivitConfig(**TINY_VIVIT))).eval()
     model.save_pretrained(folder)
     with safe_open(folder / "model.safetensors", "pt") as weights:
-        assert any("encoder.layer.0.attention.attention.query" in key for key in weights.keys())
+        # A safe_open handle has keys() but no __contains__/__iter__.
+        assert any("encoder.layer.0.attention.attention.query" in key for key in weights.keys())  # noqa: SIM118
     VivitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     clips = noise_clips(2)
     with torch.no_grad():

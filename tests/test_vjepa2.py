@@ -18,21 +18,21 @@ from rlt.models.packing import PackedSequence
 
 # 8 frames of 32x32 in 2x8x8 tubelets: a (T', H', W') = (4, 4, 4) grid, 64 tokens. A head of 20 dims
 # rotates 3 x 6 of them by (t, h, w) and leaves 2 unrotated, so both of RoPE's branches run.
-TINY_VJEPA2 = dict(
-    crop_size=32,
-    patch_size=8,
-    frames_per_clip=8,
-    tubelet_size=2,
-    hidden_size=40,
-    num_attention_heads=2,
-    num_hidden_layers=2,
-    mlp_ratio=2.0,
-    num_pooler_layers=1,
-    pred_hidden_size=32,
-    pred_num_attention_heads=2,
-    pred_num_hidden_layers=1,
-    num_labels=5,
-)
+TINY_VJEPA2 = {
+    "crop_size": 32,
+    "patch_size": 8,
+    "frames_per_clip": 8,
+    "tubelet_size": 2,
+    "hidden_size": 40,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 2,
+    "mlp_ratio": 2.0,
+    "num_pooler_layers": 1,
+    "pred_hidden_size": 32,
+    "pred_num_attention_heads": 2,
+    "pred_num_hidden_layers": 1,
+    "num_labels": 5,
+}
 GRID = (4, 4, 4)
 TOKENS = 64
 HIDDEN = TINY_VJEPA2["hidden_size"]
@@ -220,7 +220,12 @@ def test_pixel_values_is_an_alias_of_pixel_values_videos():
 def test_dropout_and_drop_path_in_training_match_vanilla():
     # Encoder attention dropout, stochastic depth (one draw per clip) and the probe's attention dropout:
     # with the same seed and nothing dropped, the RLT model draws what vanilla V-JEPA 2 draws.
-    settings = dict(attention_probs_dropout_prob=0.3, attention_dropout=0.3, drop_path_rate=0.5, rlt_threshold=0.0)
+    settings = {
+        "attention_probs_dropout_prob": 0.3,
+        "attention_dropout": 0.3,
+        "drop_path_rate": 0.5,
+        "rlt_threshold": 0.0,
+    }
     vanilla, rlt_model = vanilla_and_rlt(**settings)
     vanilla.train(), rlt_model.train()
     clips = noise_clips(4)
@@ -253,7 +258,8 @@ def vanilla_folders(tmp_path_factory):
 def test_vanilla_checkpoints_load_into_the_rlt_classes(vanilla_folders, caplog):
     reference = torch.load(vanilla_folders / "reference.pt")
     with safe_open(vanilla_folders / "classifier" / "model.safetensors", "pt") as weights:
-        assert any(".predictor." in key for key in weights.keys())
+        # A safe_open handle has keys() but no __contains__/__iter__.
+        assert any(".predictor." in key for key in weights.keys())  # noqa: SIM118
     with caplog.at_level("WARNING"):
         model = RLTVJEPA2ForVideoClassification.from_pretrained(vanilla_folders / "classifier", rlt_threshold=0.0)
         model.eval()
@@ -339,7 +345,8 @@ def convertible_folders(vanilla_folders):
 def test_convert_both_kinds_and_load_them_without_rlt(convertible_folders, tmp_path):
     source = convertible_folders
     with safe_open(source / "encoder" / "model.safetensors", "pt") as weights:
-        assert any(key.startswith("predictor.") for key in weights.keys())  # the JEPA predictor is in the encoder
+        # The JEPA predictor is in the encoder; safe_open handles have keys() but no __contains__/__iter__.
+        assert any(key.startswith("predictor.") for key in weights.keys())  # noqa: SIM118
     classifier = rlt.convert(source / "classifier", tmp_path / "classifier", threshold=0.0)
     assert cli_main(["convert", str(source / "encoder"), str(tmp_path / "encoder"), "--threshold", "0"]) == 0
     assert type(classifier) is RLTVJEPA2ForVideoClassification
@@ -350,7 +357,8 @@ def test_convert_both_kinds_and_load_them_without_rlt(convertible_folders, tmp_p
         assert config["model_type"] == "rlt_vjepa2" and config["rlt_threshold"] == 0.0
         assert config["rlt_input_scale"] == pytest.approx([1 / 255 / std for std in imagenet_std])
         with safe_open(out / "model.safetensors", "pt") as weights:
-            assert not any("predictor" in key for key in weights.keys())
+            # A safe_open handle has keys() but no __contains__/__iter__.
+            assert not any("predictor" in key for key in weights.keys())  # noqa: SIM118
         processor = json.loads((out / "video_preprocessor_config.json").read_text())
         assert processor["video_processor_type"] == "RLTVideoProcessor"
         assert processor["size"] == {"shortest_edge": 36}  # int(32 * 256 / 224), as V-JEPA 2 resizes

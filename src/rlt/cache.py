@@ -62,15 +62,15 @@ __all__ = [
     "CACHE_FORMAT",
     "CACHE_VERSION",
     "CLIP_LAYOUT",
-    "CacheSummary",
-    "CachedClips",
-    "ClipCache",
-    "ClipCacheTransform",
     "DEFAULT_SHARD_SIZE",
     "DEFAULT_THRESHOLD",
     "INDEX_FILE",
     "PROCESSOR_FILE",
     "SOURCES_FILE",
+    "CacheSummary",
+    "CachedClips",
+    "ClipCache",
+    "ClipCacheTransform",
     "TokenSettings",
     "cache_clips",
     "default_workers",
@@ -350,8 +350,10 @@ class CacheSummary:
 
     def __str__(self) -> str:
         lines = [
-            f"{'complete' if self.complete else 'INCOMPLETE'} clip cache {self.folder}: {self.clips} clips in "
-            f"{self.shards_total} shards ({self.shards_written} written now, {self.shards_reused} already done)"
+            (
+                f"{'complete' if self.complete else 'INCOMPLETE'} clip cache {self.folder}: {self.clips} clips in "
+                f"{self.shards_total} shards ({self.shards_written} written now, {self.shards_reused} already done)"
+            )
         ]
         if self.processed:
             lines.append(
@@ -589,7 +591,8 @@ def _finish_index(out: Path, index: dict, paths, labels, class_names) -> None:
             positions = handle.get_tensor("positions").tolist()
             kept = handle.get_tensor("tokens_kept").tolist()
             # Shards written before padding was recorded hold no count: None, not a made-up 0.
-            padded = handle.get_tensor("padded_frames").tolist() if "padded_frames" in handle.keys() else None
+            # A safe_open handle has keys() but no __contains__/__iter__.
+            padded = handle.get_tensor("padded_frames").tolist() if "padded_frames" in handle.keys() else None  # noqa: SIM118
             if positions and shape is None:
                 shape = _stored_clip_shape(handle)
         for row, (position, count) in enumerate(zip(positions, kept)):
@@ -614,7 +617,7 @@ def _finish_index(out: Path, index: dict, paths, labels, class_names) -> None:
 
 
 def _stored_clip_shape(handle) -> list[int]:
-    if "clips" in handle.keys():
+    if "clips" in handle.keys():  # noqa: SIM118 - safe_open handles have keys() but no __contains__/__iter__
         return list(handle.get_slice("clips").get_shape()[1:])
     steps, grid_h, grid_w = handle.get_slice("keep_mask").get_shape()[1:]
     _, tubelet_size, channels, patch_h, patch_w = handle.get_slice("tubelets").get_shape()

@@ -267,7 +267,7 @@ class VideoCollator:
         self.input_name = input_name
 
     @classmethod
-    def for_model(cls, config, *, compute_keep_mask: bool = True) -> "VideoCollator":
+    def for_model(cls, config, *, compute_keep_mask: bool = True) -> VideoCollator:
         """A collator with the token geometry and RLT settings of a model's config, RLT or vanilla, of any
         registered architecture (no keep mask when RLT is off or the config is a vanilla one)."""
         from . import registry

@@ -346,11 +346,15 @@ class EvaluationReport:
     def __str__(self) -> str:
         loader = self.loader
         lines = [
-            f"{self.num_clips} clips from {self.data} ({loader['kind']}), {self.device} {self.dtype}, "
-            f"batch {self.batch_size}",
-            f"loader: {loader['clips_per_s']:.1f} clips/s ({loader['clips']} clips in {loader['seconds']:.2f} s, "
-            f"{loader['workers']} workers, "
-            f"{'held in memory' if loader['held_in_memory'] else 'read again for each setting'})",
+            (
+                f"{self.num_clips} clips from {self.data} ({loader['kind']}), {self.device} {self.dtype}, "
+                f"batch {self.batch_size}"
+            ),
+            (
+                f"loader: {loader['clips_per_s']:.1f} clips/s ({loader['clips']} clips in {loader['seconds']:.2f} s, "
+                f"{loader['workers']} workers, "
+                f"{'held in memory' if loader['held_in_memory'] else 'read again for each setting'})"
+            ),
         ]
         if self.failed:
             lines.append(f"{len(self.failed)} unreadable videos skipped:")

@@ -125,7 +125,8 @@ def _length_table_is_zero(folder: Path) -> bool | None:
         files = {key: folder / name for key, name in json.loads(index.read_text())["weight_map"].items()}
     elif (folder / "model.safetensors").is_file():
         with safe_open(folder / "model.safetensors", framework="pt") as weights:
-            files = {key: folder / "model.safetensors" for key in weights.keys()}
+            # A safe_open handle has keys() but no __contains__/__iter__.
+            files = {key: folder / "model.safetensors" for key in weights.keys()}  # noqa: SIM118
     else:
         return None
     keys = [key for key in files if key.endswith("length_embeddings.weight")]
@@ -310,7 +311,7 @@ def model_card(
         measured = f"**Measured on this checkpoint**:\n\n| Dataset | Metric | Value |\n|---|---|---|\n{rows}"
     else:
         measured = "**Measured on this checkpoint**: no accuracy measurement has been made yet."
-    results = "\n\n".join([reported_text, measured, BENCHMARKS_TEXT])
+    results = f"{reported_text}\n\n{measured}\n\n{BENCHMARKS_TEXT}"
 
     tags = list(dict.fromkeys([*CARD_TAGS, facts["family"], *(existing.get("tags") or [])]))
     card_data = ModelCardData(

@@ -21,11 +21,11 @@ from .models.tokenizer import check_threshold, run_length_tokenize, to_pair
 from .models.video_processing_rlt import RLTVideoProcessor
 
 __all__ = [
-    "ClipReport",
     "HEADER_HEIGHT",
     "PLOT_SIZE",
     "SAMPLE_ATTRIBUTION",
     "SAMPLE_VIDEO",
+    "ClipReport",
     "inspect_video",
     "plot_kept_fraction",
     "render_keep_mask",

@@ -247,28 +247,28 @@ def as_rlt_config(config):
 
 
 def _videomae_fields(shape: ModelShape) -> dict:
-    return dict(
-        hidden_size=shape.hidden_size,
-        num_hidden_layers=shape.num_hidden_layers,
-        num_attention_heads=shape.num_attention_heads,
-        intermediate_size=shape.intermediate_size,
-        num_frames=shape.num_frames,
-        image_size=shape.image_size,
-        tubelet_size=shape.tubelet_size,
-        patch_size=shape.patch_size,
-    )
+    return {
+        "hidden_size": shape.hidden_size,
+        "num_hidden_layers": shape.num_hidden_layers,
+        "num_attention_heads": shape.num_attention_heads,
+        "intermediate_size": shape.intermediate_size,
+        "num_frames": shape.num_frames,
+        "image_size": shape.image_size,
+        "tubelet_size": shape.tubelet_size,
+        "patch_size": shape.patch_size,
+    }
 
 
 def _vivit_fields(shape: ModelShape) -> dict:
-    return dict(
-        hidden_size=shape.hidden_size,
-        num_hidden_layers=shape.num_hidden_layers,
-        num_attention_heads=shape.num_attention_heads,
-        intermediate_size=shape.intermediate_size,
-        num_frames=shape.num_frames,
-        image_size=shape.image_size,
-        tubelet_size=[shape.tubelet_size, shape.patch_size, shape.patch_size],
-    )
+    return {
+        "hidden_size": shape.hidden_size,
+        "num_hidden_layers": shape.num_hidden_layers,
+        "num_attention_heads": shape.num_attention_heads,
+        "intermediate_size": shape.intermediate_size,
+        "num_frames": shape.num_frames,
+        "image_size": shape.image_size,
+        "tubelet_size": [shape.tubelet_size, shape.patch_size, shape.patch_size],
+    }
 
 
 def _vjepa2_pooling(config: Mapping) -> str:
@@ -284,16 +284,16 @@ def _vjepa2_pooling(config: Mapping) -> str:
 
 
 def _vjepa2_fields(shape: ModelShape) -> dict:
-    return dict(
-        hidden_size=shape.hidden_size,
-        num_hidden_layers=shape.num_hidden_layers,
-        num_attention_heads=shape.num_attention_heads,
-        mlp_ratio=shape.intermediate_size / shape.hidden_size,
-        frames_per_clip=shape.num_frames,
-        crop_size=shape.image_size,
-        tubelet_size=shape.tubelet_size,
-        patch_size=shape.patch_size,
-    )
+    return {
+        "hidden_size": shape.hidden_size,
+        "num_hidden_layers": shape.num_hidden_layers,
+        "num_attention_heads": shape.num_attention_heads,
+        "mlp_ratio": shape.intermediate_size / shape.hidden_size,
+        "frames_per_clip": shape.num_frames,
+        "crop_size": shape.image_size,
+        "tubelet_size": shape.tubelet_size,
+        "patch_size": shape.patch_size,
+    }
 
 
 register(
@@ -307,15 +307,15 @@ register(
         vanilla_model_class=transformers.VideoMAEModel,
         vanilla_classifier_class=transformers.VideoMAEForVideoClassification,
         # The public Kinetics / SSv2 checkpoints (MCG-NJU/videomae-*): ImageNet statistics, 16 frames, 224 px.
-        processor_defaults=dict(
-            num_frames=16,
-            size={"shortest_edge": 224},
-            crop_size={"height": 224, "width": 224},
-            rescale_factor=1 / 255,
-            rescale_offset=0.0,
-            image_mean=list(IMAGENET_DEFAULT_MEAN),
-            image_std=list(IMAGENET_DEFAULT_STD),
-        ),
+        processor_defaults={
+            "num_frames": 16,
+            "size": {"shortest_edge": 224},
+            "crop_size": {"height": 224, "width": 224},
+            "rescale_factor": 1 / 255,
+            "rescale_offset": 0.0,
+            "image_mean": list(IMAGENET_DEFAULT_MEAN),
+            "image_std": list(IMAGENET_DEFAULT_STD),
+        },
         config_fields=_videomae_fields,
         rlt_pooling_applies=lambda config: bool(getattr(config, "use_mean_pooling", True)),
     )
@@ -331,15 +331,15 @@ register(
         vanilla_model_class=transformers.VivitModel,
         vanilla_classifier_class=transformers.VivitForVideoClassification,
         # google/vivit-b-16x2-kinetics400: pixels to [-1, 1] (1/127.5, offset -1), then mean = std = 0.5.
-        processor_defaults=dict(
-            num_frames=32,
-            size={"shortest_edge": 256},
-            crop_size={"height": 224, "width": 224},
-            rescale_factor=1 / 127.5,
-            rescale_offset=-1.0,
-            image_mean=[0.5, 0.5, 0.5],
-            image_std=[0.5, 0.5, 0.5],
-        ),
+        processor_defaults={
+            "num_frames": 32,
+            "size": {"shortest_edge": 256},
+            "crop_size": {"height": 224, "width": 224},
+            "rescale_factor": 1 / 127.5,
+            "rescale_offset": -1.0,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5],
+        },
         config_fields=_vivit_fields,
     )
 )
@@ -355,15 +355,15 @@ register(
         vanilla_classifier_class=transformers.VJEPA2ForVideoClassification,
         # facebook/vjepa2-*-256: short side int(256 * 256 / 224) = 292, centre crop 256, ImageNet statistics;
         # the encoders take 64 frames (fpc64), the SSv2 / Diving-48 classifiers 16 / 32.
-        processor_defaults=dict(
-            num_frames=64,
-            size={"shortest_edge": 292},
-            crop_size={"height": 256, "width": 256},
-            rescale_factor=1 / 255,
-            rescale_offset=0.0,
-            image_mean=list(IMAGENET_DEFAULT_MEAN),
-            image_std=list(IMAGENET_DEFAULT_STD),
-        ),
+        processor_defaults={
+            "num_frames": 64,
+            "size": {"shortest_edge": 292},
+            "crop_size": {"height": 256, "width": 256},
+            "rescale_factor": 1 / 255,
+            "rescale_offset": 0.0,
+            "image_mean": list(IMAGENET_DEFAULT_MEAN),
+            "image_std": list(IMAGENET_DEFAULT_STD),
+        },
         config_fields=_vjepa2_fields,
         rlt_pooling_applies=lambda config: True,  # the probe's query counts each token its run length times
         position_encoding="its original (t, h, w) place in every layer's 3D RoPE (V-JEPA 2 has no position table)",

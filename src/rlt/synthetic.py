@@ -51,9 +51,9 @@ __all__ = [
     "DIRECTIONS",
     "REFERENCE_SIZE",
     "SHAPES",
+    "TASK_VARIANTS",
     "SyntheticVideoConfig",
     "SyntheticVideoDataset",
-    "TASK_VARIANTS",
     "add_task_arguments",
     "generate_clips",
     "label_of",
@@ -124,9 +124,14 @@ class SyntheticVideoConfig:
 # (no distractor, occluder, shake or noise; faster, larger objects) where RLT drops the most.
 TASK_VARIANTS = {
     "full": {},
-    "still": dict(
-        distractor_prob=0.0, occluder_prob=0.0, shake_prob=0.0, max_noise=0.0, speed=(1.5, 3.0), object_size=(0.25, 0.4)
-    ),
+    "still": {
+        "distractor_prob": 0.0,
+        "occluder_prob": 0.0,
+        "shake_prob": 0.0,
+        "max_noise": 0.0,
+        "speed": (1.5, 3.0),
+        "object_size": (0.25, 0.4),
+    },
 }
 
 
@@ -257,13 +262,13 @@ def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_im
     scale_limit = 1.0 / (1.0 + 2.0 * reach / size)
     bg_scale = rng.uniform(0.35, 0.9) * scale_limit
     room = 1.0 - bg_scale * (1.0 + 2.0 * reach / size)
-    background = dict(
-        image=int(rng.integers(num_images)),
-        scale=bg_scale,
-        center=rng.uniform(-room, room, 2),
-        flip=float(rng.choice([-1.0, 1.0])),
-        brightness=rng.uniform(0.75, 1.2),
-    )
+    background = {
+        "image": int(rng.integers(num_images)),
+        "scale": bg_scale,
+        "center": rng.uniform(-room, room, 2),
+        "flip": float(rng.choice([-1.0, 1.0])),
+        "brightness": rng.uniform(0.75, 1.2),
+    }
 
     # The object whose motion is the class, in scene coordinates (moved by the camera afterwards).
     radius = np.full(frames, rng.uniform(*config.object_size) * size / 2)
@@ -288,14 +293,14 @@ def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_im
     low = r_max + margin - np.minimum(travel, 0)
     high = size - r_max - margin - np.maximum(travel, 0)
     start = rng.uniform(low, np.maximum(high, low))
-    target = dict(
-        texture=_texture(rng, num_images),
-        shape=int(rng.integers(len(SHAPES))),
-        position=start + np.outer(t, velocity) - camera,
-        radius=np.stack([radius, radius], axis=1),
-        visible=visible,
-        present=True,
-    )
+    target = {
+        "texture": _texture(rng, num_images),
+        "shape": int(rng.integers(len(SHAPES))),
+        "position": start + np.outer(t, velocity) - camera,
+        "radius": np.stack([radius, radius], axis=1),
+        "visible": visible,
+        "present": True,
+    }
 
     # A smaller distractor oscillating in place (in the scene), and a foreground bar fixed in the frame.
     d_radius = rng.uniform(0.04, 0.08) * size
@@ -303,27 +308,33 @@ def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_im
     d_amplitude = rng.uniform(1.5, 6.0) * unit
     d_wave = np.sin(2 * math.pi * t / rng.uniform(4, 10) + rng.uniform(0, 2 * math.pi))
     d_start = rng.uniform(d_radius + d_amplitude, size - d_radius - d_amplitude, 2)
-    distractor = dict(
-        texture=_texture(rng, num_images),
-        shape=int(rng.integers(len(SHAPES))),
-        position=d_start + np.outer(d_amplitude * d_wave, [math.cos(d_angle), math.sin(d_angle)]) - camera,
-        radius=np.full((frames, 2), d_radius),
-        visible=np.ones(frames, dtype=bool),
-        present=rng.random() < config.distractor_prob,
-    )
+    distractor = {
+        "texture": _texture(rng, num_images),
+        "shape": int(rng.integers(len(SHAPES))),
+        "position": d_start + np.outer(d_amplitude * d_wave, [math.cos(d_angle), math.sin(d_angle)]) - camera,
+        "radius": np.full((frames, 2), d_radius),
+        "visible": np.ones(frames, dtype=bool),
+        "present": rng.random() < config.distractor_prob,
+    }
     half_w, half_h = rng.uniform(0.03, 0.1) * size, rng.uniform(0.2, 0.5) * size
     if rng.random() < 0.5:
         half_w, half_h = half_h, half_w
-    occluder = dict(
-        texture=_texture(rng, num_images),
-        shape=SHAPES.index("square"),
-        position=np.broadcast_to(rng.uniform(0.2 * size, 0.8 * size, 2), (frames, 2)),
-        radius=np.broadcast_to(np.array([half_w, half_h]) / 0.8, (frames, 2)),  # "square" fills |u| < 0.8
-        visible=np.ones(frames, dtype=bool),
-        present=rng.random() < config.occluder_prob,
-    )
-    noise = dict(sigma=rng.uniform(0, config.max_noise), frames=rng.integers(NOISE_FRAMES, size=frames))
-    return dict(label=label, camera=camera, background=background, sprites=(distractor, target, occluder), noise=noise)
+    occluder = {
+        "texture": _texture(rng, num_images),
+        "shape": SHAPES.index("square"),
+        "position": np.broadcast_to(rng.uniform(0.2 * size, 0.8 * size, 2), (frames, 2)),
+        "radius": np.broadcast_to(np.array([half_w, half_h]) / 0.8, (frames, 2)),  # "square" fills |u| < 0.8
+        "visible": np.ones(frames, dtype=bool),
+        "present": rng.random() < config.occluder_prob,
+    }
+    noise = {"sigma": rng.uniform(0, config.max_noise), "frames": rng.integers(NOISE_FRAMES, size=frames)}
+    return {
+        "label": label,
+        "camera": camera,
+        "background": background,
+        "sprites": (distractor, target, occluder),
+        "noise": noise,
+    }
 
 
 def _stack_sprites(params: list[dict], slot: int) -> _Sprite:

@@ -193,7 +193,7 @@ def precision_text(s: Settings) -> str:
 
 def run(args, argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark described by parsed ``args``; returns the report (also written under ``--out``)."""
-    decoding = dict(size=args.clip_size, frame_stride=args.frame_stride, max_frames=args.max_frames)
+    decoding = {"size": args.clip_size, "frame_stride": args.frame_stride, "max_frames": args.max_frames}
     if args.prepare_clips:
         prepare_clips(args.prepare_clips, **decoding)
         return {}

@@ -224,10 +224,10 @@ class Bench:
         return row
 
     def base_row(self, model_name, variant, tau, attention, mode, input_kind, batch_size, compiled=False):
-        return dict(
-            model=model_name, variant=variant, tau=tau, attention=attention, mode=mode,
-            compiled=compiled, input=input_kind, batch_size=batch_size,
-        )  # fmt: skip
+        return {
+            "model": model_name, "variant": variant, "tau": tau, "attention": attention, "mode": mode,
+            "compiled": compiled, "input": input_kind, "batch_size": batch_size,
+        }  # fmt: skip
 
     # ---- cases -----------------------------------------------------------------------------------
 
@@ -274,7 +274,7 @@ class Bench:
         def select_and_pack(x):
             return choose_tokens(config, x)
 
-        timing = dict(device=self.s.device, warmup=self.s.warmup, iters=self.s.iters)
+        timing = {"device": self.s.device, "warmup": self.s.warmup, "iters": self.s.iters}
         with torch.inference_mode():
             tok = measure(tokenize, inputs, **timing)["ms"]
             result = {"tokenizer_ms": tok, "tokenizer_pct": 100 * tok / forward_ms}
@@ -483,21 +483,22 @@ class Bench:
             inf_vanilla = copy.deepcopy(vanilla).to(dtype) if to_bf16 else vanilla
             inf_model = copy.deepcopy(model).to(dtype) if to_bf16 else model
             for kind in s.compile_inputs:
-                inference = dict(
-                    factory=factory, kind=kind, batch_size=s.batch_sizes[-1], cls_tokens=cls_tokens, dtype=data_dtype
-                )
+                inference = {
+                    "factory": factory, "kind": kind, "batch_size": s.batch_sizes[-1], "cls_tokens": cls_tokens,
+                    "dtype": data_dtype,
+                }  # fmt: skip
                 self.compile_case(model_name, inf_vanilla, "vanilla", None, "inference", train=False, **inference)
                 self.compile_case(model_name, inf_model, rlt_variant, s.tau, "inference", train=False, **inference)
             del inf_vanilla, inf_model
             if "train" in s.parts:
                 for kind in s.compile_inputs:
-                    training = dict(
-                        factory=factory,
-                        kind=kind,
-                        batch_size=s.train_batch_size,
-                        cls_tokens=cls_tokens,
-                        dtype=torch.float32,
-                    )
+                    training = {
+                        "factory": factory,
+                        "kind": kind,
+                        "batch_size": s.train_batch_size,
+                        "cls_tokens": cls_tokens,
+                        "dtype": torch.float32,
+                    }
                     self.compile_case(model_name, vanilla, "vanilla", None, "train", train=True, **training)
                     self.compile_case(model_name, model, rlt_variant, s.tau, "train", train=True, **training)
             self.set_rlt(model.config, enabled=True, tau=s.tau)

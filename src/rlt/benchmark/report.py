@@ -129,8 +129,10 @@ def write_outputs(out_dir: str, report: dict) -> tuple[str, str]:
         "# RLT benchmark",
         "",
         f"- command: `{report['command']}`",
-        f"- device: {env['device_name']} ({env['device']}); torch {env['torch']}, "
-        f"transformers {env['transformers']}; {env['date']}",
+        (
+            f"- device: {env['device_name']} ({env['device']}); torch {env['torch']}, "
+            f"transformers {env['transformers']}; {env['date']}"
+        ),
         f"- precision: {report['precision']}",
         *([f"- {TINY_NOTE}"] if report["tiny"] else []),
         "",

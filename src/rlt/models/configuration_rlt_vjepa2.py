@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from transformers import VJEPA2Config
 
 from .configuration_rlt import RLT_OUTPUT_KEYS, RLTSettings
@@ -27,7 +29,11 @@ class RLTVJEPA2Config(VJEPA2Config, RLTSettings):
 
     model_type = "rlt_vjepa2"
     keys_to_ignore_at_inference = RLT_OUTPUT_KEYS
-    attribute_map = {"num_channels": "in_chans", "image_size": "crop_size", "num_frames": "frames_per_clip"}
+    attribute_map: ClassVar[dict[str, str]] = {
+        "num_channels": "in_chans",
+        "image_size": "crop_size",
+        "num_frames": "frames_per_clip",
+    }
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -94,10 +95,10 @@ class RLTPreTrainedMixin:
     (Auto class -> class name in the same modeling file) and ``legacy_key_mapping``.
     """
 
-    auto_class_names: dict[str, str] = {}
-    legacy_key_mapping: dict[str, str] = {}
+    auto_class_names: ClassVar[dict[str, str]] = {}
+    legacy_key_mapping: ClassVar[dict[str, str]] = {}
     # Vanilla checkpoints have no length table; it starts as configured (zeros: training-free).
-    _keys_to_ignore_on_load_missing = [r"length_embeddings"]
+    _keys_to_ignore_on_load_missing: ClassVar[list[str]] = [r"length_embeddings"]
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -242,7 +243,7 @@ def check_pixel_values(config, pixel_values) -> None:
         )
     if not pixel_values.is_floating_point():
         raise ValueError(f"{name} must be a float tensor, got {pixel_values.dtype}")
-    batch, frames, channels, height, width = pixel_values.shape
+    _batch, frames, channels, height, width = pixel_values.shape
     num_channels, num_frames = config.rlt_num_channels, config.rlt_num_frames
     if channels != num_channels:
         hint = ""

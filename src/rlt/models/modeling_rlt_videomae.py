@@ -8,6 +8,8 @@ batch run packed with block-diagonal attention.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 from transformers import initialization as init
@@ -108,10 +110,10 @@ class RLTVideoMAEEncoder(nn.Module):
 class RLTVideoMAEPreTrainedModel(RLTPreTrainedMixin, VideoMAEPreTrainedModel):
     config_class = RLTVideoMAEConfig
     config: RLTVideoMAEConfig
-    _no_split_modules = ["RLTVideoMAEEmbeddings", "RLTVideoMAELayer"]
-    _can_record_outputs = {}
+    _no_split_modules: ClassVar[list[str]] = ["RLTVideoMAEEmbeddings", "RLTVideoMAELayer"]
+    _can_record_outputs: ClassVar[dict] = {}
     legacy_key_mapping = LEGACY_KEY_MAPPING
-    auto_class_names = {
+    auto_class_names: ClassVar[dict[str, str]] = {
         "AutoModel": "RLTVideoMAEModel",
         "AutoModelForVideoClassification": "RLTVideoMAEForVideoClassification",
     }

@@ -9,6 +9,8 @@ attention. The classifier reads each clip's CLS token.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 from transformers.models.vivit.modeling_vivit import (
@@ -93,10 +95,10 @@ class RLTVivitLayer(VivitLayer):
 class RLTVivitPreTrainedModel(RLTPreTrainedMixin, VivitPreTrainedModel):
     config_class = RLTVivitConfig
     config: RLTVivitConfig
-    _no_split_modules = ["RLTVivitEmbeddings", "RLTVivitLayer"]
-    _can_record_outputs = {}
+    _no_split_modules: ClassVar[list[str]] = ["RLTVivitEmbeddings", "RLTVivitLayer"]
+    _can_record_outputs: ClassVar[dict] = {}
     legacy_key_mapping = LEGACY_KEY_MAPPING
-    auto_class_names = {
+    auto_class_names: ClassVar[dict[str, str]] = {
         "AutoModel": "RLTVivitModel",
         "AutoModelForVideoClassification": "RLTVivitForVideoClassification",
     }

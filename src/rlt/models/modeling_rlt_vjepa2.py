@@ -22,6 +22,8 @@ tubelet (an image) are repeated to fill it, as transformers does.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 from transformers.models.vjepa2.modeling_vjepa2 import (
@@ -333,16 +335,16 @@ class RLTVJEPA2AttentivePooler(VJEPA2AttentivePooler):
 class RLTVJEPA2PreTrainedModel(RLTPreTrainedMixin, VJEPA2PreTrainedModel):
     config_class = RLTVJEPA2Config
     config: RLTVJEPA2Config
-    _no_split_modules = [
+    _no_split_modules: ClassVar[list[str]] = [
         "RLTVJEPA2Embeddings",
         "RLTVJEPA2Layer",
         "RLTVJEPA2PoolerSelfAttentionLayer",
         "RLTVJEPA2PoolerCrossAttentionLayer",
     ]
-    _can_record_outputs = {}
+    _can_record_outputs: ClassVar[dict] = {}
     # The JEPA predictor is not built (see the module docstring): its weights are skipped on load.
-    _keys_to_ignore_on_load_unexpected = [r"(^|\.)predictor\."]
-    auto_class_names = {
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"(^|\.)predictor\."]
+    auto_class_names: ClassVar[dict[str, str]] = {
         "AutoModel": "RLTVJEPA2Model",
         "AutoModelForVideoClassification": "RLTVJEPA2ForVideoClassification",
     }

@@ -35,6 +35,7 @@ import io
 import math
 import os
 from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -201,9 +202,9 @@ def _frame_count(container, stream) -> int:
         return int(stream.frames)
     rate = stream.average_rate or stream.guessed_rate
     if rate and stream.duration and stream.time_base:
-        return max(1, int(round(float(stream.duration * stream.time_base * rate))))
+        return max(1, round(float(stream.duration * stream.time_base * rate)))
     if rate and container.duration:
-        return max(1, int(round(container.duration / 1_000_000 * float(rate))))
+        return max(1, round(container.duration / 1_000_000 * float(rate)))
     # Unknown: count packets without decoding them, then rewind.
     count = sum(1 for packet in container.demux(stream) if packet.size)
     if count:
@@ -283,7 +284,7 @@ def _decode_indices(
             break
         counter += 1
         if use_pts and frame.pts is not None:
-            position = int(round(float((frame.pts - start) * time_base) * video_fps))
+            position = round(float((frame.pts - start) * time_base) * video_fps)
         else:
             position = counter
         if position >= target:
@@ -308,7 +309,7 @@ def _decode_torchcodec(source, name: str, sample) -> tuple[np.ndarray, float | N
         opened = opened.read()
     try:
         decoder = VideoDecoder(opened, dimension_order="NHWC")
-    except Exception as error:  # torchcodec raises RuntimeError/ValueError for unreadable input
+    except Exception as error:  # noqa: BLE001 - torchcodec's error types for a bad video differ by version
         raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
     return _decode_through_decoder(decoder, name, sample)
 
@@ -326,7 +327,7 @@ def _decode_through_decoder(decoder, name: str, sample) -> tuple[np.ndarray, flo
         metadata = decoder.metadata
         total = int(metadata.num_frames or len(decoder))
         video_fps = float(metadata.average_fps) if metadata.average_fps else None
-    except Exception as error:  # torchcodec raises RuntimeError / ValueError for unreadable input
+    except Exception as error:  # noqa: BLE001 - torchcodec's error types for a bad video differ by version
         raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
     if total < 1:
         raise VideoDecodeError(f"{name} has a video stream with zero frames")
@@ -334,7 +335,7 @@ def _decode_through_decoder(decoder, name: str, sample) -> tuple[np.ndarray, flo
     wanted = sorted(set(indices))  # each frame decoded once, in stream order
     try:
         batch = decoder.get_frames_at(indices=wanted)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a bad index: RuntimeError (older torchcodec), IndexError (newer)
         raise VideoDecodeError(f"cannot decode video {name}: {error}") from None
     frames = torch.as_tensor(batch.data).cpu()
     if frames.shape[1] in (1, 3) and frames.shape[-1] not in (1, 3):  # the decoder's NCHW order (datasets' default)
@@ -436,19 +437,19 @@ class RLTVideoProcessor(BaseVideoProcessor):
         rescale_offset: added after rescaling (ViViT: ``rescale_factor = 1/127.5`` and offset ``-1``).
     """
 
-    model_input_names = ["pixel_values"]
+    model_input_names: ClassVar[list[str]] = ["pixel_values"]
     valid_kwargs = RLTVideoProcessorKwargs
     default_to_square = False  # size=256 means the short side, as for VideoMAE
     do_resize = True
-    size = {"shortest_edge": 224}
+    size: ClassVar[dict[str, int]] = {"shortest_edge": 224}
     do_center_crop = True
-    crop_size = {"height": 224, "width": 224}
+    crop_size: ClassVar[dict[str, int]] = {"height": 224, "width": 224}
     do_rescale = True
     rescale_factor = 1 / 255
     rescale_offset = 0.0
     do_normalize = True
-    image_mean = list(IMAGENET_DEFAULT_MEAN)
-    image_std = list(IMAGENET_DEFAULT_STD)
+    image_mean: ClassVar[list[float]] = list(IMAGENET_DEFAULT_MEAN)
+    image_std: ClassVar[list[float]] = list(IMAGENET_DEFAULT_STD)
     do_convert_rgb = True
     do_sample_frames = True
     num_frames = 16
@@ -676,9 +677,9 @@ def _resize_short_side(video: torch.Tensor, size: dict) -> torch.Tensor:
     if size.get("shortest_edge"):
         short = int(size["shortest_edge"])
         if height <= width:
-            new_h, new_w = short, max(1, int(round(width * short / height)))
+            new_h, new_w = short, max(1, round(width * short / height))
         else:
-            new_h, new_w = max(1, int(round(height * short / width))), short
+            new_h, new_w = max(1, round(height * short / width)), short
     elif size.get("height") and size.get("width"):
         new_h, new_w = int(size["height"]), int(size["width"])
     else:
