@@ -39,10 +39,12 @@ DATA=(--synthetic "$TRAIN" --synthetic-eval "$EVAL" --synthetic-variant "$VARIAN
 COMMON=("${DATA[@]}" --from-scratch "$SIZE" --batch-size "$BATCH" --lr "$LR" $PRECISION --data-seed 0
         --num-workers "$WORKERS" --save-strategy no --logging-steps 50)
 tag="$VARIANT-$SIZE-$IMAGE"
-# The trained vanilla model that `free` and `recover` start from: $VANILLA if set, else the one the `vanilla`
-# part trained (also in an earlier command on the same machine), else the side-by-side one of `train`.
-VANILLA=${VANILLA:-$MODELS/$tag-vanilla}
-[ -f "$MODELS/$tag-vanilla-alone/config.json" ] && [ "$VANILLA" = "$MODELS/$tag-vanilla" ] && VANILLA="$MODELS/$tag-vanilla-alone"
+# The trained vanilla model that `free` and `recover` start from (VANILLA= overrides): the `vanilla` part's where it
+# exists (also from an earlier command on the same machine), else the side-by-side one of `train`.
+if [ -z "${VANILLA:-}" ]; then
+  VANILLA="$MODELS/$tag-vanilla"
+  [ -f "$MODELS/$tag-vanilla-alone/config.json" ] && VANILLA="$MODELS/$tag-vanilla-alone"
+fi
 
 say() { echo "[$(date +%T)] $1${2:+ (exit $2)}"; }
 train() {  # train NAME ARGS...: one run, its log and summary in $RESULTS

@@ -7,8 +7,9 @@
 # CLIPS is the clip file of `rlt bench --prepare-clips` (decoded where PyAV is, carried to the GPU box).
 # Kept fractions: real ~45%, still ~25%, static 12.5% (noise: 100%, not needed here).
 # Bench time measured on an H200 (third run of issue 12): steps 1 and 2 together 4.1 min, step 4 5.5 min;
-# expected: 3: ~5.5 min, 5: ~5 min; ~20 minutes in all, plus ~0.5 min of start-up per command. torch.compile's default mode (inductor without CUDA
-# graphs) is left out to fit: CUDAGRAPHS without --compile-mode measures it.
+# expected: 3: ~5.5 min, 5: ~5 min; ~20 minutes in all, plus ~0.5 min of start-up per command.
+# torch.compile's default mode (inductor without CUDA graphs) is left out to fit: CUDAGRAPHS without
+# --compile-mode measures it.
 set -euo pipefail
 OUT=${OUT:-.bench/regime}
 CLIPS=${CLIPS:-.bench/clips256.pt}
