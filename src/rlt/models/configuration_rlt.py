@@ -51,6 +51,10 @@ class RLTSettings:
             or ``"trunc_normal"`` (std 0.02, as the reference does for training).
         rlt_pooling: how mean-pooling heads average a clip's tokens: ``"mean"`` over kept tokens, or
             ``"length_weighted"`` (a token that stands for a run of 4 counts 4 times).
+        rlt_proportional_attention: every self-attention softmax adds ``log L`` to the score of a key
+            that stands for a run of ``L`` tubelets (ToMe's proportional attention; prefix tokens such
+            as CLS weigh 1): the kept token weighs what its ``L`` repeats did in the vanilla model.
+            False (default) attends to each kept token once, as the paper does.
         rlt_attention: attention backend for packed batches, see ``rlt.packing``.
         rlt_pack_buckets: 0 (default) packs exactly the kept tokens; ``k > 0`` rounds the packed length
             up to one of ``k`` sizes per batch size (multiples of ``B * tokens_per_clip / k``), the
@@ -68,12 +72,17 @@ class RLTSettings:
     rlt_use_length_encoding: bool = True
     rlt_length_encoding_init: str = "zeros"
     rlt_pooling: str = "mean"
+    rlt_proportional_attention: bool = False
     rlt_attention: str = "auto"
     rlt_pack_buckets: int = 0
 
     def validate_rlt_settings(self) -> None:
         self.rlt_threshold = check_threshold(self.rlt_threshold, name="rlt_threshold")
         check_backend(self.rlt_attention)
+        if not isinstance(self.rlt_proportional_attention, bool):
+            raise ValueError(
+                f"rlt_proportional_attention must be True or False, got {self.rlt_proportional_attention!r}"
+            )
         buckets = self.rlt_pack_buckets
         if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 0:
             raise ValueError(

@@ -41,6 +41,7 @@ __all__ = [
     "classification_output",
     "embed_kept_tubelets",
     "packed_run_lengths",
+    "with_proportional_attention",
     "reject_unsupported",
     "run_encoder",
     "run_length_tokenize_for",
@@ -141,8 +142,10 @@ def _warn_if_rlt_settings_missing(cls, checkpoint, kwargs: dict) -> None:
         )
     except (OSError, ValueError):
         return  # the load itself reports the problem
-    # rlt_pack_buckets only changes shapes, never outputs: a checkpoint saved before it existed is complete.
-    defaults = {field.name: field.default for field in fields(RLTSettings) if field.name != "rlt_pack_buckets"}
+    # Settings added later whose default is the behaviour before them (rlt_pack_buckets only changes shapes;
+    # rlt_proportional_attention off is plain attention): a checkpoint saved before they existed is complete.
+    later = ("rlt_pack_buckets", "rlt_proportional_attention")
+    defaults = {field.name: field.default for field in fields(RLTSettings) if field.name not in later}
     missing = [name for name in defaults if name not in config_dict and name not in kwargs]
     if missing:
         settings = ", ".join(f"{name}={defaults[name]!r}" for name in missing)
@@ -206,13 +209,26 @@ def choose_tokens(
         keep_mask = to_device_without_waiting(keep_mask, pixel_values.device)
         tokens = RunLengthTokens(keep_mask, run_lengths_from_keep_mask(keep_mask))
         packed = PackedSequence.from_keep_mask(keep_mask.flatten(1), num_prefix_tokens, buckets, counts_and_check[0])
-        return tokens, packed
+        return tokens, with_proportional_attention(config, tokens, packed)
     if not config.rlt_enabled:
         keep = torch.ones(batch, *grid, dtype=torch.bool, device=pixel_values.device)
         tokens = RunLengthTokens(keep, torch.ones(keep.shape, dtype=torch.long, device=keep.device))
         return tokens, PackedSequence.full(batch, keep[0].numel(), keep.device, num_prefix_tokens)
     tokens = run_length_tokenize_for(config, pixel_values, tubelet_size=tubelet_size, patch_size=(patch_h, patch_w))
-    return tokens, PackedSequence.from_keep_mask(tokens.keep_mask.flatten(1), num_prefix_tokens, buckets)
+    packed = PackedSequence.from_keep_mask(tokens.keep_mask.flatten(1), num_prefix_tokens, buckets)
+    return tokens, with_proportional_attention(config, tokens, packed)
+
+
+def with_proportional_attention(config, tokens: RunLengthTokens, packed: PackedSequence) -> PackedSequence:
+    """``packed`` carrying the key bias of ``rlt_proportional_attention``: ``log`` of each token's run
+    length (0 for prefix tokens), which every self-attention layer adds to its scores against that key,
+    so that a token standing for ``L`` repeats weighs what the ``L`` copies did in the vanilla model.
+
+    Computed here, once per forward, on the device (no sync); a packing that dropped nothing needs none.
+    """
+    if getattr(config, "rlt_proportional_attention", False) and not packed.keeps_all:
+        packed.key_bias = packed_run_lengths(tokens, packed).float().log()
+    return packed
 
 
 def run_length_tokenize_for(
