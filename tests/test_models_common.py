@@ -130,6 +130,17 @@ def test_proportional_attention_on_exact_repeats_reproduces_vanilla_logits(case,
     assert (plain_logits - expected).abs().max() > 1e-3
 
 
+def test_proportional_attention_setting_is_checked_and_passes_through_from_model(case):
+    import rlt
+
+    with pytest.raises(ValueError, match="rlt_proportional_attention must be True or False"):
+        case.rlt_config(rlt_proportional_attention="yes")
+    vanilla = case.vanilla_and_rlt()[0]
+    model = rlt.from_model(vanilla, threshold=0.0, rlt_proportional_attention=True)
+    assert model.config.rlt_proportional_attention is True
+    assert case.rlt_config().rlt_proportional_attention is False  # the default: plain attention
+
+
 def test_static_clip_keeps_one_time_step(case):
     rlt_model = case.rlt_model(base=True)  # default threshold 0.1
     clip = noise_clips(1)[:, :1].expand(1, 8, 3, 32, 32)  # all frames identical

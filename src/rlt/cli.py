@@ -38,6 +38,11 @@ def _add_convert(subparsers) -> None:
     parser.add_argument(
         "--pooling", choices=["mean", "length_weighted"], default="mean", help="how mean-pooling heads average tokens"
     )
+    parser.add_argument(
+        "--proportional-attention",
+        action="store_true",
+        help="rlt_proportional_attention=True: each key's attention score + log of its run length (default off)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     _add_push_options(parser, "--push-to-hub", "then upload the folder to this Hub repo (e.g. user/name)")
     parser.set_defaults(run=_run_convert)
@@ -50,7 +55,8 @@ def _run_convert(args) -> None:
     if args.push_to_hub:
         require_token()  # before converting, not after
     model = convert(
-        args.source, args.output_dir, threshold=args.threshold, overwrite=args.overwrite, rlt_pooling=args.pooling
+        args.source, args.output_dir, threshold=args.threshold, overwrite=args.overwrite, rlt_pooling=args.pooling,
+        rlt_proportional_attention=args.proportional_attention,
     )
     print(f"wrote {type(model).__name__} (rlt_threshold={model.config.rlt_threshold}) to {args.output_dir}")
     if args.push_to_hub:
@@ -282,7 +288,7 @@ def _run_cache(args) -> None:
 
 
 def _add_evaluate(subparsers) -> None:
-    from .evaluation import DEFAULT_THRESHOLDS, DTYPES, POOLINGS
+    from .evaluation import ATTENTIONS, DEFAULT_THRESHOLDS, DTYPES, POOLINGS
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -303,6 +309,9 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("--compare-to", nargs="+", choices=["previous", "last_kept"], default=["previous"],
                         help="RLT's rule(s): compare a tubelet with the previous one (the paper's) or with the last "
                         "kept one (drift-safe); several give one row each (default previous)")
+    parser.add_argument("--attention", nargs="+", choices=ATTENTIONS, default=["plain"],
+                        help="RLT's self-attention: plain, and / or proportional (each key's score + log of its run "
+                        "length, rlt_proportional_attention); several give one row each (default plain)")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per batch (default 16)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model precision (default fp32)")
@@ -322,7 +331,7 @@ def _run_evaluate(args) -> None:
 
     report = evaluate(
         args.model, args.data, thresholds=args.threshold, poolings=args.pooling, compare_to=args.compare_to,
-        batch_size=args.batch_size,
+        attentions=args.attention, batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, workers=args.workers, processor=args.processor,
         max_memory_gb=args.max_memory_gb, warmup=args.warmup, json_path=args.json, progress=not args.no_progress,
         dataset_options=dataset_options(args),
