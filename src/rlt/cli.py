@@ -363,8 +363,9 @@ def _add_calibrate(subparsers) -> None:
                         help="also evaluate after these steps (always at 0 and at the end)")
     parser.add_argument("--threshold", type=float, help="rlt_threshold to calibrate for (default: the model's)")
     parser.add_argument("--pooling", choices=POOLINGS, help="rlt_pooling to calibrate for (default: the model's)")
-    parser.add_argument("--proportional-attention", action="store_true",
-                        help="turn rlt_proportional_attention on (a key's score gets + log run length)")
+    parser.add_argument("--proportional-attention", action=argparse.BooleanOptionalAction, default=None,
+                        help="turn rlt_proportional_attention on (a key's score gets + log run length) or off "
+                        "(default: as the model has it)")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the KL (default 1)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per step (default 16)")
@@ -393,7 +394,7 @@ def _run_calibrate(args) -> None:
         args.model, data, steps=args.steps, train=args.train, output_dir=args.output_dir, overwrite=args.overwrite,
         temperature=args.temperature, lr=args.lr, batch_size=args.batch_size, device=args.device, bf16=args.bf16,
         workers=args.workers, threshold=args.threshold, pooling=args.pooling,
-        proportional_attention=True if args.proportional_attention else None, eval_data=args.eval_data,
+        proportional_attention=args.proportional_attention, eval_data=args.eval_data,
         holdout=args.holdout, eval_steps=args.eval_steps, log_every=args.log_every, seed=args.seed,
         processor=args.processor, dataset_options=dataset_options(args), json_path=args.json,
         progress=not args.no_progress,
