@@ -99,7 +99,7 @@ if evaluation.is_file():
     print("| tau | pooling | attention | tokens kept | top-1 | vs tau 0 | agreement with tau 0 |")
     print("|---|---|---|---|---|---|---|")
     for row in report["results"]:
-        attention = row.get("attention", row.get("rlt_attention", "plain")) if row["rlt_enabled"] else "-"
+        attention = row.get("attention", "plain") if row["rlt_enabled"] else "-"  # the key the --attention axis adds
         print(f"| {row['threshold']:g} | {row['pooling']} | {attention} | {row['tokens_kept_pct']:.1f}% "
               f"| {100 * row['top1']:.2f} | {row['delta_top1']:+.2f} | {100 * row['agreement']:.1f}% |")
 runs = sorted(results.glob(f"{tag}-calibrate-*.json"))
