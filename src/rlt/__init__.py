@@ -8,6 +8,7 @@ configuration and modeling files, the video processor); everything else in ``rlt
 """
 
 from . import registry
+from .calibration import calibrate
 from .conversion import convert, from_model
 from .data import VideoCollator, VideoTransform, load_video_dataset
 from .inspection import inspect_video
@@ -46,6 +47,7 @@ __all__ = [
     "VideoCollator",
     "VideoDecodeError",
     "VideoTransform",
+    "calibrate",
     "convert",
     "from_model",
     "inspect_video",

@@ -341,7 +341,78 @@ def _run_evaluate(args) -> None:
         print(f"wrote {args.json}")
 
 
-COMMANDS = [_add_convert, _add_push, _add_inspect, _add_bench, _add_cache, _add_evaluate]
+def _add_calibrate(subparsers) -> None:
+    from .calibration import PARAMETER_GROUPS
+    from .evaluation import POOLINGS
+    from .synthetic import add_task_arguments
+
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="label-free calibration of a training-free RLT model: distil it with RLT off into itself with RLT on",
+        description="Train a small named set of parameters (default: the length encoding) of an RLT model (an RLT "
+        "checkpoint, or a vanilla classifier / base model converted on the fly) for --steps steps so that with RLT on "
+        "it matches its own output with RLT off (KL of the class distributions; MSE of pooled features for a base "
+        "model), on unlabelled clips. Every other parameter stays as it was. Writes a checkpoint folder like "
+        "`rlt convert`'s, whose model card says what was calibrated.",
+    )
+    parser.add_argument("model", help="checkpoint folder (RLT, or vanilla of a supported architecture)")
+    parser.add_argument("output_dir", help="folder to write the calibrated checkpoint to")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", help="clips to calibrate on (labels ignored): a clip cache, video folder, CSV / JSON "
+                      "list, or a dataset (save_to_disk folder, parquet / webdataset shards, Hub id)")
+    data.add_argument("--synthetic", type=int, metavar="N", help="N clips of the generated task (rlt.synthetic)")
+    parser.add_argument("--steps", type=int, required=True, help="optimiser steps (batches)")
+    parser.add_argument("--train", nargs="+", default=["length_encoding"], metavar="GROUP",
+                        help=f"parameter groups to train, among {', '.join(PARAMETER_GROUPS)} (default length_encoding)")
+    parser.add_argument("--eval-data", metavar="DATA", help="held-out clips (as --data) to evaluate on; labelled ones "
+                        "also give top-1")
+    parser.add_argument("--holdout", type=int, default=0, metavar="N",
+                        help="without --eval-data: set N clips of the data aside to evaluate on")
+    parser.add_argument("--eval-steps", type=int, nargs="+", default=[], metavar="STEP",
+                        help="also evaluate after these steps (always at 0 and at the end)")
+    parser.add_argument("--threshold", type=float, help="rlt_threshold to calibrate for (default: the model's)")
+    parser.add_argument("--pooling", choices=POOLINGS, help="rlt_pooling to calibrate for (default: the model's)")
+    parser.add_argument("--proportional-attention", action=argparse.BooleanOptionalAction, default=None,
+                        help="turn rlt_proportional_attention on (a key's score gets + log run length) or off "
+                        "(default: as the model has it)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the KL (default 1)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    parser.add_argument("--batch-size", type=int, default=16, help="clips per step (default 16)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA")
+    parser.add_argument("--workers", type=int, default=None, help="loader processes (default: one per core)")
+    parser.add_argument("--log-every", type=int, default=10, help="steps per point of the loss curve (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data order and the holdout (default 0)")
+    parser.add_argument("--processor", metavar="FOLDER", help="processor folder (default: the checkpoint's)")
+    parser.add_argument("--json", metavar="OUT", help="also write the loss curve and evaluations as JSON here")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_task_arguments(parser.add_argument_group("the generated task (with --synthetic)"))
+    add_dataset_arguments(parser, streaming=False)
+    parser.set_defaults(run=_run_calibrate)
+
+
+def _run_calibrate(args) -> None:
+    from .calibration import calibrate, synthetic_clips_for
+
+    data = args.data
+    if args.synthetic is not None:
+        data = synthetic_clips_for(args.model, args.synthetic, variant=args.synthetic_variant, seed=args.data_seed,
+                                   time_step=args.synthetic_time_step, device=args.synthetic_device)
+    result = calibrate(
+        args.model, data, steps=args.steps, train=args.train, output_dir=args.output_dir, overwrite=args.overwrite,
+        temperature=args.temperature, lr=args.lr, batch_size=args.batch_size, device=args.device, bf16=args.bf16,
+        workers=args.workers, threshold=args.threshold, pooling=args.pooling,
+        proportional_attention=args.proportional_attention, eval_data=args.eval_data,
+        holdout=args.holdout, eval_steps=args.eval_steps, log_every=args.log_every, seed=args.seed,
+        processor=args.processor, dataset_options=dataset_options(args), json_path=args.json,
+        progress=not args.no_progress,
+    )
+    print(result)
+    print(f"wrote the calibrated checkpoint to {args.output_dir}" + (f" and {args.json}" if args.json else ""))
+
+
+COMMANDS = [_add_convert, _add_push, _add_inspect, _add_bench, _add_cache, _add_evaluate, _add_calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:
