@@ -27,13 +27,13 @@ def _trainer(output_dir: Path, compiled: bool) -> RLTTrainer:
     """A tiny RLT classifier on 16 generated clips, the same weights and data order for both runs."""
     torch.manual_seed(0)
     config = RLTVideoMAEConfig(
-        **{**TINY_VIDEOMAE, "num_labels": len(CLASSES)}, rlt_attention="padded",
+        **{**TINY_VIDEOMAE, "num_labels": len(CLASSES), "num_hidden_layers": 1}, rlt_attention="padded",
         problem_type="single_label_classification", hidden_dropout_prob=0.0,
     )  # fmt: skip
     model = RLTVideoMAEForVideoClassification(config)
     data = SyntheticVideoDataset(16, seed=0, config=SyntheticVideoConfig(num_frames=8, image_size=32, classes=CLASSES))
     args = TrainingArguments(
-        output_dir=str(output_dir), per_device_train_batch_size=8, per_device_eval_batch_size=6, learning_rate=1e-3,
+        output_dir=str(output_dir), per_device_train_batch_size=8, per_device_eval_batch_size=8, learning_rate=1e-3,
         max_steps=2, logging_steps=1, save_strategy="steps", save_steps=2, eval_strategy="steps", eval_steps=2,
         remove_unused_columns=False, label_names=["labels"], report_to="none", use_cpu=True, seed=0,
         dataloader_num_workers=0, **(compile_arguments("default", "cpu", backend="aot_eager") if compiled else {}),
