@@ -148,10 +148,12 @@ def main(argv=None) -> None:
     rlt_model.train()
     input_name = rlt_model.config.rlt_input_name
     results = []
-    for name, model, buckets in (("vanilla", vanilla, 0), ("rlt", rlt_model, 0), (f"rlt_b{args.buckets}", rlt_model, args.buckets)):
+    eager = (("vanilla", vanilla, 0), ("rlt", rlt_model, 0), (f"rlt_b{args.buckets}", rlt_model, args.buckets))
+    for name, model, buckets in eager:
         if hasattr(model.config, "rlt_pack_buckets"):
             model.config.rlt_pack_buckets = buckets
-        results.append(profile_steps(name, make_step(model, input_name, labels, device), inputs, device, args.steps, args.rows))
+        step = make_step(model, input_name, labels, device)
+        results.append(profile_steps(name, step, inputs, device, args.steps, args.rows))
     if args.compile == "cuda-graphs":
         rlt_model.config.rlt_pack_buckets = args.buckets
         for name, model in (("vanilla_graphs", vanilla), (f"rlt_b{args.buckets}_graphs", rlt_model)):
@@ -159,7 +161,10 @@ def main(argv=None) -> None:
             compiled = torch.compile(model, mode="reduce-overhead")
             step = make_step(model, input_name, labels, device, forward=compiled)
             results.append(profile_steps(name, step, inputs, device, args.steps, args.rows))
-    print("\n| variant | ms/step | GPU busy ms/step | CUDA kernels/step | top-level aten ops/step | host syncs/step | casts/step |")
+    print(
+        "\n| variant | ms/step | GPU busy ms/step | CUDA kernels/step | top-level aten ops/step | host syncs/step "
+        "| casts/step |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['name']} | {r['ms']:.2f} | {r['busy_ms']:.2f} | {r['kernels']:.0f} | {r['aten_ops']:.0f} "

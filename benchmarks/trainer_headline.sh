@@ -26,18 +26,21 @@
 #
 # CPU smoke run (tiny model, aot_eager compile backend, padded attention):
 #   SIZE=tiny IMAGE=32 FRAMES=8 TRAIN=32 EVAL=16 EPOCHS=1 BATCH=8 PRECISION= WORKERS=0 COMPILE_BACKEND=aot_eager \
-#     ATTENTION=padded SPEED_TRAIN=32 SPEED_EPOCHS=1 PARTS="still-all speed-full-dense" bash benchmarks/trainer_headline.sh
+#     ATTENTION=padded SPEED_TRAIN=32 SPEED_EPOCHS=1 PARTS="still-all speed-full-dense" \
+#     bash benchmarks/trainer_headline.sh
 set -u
 SIZE=${SIZE:-vit-s} IMAGE=${IMAGE:-224} FRAMES=${FRAMES:-16} TRAIN=${TRAIN:-8000} EVAL=${EVAL:-800}
 EPOCHS=${EPOCHS:-25} BATCH=${BATCH:-64} LR=${LR:-1e-4} WORKERS=${WORKERS:-3} PRECISION=${PRECISION---bf16}
-SEED=${SEED:-0} VANILLA_COMPILE=${VANILLA_COMPILE:-cuda-graphs} SPEED_TRAIN=${SPEED_TRAIN:-3072} SPEED_EPOCHS=${SPEED_EPOCHS:-2}
+SEED=${SEED:-0} VANILLA_COMPILE=${VANILLA_COMPILE:-cuda-graphs}
+SPEED_TRAIN=${SPEED_TRAIN:-3072} SPEED_EPOCHS=${SPEED_EPOCHS:-2}
 ATTENTION=${ATTENTION:-auto} COMPILE_BACKEND=${COMPILE_BACKEND:-}
 PARTS=${PARTS:-still-vanilla still-rlt still-rlt-eager} RESULTS=${RESULTS:-rlt_out/headline}
 MODELS=${MODELS:-/tmp/rlt-headline-models} PYTHON=${PYTHON:-python3}
 mkdir -p "$RESULTS" "$MODELS"
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 SCRIPT=examples/train_video_classification.py
-# The same float32 matmul precision for every run: transformers' torch_compile would turn TF32 on for compiled runs only.
+# The same float32 matmul precision for every run: transformers' torch_compile would turn TF32 on for compiled
+# runs only.
 GPU=$("$PYTHON" -c 'import torch; print(int(torch.cuda.is_available()))')
 TF32=$([ "$GPU" = 1 ] && echo --no-tf32 || echo)
 BACKEND=$([ -n "$COMPILE_BACKEND" ] && echo "--compile-backend $COMPILE_BACKEND" || echo)
@@ -66,7 +69,8 @@ run_mode() {  # run_mode TASK MODE PURPOSE: MODE vanilla | rlt | rlt-eager; PURP
     rlt-eager) flags=(--compile none --attention "$ATTENTION") ;;
   esac
   say "$name: $SIZE ${FRAMES}x$IMAGE, $variant camera task, time step $step, $epochs epochs of $clips clips"
-  train "$name" --synthetic "$clips" --synthetic-eval "$EVAL" --synthetic-variant "$variant" --synthetic-time-step "$step" \
+  train "$name" --synthetic "$clips" --synthetic-eval "$EVAL" --synthetic-variant "$variant" \
+    --synthetic-time-step "$step" \
     --image-size "$IMAGE" --num-frames "$FRAMES" --from-scratch "$SIZE" --batch-size "$BATCH" --lr "$LR" $PRECISION \
     $TF32 $BACKEND --seed "$SEED" --data-seed "$SEED" --num-workers "$WORKERS" --save-strategy no --logging-steps 50 \
     --epochs "$epochs" "${evaluation[@]}" "${flags[@]}"
@@ -100,20 +104,22 @@ for name, s in runs.items():
     walls = s.get("epoch_wall_s") or [None]
     base = vanilla_of(name)
     ratio = "-"
-    if base is not None and base is not s and base.get("train_wall_s") and steady(s) and steady(base):
+    if base is not None and not name.endswith("-vanilla") and base.get("train_wall_s") and steady(s) and steady(base):
         ratio = f"{base['train_wall_s'] / s['train_wall_s']:.2f}x / {steady(base) / steady(s):.2f}x"
     kept = s.get("kept_fraction")
     rows.append(
         f"| {name} | {s['compile']} (buckets {s.get('pack_buckets') or 0}) | {100 * kept:.1f}% "
         f"| {pct(s.get('eval_accuracy'))} | {pct(s.get('eval_top5_accuracy'))} "
         f"| {walls[0] or 0:.1f}, {steady(s) or 0:.1f} | {s['train_wall_s']:.1f} | {s['train_clips_per_s']:.0f} "
-        f"| {s.get('compile_s', 0):.0f} ({s.get('compile_s_train', 0):.0f} / {s.get('compile_s_eval', 0):.0f}) | {ratio} |"
+        f"| {s.get('compile_s', 0):.0f} ({s.get('compile_s_train', 0):.0f} / {s.get('compile_s_eval', 0):.0f}) "
+        f"| {ratio} |"
     )
 first = next(iter(runs.values()), None)
 facts = ""
 if first is not None:
     facts = (f"\nDevice: {first['device']}; torch {first['versions']['torch']}, transformers "
-             f"{first['versions']['transformers']}; {first['model']}, clips {first['clip_shape']}, {first['precision']}, "
+             f"{first['versions']['transformers']}; {first['model']}, clips {first['clip_shape']}, "
+             f"{first['precision']}, "
              f"batch {first['batch_size']}, {first['data']['train_clips']} training / {first['data']['eval_clips']} "
              f"held-out clips, seed {first['seed']}, {first['steps']} steps.\n")
 if missing:

@@ -113,9 +113,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--warmup", type=float, default=0.1, help="warm-up: a fraction (<1) or a number of steps")
     train.add_argument("--bf16", action="store_true")
     train.add_argument("--compile", choices=COMPILE_CHOICES, default="none",
-                       help="torch.compile the model: default (inductor), cuda-graphs (mode reduce-overhead: the "
-                       "tube mask hides a fixed count, so shapes are static), auto (cuda-graphs on a GPU); default none")
-    train.add_argument("--compile-backend", help=argparse.SUPPRESS)  # e.g. aot_eager: the compiled path, fast, on a CPU
+                       help="torch.compile the model: default (inductor), cuda-graphs (mode reduce-overhead: "
+                       "the tube mask hides a fixed count, so shapes are static), auto (cuda-graphs on a GPU); "
+                       "default none")
+    # e.g. aot_eager: the compiled path, fast, on a CPU (the tests)
+    train.add_argument("--compile-backend", help=argparse.SUPPRESS)
     train.add_argument("--tf32", action=argparse.BooleanOptionalAction,
                        help="TF32 matmuls (transformers' tf32; with --compile it turns TF32 on unless --no-tf32)")
     train.add_argument("--seed", type=int, default=42)

@@ -123,7 +123,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                        "(reduce-overhead over bucketed packing), auto (cuda-graphs on a GPU, else none); default none")
     speed.add_argument("--pack-buckets", type=int, metavar="K",
                        help="rlt_pack_buckets of the RLT model (default 8 with --compile cuda-graphs, else 0)")
-    speed.add_argument("--compile-backend", help=argparse.SUPPRESS)  # e.g. aot_eager: the compiled path, fast, on a CPU
+    # e.g. aot_eager: the compiled path, fast, on a CPU (the tests)
+    speed.add_argument("--compile-backend", help=argparse.SUPPRESS)
     speed.add_argument("--tf32", action=argparse.BooleanOptionalAction,
                        help="TF32 matmuls (transformers' tf32; with --compile it turns TF32 on unless --no-tf32)")
 

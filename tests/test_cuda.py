@@ -235,7 +235,8 @@ def test_trainer_with_cuda_graphs_matches_eager_with_accumulation_and_keeps_eval
             remove_unused_columns=False, label_names=["labels"], report_to="none", seed=0, dataloader_num_workers=0,
             **compile_fields,
         )  # fmt: skip
-        trainer = RLTTrainer(model=model, args=args, train_dataset=data, data_collator=ClipCollator.for_model(model.config))
+        collator = ClipCollator.for_model(model.config)
+        trainer = RLTTrainer(model=model, args=args, train_dataset=data, data_collator=collator)
         trainer.train()
         predictions = trainer.predict(data).predictions
         logits = predictions[0] if isinstance(predictions, tuple) else predictions
