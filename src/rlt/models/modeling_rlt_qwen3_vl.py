@@ -18,6 +18,7 @@ from .configuration_rlt_qwen_vl import RLTQwen3VLConfig
 from .modeling_rlt_qwen_vl import (
     RLTQwenVLForConditionalGenerationMixin,
     RLTQwenVLModelMixin,
+    splits_deepstack_per_video,
     with_rlt_video_parameters,
 )
 
@@ -29,6 +30,7 @@ class RLTQwen3VLModel(RLTQwenVLModelMixin, Qwen3VLModel):
 
     config_class = RLTQwen3VLConfig
     config: RLTQwen3VLConfig
+    _deepstack_per_video = splits_deepstack_per_video(Qwen3VLModel.get_image_features)
 
     def __init__(self, config: RLTQwen3VLConfig):
         super().__init__(config)

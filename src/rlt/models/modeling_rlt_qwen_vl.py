@@ -92,11 +92,14 @@ def packed_vision_attention_forward(
     return torch.cat(outputs, dim=2).transpose(1, 2), None
 
 
-def use_packed_vision_attention(model) -> None:
+def use_packed_vision_attention(model, enabled: bool = True) -> None:
     """Run ``model``'s vision tower (a Qwen2.5-VL / Qwen3-VL, vanilla or RLT) through
-    ``packed_vision_attention_forward``; the LLM keeps its attention. Exact: the same segments."""
-    AttentionInterface.register(PACKED_VISION_ATTENTION, packed_vision_attention_forward)
-    model.set_attn_implementation({"vision_config": PACKED_VISION_ATTENTION})
+    ``packed_vision_attention_forward`` (``enabled=False``: back to ``sdpa``); the LLM keeps its
+    attention. Exact: the same segments. Set on the vision config directly: transformers'
+    ``set_attn_implementation`` would look for a flash-attn kernel behind a name with "flash" in it.
+    """
+    config = model.config.vision_config
+    config._attn_implementation = PACKED_VISION_ATTENTION if enabled else "sdpa"
 
 
 AttentionInterface.register(PACKED_VISION_ATTENTION, packed_vision_attention_forward)
@@ -139,6 +142,7 @@ class RLTQwenVLModelMixin:
     """
 
     _keys_to_ignore_on_load_missing = [r"rlt_length_embedding"]  # noqa: RUF012 (transformers reads a list)
+    _deepstack_per_video = False  # Qwen3-VL's DeepStack features are split per video (set by the family)
 
     def _init_rlt(self, config) -> None:
         self._rlt_video_inputs: tuple[torch.Tensor, torch.Tensor | None] | None = None
@@ -236,7 +240,7 @@ class RLTQwenVLModelMixin:
         if self.config.rlt_mode == "after_encoder":
             outputs = super().get_video_features(pixel_values_videos, video_grid_thw, return_dict=True, **kwargs)
             pooled = torch.cat(outputs.pooler_output)[keep]
-            deepstack = [torch.cat(features)[keep] for features in getattr(outputs, "deepstack_features", None) or ()]
+            deepstack = [_flat(features)[keep] for features in getattr(outputs, "deepstack_features", None) or ()]
         else:
             pixels = pixel_values_videos[self._kept_rows(keep)].type(self.visual.dtype)
             tower_inputs = self._kept_tower_inputs(video_grid_thw, keep)
@@ -249,8 +253,9 @@ class RLTQwenVLModelMixin:
             pooled = pooled + self.rlt_length_embedding(run_lengths.to(keep.device)[keep]).to(pooled.dtype)
         sizes = [int(part.sum()) for part in torch.split(keep, self._groups_per_video(video_grid_thw))]
         outputs.pooler_output = torch.split(pooled, sizes)
-        if deepstack:
-            outputs.deepstack_features = [torch.split(features, sizes) for features in deepstack]
+        if deepstack:  # in the layout this transformers release uses: per video (5.2x) or flat (5.17)
+            split = self._deepstack_per_video
+            outputs.deepstack_features = [torch.split(f, sizes) if split else f for f in deepstack]
         return outputs
 
     # -- 3D positions ------------------------------------------------------------------------------
@@ -391,6 +396,17 @@ class RLTQwenVLForConditionalGenerationMixin:
     def _vanilla_class(cls) -> type:
         """The transformers generation class this one subclasses."""
         return next(base for base in cls.__mro__[1:] if base.__module__.startswith("transformers."))
+
+
+def _flat(features) -> torch.Tensor:
+    """Features of all videos as one tensor, whether a release gives them per video or flat."""
+    return torch.cat(features) if isinstance(features, (tuple, list)) else features
+
+
+def splits_deepstack_per_video(get_image_features) -> bool:
+    """Whether a release's Qwen3-VL ``get_image_features`` returns DeepStack features per video
+    (5.2x) rather than flat (5.17): both layouts are consumed by that release's own ``forward``."""
+    return "torch.split(feat" in inspect.getsource(inspect.unwrap(get_image_features))
 
 
 def kept_window_index(
