@@ -175,8 +175,9 @@ class RLTQwenVLProcessor:
         self.video_settings = settings
         tokens = {"video": "<|video_pad|>", "image": "<|image_pad|>", "start": "<|vision_start|>", "end": "<|vision_end|>"}
         self.tokens = tokens
-        self.video_token_id = tokenizer.convert_tokens_to_ids(tokens["video"])
-        self.image_token_id = tokenizer.convert_tokens_to_ids(tokens["image"])
+        # Without a tokenizer the processor still prepares videos and their keep masks (token counts).
+        self.video_token_id = None if tokenizer is None else tokenizer.convert_tokens_to_ids(tokens["video"])
+        self.image_token_id = None if tokenizer is None else tokenizer.convert_tokens_to_ids(tokens["image"])
 
     @classmethod
     def from_model_config(cls, tokenizer, config, **kwargs):
@@ -254,6 +255,8 @@ class RLTQwenVLProcessor:
 
     def __call__(self, text: str | Sequence[str], videos: Sequence | None = None, images: Sequence | None = None,
                  *, fps: float = 2.0, padding: bool | str = True, return_tensors: str = "pt") -> BatchFeature:
+        if self.tokenizer is None:
+            raise ValueError("this RLTQwenVLProcessor has no tokenizer: give it the model's tokenizer to build prompts")
         texts = [text] if isinstance(text, str) else list(text)
         data: dict[str, torch.Tensor] = {}
         video_texts: list[str] = []
