@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import transformers
@@ -283,3 +285,13 @@ def test_saved_folder_loads_without_rlt(vanilla, tmp_path):
         cwd=tmp_path,
     )
     assert "RLTQwen" in stdout
+
+
+def test_inspect_video_llm_on_the_sample_clip(tmp_path):
+    from rlt.inspection import run_video_llm_inspection
+
+    results = run_video_llm_inspection(None, [0.1], family="qwen2_5_vl", num_frames=8, out_dir=tmp_path)
+    (name, tau, per_slice), = results
+    assert tau == 0.1 and len(per_slice) == 4
+    assert per_slice[0] == max(per_slice) and sum(per_slice) < 4 * per_slice[0]  # slice 0 whole, some dropped later
+    assert (tmp_path / f"{Path(name).stem}_qwen2_5_vl_tau0.1.png").is_file()
