@@ -145,8 +145,8 @@ def main(argv=None) -> None:
                 tokenizer, model.config if mode else rlt.RLTQwen2_5_VLConfig(**config), threshold=tau or 0.0,
                 min_pixels=16, max_pixels=args.size * args.size)
             inputs = dict(processor(PROMPT, videos=[clip], fps=fps))
-            keep_seconds, _ = timed(lambda: processor.keep_mask(inputs["pixel_values_videos"], inputs["video_grid_thw"]),
-                                    torch.device("cpu"), args.repeats)
+            pixels, grid = inputs["pixel_values_videos"], inputs["video_grid_thw"]
+            keep_seconds, _ = timed(lambda: processor.keep_mask(pixels, grid), torch.device("cpu"), args.repeats)
             if mode is None:  # the vanilla processor's inputs: every group
                 inputs = dict(rlt.RLTQwenVLProcessor.from_model_config(
                     tokenizer, rlt.RLTQwen2_5_VLConfig(**config), threshold=0.0, min_pixels=16,

@@ -85,7 +85,8 @@ class KeepEverything(RLTQwenVLProcessor):
     def keep_mask(self, pixel_values_videos, video_grid_thw):
         keep, _ = super().keep_mask(pixel_values_videos, video_grid_thw)
         ones = torch.ones_like(keep)
-        groups_per_slice = torch.repeat_interleave(video_grid_thw[:, 1] * video_grid_thw[:, 2] // 4, video_grid_thw[:, 0])
+        per_slice = video_grid_thw[:, 1] * video_grid_thw[:, 2] // 4
+        groups_per_slice = torch.repeat_interleave(per_slice, video_grid_thw[:, 0])
         lengths = torch.cat([torch.ones(int(g), dtype=torch.long) for g in groups_per_slice])
         return ones, lengths
 
@@ -131,7 +132,8 @@ def test_static_half_drops_groups_before_the_tower(vanilla, family):
     assert per_slice == [groups_per_slice] * 3 + [expected_last]
     assert int((inputs["input_ids"] == model.config.video_token_id).sum()) == int(keep.sum())
     lengths = inputs["video_run_lengths"].view(int(grid[0]), groups_per_slice)
-    assert torch.equal(lengths.sum(0), torch.full((groups_per_slice,), int(grid[0])))  # every place's runs cover the clip
+    # every place's runs cover the clip
+    assert torch.equal(lengths.sum(0), torch.full((groups_per_slice,), int(grid[0])))
     assert bool((lengths[keep.view_as(lengths)] > 0).all()) and bool((lengths[~keep.view_as(lengths)] == 0).all())
     rows_seen = []
     hook = model.model.visual.patch_embed.register_forward_hook(lambda m, args, out: rows_seen.append(out.shape[0]))
@@ -149,10 +151,10 @@ def test_static_half_drops_groups_before_the_tower(vanilla, family):
     assert full["input_ids"].shape[1] - inputs["input_ids"].shape[1] == int((~keep).sum())
     vanilla_positions, vanilla_deltas = vanilla.model.get_rope_index(
         full["input_ids"], full["mm_token_type_ids"], video_grid_thw=full["video_grid_thw"],
-        **({"second_per_grid_ts": full["second_per_grid_ts"]} if "second_per_grid_ts" in full else {}))
+        **{k: full[k] for k in ("second_per_grid_ts",) if k in full})
     positions, deltas = model.model.get_rope_index(
         inputs["input_ids"], inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"],
-        video_keep_mask=keep, **({"second_per_grid_ts": inputs["second_per_grid_ts"]} if "second_per_grid_ts" in inputs else {}))
+        video_keep_mask=keep, **{k: inputs[k] for k in ("second_per_grid_ts",) if k in inputs})
     kept_places = kept_token_places(full["input_ids"][0], model.config.video_token_id, keep)
     assert torch.equal(positions[:, 0], vanilla_positions[:, 0, kept_places])
     assert int(deltas) == int(vanilla_deltas) + int((~keep).sum())

@@ -167,7 +167,9 @@ def from_model(model, threshold: float = 0.1, *, processor=None, **rlt_settings)
     video_llm = registry.video_llm_for_model(model)
     if video_llm is not None:
         if processor is not None:
-            raise TypeError("a video LLM's RLT processor is RLTQwenVLProcessor.from_model_config(tokenizer, rlt_model.config)")
+            raise TypeError(
+                "a video LLM's RLT processor is RLTQwenVLProcessor.from_model_config(tokenizer, rlt_model.config)"
+            )
         return _video_llm_from_model(model, video_llm, threshold=threshold, **rlt_settings)
     architecture = registry.for_model(model)
     if isinstance(model, (architecture.model_class, architecture.classifier_class)):

@@ -173,8 +173,9 @@ class RLTQwenVLProcessor:
         settings.update(video_settings)
         self.rescale_factor = float(settings.pop("rescale_factor", getattr(video_processor, "rescale_factor", 1 / 255)))
         self.video_settings = settings
-        tokens = {"video": "<|video_pad|>", "image": "<|image_pad|>", "start": "<|vision_start|>", "end": "<|vision_end|>"}
-        self.tokens = tokens
+        self.tokens = tokens = {
+            "video": "<|video_pad|>", "image": "<|image_pad|>", "start": "<|vision_start|>", "end": "<|vision_end|>"
+        }
         # Without a tokenizer the processor still prepares videos and their keep masks (token counts).
         self.video_token_id = None if tokenizer is None else tokenizer.convert_tokens_to_ids(tokens["video"])
         self.image_token_id = None if tokenizer is None else tokenizer.convert_tokens_to_ids(tokens["image"])
@@ -234,8 +235,9 @@ class RLTQwenVLProcessor:
         """``video_keep_mask`` and ``video_run_lengths`` of prepared videos (``keep_mask_from_patches``)."""
         s = self.video_settings
         return keep_mask_from_patches(
-            pixel_values_videos, video_grid_thw, patch_size=s["patch_size"], temporal_patch_size=s["temporal_patch_size"],
-            merge_size=s["merge_size"], threshold=self.threshold, input_scale=self.input_scale,
+            pixel_values_videos, video_grid_thw, patch_size=s["patch_size"],
+            temporal_patch_size=s["temporal_patch_size"], merge_size=s["merge_size"], threshold=self.threshold,
+            input_scale=self.input_scale,
             compare_to=self.compare_to, keep_one_per_slice=self.family == "qwen3_vl",
         )
 
@@ -265,7 +267,8 @@ class RLTQwenVLProcessor:
             keep, run_lengths = self.keep_mask(data["pixel_values_videos"], data["video_grid_thw"])
             data["video_keep_mask"], data["video_run_lengths"] = keep, run_lengths
             sizes = (data["video_grid_thw"].prod(-1) // self.video_settings["merge_size"] ** 2).tolist()
-            video_texts = [self._video_text(k, g, fps) for k, g in zip(torch.split(keep, sizes), data["video_grid_thw"])]
+            per_video = zip(torch.split(keep, sizes), data["video_grid_thw"])
+            video_texts = [self._video_text(k, g, fps) for k, g in per_video]
             if self.family == "qwen2_5_vl":
                 data["second_per_grid_ts"] = torch.full((len(sizes),), self.video_settings["temporal_patch_size"] / fps)
         image_texts: list[str] = []
