@@ -19,6 +19,11 @@ from .models.modeling_rlt import RLTModelOutput, RLTVideoClassifierOutput
 from .models.modeling_rlt_videomae import RLTVideoMAEForVideoClassification, RLTVideoMAEModel
 from .models.modeling_rlt_vivit import RLTVivitForVideoClassification, RLTVivitModel
 from .models.modeling_rlt_vjepa2 import RLTVJEPA2ForVideoClassification, RLTVJEPA2Model
+from .models.configuration_rlt_qwen_vl import RLTQwen2_5_VLConfig, RLTQwen3VLConfig
+from .models.modeling_rlt_qwen2_5_vl import RLTQwen2_5_VLForConditionalGeneration
+from .models.modeling_rlt_qwen3_vl import RLTQwen3VLForConditionalGeneration
+from .models.modeling_rlt_qwen_vl import use_packed_vision_attention
+from .models.processing_rlt_qwen_vl import RLTQwenVLProcessor
 from .models.packing import ATTENTION_BACKENDS, PackedSequence, packed_attention
 from .models.tokenizer import RunLengthTokens, run_length_tokenize, run_lengths_from_keep_mask
 from .models.video_processing_rlt import RLTVideoProcessor, VideoDecodeError
@@ -27,11 +32,17 @@ __version__ = "0.1.0"
 
 for _architecture in registry.architectures():
     registry.register_auto_classes(_architecture)
+registry.register_video_llm_auto_classes()
 
 __all__ = [
     "ATTENTION_BACKENDS",
     "PackedSequence",
     "RLTModelOutput",
+    "RLTQwen2_5_VLConfig",
+    "RLTQwen2_5_VLForConditionalGeneration",
+    "RLTQwen3VLConfig",
+    "RLTQwen3VLForConditionalGeneration",
+    "RLTQwenVLProcessor",
     "RLTVJEPA2Config",
     "RLTVJEPA2ForVideoClassification",
     "RLTVJEPA2Model",
@@ -56,4 +67,5 @@ __all__ = [
     "registry",
     "run_length_tokenize",
     "run_lengths_from_keep_mask",
+    "use_packed_vision_attention",
 ]

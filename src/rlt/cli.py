@@ -136,6 +136,11 @@ def _add_inspect(subparsers) -> None:
     parser.add_argument(
         "--compare-to", choices=["previous", "last_kept"], default="previous", help="RLT's comparison rule"
     )
+    parser.add_argument(
+        "--video-llm", choices=["qwen2_5_vl", "qwen3_vl"], default=None,
+        help="show what this video LLM keeps instead: LLM tokens (2x2 patch groups) per slice of 2 frames, at "
+        "--fps (default 2) for --num-frames frames, in the model processor's own resize",
+    )
     add_dataset_arguments(parser)
     parser.set_defaults(run=_run_inspect)
 
@@ -178,8 +183,12 @@ def _inspect_geometry(args) -> None:
 
 
 def _run_inspect(args) -> None:
-    from .inspection import run_inspection
+    from .inspection import run_inspection, run_video_llm_inspection
 
+    if args.video_llm is not None:
+        run_video_llm_inspection(args.videos, args.threshold, family=args.video_llm, fps=args.fps or 2.0,
+                                 num_frames=args.num_frames or 16, out_dir=None if args.no_png else args.out)
+        return
     _inspect_geometry(args)
     for name in ("num_frames", "frame_stride", "size", "tubelet_size", "patch_size"):
         if getattr(args, name) < 1:

@@ -164,6 +164,13 @@ def from_model(model, threshold: float = 0.1, *, processor=None, **rlt_settings)
             processor of the architecture's public checkpoints (``Architecture.processor_defaults``).
         rlt_settings: other ``rlt_*`` config fields (``rlt_pooling="length_weighted"``, ...).
     """
+    video_llm = registry.video_llm_for_model(model)
+    if video_llm is not None:
+        if processor is not None:
+            raise TypeError(
+                "a video LLM's RLT processor is RLTQwenVLProcessor.from_model_config(tokenizer, rlt_model.config)"
+            )
+        return _video_llm_from_model(model, video_llm, threshold=threshold, **rlt_settings)
     architecture = registry.for_model(model)
     if isinstance(model, (architecture.model_class, architecture.classifier_class)):
         raise TypeError(
@@ -232,3 +239,26 @@ def _materialise_meta_tensors(model, device: torch.device, dtype: torch.dtype) -
                 new = torch.nn.Parameter(new, requires_grad=tensor.requires_grad)
             setattr(module, name, new)  # a buffer stays a buffer (persistent or not), a parameter a parameter
         model._init_weights(module)
+
+
+def _video_llm_from_model(model, entry: registry.VideoLLMArchitecture, threshold: float, **rlt_settings):
+    """``from_model`` for a video LLM (Qwen2.5-VL, Qwen3-VL): the RLT generation model whose vision
+    tower, LLM and head ARE the model's modules (the RLT classes change only how they are called)."""
+    if isinstance(model, entry.model_class):
+        raise TypeError(f"{type(model).__name__} is already an RLT model: change model.config.rlt_* instead")
+    bad = [key for key in rlt_settings if not key.startswith("rlt_")]
+    if bad:
+        raise TypeError(f"unknown settings {bad}; RLT settings start with 'rlt_'")
+    fields = {key: value for key, value in model.config.to_dict().items() if key not in registry.NOT_COPIED}
+    config = entry.config_class(**{**fields, "rlt_threshold": threshold, **rlt_settings})
+    with torch.device("meta"):
+        rlt_model = entry.model_class._from_config(config, attn_implementation=model.config._attn_implementation)
+    rlt_model.model.visual = model.model.visual
+    rlt_model.model.language_model = model.model.language_model
+    rlt_model.lm_head = model.lm_head
+    # The sub-configs the shared modules read: one object each, so attention settings reach both models.
+    rlt_model.config.vision_config = model.model.visual.config
+    rlt_model.config.text_config = model.model.language_model.config
+    rlt_model.generation_config = model.generation_config
+    _materialise_meta_tensors(rlt_model, device=model.device, dtype=model.dtype)
+    return rlt_model.train(model.training)
