@@ -215,8 +215,12 @@ def test_cuda_graph_training_steps_in_one_bucket_give_the_eager_gradients():
             loss, kept, grads = step(compiled, *batch)
             torch.testing.assert_close(loss, loss_ref, atol=2e-2, rtol=2e-2)
             assert kept.tolist() == kept_ref.tolist()
+            # A key bias adds the same score to every key of a query, which softmax ignores: its true gradient is
+            # zero and what the kernels give is rounding noise, so each error is taken relative to the larger of
+            # the parameter's own gradient and a thousandth of the whole gradient's norm.
+            floor = 1e-3 * torch.stack([g.norm() for g in grads_ref.values()]).norm()
             for name, grad in grads.items():
-                error = (grad - grads_ref[name]).norm() / grads_ref[name].norm().clamp_min(1e-6)
+                error = (grad - grads_ref[name]).norm() / torch.maximum(grads_ref[name].norm(), floor)
                 assert error < 3e-2, f"{name}: relative gradient error {error:.2e}"
     torch._dynamo.reset()
 
