@@ -36,7 +36,7 @@ from .common import READ_ERRORS, PixelNormalizer, synchronize
 from .data import list_labelled_videos
 from .hf_datasets import is_dataset_source, open_video_dataset
 from .models.modeling_rlt import run_length_tokenize_for
-from .models.tokenizer import COMPARE_TO_CHOICES
+from .models.tokenizer import COMPARE_TO_CHOICES, check_finite_pixels
 from .models.video_processing_rlt import RLTVideoProcessor
 
 __all__ = [
@@ -173,6 +173,8 @@ def _collate(items):
     failed = [{"path": item[2], "error": item[3]} for item in items if item[0] is None]
     padded = [{"path": item[2], "padded_frames": item[4]} for item in good if item[4] != 0]  # None: unknown
     clips = torch.stack([torch.as_tensor(item[0]) for item in good]) if good else None
+    if clips is not None:
+        check_finite_pixels(clips)
     labels = torch.tensor([int(item[1]) for item in good], dtype=torch.long)
     return clips, labels, failed, padded
 
