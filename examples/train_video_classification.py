@@ -93,7 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--synthetic-eval", type=int, metavar="M", help="generated evaluation clips (default N/5)")
     add_task_arguments(data)  # --synthetic-device, --synthetic-variant, --synthetic-time-step, --data-seed
     data.add_argument("--frame-stride", type=int, help="sample every N-th frame of a video (default: uniform)")
-    data.add_argument("--num-workers", type=int, default=4, help="data loader workers (default 4)")
+    data.add_argument("--num-workers", type=int, default=min(4, (os.cpu_count() or 1) - 1),
+                      help="data loader workers (default: 4, leaving one core to the main process)")
 
     model = parser.add_argument_group("model")
     choice = model.add_mutually_exclusive_group(required=True)

@@ -3,16 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
+from pathlib import Path
 
+from .common import plural
 from .hf_datasets import add_dataset_arguments, dataset_options
 
 __all__ = [
     "COMMANDS",
     "USER_ERRORS",
     "build_parser",
+    "check_local_argument",
     "main",
 ]
+
+# Files that are never a checkpoint folder nor a Hub id: a suffix that names a local file.
+_FILE_SUFFIXES = (".json", ".csv", ".txt", ".safetensors", ".bin", ".pt", ".pth", ".parquet", ".tar", ".zip")
+
+
+def check_local_argument(value: str, what: str, *, hub: bool = True, checkpoint: bool = False) -> None:
+    """Fail at once, naming ``value`` and ``what`` it was given as, where an argument that names a local
+    path does not exist.
+
+    ``hub``: the argument may also be a Hub id (``user/name``); a value that looks like a path
+    (``./x``, ``../x``, ``/x``, ``~/x``, ``a/b/c``, or a file suffix) is then "not found" here, before
+    transformers spends its retries on the Hub. ``checkpoint``: the argument is a model checkpoint, so
+    a video file (or any other file) given there is named as such.
+    """
+    from .data import VIDEO_EXTENSIONS
+
+    path = Path(value).expanduser()
+    suffix = path.suffix.lower()
+    if checkpoint and suffix in VIDEO_EXTENSIONS:
+        raise ValueError(
+            f"{value} is a video file, not {what}: give a checkpoint folder (with config.json) or a Hub model id "
+            "such as MCG-NJU/videomae-base-finetuned-kinetics"
+        )
+    if path.exists():
+        if checkpoint and not path.is_dir():
+            raise NotADirectoryError(f"{value} is a file, not {what}: give the folder that holds config.json")
+        return
+    looks_local = (
+        not hub
+        or value.startswith((".", "/", "~", "\\"))
+        or value.count("/") > 1
+        or "\\" in value
+        or suffix in _FILE_SUFFIXES + VIDEO_EXTENSIONS
+    )
+    if looks_local:
+        raise FileNotFoundError(f"no such file or folder: {value} ({what})")
 
 
 def _supported_architectures() -> str:
@@ -49,15 +89,19 @@ def _add_convert(subparsers) -> None:
 
 
 def _run_convert(args) -> None:
-    from .conversion import convert
+    from .conversion import OutputNotEmptyError, convert
     from .hub import require_token
 
+    check_local_argument(args.source, "the checkpoint to convert", checkpoint=True)
     if args.push_to_hub:
         require_token()  # before converting, not after
-    model = convert(
-        args.source, args.output_dir, threshold=args.threshold, overwrite=args.overwrite, rlt_pooling=args.pooling,
-        rlt_proportional_attention=args.proportional_attention,
-    )
+    try:
+        model = convert(
+            args.source, args.output_dir, threshold=args.threshold, overwrite=args.overwrite, rlt_pooling=args.pooling,
+            rlt_proportional_attention=args.proportional_attention,
+        )
+    except OutputNotEmptyError as error:  # the Python message names overwrite=True; here it is the flag
+        raise FileExistsError(f"output folder {error.folder} is not empty; add --overwrite to replace it") from None
     print(f"wrote {type(model).__name__} (rlt_threshold={model.config.rlt_threshold}) to {args.output_dir}")
     if args.push_to_hub:
         _push(args.output_dir, args.push_to_hub, args)
@@ -87,7 +131,12 @@ def _add_push(subparsers) -> None:
     parser.add_argument("folder", help="checkpoint folder (config.json with auto_map, code files, weights)")
     parser.add_argument("repo_id", help="Hub repo to upload to, e.g. user/name (created if needed)")
     _add_push_options(parser, None, "")
-    parser.set_defaults(run=lambda args: _push(args.folder, args.repo_id, args))
+    parser.set_defaults(run=_run_push)
+
+
+def _run_push(args) -> None:
+    check_local_argument(args.folder, "the checkpoint folder to upload", hub=False)
+    _push(args.folder, args.repo_id, args)
 
 
 def _add_inspect(subparsers) -> None:
@@ -200,6 +249,9 @@ def _run_inspect(args) -> None:
         videos, names = _dataset_rows(args)
     elif args.rows or dataset_options(args):
         raise ValueError("--rows, --split, --config, --video-column, --label-column and --streaming go with --dataset")
+    missing = [video for video in args.videos if not Path(video).expanduser().exists()]
+    if missing:  # before the table's header: nothing of it would follow
+        raise FileNotFoundError(f"video file{'s' if len(missing) > 1 else ''} not found: {', '.join(missing)}")
     failures = []
 
     def report(video, error):
@@ -222,7 +274,7 @@ def _run_inspect(args) -> None:
         names=names,
     )
     if failures:
-        raise ValueError(f"{len(failures)} of {len(videos)} videos could not be inspected")
+        raise ValueError(f"{len(failures)} of {plural(len(videos), 'video')} could not be inspected")
 
 
 def _dataset_rows(args) -> tuple[list, list[str]]:
@@ -287,6 +339,8 @@ def _add_cache(subparsers) -> None:
 def _run_cache(args) -> None:
     from .cache import cache_clips
 
+    check_local_argument(args.data, "the data to cache")
+
     summary = cache_clips(
         args.data, args.out, processor=args.processor, num_frames=args.num_frames, frame_stride=args.frame_stride,
         size=args.size, workers=args.workers, shard_size=args.shard_size,
@@ -337,6 +391,11 @@ def _add_evaluate(subparsers) -> None:
 
 def _run_evaluate(args) -> None:
     from .evaluation import evaluate
+
+    check_local_argument(args.model, "the classifier to evaluate", checkpoint=True)
+    check_local_argument(args.data, "the data to evaluate on")
+    if args.processor is not None:
+        check_local_argument(args.processor, "the processor folder", hub=False)
 
     report = evaluate(
         args.model, args.data, thresholds=args.threshold, poolings=args.pooling, compare_to=args.compare_to,
@@ -432,12 +491,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, with errors that point at the fix: an unknown command or flag gets
+    the closest valid one, and an unknown flag the sub-command's usage (argparse would print the
+    top-level ``usage: rlt [-h] COMMAND ...``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction)).choices
+    if argv and not argv[0].startswith("-") and argv[0] not in commands:
+        close = difflib.get_close_matches(argv[0], list(commands), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        parser.error(f"unknown command {argv[0]!r}{hint}; choose one of {', '.join(commands)}")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        subparser = commands[args.command]
+        hints = [_did_you_mean(subparser, token) for token in unknown]
+        subparser.error(f"unrecognized arguments: {' '.join(unknown)}" + "".join(hint for hint in hints if hint))
+    return args
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, token: str) -> str:
+    """``"; did you mean --threshold?"`` for a mistyped flag (by spelling, or by the flag's metavar:
+    ``--tau`` names ``--threshold TAU``), else ``""``."""
+    if not token.startswith("--"):
+        return ""
+    flag = token.split("=", 1)[0]
+    close = [
+        action.option_strings[-1]
+        for action in parser._actions
+        if action.option_strings and str(action.metavar or "").lower() == flag[2:].lower()
+    ]
+    if not close:
+        options = [option for option in parser._option_string_actions if option.startswith("--")]
+        close = difflib.get_close_matches(flag, options, n=1, cutoff=0.7)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 # Errors that come from what the user asked for: one line, no traceback.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
+    if getattr(args, "no_progress", False):  # transformers' weight-loading bar too
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     try:
         args.run(args)
     except USER_ERRORS as error:

@@ -23,14 +23,24 @@ from transformers.utils import cached_file
 
 from . import registry
 from .models import CHECKPOINT_FILES, FOLDER, relative_imports
-from .models.configuration_rlt import input_scale_from_processor
+from .models.configuration_rlt import check_rlt_setting_names, input_scale_from_processor
 from .models.video_processing_rlt import RLTVideoProcessor
 
-__all__ = ["PROCESSOR_FILES", "code_files_of", "convert", "from_model", "read_processor_config"]
+__all__ = ["PROCESSOR_FILES", "OutputNotEmptyError", "code_files_of", "convert", "from_model", "read_processor_config"]
 
 logger = logging.getLogger(__name__)
 
 PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
+
+
+class OutputNotEmptyError(FileExistsError):
+    """The output folder of a conversion holds files and replacing them was not asked for.
+
+    ``folder`` is that folder; the message names the Python argument (the CLI names its flag)."""
+
+    def __init__(self, folder: Path):
+        super().__init__(f"output folder {folder} is not empty; pass overwrite=True to replace it")
+        self.folder = folder
 
 
 def _architecture_of(model_type: str) -> registry.Architecture:
@@ -99,16 +109,12 @@ def convert(
     Returns:
         The converted model (already saved to ``output_dir``).
     """
+    check_rlt_setting_names(rlt_settings, what="rlt.convert")
     output_dir = Path(output_dir)
     if Path(source).exists() and output_dir.resolve() == Path(source).resolve():
         raise ValueError(f"output folder {output_dir} is the source checkpoint; choose another folder")
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"output folder {output_dir} is not empty; pass overwrite=True (--overwrite) to replace it"
-        )
-    bad = [key for key in rlt_settings if not key.startswith("rlt_")]
-    if bad:
-        raise TypeError(f"unknown conversion settings {bad}; RLT settings start with 'rlt_'")
+        raise OutputNotEmptyError(output_dir)
 
     vanilla_config = AutoConfig.from_pretrained(str(source))
     architecture = _architecture_of(vanilla_config.model_type)
@@ -187,9 +193,7 @@ def from_model(model, threshold: float = 0.1, *, processor=None, **rlt_settings)
             f"{architecture.vanilla_classifier_class.__name__} for {architecture.display_name}, "
             f"got {type(model).__name__}"
         )
-    bad = [key for key in rlt_settings if not key.startswith("rlt_")]
-    if bad:
-        raise TypeError(f"unknown settings {bad}; RLT settings start with 'rlt_'")
+    check_rlt_setting_names(rlt_settings, what="rlt.from_model")
     if processor is None:
         processor = architecture.processor()
     processor_config = processor if isinstance(processor, dict) else processor.to_dict()

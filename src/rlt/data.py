@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .common import READ_ERRORS
-from .models.tokenizer import run_length_tokenize
+from .models.tokenizer import check_finite_pixels, run_length_tokenize
 from .models.video_processing_rlt import RLTVideoProcessor, VideoDecodeError
 
 __all__ = [
@@ -291,6 +291,7 @@ class VideoCollator:
         if not kept:
             raise ValueError(f"no readable video in this batch (unreadable: {dropped})")
         pixel_values = torch.stack([torch.as_tensor(f["pixel_values"]) for f in kept])
+        check_finite_pixels(pixel_values, self.input_name)
         batch = {self.input_name: pixel_values}
         label_key = "labels" if "labels" in kept[0] else "label" if "label" in kept[0] else None
         if label_key is not None:

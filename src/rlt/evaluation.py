@@ -32,11 +32,11 @@ import torch
 
 from . import registry
 from .cache import CachedClips, ClipCache, default_workers, is_clip_cache, load_processor, prepare_clip
-from .common import READ_ERRORS, PixelNormalizer, synchronize
+from .common import READ_ERRORS, PixelNormalizer, plural, synchronize
 from .data import list_labelled_videos
 from .hf_datasets import is_dataset_source, open_video_dataset
 from .models.modeling_rlt import run_length_tokenize_for
-from .models.tokenizer import COMPARE_TO_CHOICES
+from .models.tokenizer import COMPARE_TO_CHOICES, check_finite_pixels
 from .models.video_processing_rlt import RLTVideoProcessor
 
 __all__ = [
@@ -175,6 +175,8 @@ def _collate(items):
     failed = [{"path": item[2], "error": item[3]} for item in items if item[0] is None]
     padded = [{"path": item[2], "padded_frames": item[4]} for item in good if item[4] != 0]  # None: unknown
     clips = torch.stack([torch.as_tensor(item[0]) for item in good]) if good else None
+    if clips is not None:
+        check_finite_pixels(clips)
     labels = torch.tensor([int(item[1]) for item in good], dtype=torch.long)
     return clips, labels, failed, padded
 
@@ -349,27 +351,29 @@ class EvaluationReport:
         loader = self.loader
         lines = [
             (
-                f"{self.num_clips} clips from {self.data} ({loader['kind']}), {self.device} {self.dtype}, "
+                f"{plural(self.num_clips, 'clip')} from {self.data} ({loader['kind']}), {self.device} {self.dtype}, "
                 f"batch {self.batch_size}"
             ),
             (
-                f"loader: {loader['clips_per_s']:.1f} clips/s ({loader['clips']} clips in {loader['seconds']:.2f} s, "
-                f"{loader['workers']} workers, "
+                f"loader: {loader['clips_per_s']:.1f} clips/s ({plural(loader['clips'], 'clip')} in "
+                f"{loader['seconds']:.2f} s, "
+                f"{plural(loader['workers'], 'worker')}, "
                 f"{'held in memory' if loader['held_in_memory'] else 'read again for each setting'})"
             ),
         ]
         if self.failed:
-            lines.append(f"{len(self.failed)} unreadable videos skipped:")
+            lines.append(f"{plural(len(self.failed), 'unreadable video')} skipped:")
             lines += [f"  {entry['path']}: {entry['error']}" for entry in self.failed]
         padding = self.padding()
         if padding["clips"]:
             lines.append(
-                f"padded: {padding['clips']} of {self.num_clips} clips are shorter than the sampling needs; "
+                f"padded: {padding['clips']} of {plural(self.num_clips, 'clip')} are shorter than the sampling needs; "
                 f"{padding['frames']} of their sampled frames repeat the one before, and RLT drops the repeats, "
                 "so 'tokens kept' counts them as saved (listed under 'padded' in the JSON)"
             )
         if padding["unknown"]:
-            lines.append(f"padded: unknown for {padding['unknown']} clips (a clip cache older than the count)")
+            unknown = plural(padding["unknown"], "clip")
+            lines.append(f"padded: unknown for {unknown} (a clip cache older than the count)")
         rules = len({row.get("compare_to") for row in self.rows if row["rlt_enabled"]}) > 1
         header = ["threshold", "pooling", "top-1", "top-5", "tokens kept", "model clips/s", "d top-1", "speed-up",
                   "agree"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .common import plural
 from .models.tokenizer import check_threshold, run_length_tokenize, to_pair
 from .models.video_processing_rlt import RLTVideoProcessor
 
@@ -336,7 +337,8 @@ def run_inspection(
     padded = [reports[0] for reports in results if reports[0].padded_frames]
     if padded:
         print(
-            f"padded: {len(padded)} of {len(results)} clips are shorter than the sampling needs ({num_frames} frames); "
+            f"padded: {len(padded)} of {plural(len(results), 'clip')} are shorter than the sampling needs "
+            f"({num_frames} frames); "
             f"{sum(r.padded_frames for r in padded)} sampled frames repeat the one before, and RLT drops the repeats, "
             "so their reduction overstates the content's",
             file=stream,
@@ -347,7 +349,7 @@ def run_inspection(
             for reports in results:
                 curves.setdefault(reports[0].name, [(r.threshold, r.kept_fraction) for r in reports])
             plot_kept_fraction(curves).save(out / "kept_fraction_vs_threshold.png")
-        print(f"wrote {len(results) * len(thresholds) + several} PNG files to {out}", file=stream)
+        print(f"wrote {plural(len(results) * len(thresholds) + several, 'PNG file')} to {out}", file=stream)
     return results
 
 

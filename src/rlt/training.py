@@ -27,7 +27,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from .common import PixelNormalizer, synchronize
-from .models.tokenizer import run_length_tokenize
+from .models.tokenizer import check_finite_pixels, run_length_tokenize
 
 __all__ = [
     "COMPILE_CHOICES",
@@ -152,6 +152,7 @@ class ClipCollator:
         if not kept:
             raise ValueError("no readable video in this batch")
         pixel_values = torch.stack([torch.as_tensor(f["pixel_values"]) for f in kept])
+        check_finite_pixels(pixel_values, self.input_name)
         batch = {self.input_name: pixel_values}
         label_key = "labels" if "labels" in kept[0] else "label" if "label" in kept[0] else None
         if label_key is not None:

@@ -154,11 +154,18 @@ class PackedSequence:
     @classmethod
     @torch.compiler.disable
     def from_keep_mask(
-        cls, keep: torch.Tensor, num_prefix_tokens: int = 0, buckets: int = 0, counts: Sequence[int] | None = None
+        cls,
+        keep: torch.Tensor,
+        num_prefix_tokens: int = 0,
+        buckets: int = 0,
+        counts: Sequence[int] | None = None,
+        device_counts: torch.Tensor | None = None,
     ) -> PackedSequence:
         """From a bool ``(B, N)`` mask of the tokens each clip keeps (in order). One host sync, none
         with ``counts``: the ``True`` entries of each row of ``keep``, already known on the host (e.g.
-        from a keep mask computed in a data loader), trusted as given.
+        from a keep mask computed in a data loader, or read together with other per-clip values),
+        trusted as given. ``device_counts``: the same counts, int64 ``(B,)`` on ``keep``'s device, where
+        the caller has them (saves copying ``counts`` back to the device).
 
         With ``num_prefix_tokens`` (e.g. 1 for a CLS token), every clip is laid out as its prefix tokens
         followed by its kept tokens: the packing is over ``(B, num_prefix_tokens + N)`` with the prefix
@@ -179,7 +186,10 @@ class PackedSequence:
             lengths = [int(n) for n in counts.tolist()]
         else:
             lengths = [int(n) + num_prefix_tokens for n in counts]
-            counts = to_device_without_waiting(torch.tensor(lengths), keep.device)
+            if device_counts is None:
+                counts = to_device_without_waiting(torch.tensor(lengths), keep.device)
+            else:
+                counts = device_counts + num_prefix_tokens
         if 0 in lengths:  # a clip without tokens has no mean and no first token
             raise ValueError(f"clip {lengths.index(0)} keeps no token; every clip needs at least one")
         (batch, capacity), total = keep.shape, sum(lengths)
