@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,3 +269,27 @@ def test_cached_clips_is_a_torch_dataset_of_the_cache(tmp_path):
     assert torch.equal(batch["keep_mask"], torch.stack([kept.keep_mask(i) for i in range(4)]))
     assert batch["pixel_values"].dtype == torch.uint8 and batch["labels"].tolist() == [1, 0, 1, 0]
     assert set(CachedClips(kept, with_labels=False, with_keep_masks=False)[1]) == {"pixel_values"}
+
+
+FIXTURE_CACHE = Path(__file__).parent / "fixtures" / "clip_cache_v1"
+
+
+def fixture_clip(i: int) -> torch.Tensor:
+    """Clip ``i`` of the fixture cache, uint8 ``(4, 3, 32, 32)``, as tests/fixtures/README.md made it."""
+    t, c, h, w = torch.meshgrid(*(torch.arange(n) for n in (4, 3, 32, 32)), indexing="ij")
+    return ((t * 37 + c * 11 + h * 5 + w * 3 + i * 50) % 256).to(torch.uint8)
+
+
+def test_a_cache_written_by_rlt_0_1_loads_with_its_pixels_and_labels():
+    """tests/fixtures/clip_cache_v1: 3 clips in 2 shards, written by `write_clip_cache` before the cache package."""
+    cache = ClipCache(FIXTURE_CACHE)
+    assert len(cache) == 3 and cache.class_names == ["cat", "dog"] and cache.labels == [0, 1, 0]
+    assert cache.clip_shape == (4, 3, 32, 32)
+    for i in range(3):
+        assert torch.equal(cache.clip(i), fixture_clip(i)), i
+    dataset = load_clip_cache(FIXTURE_CACHE)
+    assert dataset.with_format(None)["label"] == [0, 1, 0] and dataset.features["label"].names == ["cat", "dog"]
+    normalize = cache.processor.normalize_frames
+    assert torch.equal(dataset[2]["pixel_values"], normalize(fixture_clip(2).float()))
+    items = CachedClips(FIXTURE_CACHE, class_names=["bird", "cat", "dog"])
+    assert [items[i]["labels"] for i in range(3)] == [1, 2, 1] and torch.equal(items[1]["pixel_values"], fixture_clip(1))
