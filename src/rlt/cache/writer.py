@@ -1,0 +1,636 @@
+"""Writing a clip cache: one write loop over any clip source, one resume-and-repair rule, one worker pool.
+
+Three sources feed the loop, each as rows in position order (``_SourceRow``): a labelled video folder or
+list (``cache_clips``), a Hugging Face dataset or stream (``cache_clips`` with a dataset), and clips already
+in memory (``write_clip_cache``). Shard ``s`` holds rows ``s * shard_size`` up to the next shard's first.
+
+The rule on an existing folder (``_shards_to_write``): a shard whose index entry names a file of the
+recorded size and CRC-32 is kept; a missing or damaged one is written again from the sources under its
+recorded name, and the summary says so; the shards after the last recorded one are written next.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import itertools
+import json
+import logging
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ..common import READ_ERRORS
+from ..data import list_labelled_videos
+from ..models.tokenizer import to_pair
+from ..models.video_processing_rlt import RLTVideoProcessor, frames_to_tensor
+from .format import (
+    CACHE_FORMAT,
+    CACHE_VERSION,
+    CLIP_LAYOUT,
+    DEFAULT_SHARD_SIZE,
+    INDEX_FILE,
+    PROCESSOR_FILE,
+    SOURCES_FILE,
+    TokenSettings,
+    clip_keep_mask,
+    integrity_record,
+    load_processor,
+    prepare_clip,
+    processor_settings,
+    shard_name,
+    shard_problem,
+    split_tubelets,
+    stored_clip_shape,
+    with_overrides,
+    write_json,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class _SourceRow(NamedTuple):
+    """One row of a source, in the fields of ``rlt.hf_datasets.DatasetRow`` (whose rows pass as they are)."""
+
+    index: int  # position in the source
+    name: str  # path, or "row N" of a dataset
+    video: object  # what prepare_clip takes: a path, bytes, an array
+    label: int | None
+    error: str | None  # why the row cannot be used (then it is not decoded)
+
+
+@dataclass
+class ClipResult:
+    """One row prepared by a worker: its clip and token counts, or why it could not be read."""
+
+    position: int
+    name: str
+    label: int | None
+    clip: np.ndarray | None = None  # uint8 (T, C, H, W); None when unreadable
+    tokens_kept: int = -1  # at the recorded threshold; -1 when the clip cannot be cut into tubelets
+    keep_mask: torch.Tensor | None = None  # bool (T', H', W') at keep_only_threshold, when asked
+    padded_frames: int = 0
+    error: str | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# The worker pool
+
+
+@dataclass
+class _Job:
+    processor: RLTVideoProcessor
+    tokens: TokenSettings
+    keep_only_threshold: float | None
+
+
+_JOB: _Job | None = None
+
+
+def _set_job(job: _Job | None) -> None:
+    global _JOB
+    _JOB = job
+
+
+def _init_worker(job: _Job) -> None:
+    _set_job(job)
+    torch.set_num_threads(1)  # one process per core already
+
+
+def _prepare(row: _SourceRow) -> ClipResult:
+    """Decode or take one row's video, as the job's processor does, with its token counts."""
+    job = _JOB
+    result = ClipResult(row.index, row.name, row.label, error=row.error)
+    if row.error is not None:
+        return result
+    try:
+        clip, result.padded_frames = prepare_clip(job.processor, row.video, return_padded_frames=True)
+    except READ_ERRORS as error:
+        result.error = str(error) or type(error).__name__
+        return result
+    mask = clip_keep_mask(job.processor, clip, job.tokens, job.tokens.threshold)
+    result.tokens_kept = int(mask.sum()) if mask is not None else -1
+    if job.keep_only_threshold is not None:
+        result.keep_mask = clip_keep_mask(job.processor, clip, job.tokens, job.keep_only_threshold)
+        if result.keep_mask is None:
+            raise ValueError(
+                f"clips of shape {tuple(clip.shape)} cannot be cut into tubelets of {job.tokens.tubelet_size} frames "
+                f"and {job.tokens.patch_size} px: keep_only_threshold needs them"
+            )
+    result.clip = clip.numpy()
+    return result
+
+
+def _prepared(rows: Iterable[_SourceRow], job: _Job, workers: int) -> Iterator[ClipResult]:
+    """``_prepare`` over the rows, in order, in ``workers`` processes (0 or 1: in this one).
+
+    Unlike ``Pool.imap``, which reads all of its input ahead, this keeps at most four rows per
+    worker in flight, so the video bytes of a long dataset or stream are never all in memory.
+    """
+    if workers <= 1:
+        previous = _JOB
+        _set_job(job)
+        try:
+            yield from map(_prepare, rows)
+        finally:
+            _set_job(previous)
+        return
+    pending: collections.deque = collections.deque()
+    with multiprocessing.get_context().Pool(workers, _init_worker, (job,)) as pool:
+        for row in rows:
+            pending.append(pool.apply_async(_prepare, (row,)))
+            while len(pending) >= 4 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+# ----------------------------------------------------------------------------------------------
+# The write loop
+
+
+@dataclass
+class CacheSummary:
+    """What a ``cache_clips`` / ``write_clip_cache`` call did."""
+
+    folder: Path
+    clips: int = 0  # clips in the cache so far
+    failed: list[dict] = field(default_factory=list)  # {"path", "label", "error"}, all of the cache
+    shards_written: int = 0
+    shards_reused: int = 0
+    shards_total: int = 0
+    processed: int = 0  # videos read in this call
+    seconds: float = 0.0
+    complete: bool = False
+    padded_clips: int = 0  # clips too short for the sampling (a repeated frame), all of the cache
+    padded_frames: int = 0  # their repeated frames in all
+    repaired: dict[str, str] = field(default_factory=dict)  # shard file -> what was wrong with it
+    checksums_added: int = 0  # shards of an older cache whose size and CRC-32 this call recorded
+
+    @property
+    def clips_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else float("nan")
+
+    def __str__(self) -> str:
+        repaired = f"; repaired {len(self.repaired)}: {', '.join(self.repaired)}" if self.repaired else ""
+        lines = [
+            (
+                f"{'complete' if self.complete else 'INCOMPLETE'} clip cache {self.folder}: {self.clips} clips in "
+                f"{self.shards_total} shards ({self.shards_written} written now, {self.shards_reused} already done"
+                f"{repaired})"
+            )
+        ]
+        lines += [f"  {name} was rewritten: {problem}" for name, problem in self.repaired.items()]
+        if self.checksums_added:
+            lines.append(
+                f"recorded the size and CRC-32 of {self.checksums_added} shards written before rlt recorded them "
+                "(kept as they are): `rlt cache --verify` and a later run now check their contents"
+            )
+        if self.processed:
+            lines.append(
+                f"prepared {self.processed} clips in {self.seconds:.1f} s: {self.clips_per_second:.1f} clips/s "
+                "(decode, sample, resize, write)"
+            )
+        if self.padded_clips:
+            lines.append(
+                f"{self.padded_clips} of {self.clips} clips are shorter than the sampling needs: {self.padded_frames} "
+                f"sampled frames repeat the frame before them (per clip: 'padded_frames' in {INDEX_FILE}); RLT drops "
+                "the repeats, so those clips keep fewer tokens than their content would"
+            )
+        if self.failed:
+            lines.append(f"{len(self.failed)} unreadable videos skipped (listed in {INDEX_FILE} under 'failed'):")
+            lines += [f"  {entry['path']}: {entry['error']}" for entry in self.failed]
+        return "\n".join(lines)
+
+
+@dataclass
+class _Source:
+    """What the write loop needs of a clip source."""
+
+    identity: object  # what tells this data from other data (a resumed run must match it)
+    description: str  # recorded as the index's "source"
+    class_names: list[str]
+    num_rows: int | None  # None: a stream of unknown length
+    exact: bool  # num_rows is known for sure (a dataset's metadata may be wrong until it is read through)
+    rows: Callable[[int], Iterator[_SourceRow]]  # the rows from a position on, in order
+    unit: str = "clip"  # what the progress bar counts
+
+
+def _write(
+    out: Path, source: _Source, job: _Job, *, workers: int, shard_size: int, overwrite: bool,
+    max_shards: int | None, on_shard: Callable[[int], None] | None, progress: bool,
+) -> CacheSummary:
+    """Write the shards a cache folder lacks (all, on a fresh start), finish its index, and say what was done."""
+    from tqdm.auto import tqdm
+
+    if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    if max_shards is not None and max_shards < 0:
+        raise ValueError(f"max_shards must be >= 0, got {max_shards}")
+    if source.num_rows == 0:
+        raise ValueError(f"{source.description} has no rows to cache")
+    settings = {
+        "sources": hashlib.sha256(json.dumps(source.identity, sort_keys=True).encode()).hexdigest()[:16],
+        "class_names": source.class_names,
+        "processor": processor_settings(job.processor),
+        "tokens": job.tokens.to_dict(),
+        "shard_size": shard_size,
+        "keep_only_threshold": job.keep_only_threshold,
+    }
+    index = _prepare_folder(out, settings, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    if index is None:
+        index = _new_index(out, job.processor, source, settings)
+    summary = CacheSummary(out)
+    todo, tail = _shards_to_write(out, index, shard_size, source.exact, summary)
+    summary.shards_reused = len(index["shards"]) - len(summary.repaired)
+    total = index["num_sources"]
+    count = math.ceil(total / shard_size) if total is not None else None
+    tail_shards = None  # how many shards past the recorded ones this call may write (None: up to the end)
+    if max_shards is not None:
+        todo = todo[:max_shards]
+        tail_shards = max_shards - len(todo)
+    bounded = [(s, s * shard_size, min((s + 1) * shard_size, total or math.inf)) for s in todo]
+    ranges = [(first, end) for _, first, end in bounded]
+    plans: Iterable = bounded
+    if tail is not None and tail_shards != 0:
+        ranges.append((tail * shard_size, None if tail_shards is None else (tail + tail_shards) * shard_size))
+        more = itertools.islice(itertools.count(tail), tail_shards)
+        plans = itertools.chain(bounded, ((s, s * shard_size, (s + 1) * shard_size) for s in more))
+    rows = _rows_in(source.rows, ranges)
+    bar = tqdm(total=None if tail is not None else sum(end - first for first, end in ranges), unit=source.unit,
+               desc=f"caching {source.unit}s", disable=not progress)
+    began, ended = time.perf_counter(), None
+    with closing(_prepared(rows, job, workers if ranges else 0)) as results, bar:
+        for shard, first, end in plans:
+            batch = list(itertools.islice(results, end - first))
+            bar.update(len(batch))
+            if len(batch) < end - first:
+                ended = first + len(batch)  # the stream's end: its length is known now
+            if batch:
+                entry = index["shards"].get(str(shard))
+                name = entry["file"] if entry is not None else shard_name(shard, count)
+                _save_shard(out, index, shard, name, first, batch, job)
+                summary.shards_written += 1
+                summary.processed += len(batch)
+                if on_shard is not None:
+                    on_shard(shard)
+            if ended is not None:
+                break
+    summary.seconds = time.perf_counter() - began
+    if ended is not None:
+        if ended == 0:
+            raise ValueError(f"{source.description} has no rows to cache")
+        if total is not None and ended != total:
+            logger.warning("%s has %d rows, not the %d its metadata gives", source.description, ended, total)
+        index["num_sources"] = total = ended
+    all_there = total is not None and len(index["shards"]) == math.ceil(total / shard_size)
+    if all_there and (summary.shards_written or not index["complete"]):
+        _finish_index(out, index)
+    elif summary.checksums_added:
+        write_json(out / INDEX_FILE, index)
+    summary.complete = index["complete"]
+    summary.shards_total = math.ceil(total / shard_size) if total is not None else len(index["shards"])
+    entries = [index["shards"][key] for key in sorted(index["shards"], key=int)]
+    summary.failed = [failure for entry in entries for failure in entry["failed"]]
+    summary.clips = sum(entry["rows"] for entry in entries)
+    summary.padded_clips = sum(entry.get("padded_clips", 0) for entry in entries)
+    summary.padded_frames = sum(entry.get("padded_frames", 0) for entry in entries)
+    return summary
+
+
+def _shards_to_write(out: Path, index: dict, shard_size: int, exact: bool, summary: CacheSummary):
+    """``(shards to write among the known ones, first shard past them or None)``: the resume-and-repair rule.
+
+    Every recorded shard is checked (size and CRC-32: one read of the cache, cheap beside decoding);
+    a missing or damaged one is written again, and ``summary.repaired`` names it. Shards of an older
+    cache that recorded no checksum get one (they are kept: nothing can tell whether they changed).
+    While a dataset's length is not known for sure, the shards past the recorded ones follow.
+    """
+    recorded = index["shards"]
+    for key in sorted(recorded, key=int):
+        entry = recorded[key]
+        problem = shard_problem(out, entry, checksum=True)
+        if problem is not None:
+            summary.repaired[entry["file"]] = problem
+            logger.warning("shard %s of %s is damaged (%s): writing it again", entry["file"], out, problem)
+        elif "crc32" not in entry:
+            entry.update(integrity_record(out / entry["file"]))
+            summary.checksums_added += 1
+    known = index["num_sources"] is not None and (exact or index["complete"])
+    count = math.ceil(index["num_sources"] / shard_size) if known else max(map(int, recorded), default=-1) + 1
+    damaged = {int(key) for key, entry in recorded.items() if entry["file"] in summary.repaired}
+    todo = [s for s in range(count) if str(s) not in recorded or s in damaged]
+    return todo, None if known else count
+
+
+def _rows_in(rows: Callable[[int], Iterator[_SourceRow]], ranges: list[tuple[int, int | None]]) -> Iterator[_SourceRow]:
+    """The rows in ``ranges`` (ordered ``[first, end)`` pairs, the last one may be open), read in one pass."""
+    if not ranges:
+        return
+    ranges = iter(ranges)
+    first, end = next(ranges)
+    for row in rows(first):
+        while end is not None and row.index >= end:
+            following = next(ranges, None)
+            if following is None:
+                return
+            first, end = following
+        if row.index >= first:
+            yield row
+
+
+def _cache_files(folder: Path) -> list[Path]:
+    names = (INDEX_FILE, SOURCES_FILE, PROCESSOR_FILE)
+    return [
+        p for p in folder.iterdir() if p.name in names or (p.name.startswith("clips-") and ".safetensors" in p.name)
+    ]
+
+
+def _prepare_folder(out: Path, settings: dict, overwrite: bool) -> dict | None:
+    """The index of a resumable cache of the same settings in ``out``, or None for a fresh start."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"cache folder {out} is a file")
+    index_path = out / INDEX_FILE
+    if out.is_dir() and overwrite:
+        for path in _cache_files(out):
+            path.unlink()
+    elif index_path.is_file():
+        index = json.loads(index_path.read_text())
+        if index.get("settings") == settings:
+            return index
+        changed = sorted(k for k in set(settings) | set(index.get("settings", {}))
+                         if settings.get(k) != index.get("settings", {}).get(k))
+        raise FileExistsError(
+            f"{out} holds a clip cache of other data or settings (differs in {', '.join(changed)}); "
+            "choose another folder or overwrite it (--overwrite)"
+        )
+    elif out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(f"cache folder {out} is not empty and holds no clip cache; choose another folder")
+    return None
+
+
+def _new_index(out: Path, processor: RLTVideoProcessor, source: _Source, settings: dict) -> dict:
+    """Start a cache: save the processor and write an index with no shards yet."""
+    processor.save_pretrained(out)
+    index = {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "layout": CLIP_LAYOUT,
+        "dtype": "uint8",
+        "source": source.description,
+        "class_names": source.class_names,
+        "num_sources": source.num_rows,
+        "settings": settings,
+        "shards": {},
+        "complete": False,
+    }
+    write_json(out / INDEX_FILE, index)
+    return index
+
+
+def _save_shard(out: Path, index: dict, shard: int, name: str, first: int, batch: list[ClipResult], job: _Job) -> None:
+    """Write a shard (to a temporary file, renamed when complete) and record it, with its size and CRC-32."""
+    from safetensors.torch import save_file
+
+    rows = [result for result in batch if result.error is None]
+    failed = []
+    for result in batch:
+        if result.error is not None:
+            failed.append({"path": result.name, "label": result.label, "error": result.error,
+                           "position": result.position})
+            logger.warning("skipping an unreadable video: %s: %s", result.name, result.error)
+    temporary = out / f"{name}.tmp-{os.getpid()}"
+    save_file(_shard_tensors(rows, job), str(temporary),
+              metadata={"format": CACHE_FORMAT, "layout": CLIP_LAYOUT, "paths": json.dumps([r.name for r in rows])})
+    os.replace(temporary, out / name)
+    index["shards"][str(shard)] = {
+        "file": name, "first": first, "count": len(batch), "rows": len(rows), "failed": failed,
+        "padded_clips": sum(r.padded_frames > 0 for r in rows), "padded_frames": sum(r.padded_frames for r in rows),
+        **integrity_record(out / name),
+    }
+    write_json(out / INDEX_FILE, index)
+
+
+def _shard_tensors(rows: list[ClipResult], job: _Job) -> dict:
+    """The tensors of one shard (see the package doc for their names, dtypes and shapes)."""
+    tensors = {
+        "positions": torch.tensor([r.position for r in rows], dtype=torch.int64),
+        "labels": torch.tensor([r.label for r in rows], dtype=torch.int64),
+        "tokens_kept": torch.tensor([r.tokens_kept for r in rows], dtype=torch.int64),
+        "padded_frames": torch.tensor([r.padded_frames for r in rows], dtype=torch.int64),
+    }
+    clips = [torch.from_numpy(r.clip) for r in rows]
+    if len({tuple(clip.shape) for clip in clips}) > 1:
+        shapes = sorted({tuple(clip.shape) for clip in clips})
+        raise ValueError(f"the clips came out in different shapes {shapes}; every clip must have one shape")
+    empty = (0, job.processor.num_frames, 3, 0, 0)
+    if job.keep_only_threshold is None:
+        tensors["clips"] = torch.stack(clips) if clips else torch.zeros(empty, dtype=torch.uint8)
+        return tensors
+    tokens = job.tokens
+    parts = [split_tubelets(clip, r.keep_mask, tokens.tubelet_size, tokens.patch_size) for clip, r in zip(clips, rows)]
+    tensors["tubelets"] = torch.cat(parts) if parts else torch.zeros((0, tokens.tubelet_size, 3, 0, 0), dtype=torch.uint8)
+    tensors["tubelet_offsets"] = torch.tensor([0] + [len(part) for part in parts]).cumsum(0)
+    tensors["keep_mask"] = torch.stack([r.keep_mask for r in rows]) if rows else torch.zeros((0, 0, 0, 0), dtype=torch.bool)
+    return tensors
+
+
+def _finish_index(out: Path, index: dict) -> None:
+    """Add the per-clip records and the source list (in source order, read back from the shards) and the
+    clip shape, write ``sources.json``, and mark the index complete."""
+    from safetensors import safe_open
+
+    records, shape, sources = [], None, {}
+    for shard in sorted(index["shards"], key=int):
+        entry = index["shards"][shard]
+        with safe_open(str(out / entry["file"]), framework="pt") as handle:
+            positions = handle.get_tensor("positions").tolist()
+            labels = handle.get_tensor("labels").tolist()
+            names = json.loads(handle.metadata()["paths"])
+            kept = handle.get_tensor("tokens_kept").tolist()
+            # Shards written before padding was recorded hold no count: None, not a made-up 0.
+            # A safe_open handle has keys() but no __contains__/__iter__.
+            padded = handle.get_tensor("padded_frames").tolist() if "padded_frames" in handle.keys() else None  # noqa: SIM118
+            if positions and shape is None:
+                shape = stored_clip_shape(handle)
+        for row, (position, name, label, count) in enumerate(zip(positions, names, labels, kept)):
+            sources[position] = (name, label)
+            records.append({"path": name, "label": int(label), "shard": int(shard), "row": row,
+                            "tokens_kept": int(count), "padded_frames": int(padded[row]) if padded is not None else None})
+        sources.update({failure["position"]: (failure["path"], failure["label"]) for failure in entry["failed"]})
+    ordered = [sources[position] for position in sorted(sources)]
+    write_json(out / SOURCES_FILE, {"paths": [name for name, _ in ordered], "labels": [label for _, label in ordered]})
+    index["clips"] = records
+    index["padded"] = {"clips": sum(1 for r in records if r["padded_frames"]),
+                       "frames": sum(r["padded_frames"] or 0 for r in records)}
+    index["failed"] = [f for s in sorted(index["shards"], key=int) for f in index["shards"][s]["failed"]]
+    if shape is None:
+        processor = RLTVideoProcessor.from_pretrained(str(out))
+        shape = [processor.num_frames, 3, processor.crop_size.height, processor.crop_size.width]
+    index["clip_shape"] = shape
+    settings = index["settings"]["tokens"]
+    patch_h, patch_w = to_pair(settings["patch_size"])
+    if shape[0] % settings["tubelet_size"] == 0 and shape[2] % patch_h == 0 and shape[3] % patch_w == 0:
+        index["tokens_per_clip"] = shape[0] // settings["tubelet_size"] * (shape[2] // patch_h) * (shape[3] // patch_w)
+    index["complete"] = True
+    write_json(out / INDEX_FILE, index)
+
+
+# ----------------------------------------------------------------------------------------------
+# The entry points: a video folder / list / dataset, and clips in memory
+
+
+def cache_clips(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    processor: RLTVideoProcessor | str | os.PathLike | None = None,
+    num_frames: int | None = None,
+    frame_stride: int | None = None,
+    size: int | None = None,
+    workers: int | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    keep_only_threshold: float | None = None,
+    class_names: Sequence[str] | None = None,
+    overwrite: bool = False,
+    max_shards: int | None = None,
+    on_shard: Callable[[int], None] | None = None,
+    progress: bool = True,
+    dataset_options: Mapping | None = None,
+) -> CacheSummary:
+    """Decode a labelled video folder / CSV / JSON list or a dataset once into a clip cache folder (see the package doc).
+
+    Run again on the same ``out``, it resumes an interrupted run and rewrites any shard that is missing
+    or damaged (size or CRC-32 differ from the index), and only those.
+
+    Args:
+        data: a folder with one sub-folder per class, or a ``path,label`` list (``load_video_dataset``);
+            or a Hugging Face dataset with a ``Video`` column (``rlt.hf_datasets.is_dataset_source``).
+        out: the cache folder; a cache of the same data and settings there is resumed (and repaired).
+        processor: an ``RLTVideoProcessor``, or a checkpoint / processor folder (``load_processor``);
+            default ``RLTVideoProcessor()``. ``num_frames``, ``frame_stride``, ``size`` override it.
+        workers: decoding processes (default: one per core; 0 or 1 decode in this process).
+        shard_size: clips per shard file.
+        keep_only_threshold: store only the tubelets RLT keeps at this ``tau``, plus keep masks.
+        max_shards: stop after writing this many shards (the cache stays resumable).
+        on_shard: called with each shard's number once it is written and recorded.
+        dataset_options: ``split``, ``config``, ``streaming``, ``video_column``, ``label_column`` for
+            ``rlt.hf_datasets.open_video_dataset``; a stream is cached as it is read, in one pass.
+    """
+    from ..hf_datasets import is_dataset_source, open_video_dataset
+
+    if isinstance(processor, RLTVideoProcessor):
+        processor = with_overrides(processor, num_frames=num_frames, frame_stride=frame_stride, size=size)
+        tokens = TokenSettings()
+    else:
+        processor, tokens = load_processor(processor, num_frames=num_frames, frame_stride=frame_stride, size=size)
+    if dataset_options or is_dataset_source(data):
+        dataset = open_video_dataset(data, class_names=class_names, **dict(dataset_options or {}))
+        source = _Source(dataset.identity(), dataset.description, dataset.class_names, dataset.num_rows,
+                         exact=False, rows=dataset.rows, unit="row")
+    else:
+        paths, labels, names = list_labelled_videos(data, class_names=class_names)
+
+        def rows(start: int) -> Iterator[_SourceRow]:
+            return (_SourceRow(p, paths[p], paths[p], labels[p], None) for p in range(start, len(paths)))
+
+        source = _Source({"paths": paths, "labels": labels}, str(data), names, len(paths), exact=True, rows=rows)
+    job = _Job(processor, tokens, keep_only_threshold)
+    workers = default_workers() if workers is None else int(workers)
+    return _write(Path(out), source, job, workers=workers, shard_size=shard_size, overwrite=overwrite,
+                  max_shards=max_shards, on_shard=on_shard, progress=progress)
+
+
+def write_clip_cache(
+    clips: Iterable,
+    labels: Sequence,
+    out: str | os.PathLike,
+    class_names: Sequence[str],
+    *,
+    paths: Sequence[str] | None = None,
+    processor: RLTVideoProcessor | None = None,
+    tokens: TokenSettings | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    keep_only_threshold: float | None = None,
+    overwrite: bool = False,
+    max_shards: int | None = None,
+    on_shard: Callable[[int], None] | None = None,
+    progress: bool = True,
+) -> CacheSummary:
+    """Write clips already in memory (uint8 ``(T, H, W, C)`` or ``(T, C, H, W)`` arrays or tensors) as a clip cache.
+
+    Nothing is decoded, so PyAV is not needed. ``clips`` may be a generator (it is read once, in
+    order; a resumed run reads past the clips of finished shards, and a repair run rewrites the
+    damaged ones from it). With ``processor=None`` the clips are stored as they are and read back
+    with ImageNet normalisation; with a processor (e.g. from ``load_processor(checkpoint)``), each
+    clip is sampled, resized and cropped as it would be after decoding, and read back with that
+    processor's normalisation.
+
+    Args:
+        labels: label ids, or class names from ``class_names``, one per clip.
+        paths: a name per clip for the index (default ``clip-000000`` ...).
+    """
+    class_names = [str(name) for name in class_names]
+    ids = []
+    for label in labels:
+        if isinstance(label, (int, np.integer)) and not isinstance(label, bool) and 0 <= int(label) < len(class_names):
+            ids.append(int(label))
+        elif str(label) in class_names:
+            ids.append(class_names.index(str(label)))
+        else:
+            raise ValueError(f"label {label!r} is neither a class id below {len(class_names)} nor one of {class_names}")
+    paths = [str(p) for p in paths] if paths is not None else [f"clip-{i:06d}" for i in range(len(ids))]
+    if len(paths) != len(ids):
+        raise ValueError(f"{len(paths)} paths for {len(ids)} labels")
+    clips = iter(clips)
+    if processor is None:
+        # The clips' own shape decides the processor that normalises them.
+        first = next(clips, None)
+        if first is None:
+            raise ValueError("no clips to cache")
+        frames = frames_to_tensor(first if isinstance(first, torch.Tensor) else np.asarray(first), "clip 0")
+        processor = RLTVideoProcessor(
+            num_frames=frames.shape[0], do_resize=False, do_center_crop=False, do_sample_frames=False,
+            crop_size={"height": frames.shape[2], "width": frames.shape[3]},
+            size={"shortest_edge": min(frames.shape[2:])},
+        )
+        clips = itertools.chain([first], clips)
+
+    def rows(start: int) -> Iterator[_SourceRow]:
+        seen = 0
+        for position, clip in enumerate(clips):
+            seen = position + 1
+            if position >= len(ids):
+                raise ValueError(f"more clips than the {len(ids)} labels")
+            if position < start:
+                continue  # a clip of a finished shard
+            array = clip if isinstance(clip, torch.Tensor) else np.asarray(clip)
+            if array.dtype not in (np.uint8, torch.uint8):
+                raise TypeError(
+                    f"clip {position} ({paths[position]}) has dtype {array.dtype}; the cache stores uint8 (0..255) clips"
+                )
+            yield _SourceRow(position, paths[position], array, ids[position], None)
+        if seen < len(ids):
+            raise ValueError(f"{len(ids)} labels but only {seen} clips")
+
+    source = _Source({"paths": paths, "labels": ids}, "<in memory>", class_names, len(ids), exact=True, rows=rows)
+    return _write(Path(out), source, _Job(processor, tokens or TokenSettings(), keep_only_threshold), workers=0,
+                  shard_size=shard_size, overwrite=overwrite, max_shards=max_shards, on_shard=on_shard,
+                  progress=progress)
