@@ -262,23 +262,24 @@ def _write(
     summary.shards_reused = len(index["shards"]) - len(summary.repaired)
     total = index["num_sources"]
     count = math.ceil(total / shard_size) if total is not None else None
-    tail_shards = None  # how many shards past the recorded ones this call may write (None: up to the end)
-    if max_shards is not None:
-        todo = todo[:max_shards]
-        tail_shards = max_shards - len(todo)
-    bounded = [(s, s * shard_size, min((s + 1) * shard_size, total or math.inf)) for s in todo]
-    ranges = [(first, end) for _, first, end in bounded]
-    plans: Iterable = bounded
-    if tail is not None and tail_shards != 0:
-        ranges.append((tail * shard_size, None if tail_shards is None else (tail + tail_shards) * shard_size))
-        more = itertools.islice(itertools.count(tail), tail_shards)
-        plans = itertools.chain(bounded, ((s, s * shard_size, (s + 1) * shard_size) for s in more))
-    rows = _rows_in(source.rows, ranges)
-    bar = tqdm(total=None if tail is not None else sum(end - first for first, end in ranges), unit=source.unit,
-               desc=f"caching {source.unit}s", disable=not progress)
+
+    def plans() -> Iterator[tuple[int, int, int]]:
+        """``(shard, first row, end row)`` of the shards to write, in order; a stream's last one may end early."""
+        shards = itertools.chain(todo, itertools.count(tail) if tail is not None else ())
+        for shard in itertools.islice(shards, max_shards):
+            end = (shard + 1) * shard_size
+            yield shard, shard * shard_size, end if tail is not None else min(end, total)
+
+    rows = _rows_in(source.rows, ((first, end) for _, first, end in plans()))
+    work = next(plans(), None) is not None
+    if tail is None:
+        planned = sum(end - first for _, first, end in plans())
+    else:  # as the dataset's metadata says, if it does
+        planned = None if total is None else len(todo) * shard_size + max(total - tail * shard_size, 0)
+    bar = tqdm(total=planned, unit=source.unit, desc=f"caching {source.unit}s", disable=not progress)
     began, ended = time.perf_counter(), None
-    with closing(_prepared(rows, job, workers if ranges else 0)) as results, bar:
-        for shard, first, end in plans:
+    with closing(_prepared(rows, job, workers if work else 0)) as results, bar:
+        for shard, first, end in plans():
             batch = list(itertools.islice(results, end - first))
             bar.update(len(batch))
             if len(batch) < end - first:
@@ -340,18 +341,16 @@ def _shards_to_write(out: Path, index: dict, shard_size: int, exact: bool, summa
     return todo, None if known else count
 
 
-def _rows_in(rows: Callable[[int], Iterator[_SourceRow]], ranges: list[tuple[int, int | None]]) -> Iterator[_SourceRow]:
-    """The rows in ``ranges`` (ordered ``[first, end)`` pairs, the last one may be open), read in one pass."""
-    if not ranges:
+def _rows_in(rows: Callable[[int], Iterator[_SourceRow]], ranges: Iterator[tuple[int, int]]) -> Iterator[_SourceRow]:
+    """The rows in ``ranges`` (ordered ``[first, end)`` pairs), read from ``rows`` in one pass."""
+    first, end = next(ranges, (None, None))
+    if first is None:
         return
-    ranges = iter(ranges)
-    first, end = next(ranges)
     for row in rows(first):
-        while end is not None and row.index >= end:
-            following = next(ranges, None)
-            if following is None:
+        while row.index >= end:
+            first, end = next(ranges, (None, None))
+            if first is None:
                 return
-            first, end = following
         if row.index >= first:
             yield row
 
