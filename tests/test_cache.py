@@ -304,7 +304,8 @@ def test_a_cache_written_by_rlt_0_1_loads_with_its_pixels_and_labels():
     normalize = cache.processor.normalize_frames
     assert torch.equal(dataset[2]["pixel_values"], normalize(fixture_clip(2).float()))
     items = CachedClips(FIXTURE_CACHE, class_names=["bird", "cat", "dog"])
-    assert [items[i]["labels"] for i in range(3)] == [1, 2, 1] and torch.equal(items[1]["pixel_values"], fixture_clip(1))
+    assert [items[i]["labels"] for i in range(3)] == [1, 2, 1]
+    assert torch.equal(items[1]["pixel_values"], fixture_clip(1))
 
 
 def _damage(path: Path, how: str) -> None:
@@ -339,7 +340,8 @@ def test_damaged_shards_are_named_with_the_repair_and_a_rerun_rewrites_only_them
 
     untouched = _stat(intact)
     summary = cache_clips(folder, out, **settings)
-    assert summary.shards_written == 2 and summary.shards_reused == 1 and set(summary.repaired) == {zeroed.name, cut.name}
+    assert summary.shards_written == 2 and summary.shards_reused == 1
+    assert set(summary.repaired) == {zeroed.name, cut.name}
     assert f"repaired 2: {zeroed.name}, {cut.name}" in str(summary) and "CRC-32 mismatch" in str(summary)
     assert _stat(intact) == untouched
     repaired = ClipCache(out, verify=True)
@@ -352,7 +354,7 @@ def test_a_shard_cut_after_opening_raises_our_error_not_safetensors(tmp_path):
     write_clip_cache(clips, [0, 1], tmp_path / "c", ["a", "b"], shard_size=1, progress=False)
     cache = ClipCache(tmp_path / "c")
     _damage(tmp_path / "c" / "clips-00001-of-00002.safetensors", "cut")
-    with pytest.raises(DamagedCacheError, match=r"clips-00001-of-00002.safetensors.*write_clip_cache\(\.\.\."):
+    with pytest.raises(DamagedCacheError, match=r"clips-00001-of-00002\.safetensors.*write_clip_cache\(\.\.\."):
         cache.clip(1)
 
 
@@ -365,18 +367,19 @@ def test_an_old_cache_loads_with_a_note_and_a_rerun_records_its_checksums(tmp_pa
 
     summary = write_clip_cache([fixture_clip(i) for i in range(3)], ["cat", "dog", "cat"], old, ["cat", "dog"],
                                shard_size=2, progress=False)
-    assert summary.checksums_added == 2 and summary.shards_written == 0 and "recorded the size and CRC-32" in str(summary)
+    assert summary.checksums_added == 2 and summary.shards_written == 0
+    assert "recorded the size and CRC-32" in str(summary)
     assert {path.name: _stat(path) for path in old.glob("clips-*")} == mtimes
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no note any more
         ClipCache(old, verify=True)
     _damage(old / "clips-00000-of-00002.safetensors", "zeroed")
-    with pytest.raises(DamagedCacheError, match="clips-00000-of-00002.safetensors"):
+    with pytest.raises(DamagedCacheError, match=r"clips-00000-of-00002\.safetensors"):
         ClipCache(old, verify=True)
 
     cut = tmp_path / "cut"  # an old shard cut short fails its own header's size: our error, not safetensors'
     shutil.copytree(FIXTURE_CACHE, cut)
     _damage(cut / "clips-00001-of-00002.safetensors", "cut")
-    with pytest.raises(DamagedCacheError, match="clips-00001-of-00002.safetensors"), warnings.catch_warnings():
+    with pytest.raises(DamagedCacheError, match=r"clips-00001-of-00002\.safetensors"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ClipCache(cut)

@@ -7,10 +7,11 @@ exactly as a checkpoint's processor does, and writes the clips as uint8 (0..255)
 them back costs a memory copy and one normalisation. ``write_clip_cache`` writes the same format
 from clips already in memory (e.g. generated ones), without decoding, so it needs no PyAV.
 
-The package: ``format`` (file names, processor resolution, one clip's preparation, the tubelet
-layout, shard integrity), ``writer`` (one write loop over any source, the resume-and-repair rule,
-the worker pool) and ``reader`` (``ClipCache`` and its two views, ``CachedClips`` for torch and
-``load_clip_cache`` for ``datasets``).
+The package, in the order a clip takes: ``clips`` (the processor a checkpoint implies, one clip's
+preparation and token counts, the worker pool), ``format`` (file names, shard tensors, the index,
+shard integrity), ``writer`` (one write loop over any source, the resume-and-repair rule) and
+``reader`` (``ClipCache`` and its two views, ``CachedClips`` for torch, ``load_clip_cache`` for
+``datasets``).
 
 A cache folder holds:
 
@@ -41,35 +42,13 @@ read in order, so a stream of unknown length needs no first pass: its shards are
 ``clips-00000.safetensors`` ..., and a resumed run reads past the finished rows.
 """
 
-from .format import (
-    CACHE_FORMAT,
-    CACHE_VERSION,
-    CLIP_LAYOUT,
-    DEFAULT_SHARD_SIZE,
-    DEFAULT_THRESHOLD,
-    INDEX_FILE,
-    PROCESSOR_FILE,
-    SOURCES_FILE,
-    DamagedCacheError,
-    TokenSettings,
-    expand_tubelets,
-    load_processor,
-    prepare_clip,
-    processor_settings,
-    split_tubelets,
-)
+from .clips import ClipResult, TokenSettings, default_workers, load_processor, prepare_clip
+from .format import INDEX_FILE, DamagedCacheError
 from .reader import CachedClips, ClipCache, ClipCacheTransform, is_clip_cache, load_clip_cache
-from .writer import CacheSummary, ClipResult, cache_clips, default_workers, write_clip_cache
+from .writer import CacheSummary, cache_clips, write_clip_cache
 
 __all__ = [
-    "CACHE_FORMAT",
-    "CACHE_VERSION",
-    "CLIP_LAYOUT",
-    "DEFAULT_SHARD_SIZE",
-    "DEFAULT_THRESHOLD",
     "INDEX_FILE",
-    "PROCESSOR_FILE",
-    "SOURCES_FILE",
     "CacheSummary",
     "CachedClips",
     "ClipCache",
@@ -79,12 +58,9 @@ __all__ = [
     "TokenSettings",
     "cache_clips",
     "default_workers",
-    "expand_tubelets",
     "is_clip_cache",
     "load_clip_cache",
     "load_processor",
     "prepare_clip",
-    "processor_settings",
-    "split_tubelets",
     "write_clip_cache",
 ]

@@ -1,5 +1,5 @@
-"""The clip cache's format: file names, the processor and token grid clips are made with, one clip's
-preparation, the tubelet layout of keep-only shards, and each shard's integrity record (size, CRC-32).
+"""The clip cache on disk: file names, the tensors of a shard (clips, or the tubelets RLT keeps), the
+index and its per-clip records, and each shard's integrity record (size, CRC-32) and check.
 
 The writer (``writer.py``) and the reader (``reader.py``) both build on this module; neither defines a
 file name, a tensor layout or a check of its own.
@@ -7,17 +7,15 @@ file name, a tensor layout or a check of its own.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import struct
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..models.tokenizer import run_length_tokenize, to_pair
+from ..models.tokenizer import to_pair
 from ..models.video_processing_rlt import RLTVideoProcessor
 
 INDEX_FILE = "clip_cache.json"
@@ -29,162 +27,6 @@ CLIP_LAYOUT = "TCHW"  # each clip is (frames, channels, height, width), as pixel
 DEFAULT_SHARD_SIZE = 256
 DEFAULT_THRESHOLD = 0.1
 CHECKSUM_CHUNK = 8 << 20  # zlib.crc32 streams at about 3 GB/s on one core in chunks this large
-
-
-# ----------------------------------------------------------------------------------------------
-# The processor and the token grid a checkpoint implies
-
-
-@dataclass(frozen=True)
-class TokenSettings:
-    """Where ``tokens_kept`` comes from: RLT's threshold and tubelet grid (a checkpoint's, or the defaults)."""
-
-    threshold: float = DEFAULT_THRESHOLD
-    tubelet_size: int = 2
-    patch_size: int | tuple[int, int] = 16
-    compare_to: str = "previous"
-
-    def to_dict(self) -> dict:
-        patch = self.patch_size if isinstance(self.patch_size, int) else list(self.patch_size)
-        return {"threshold": self.threshold, "tubelet_size": self.tubelet_size, "patch_size": patch,
-                "compare_to": self.compare_to}
-
-
-def load_processor(
-    checkpoint: str | os.PathLike | None = None,
-    *,
-    num_frames: int | None = None,
-    frame_stride: int | None = None,
-    fps: float | None = None,
-    size: int | None = None,
-) -> tuple[RLTVideoProcessor, TokenSettings]:
-    """The RLT video processor a checkpoint (or processor) folder implies, and its token settings.
-
-    An RLT checkpoint's own processor is used as saved; a vanilla checkpoint's (VideoMAE, ViViT, ...)
-    processor config is translated as ``rlt convert`` does (same mean/std, sizes, frame count).
-    ``num_frames``, ``frame_stride`` / ``fps`` and ``size`` (short side and square crop) override.
-    Without a checkpoint: ``RLTVideoProcessor()``'s defaults (16 frames, 224 px, ImageNet mean/std).
-    """
-    from ..conversion import read_processor_config
-
-    model_config: dict = {}
-    geometry = None
-    if checkpoint is None:
-        processor = RLTVideoProcessor()
-    else:
-        folder = Path(checkpoint)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"no such checkpoint or processor folder: {folder}")
-        if (folder / "config.json").is_file():
-            model_config = json.loads((folder / "config.json").read_text())
-        geometry = _token_geometry(model_config)
-        name, settings = read_processor_config(folder)
-        if name is None and not model_config:
-            raise FileNotFoundError(f"{folder} holds neither a processor config nor a config.json")
-        if name == PROCESSOR_FILE and settings.get("video_processor_type") == RLTVideoProcessor.__name__:
-            processor = RLTVideoProcessor.from_pretrained(str(folder))
-        else:
-            processor = RLTVideoProcessor.from_source_config(
-                settings,
-                num_frames=geometry.rlt_num_frames if geometry is not None else None,
-                image_size=geometry.rlt_image_size if geometry is not None else None,
-            )
-    processor = with_overrides(processor, num_frames=num_frames, frame_stride=frame_stride, fps=fps, size=size)
-    tokens = TokenSettings(
-        threshold=float(model_config.get("rlt_threshold", DEFAULT_THRESHOLD)),
-        compare_to=model_config.get("rlt_compare_to", "previous"),
-    )
-    if geometry is not None:
-        patch = geometry.rlt_patch_size
-        tokens = TokenSettings(
-            threshold=tokens.threshold,
-            tubelet_size=geometry.rlt_tubelet_size,
-            patch_size=patch[0] if patch[0] == patch[1] else patch,  # square patches recorded as one int
-            compare_to=tokens.compare_to,
-        )
-    return processor, tokens
-
-
-def with_overrides(
-    processor: RLTVideoProcessor,
-    *,
-    num_frames: int | None = None,
-    frame_stride: int | None = None,
-    fps: float | None = None,
-    size: int | None = None,
-) -> RLTVideoProcessor:
-    """``processor``, or a copy of it with the given sampling and size (short side and square crop) settings."""
-    for name, value in (("num_frames", num_frames), ("frame_stride", frame_stride), ("size", size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if fps is not None and frame_stride is not None:
-        raise ValueError("frame_stride and fps are exclusive: give one of them")
-    if num_frames is None and frame_stride is None and fps is None and size is None:
-        return processor
-    processor = copy.deepcopy(processor)
-    if num_frames is not None:
-        processor.num_frames = num_frames
-    if frame_stride is not None:
-        processor.frame_stride, processor.fps = frame_stride, None
-    if fps is not None:
-        processor.fps, processor.frame_stride = float(fps), None
-    if size is not None:
-        processor.size, processor.crop_size = {"shortest_edge": size}, {"height": size, "width": size}
-    processor.check_settings()
-    return processor
-
-
-def _token_geometry(model_config: dict):
-    """A config answering the ``rlt_*`` token geometry for a checkpoint's ``config.json``; None without
-    one, or for an architecture rlt does not know (the default token settings then apply)."""
-    if not model_config:
-        return None
-    from .. import registry
-
-    try:
-        return registry.as_rlt_config(model_config)
-    except registry.UnsupportedArchitectureError:
-        return None
-
-
-def processor_settings(processor: RLTVideoProcessor) -> dict:
-    """The processor's settings as JSON-able values (what decides the clips and their normalisation)."""
-    settings = processor.to_dict()
-    settings.pop("auto_map", None)
-    return json.loads(json.dumps(settings, default=lambda value: getattr(value, "__dict__", str(value))))
-
-
-# ----------------------------------------------------------------------------------------------
-# One clip and its tubelets
-
-
-def prepare_clip(processor: RLTVideoProcessor, video, *, return_padded_frames: bool = False):
-    """Decode (a path, bytes) or take (an array) one video, sample, resize, crop: uint8 ``(T, C, H, W)``.
-
-    ``processor.normalize_frames(clip.float())`` of the result equals ``processor(video)["pixel_values"][0]``
-    exactly: the processor resizes uint8 frames in uint8, so its values before normalising are whole grey levels.
-    With ``return_padded_frames``: ``(clip, padded)``, the sampled frames that repeat the one before them.
-    """
-    frames, padded = processor.load_frames(video, return_padded_frames=True)
-    clip = processor.resize_and_crop(frames).round().clamp_(0, 255).to(torch.uint8).contiguous()
-    return (clip, padded) if return_padded_frames else clip
-
-
-def clip_keep_mask(processor, clip: torch.Tensor, tokens: TokenSettings, threshold: float) -> torch.Tensor | None:
-    """RLT's keep mask of one uint8 clip, bool ``(T', H', W')``; None when it cannot be cut into tubelets."""
-    pixel_values = processor.normalize_frames(clip.float()).unsqueeze(0)
-    try:
-        result = run_length_tokenize(
-            pixel_values,
-            tubelet_size=tokens.tubelet_size,
-            patch_size=tokens.patch_size,
-            threshold=threshold,
-            input_scale=processor.rlt_input_scale,
-            compare_to=tokens.compare_to,
-        )
-    except ValueError:
-        return None
-    return result.keep_mask[0]
 
 
 def split_tubelets(clip: torch.Tensor, keep_mask: torch.Tensor, tubelet_size: int, patch_size) -> torch.Tensor:
@@ -213,13 +55,17 @@ def expand_tubelets(tubelets: torch.Tensor, keep_mask: torch.Tensor) -> torch.Te
     return grid.reshape(steps * tubelet_size, channels, grid_h * patch_h, grid_w * patch_w)
 
 
-def stored_clip_shape(handle) -> list[int]:
+def _stored_clip_shape(handle) -> list[int]:
     """``[T, C, H, W]`` of the clips in an open shard (of full clips or of kept tubelets)."""
     if "clips" in handle.keys():  # noqa: SIM118 - safe_open handles have keys() but no __contains__/__iter__
         return list(handle.get_slice("clips").get_shape()[1:])
     steps, grid_h, grid_w = handle.get_slice("keep_mask").get_shape()[1:]
     _, tubelet_size, channels, patch_h, patch_w = handle.get_slice("tubelets").get_shape()
     return [steps * tubelet_size, channels, grid_h * patch_h, grid_w * patch_w]
+
+
+# ----------------------------------------------------------------------------------------------
+# Files and integrity
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,7 +120,7 @@ def shard_problem(folder: Path, entry: dict, *, checksum: bool) -> str | None:
 
 
 def _size_from_header(path: Path) -> int | None:
-    """The file size a safetensors header implies: 8 + header length + the end of its last tensor; None if unreadable."""
+    """The size a safetensors header implies (8 + header length + its last tensor's end); None if unreadable."""
     with open(path, "rb") as file:
         prefix = file.read(8)
         if len(prefix) < 8:
@@ -302,3 +148,98 @@ def damaged_error(folder: Path, index: dict, problems: dict[str, str]) -> Damage
         f"clip cache {folder} is damaged ({listed}); to repair it, {repair_command(folder, index)}: "
         "it rewrites only the damaged shards"
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Shards and the index
+
+
+def new_index(out: Path, processor: RLTVideoProcessor, source: str, class_names: list[str], num_sources: int | None,
+              settings: dict) -> dict:
+    """Start a cache: save the processor and write an index with no shards yet."""
+    processor.save_pretrained(out)
+    index = {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "layout": CLIP_LAYOUT,
+        "dtype": "uint8",
+        "source": source,
+        "class_names": class_names,
+        "num_sources": num_sources,
+        "settings": settings,
+        "shards": {},
+        "complete": False,
+    }
+    write_json(out / INDEX_FILE, index)
+    return index
+
+
+def shard_tensors(rows: list, tokens, keep_only_threshold: float | None, num_frames: int) -> dict:
+    """The tensors of one shard from its readable rows (``ClipResult``; the package doc names the tensors)."""
+    tensors = {
+        "positions": torch.tensor([r.position for r in rows], dtype=torch.int64),
+        "labels": torch.tensor([r.label for r in rows], dtype=torch.int64),
+        "tokens_kept": torch.tensor([r.tokens_kept for r in rows], dtype=torch.int64),
+        "padded_frames": torch.tensor([r.padded_frames for r in rows], dtype=torch.int64),
+    }
+    if not rows:  # a shard of unreadable videos only: empty tensors of the right rank
+        if keep_only_threshold is None:
+            tensors["clips"] = torch.zeros((0, num_frames, 3, 0, 0), dtype=torch.uint8)
+        else:
+            tensors["tubelets"] = torch.zeros((0, tokens.tubelet_size, 3, 0, 0), dtype=torch.uint8)
+            tensors["tubelet_offsets"] = torch.zeros(1, dtype=torch.int64)
+            tensors["keep_mask"] = torch.zeros((0, 0, 0, 0), dtype=torch.bool)
+        return tensors
+    clips = [torch.from_numpy(r.clip) for r in rows]
+    shapes = sorted({tuple(clip.shape) for clip in clips})
+    if len(shapes) > 1:
+        raise ValueError(f"the clips came out in different shapes {shapes}; every clip must have one shape")
+    if keep_only_threshold is None:
+        tensors["clips"] = torch.stack(clips)
+        return tensors
+    parts = [split_tubelets(clip, r.keep_mask, tokens.tubelet_size, tokens.patch_size) for clip, r in zip(clips, rows)]
+    tensors["tubelets"] = torch.cat(parts)
+    tensors["tubelet_offsets"] = torch.tensor([0] + [len(part) for part in parts]).cumsum(0)
+    tensors["keep_mask"] = torch.stack([r.keep_mask for r in rows])
+    return tensors
+
+
+def finish_index(out: Path, index: dict) -> None:
+    """Add the per-clip records and the source list (in source order, read back from the shards) and the
+    clip shape, write ``sources.json``, and mark the index complete."""
+    from safetensors import safe_open
+
+    records, shape, sources = [], None, {}
+    for shard in sorted(index["shards"], key=int):
+        entry = index["shards"][shard]
+        with safe_open(str(out / entry["file"]), framework="pt") as handle:
+            positions = handle.get_tensor("positions").tolist()
+            labels = handle.get_tensor("labels").tolist()
+            names = json.loads(handle.metadata()["paths"])
+            kept = handle.get_tensor("tokens_kept").tolist()
+            # Shards written before padding was recorded hold no count: None, not a made-up 0.
+            # A safe_open handle has keys() but no __contains__/__iter__.
+            padded = handle.get_tensor("padded_frames").tolist() if "padded_frames" in handle.keys() else None  # noqa: SIM118
+            if positions and shape is None:
+                shape = _stored_clip_shape(handle)
+        for row, (position, name, label, count) in enumerate(zip(positions, names, labels, kept)):
+            sources[position] = (name, label)
+            records.append({"path": name, "label": int(label), "shard": int(shard), "row": row,
+                            "tokens_kept": int(count), "padded_frames": int(padded[row]) if padded is not None else None})
+        sources.update({failure["position"]: (failure["path"], failure["label"]) for failure in entry["failed"]})
+    ordered = [sources[position] for position in sorted(sources)]
+    write_json(out / SOURCES_FILE, {"paths": [name for name, _ in ordered], "labels": [label for _, label in ordered]})
+    index["clips"] = records
+    index["padded"] = {"clips": sum(1 for r in records if r["padded_frames"]),
+                       "frames": sum(r["padded_frames"] or 0 for r in records)}
+    index["failed"] = [f for s in sorted(index["shards"], key=int) for f in index["shards"][s]["failed"]]
+    if shape is None:
+        processor = RLTVideoProcessor.from_pretrained(str(out))
+        shape = [processor.num_frames, 3, processor.crop_size.height, processor.crop_size.width]
+    index["clip_shape"] = shape
+    settings = index["settings"]["tokens"]
+    patch_h, patch_w = to_pair(settings["patch_size"])
+    if shape[0] % settings["tubelet_size"] == 0 and shape[2] % patch_h == 0 and shape[3] % patch_w == 0:
+        index["tokens_per_clip"] = shape[0] // settings["tubelet_size"] * (shape[2] // patch_h) * (shape[3] // patch_w)
+    index["complete"] = True
+    write_json(out / INDEX_FILE, index)

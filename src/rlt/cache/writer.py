@@ -1,6 +1,6 @@
 """Writing a clip cache: one write loop over any clip source, one resume-and-repair rule, one worker pool.
 
-Three sources feed the loop, each as rows in position order (``_SourceRow``): a labelled video folder or
+Three sources feed the loop, each as rows in position order (``SourceRow``): a labelled video folder or
 list (``cache_clips``), a Hugging Face dataset or stream (``cache_clips`` with a dataset), and clips already
 in memory (``write_clip_cache``). Shard ``s`` holds rows ``s * shard_size`` up to the next shard's first.
 
@@ -11,154 +11,51 @@ recorded name, and the summary says so; the shards after the last recorded one a
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import itertools
 import json
 import logging
 import math
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from ..common import READ_ERRORS
 from ..data import list_labelled_videos
-from ..models.tokenizer import to_pair
 from ..models.video_processing_rlt import RLTVideoProcessor, frames_to_tensor
+from .clips import (
+    ClipResult,
+    PrepareJob,
+    SourceRow,
+    TokenSettings,
+    default_workers,
+    load_processor,
+    prepare_rows,
+    processor_settings,
+    with_overrides,
+)
 from .format import (
     CACHE_FORMAT,
-    CACHE_VERSION,
     CLIP_LAYOUT,
     DEFAULT_SHARD_SIZE,
     INDEX_FILE,
     PROCESSOR_FILE,
     SOURCES_FILE,
-    TokenSettings,
-    clip_keep_mask,
+    finish_index,
     integrity_record,
-    load_processor,
-    prepare_clip,
-    processor_settings,
+    new_index,
     shard_name,
     shard_problem,
-    split_tubelets,
-    stored_clip_shape,
-    with_overrides,
+    shard_tensors,
     write_json,
 )
 
 logger = logging.getLogger(__name__)
-
-
-class _SourceRow(NamedTuple):
-    """One row of a source, in the fields of ``rlt.hf_datasets.DatasetRow`` (whose rows pass as they are)."""
-
-    index: int  # position in the source
-    name: str  # path, or "row N" of a dataset
-    video: object  # what prepare_clip takes: a path, bytes, an array
-    label: int | None
-    error: str | None  # why the row cannot be used (then it is not decoded)
-
-
-@dataclass
-class ClipResult:
-    """One row prepared by a worker: its clip and token counts, or why it could not be read."""
-
-    position: int
-    name: str
-    label: int | None
-    clip: np.ndarray | None = None  # uint8 (T, C, H, W); None when unreadable
-    tokens_kept: int = -1  # at the recorded threshold; -1 when the clip cannot be cut into tubelets
-    keep_mask: torch.Tensor | None = None  # bool (T', H', W') at keep_only_threshold, when asked
-    padded_frames: int = 0
-    error: str | None = None
-
-
-# ----------------------------------------------------------------------------------------------
-# The worker pool
-
-
-@dataclass
-class _Job:
-    processor: RLTVideoProcessor
-    tokens: TokenSettings
-    keep_only_threshold: float | None
-
-
-_JOB: _Job | None = None
-
-
-def _set_job(job: _Job | None) -> None:
-    global _JOB
-    _JOB = job
-
-
-def _init_worker(job: _Job) -> None:
-    _set_job(job)
-    torch.set_num_threads(1)  # one process per core already
-
-
-def _prepare(row: _SourceRow) -> ClipResult:
-    """Decode or take one row's video, as the job's processor does, with its token counts."""
-    job = _JOB
-    result = ClipResult(row.index, row.name, row.label, error=row.error)
-    if row.error is not None:
-        return result
-    try:
-        clip, result.padded_frames = prepare_clip(job.processor, row.video, return_padded_frames=True)
-    except READ_ERRORS as error:
-        result.error = str(error) or type(error).__name__
-        return result
-    mask = clip_keep_mask(job.processor, clip, job.tokens, job.tokens.threshold)
-    result.tokens_kept = int(mask.sum()) if mask is not None else -1
-    if job.keep_only_threshold is not None:
-        result.keep_mask = clip_keep_mask(job.processor, clip, job.tokens, job.keep_only_threshold)
-        if result.keep_mask is None:
-            raise ValueError(
-                f"clips of shape {tuple(clip.shape)} cannot be cut into tubelets of {job.tokens.tubelet_size} frames "
-                f"and {job.tokens.patch_size} px: keep_only_threshold needs them"
-            )
-    result.clip = clip.numpy()
-    return result
-
-
-def _prepared(rows: Iterable[_SourceRow], job: _Job, workers: int) -> Iterator[ClipResult]:
-    """``_prepare`` over the rows, in order, in ``workers`` processes (0 or 1: in this one).
-
-    Unlike ``Pool.imap``, which reads all of its input ahead, this keeps at most four rows per
-    worker in flight, so the video bytes of a long dataset or stream are never all in memory.
-    """
-    if workers <= 1:
-        previous = _JOB
-        _set_job(job)
-        try:
-            yield from map(_prepare, rows)
-        finally:
-            _set_job(previous)
-        return
-    pending: collections.deque = collections.deque()
-    with multiprocessing.get_context().Pool(workers, _init_worker, (job,)) as pool:
-        for row in rows:
-            pending.append(pool.apply_async(_prepare, (row,)))
-            while len(pending) >= 4 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-
-def default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,12 +125,12 @@ class _Source:
     class_names: list[str]
     num_rows: int | None  # None: a stream of unknown length
     exact: bool  # num_rows is known for sure (a dataset's metadata may be wrong until it is read through)
-    rows: Callable[[int], Iterator[_SourceRow]]  # the rows from a position on, in order
+    rows: Callable[[int], Iterator[SourceRow]]  # the rows from a position on, in order
     unit: str = "clip"  # what the progress bar counts
 
 
 def _write(
-    out: Path, source: _Source, job: _Job, *, workers: int, shard_size: int, overwrite: bool,
+    out: Path, source: _Source, job: PrepareJob, *, workers: int, shard_size: int, overwrite: bool,
     max_shards: int | None, on_shard: Callable[[int], None] | None, progress: bool,
 ) -> CacheSummary:
     """Write the shards a cache folder lacks (all, on a fresh start), finish its index, and say what was done."""
@@ -256,7 +153,7 @@ def _write(
     index = _prepare_folder(out, settings, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if index is None:
-        index = _new_index(out, job.processor, source, settings)
+        index = new_index(out, job.processor, source.description, source.class_names, source.num_rows, settings)
     summary = CacheSummary(out)
     todo, tail = _shards_to_write(out, index, shard_size, source.exact, summary)
     summary.shards_reused = len(index["shards"]) - len(summary.repaired)
@@ -278,7 +175,7 @@ def _write(
         planned = None if total is None else len(todo) * shard_size + max(total - tail * shard_size, 0)
     bar = tqdm(total=planned, unit=source.unit, desc=f"caching {source.unit}s", disable=not progress)
     began, ended = time.perf_counter(), None
-    with closing(_prepared(rows, job, workers if work else 0)) as results, bar:
+    with closing(prepare_rows(rows, job, workers if work else 0)) as results, bar:
         for shard, first, end in plans():
             batch = list(itertools.islice(results, end - first))
             bar.update(len(batch))
@@ -303,7 +200,7 @@ def _write(
         index["num_sources"] = total = ended
     all_there = total is not None and len(index["shards"]) == math.ceil(total / shard_size)
     if all_there and (summary.shards_written or not index["complete"]):
-        _finish_index(out, index)
+        finish_index(out, index)
     elif summary.checksums_added:
         write_json(out / INDEX_FILE, index)
     summary.complete = index["complete"]
@@ -341,7 +238,7 @@ def _shards_to_write(out: Path, index: dict, shard_size: int, exact: bool, summa
     return todo, None if known else count
 
 
-def _rows_in(rows: Callable[[int], Iterator[_SourceRow]], ranges: Iterator[tuple[int, int]]) -> Iterator[_SourceRow]:
+def _rows_in(rows: Callable[[int], Iterator[SourceRow]], ranges: Iterator[tuple[int, int]]) -> Iterator[SourceRow]:
     """The rows in ``ranges`` (ordered ``[first, end)`` pairs), read from ``rows`` in one pass."""
     first, end = next(ranges, (None, None))
     if first is None:
@@ -385,26 +282,8 @@ def _prepare_folder(out: Path, settings: dict, overwrite: bool) -> dict | None:
     return None
 
 
-def _new_index(out: Path, processor: RLTVideoProcessor, source: _Source, settings: dict) -> dict:
-    """Start a cache: save the processor and write an index with no shards yet."""
-    processor.save_pretrained(out)
-    index = {
-        "format": CACHE_FORMAT,
-        "version": CACHE_VERSION,
-        "layout": CLIP_LAYOUT,
-        "dtype": "uint8",
-        "source": source.description,
-        "class_names": source.class_names,
-        "num_sources": source.num_rows,
-        "settings": settings,
-        "shards": {},
-        "complete": False,
-    }
-    write_json(out / INDEX_FILE, index)
-    return index
-
-
-def _save_shard(out: Path, index: dict, shard: int, name: str, first: int, batch: list[ClipResult], job: _Job) -> None:
+def _save_shard(out: Path, index: dict, shard: int, name: str, first: int, batch: list[ClipResult],
+                job: PrepareJob) -> None:
     """Write a shard (to a temporary file, renamed when complete) and record it, with its size and CRC-32."""
     from safetensors.torch import save_file
 
@@ -416,7 +295,8 @@ def _save_shard(out: Path, index: dict, shard: int, name: str, first: int, batch
                            "position": result.position})
             logger.warning("skipping an unreadable video: %s: %s", result.name, result.error)
     temporary = out / f"{name}.tmp-{os.getpid()}"
-    save_file(_shard_tensors(rows, job), str(temporary),
+    tensors = shard_tensors(rows, job.tokens, job.keep_only_threshold, job.processor.num_frames)
+    save_file(tensors, str(temporary),
               metadata={"format": CACHE_FORMAT, "layout": CLIP_LAYOUT, "paths": json.dumps([r.name for r in rows])})
     os.replace(temporary, out / name)
     index["shards"][str(shard)] = {
@@ -424,71 +304,6 @@ def _save_shard(out: Path, index: dict, shard: int, name: str, first: int, batch
         "padded_clips": sum(r.padded_frames > 0 for r in rows), "padded_frames": sum(r.padded_frames for r in rows),
         **integrity_record(out / name),
     }
-    write_json(out / INDEX_FILE, index)
-
-
-def _shard_tensors(rows: list[ClipResult], job: _Job) -> dict:
-    """The tensors of one shard (see the package doc for their names, dtypes and shapes)."""
-    tensors = {
-        "positions": torch.tensor([r.position for r in rows], dtype=torch.int64),
-        "labels": torch.tensor([r.label for r in rows], dtype=torch.int64),
-        "tokens_kept": torch.tensor([r.tokens_kept for r in rows], dtype=torch.int64),
-        "padded_frames": torch.tensor([r.padded_frames for r in rows], dtype=torch.int64),
-    }
-    clips = [torch.from_numpy(r.clip) for r in rows]
-    if len({tuple(clip.shape) for clip in clips}) > 1:
-        shapes = sorted({tuple(clip.shape) for clip in clips})
-        raise ValueError(f"the clips came out in different shapes {shapes}; every clip must have one shape")
-    empty = (0, job.processor.num_frames, 3, 0, 0)
-    if job.keep_only_threshold is None:
-        tensors["clips"] = torch.stack(clips) if clips else torch.zeros(empty, dtype=torch.uint8)
-        return tensors
-    tokens = job.tokens
-    parts = [split_tubelets(clip, r.keep_mask, tokens.tubelet_size, tokens.patch_size) for clip, r in zip(clips, rows)]
-    tensors["tubelets"] = torch.cat(parts) if parts else torch.zeros((0, tokens.tubelet_size, 3, 0, 0), dtype=torch.uint8)
-    tensors["tubelet_offsets"] = torch.tensor([0] + [len(part) for part in parts]).cumsum(0)
-    tensors["keep_mask"] = torch.stack([r.keep_mask for r in rows]) if rows else torch.zeros((0, 0, 0, 0), dtype=torch.bool)
-    return tensors
-
-
-def _finish_index(out: Path, index: dict) -> None:
-    """Add the per-clip records and the source list (in source order, read back from the shards) and the
-    clip shape, write ``sources.json``, and mark the index complete."""
-    from safetensors import safe_open
-
-    records, shape, sources = [], None, {}
-    for shard in sorted(index["shards"], key=int):
-        entry = index["shards"][shard]
-        with safe_open(str(out / entry["file"]), framework="pt") as handle:
-            positions = handle.get_tensor("positions").tolist()
-            labels = handle.get_tensor("labels").tolist()
-            names = json.loads(handle.metadata()["paths"])
-            kept = handle.get_tensor("tokens_kept").tolist()
-            # Shards written before padding was recorded hold no count: None, not a made-up 0.
-            # A safe_open handle has keys() but no __contains__/__iter__.
-            padded = handle.get_tensor("padded_frames").tolist() if "padded_frames" in handle.keys() else None  # noqa: SIM118
-            if positions and shape is None:
-                shape = stored_clip_shape(handle)
-        for row, (position, name, label, count) in enumerate(zip(positions, names, labels, kept)):
-            sources[position] = (name, label)
-            records.append({"path": name, "label": int(label), "shard": int(shard), "row": row,
-                            "tokens_kept": int(count), "padded_frames": int(padded[row]) if padded is not None else None})
-        sources.update({failure["position"]: (failure["path"], failure["label"]) for failure in entry["failed"]})
-    ordered = [sources[position] for position in sorted(sources)]
-    write_json(out / SOURCES_FILE, {"paths": [name for name, _ in ordered], "labels": [label for _, label in ordered]})
-    index["clips"] = records
-    index["padded"] = {"clips": sum(1 for r in records if r["padded_frames"]),
-                       "frames": sum(r["padded_frames"] or 0 for r in records)}
-    index["failed"] = [f for s in sorted(index["shards"], key=int) for f in index["shards"][s]["failed"]]
-    if shape is None:
-        processor = RLTVideoProcessor.from_pretrained(str(out))
-        shape = [processor.num_frames, 3, processor.crop_size.height, processor.crop_size.width]
-    index["clip_shape"] = shape
-    settings = index["settings"]["tokens"]
-    patch_h, patch_w = to_pair(settings["patch_size"])
-    if shape[0] % settings["tubelet_size"] == 0 and shape[2] % patch_h == 0 and shape[3] % patch_w == 0:
-        index["tokens_per_clip"] = shape[0] // settings["tubelet_size"] * (shape[2] // patch_h) * (shape[3] // patch_w)
-    index["complete"] = True
     write_json(out / INDEX_FILE, index)
 
 
@@ -514,7 +329,7 @@ def cache_clips(
     progress: bool = True,
     dataset_options: Mapping | None = None,
 ) -> CacheSummary:
-    """Decode a labelled video folder / CSV / JSON list or a dataset once into a clip cache folder (see the package doc).
+    """Decode a labelled video folder / CSV / JSON list or a dataset once into a clip cache (see the package doc).
 
     Run again on the same ``out``, it resumes an interrupted run and rewrites any shard that is missing
     or damaged (size or CRC-32 differ from the index), and only those.
@@ -547,11 +362,11 @@ def cache_clips(
     else:
         paths, labels, names = list_labelled_videos(data, class_names=class_names)
 
-        def rows(start: int) -> Iterator[_SourceRow]:
-            return (_SourceRow(p, paths[p], paths[p], labels[p], None) for p in range(start, len(paths)))
+        def rows(start: int) -> Iterator[SourceRow]:
+            return (SourceRow(p, paths[p], paths[p], labels[p], None) for p in range(start, len(paths)))
 
         source = _Source({"paths": paths, "labels": labels}, str(data), names, len(paths), exact=True, rows=rows)
-    job = _Job(processor, tokens, keep_only_threshold)
+    job = PrepareJob(processor, tokens, keep_only_threshold)
     workers = default_workers() if workers is None else int(workers)
     return _write(Path(out), source, job, workers=workers, shard_size=shard_size, overwrite=overwrite,
                   max_shards=max_shards, on_shard=on_shard, progress=progress)
@@ -612,7 +427,7 @@ def write_clip_cache(
         )
         clips = itertools.chain([first], clips)
 
-    def rows(start: int) -> Iterator[_SourceRow]:
+    def rows(start: int) -> Iterator[SourceRow]:
         seen = 0
         for position, clip in enumerate(clips):
             seen = position + 1
@@ -623,13 +438,14 @@ def write_clip_cache(
             array = clip if isinstance(clip, torch.Tensor) else np.asarray(clip)
             if array.dtype not in (np.uint8, torch.uint8):
                 raise TypeError(
-                    f"clip {position} ({paths[position]}) has dtype {array.dtype}; the cache stores uint8 (0..255) clips"
+                    f"clip {position} ({paths[position]}) has dtype {array.dtype}; "
+                    "the cache stores uint8 (0..255) clips"
                 )
-            yield _SourceRow(position, paths[position], array, ids[position], None)
+            yield SourceRow(position, paths[position], array, ids[position], None)
         if seen < len(ids):
             raise ValueError(f"{len(ids)} labels but only {seen} clips")
 
     source = _Source({"paths": paths, "labels": ids}, "<in memory>", class_names, len(ids), exact=True, rows=rows)
-    return _write(Path(out), source, _Job(processor, tokens or TokenSettings(), keep_only_threshold), workers=0,
+    return _write(Path(out), source, PrepareJob(processor, tokens or TokenSettings(), keep_only_threshold), workers=0,
                   shard_size=shard_size, overwrite=overwrite, max_shards=max_shards, on_shard=on_shard,
                   progress=progress)
