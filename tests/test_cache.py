@@ -383,3 +383,30 @@ def test_an_old_cache_loads_with_a_note_and_a_rerun_records_its_checksums(tmp_pa
     with pytest.raises(DamagedCacheError, match=r"clips-00001-of-00002\.safetensors"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ClipCache(cut)
+
+
+def test_a_damaged_shard_of_a_streamed_dataset_is_rewritten_alone_under_its_name(folder, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    videos = sorted(folder.glob("*/*.mp4"))
+    features = datasets.Features({"video": datasets.Video(), "label": datasets.ClassLabel(names=["ant", "bee"])})
+    rows = {"video": [{"path": None, "bytes": path.read_bytes()} for path in videos],
+            "label": [int(path.parent.name == "bee") for path in videos]}
+    (tmp_path / "parquet" / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "parquet" / "data" / "train.parquet"))
+    out = tmp_path / "cache"
+    settings = {"processor": small_processor(), "workers": 0, "shard_size": 2, "progress": False,
+                "dataset_options": {"streaming": True}}
+    cache_clips(tmp_path / "parquet", out, **settings)
+    names = sorted(path.name for path in out.glob("clips-*"))
+    assert names == ["clips-00000.safetensors", "clips-00001.safetensors", "clips-00002.safetensors"]
+    before = [ClipCache(out).clip(i).clone() for i in range(6)]
+    _damage(out / names[1], "zeroed")
+    untouched = {name: _stat(out / name) for name in (names[0], names[2])}
+
+    summary = cache_clips(tmp_path / "parquet", out, **settings)
+    assert list(summary.repaired) == [names[1]] and summary.shards_written == 1 and summary.processed == 2
+    assert sorted(path.name for path in out.glob("clips-*")) == names
+    assert {name: _stat(out / name) for name in (names[0], names[2])} == untouched
+    repaired = ClipCache(out, verify=True)
+    assert all(torch.equal(repaired.clip(i), before[i]) for i in range(6)) and repaired.labels == rows["label"]
