@@ -224,8 +224,10 @@ def finish_index(out: Path, index: dict) -> None:
                 shape = _stored_clip_shape(handle)
         for row, (position, name, label, count) in enumerate(zip(positions, names, labels, kept)):
             sources[position] = (name, label)
-            records.append({"path": name, "label": int(label), "shard": int(shard), "row": row,
-                            "tokens_kept": int(count), "padded_frames": int(padded[row]) if padded is not None else None})
+            records.append({
+                "path": name, "label": int(label), "shard": int(shard), "row": row, "tokens_kept": int(count),
+                "padded_frames": int(padded[row]) if padded is not None else None,
+            })
         sources.update({failure["position"]: (failure["path"], failure["label"]) for failure in entry["failed"]})
     ordered = [sources[position] for position in sorted(sources)]
     write_json(out / SOURCES_FILE, {"paths": [name for name, _ in ordered], "labels": [label for _, label in ordered]})

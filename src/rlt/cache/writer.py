@@ -85,7 +85,7 @@ class CacheSummary:
         return self.processed / self.seconds if self.seconds > 0 else float("nan")
 
     def __str__(self) -> str:
-        repaired = f"; repaired {len(self.repaired)}: {', '.join(self.repaired)}" if self.repaired else ""
+        repaired = f"; {len(self.repaired)} damaged or missing shards rewritten" if self.repaired else ""
         lines = [
             (
                 f"{'complete' if self.complete else 'INCOMPLETE'} clip cache {self.folder}: {self.clips} clips in "
@@ -155,8 +155,8 @@ def _write(
     if index is None:
         index = new_index(out, job.processor, source.description, source.class_names, source.num_rows, settings)
     summary = CacheSummary(out)
-    todo, tail = _shards_to_write(out, index, shard_size, source.exact, summary)
-    summary.shards_reused = len(index["shards"]) - len(summary.repaired)
+    todo, tail, problems = _shards_to_write(out, index, shard_size, source.exact, summary)
+    summary.shards_reused = len(index["shards"]) - len(problems)
     total = index["num_sources"]
     count = math.ceil(total / shard_size) if total is not None else None
 
@@ -184,6 +184,8 @@ def _write(
             if batch:
                 entry = index["shards"].get(str(shard))
                 name = entry["file"] if entry is not None else shard_name(shard, count)
+                if name in problems:
+                    summary.repaired[name] = problems[name]
                 _save_shard(out, index, shard, name, first, batch, job)
                 summary.shards_written += 1
                 summary.processed += len(batch)
@@ -214,28 +216,29 @@ def _write(
 
 
 def _shards_to_write(out: Path, index: dict, shard_size: int, exact: bool, summary: CacheSummary):
-    """``(shards to write among the known ones, first shard past them or None)``: the resume-and-repair rule.
+    """The resume-and-repair rule: ``(shards to write among the known ones, first shard past them or None,
+    {damaged shard file: what is wrong})``.
 
     Every recorded shard is checked (size and CRC-32: one read of the cache, cheap beside decoding);
-    a missing or damaged one is written again, and ``summary.repaired`` names it. Shards of an older
+    a missing or damaged one is written again under its recorded name. Shards of an older
     cache that recorded no checksum get one (they are kept: nothing can tell whether they changed).
     While a dataset's length is not known for sure, the shards past the recorded ones follow.
     """
-    recorded = index["shards"]
+    recorded, problems = index["shards"], {}
     for key in sorted(recorded, key=int):
         entry = recorded[key]
         problem = shard_problem(out, entry, checksum=True)
         if problem is not None:
-            summary.repaired[entry["file"]] = problem
+            problems[entry["file"]] = problem
             logger.warning("shard %s of %s is damaged (%s): writing it again", entry["file"], out, problem)
         elif "crc32" not in entry:
             entry.update(integrity_record(out / entry["file"]))
             summary.checksums_added += 1
     known = index["num_sources"] is not None and (exact or index["complete"])
     count = math.ceil(index["num_sources"] / shard_size) if known else max(map(int, recorded), default=-1) + 1
-    damaged = {int(key) for key, entry in recorded.items() if entry["file"] in summary.repaired}
+    damaged = {int(key) for key, entry in recorded.items() if entry["file"] in problems}
     todo = [s for s in range(count) if str(s) not in recorded or s in damaged]
-    return todo, None if known else count
+    return todo, None if known else count, problems
 
 
 def _rows_in(rows: Callable[[int], Iterator[SourceRow]], ranges: Iterator[tuple[int, int]]) -> Iterator[SourceRow]:
