@@ -208,22 +208,18 @@ class PrepareJob:
     keep_only_threshold: float | None
 
 
-_JOB: PrepareJob | None = None
-
-
-def _set_job(job: PrepareJob | None) -> None:
-    global _JOB
-    _JOB = job
+_JOB: PrepareJob | None = None  # a pool worker's job, set once when it starts
 
 
 def _init_worker(job: PrepareJob) -> None:
-    _set_job(job)
+    global _JOB
+    _JOB = job
     torch.set_num_threads(1)  # one process per core already
 
 
-def _prepare(row: SourceRow) -> ClipResult:
-    """Decode or take one row's video, as the job's processor does, with its token counts."""
-    job = _JOB
+def _prepare(row: SourceRow, job: PrepareJob | None = None) -> ClipResult:
+    """Decode or take one row's video, as the job's (default: this worker's) processor does, with its token counts."""
+    job = job or _JOB
     result = ClipResult(row.index, row.name, row.label, error=row.error)
     if row.error is not None:
         return result
@@ -252,12 +248,7 @@ def prepare_rows(rows: Iterable[SourceRow], job: PrepareJob, workers: int) -> It
     worker in flight, so the video bytes of a long dataset or stream are never all in memory.
     """
     if workers <= 1:
-        previous = _JOB
-        _set_job(job)
-        try:
-            yield from map(_prepare, rows)
-        finally:
-            _set_job(previous)
+        yield from (_prepare(row, job) for row in rows)
         return
     pending: collections.deque = collections.deque()
     with multiprocessing.get_context().Pool(workers, _init_worker, (job,)) as pool:
