@@ -8,8 +8,9 @@ them back costs a memory copy and one normalisation. ``write_clip_cache`` writes
 from clips already in memory (e.g. generated ones), without decoding, so it needs no PyAV.
 
 The package, in the order a clip takes: ``clips`` (the processor a checkpoint implies, one clip's
-preparation and token counts, the worker pool), ``format`` (file names, shard tensors, the index,
-shard integrity), ``writer`` (one write loop over any source, the resume-and-repair rule) and
+preparation and token counts, the worker pool), ``sources`` (a video folder or list, a dataset, clips
+in memory: ``cache_clips``, ``write_clip_cache``), ``writer`` (one write loop over any source, the
+resume-and-repair rule), ``format`` (file names, shard tensors, the index, shard integrity) and
 ``reader`` (``ClipCache`` and its two views, ``CachedClips`` for torch, ``load_clip_cache`` for
 ``datasets``).
 
@@ -45,7 +46,8 @@ read in order, so a stream of unknown length needs no first pass: its shards are
 from .clips import ClipResult, TokenSettings, default_workers, load_processor, prepare_clip
 from .format import INDEX_FILE, DamagedCacheError
 from .reader import CachedClips, ClipCache, ClipCacheTransform, is_clip_cache, load_clip_cache
-from .writer import CacheSummary, cache_clips, write_clip_cache
+from .sources import cache_clips, write_clip_cache
+from .writer import CacheSummary
 
 __all__ = [
     "INDEX_FILE",
