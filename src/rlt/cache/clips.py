@@ -39,7 +39,7 @@ class TokenSettings:
 
 
 def load_processor(
-    checkpoint: str | os.PathLike | None = None,
+    checkpoint: RLTVideoProcessor | str | os.PathLike | None = None,
     *,
     num_frames: int | None = None,
     frame_stride: int | None = None,
@@ -48,6 +48,7 @@ def load_processor(
 ) -> tuple[RLTVideoProcessor, TokenSettings]:
     """The RLT video processor a checkpoint (or processor) folder implies, and its token settings.
 
+    A processor given as such is taken as it is (a copy, if overridden), with the default token settings.
     An RLT checkpoint's own processor is used as saved; a vanilla checkpoint's (VideoMAE, ViViT, ...)
     processor config is translated as ``rlt convert`` does (same mean/std, sizes, frame count).
     ``num_frames``, ``frame_stride`` / ``fps`` and ``size`` (short side and square crop) override.
@@ -57,8 +58,8 @@ def load_processor(
 
     model_config: dict = {}
     geometry = None
-    if checkpoint is None:
-        processor = RLTVideoProcessor()
+    if checkpoint is None or isinstance(checkpoint, RLTVideoProcessor):
+        processor = checkpoint or RLTVideoProcessor()
     else:
         folder = Path(checkpoint)
         if not folder.is_dir():

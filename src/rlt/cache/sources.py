@@ -15,7 +15,7 @@ import torch
 
 from ..data import list_labelled_videos
 from ..models.video_processing_rlt import RLTVideoProcessor, frames_to_tensor
-from .clips import PrepareJob, SourceRow, TokenSettings, default_workers, load_processor, with_overrides
+from .clips import PrepareJob, SourceRow, TokenSettings, default_workers, load_processor
 from .format import DEFAULT_SHARD_SIZE
 from .writer import CacheSummary, ClipSource, write_source
 
@@ -59,11 +59,7 @@ def cache_clips(
     """
     from ..hf_datasets import is_dataset_source, open_video_dataset
 
-    if isinstance(processor, RLTVideoProcessor):
-        processor = with_overrides(processor, num_frames=num_frames, frame_stride=frame_stride, size=size)
-        tokens = TokenSettings()
-    else:
-        processor, tokens = load_processor(processor, num_frames=num_frames, frame_stride=frame_stride, size=size)
+    processor, tokens = load_processor(processor, num_frames=num_frames, frame_stride=frame_stride, size=size)
     if dataset_options or is_dataset_source(data):
         dataset = open_video_dataset(data, class_names=class_names, **dict(dataset_options or {}))
         source = ClipSource(dataset.identity(), dataset.description, dataset.class_names, dataset.num_rows,
