@@ -313,11 +313,13 @@ def _add_cache(subparsers) -> None:
         "Hugging Face dataset with a Video column, streamed with --streaming) once, in parallel, sample, resize and "
         "crop each clip as the checkpoint's processor does, and write uint8 (T, C, H, W) clips with labels and "
         "source paths (a dataset's: row N) in safetensors shards under OUT. Unreadable files and rows are listed "
-        "and skipped; running the command again on the same OUT resumes an interrupted run.",
+        "and skipped; running the command again on the same OUT resumes an interrupted run and rewrites any shard "
+        "that is missing or damaged (its size or CRC-32 differs from the index). `rlt cache --verify OUT` checks a "
+        "cache without writing.",
     )
     parser.add_argument("data", help="video folder (one sub-folder per class), CSV / JSON list, or a dataset: a "
                         "save_to_disk folder, parquet / webdataset shards or a Hub id")
-    parser.add_argument("out", help="cache folder to write (or to resume)")
+    parser.add_argument("out", nargs="?", help="cache folder to write (or to resume or repair)")
     parser.add_argument("--processor", metavar="FOLDER", help="checkpoint or processor folder whose sampling, "
                         "sizes and normalisation to use (default: 16 frames, 224 px, ImageNet mean/std)")
     parser.add_argument("--num-frames", type=int, help="frames per clip (default: the processor's)")
@@ -329,6 +331,8 @@ def _add_cache(subparsers) -> None:
                         help="store only the tubelets RLT keeps at TAU, plus keep masks (for training at that TAU)")
     parser.add_argument("--overwrite", action="store_true", help="replace a cache of other data or settings in OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verify", action="store_true", help="check the cache at OUT (or the one folder given): "
+                        "every shard's size and CRC-32 against the index; writes nothing")
     parser.add_argument("--class-names", nargs="+", metavar="NAME",
                         help="the classes in id order (e.g. the model's), so that caches of several splits number "
                         "them alike; labels are mapped to them by name (default: the data's own classes)")
@@ -337,8 +341,17 @@ def _add_cache(subparsers) -> None:
 
 
 def _run_cache(args) -> None:
-    from .cache import cache_clips
+    from .cache import ClipCache, cache_clips
 
+    if args.verify:
+        cache = ClipCache(args.out or args.data, verify=True)
+        shards = cache.index["shards"].values()
+        unchecked = sum("crc32" not in entry for entry in shards)
+        print(f"clip cache {cache.folder}: {plural(len(cache), 'clip')} in {plural(len(shards), 'shard')} as recorded"
+              + (f" ({unchecked} without a recorded checksum: checked by size only)" if unchecked else ""))
+        return
+    if args.out is None:
+        raise ValueError("give the cache folder OUT after DATA (or --verify to check a cache)")
     check_local_argument(args.data, "the data to cache")
 
     summary = cache_clips(
