@@ -80,8 +80,11 @@ def packed_vision_attention_forward(
     if q.is_cuda and half and varlen_available(q.device):
         max_q = int(max_length_q) if max_length_q is not None else int((cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).max())
         max_k = int(max_length_k) if max_length_k is not None else max_q
+        # transformers may build cu_seqlens on the host (5.17's Qwen2.5-VL windows do); the kernel needs them
+        # on the device, as int32.
+        cu_q, cu_k = (cu.to(q.device, torch.int32, non_blocking=True) for cu in (cu_seq_lens_q, cu_k))
         output, *_ = torch.ops.aten._flash_attention_forward(
-            q, k, v, cu_seq_lens_q, cu_k, max_q, max_k, dropout, False, False, scale=scaling
+            q, k, v, cu_q, cu_k, max_q, max_k, dropout, False, False, scale=scaling
         )
         return output.unsqueeze(0), None
     lengths = (cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).tolist()
