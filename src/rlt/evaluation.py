@@ -36,6 +36,7 @@ from .cache import default_workers, load_processor
 from .clip_sources import SYNTHETIC_PREFIX, CacheClips, ClipDataset, ClipSource, open_clips
 from .collator import ClipCollator
 from .common import PixelNormalizer, synchronize
+from .conversion import load_rlt
 from .hf_datasets import is_dataset_source
 from .models.modeling_rlt import run_length_tokenize_for
 from .models.tokenizer import COMPARE_TO_CHOICES
@@ -74,29 +75,15 @@ def load_classifier(checkpoint: str | os.PathLike):
         raise FileNotFoundError(f"no such model folder: {folder}")
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
-    config = json.loads((folder / "config.json").read_text())
-    model_type = config.get("model_type")
+    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
     try:
-        architecture = registry.for_model_type(model_type)
+        registry.for_model_type(model_type)
     except registry.UnsupportedArchitectureError:
         raise registry.UnsupportedArchitectureError(
             f"{folder} holds a {model_type!r} model; rlt evaluate takes classifiers of {registry.describe_supported()}"
         ) from None
-    architectures = config.get("architectures") or []
-    if not any(name.endswith("ForVideoClassification") for name in architectures):
-        raise ValueError(
-            f"{folder} holds no video classifier (architectures {architectures}); evaluate a fine-tuned one"
-        )
     processor, _ = load_processor(folder)
-    kwargs = {}
-    if model_type != architecture.model_type:
-        # Vanilla: the RLT config from its fields, every RLT setting at its default (length table at
-        # zero), and the input scale of its processor, as `rlt convert` writes it.
-        kwargs["config"] = architecture.rlt_config(config, rlt_input_scale=processor.rlt_input_scale)
-    model, info = architecture.classifier_class.from_pretrained(str(folder), output_loading_info=True, **kwargs)
-    missing = [key for key in info["missing_keys"] if "length_embeddings" not in key]
-    if missing:
-        raise ValueError(f"{folder} lacks weights of a video classifier: {missing[:5]}")
+    model = load_rlt(folder, processor_config=processor.to_dict(), classifier_only=True)
     return model.eval(), processor
 
 
