@@ -106,8 +106,16 @@ class ClipDataset(torch.utils.data.Dataset):
         return self.source.clip(i)
 
 
-def _error_text(error: Exception) -> str:
-    return str(error) or type(error).__name__
+def _decoded(processor, video, label: int | None, name: str) -> Clip:
+    """``video`` decoded, sampled, resized and cropped (``rlt.cache.prepare_clip``, kept in uint8); a
+    ``Clip`` carrying the error when it cannot be read."""
+    from .cache import prepare_clip
+
+    try:
+        frames, padded = prepare_clip(processor, video, return_padded_frames=True)
+    except READ_ERRORS as error:
+        return Clip(None, label, name, 0, str(error) or type(error).__name__)
+    return Clip(frames, label, name, padded)
 
 
 def _processor_shape(processor) -> tuple[int, ...] | None:
@@ -153,14 +161,7 @@ class VideoFileClips(ClipSource):
         return len(self.paths)
 
     def clip(self, i: int) -> Clip:
-        from .cache import prepare_clip
-
-        name = str(self.paths[i])
-        try:
-            frames, padded = prepare_clip(self.processor, self.paths[i], return_padded_frames=True)
-        except READ_ERRORS as error:
-            return Clip(None, self.labels[i], name, 0, _error_text(error))
-        return Clip(frames, self.labels[i], name, padded)
+        return _decoded(self.processor, self.paths[i], self.labels[i], str(self.paths[i]))
 
 
 class DatasetRowClips(ClipSource):
@@ -183,16 +184,10 @@ class DatasetRowClips(ClipSource):
         return self.source.num_rows
 
     def clip(self, i: int) -> Clip:
-        from .cache import prepare_clip
-
         row = self.source.row(i)
         if row.error is not None:
             return Clip(None, None, row.name, 0, row.error)
-        try:
-            frames, padded = prepare_clip(self.processor, row.video, return_padded_frames=True)
-        except READ_ERRORS as error:
-            return Clip(None, None, row.name, 0, _error_text(error))
-        return Clip(frames, row.label, row.name, padded)
+        return _decoded(self.processor, row.video, row.label, row.name)
 
 
 class CacheClips(ClipSource):
