@@ -59,7 +59,15 @@ import rlt
 from rlt.cache import prepare_clip
 from rlt.common import READ_ERRORS
 from rlt.synthetic import add_task_arguments
-from rlt.training import VIT_SIZES, ClipCollator, PixelNormalizer, RLTTrainer
+from rlt.training import (
+    COMPILE_CHOICES,
+    VIT_SIZES,
+    ClipCollator,
+    PixelNormalizer,
+    RLTTrainer,
+    compile_arguments,
+    resolve_compile,
+)
 
 logger = logging.getLogger("pretrain_videomae")
 
@@ -104,6 +112,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--weight-decay", type=float, default=0.05)
     train.add_argument("--warmup", type=float, default=0.1, help="warm-up: a fraction (<1) or a number of steps")
     train.add_argument("--bf16", action="store_true")
+    train.add_argument("--compile", choices=COMPILE_CHOICES, default="none",
+                       help="torch.compile the model: default (inductor), cuda-graphs (mode reduce-overhead: "
+                       "the tube mask hides a fixed count, so shapes are static), auto (cuda-graphs on a GPU); "
+                       "default none")
+    # e.g. aot_eager: the compiled path, fast, on a CPU (the tests)
+    train.add_argument("--compile-backend", help=argparse.SUPPRESS)
+    train.add_argument("--tf32", action=argparse.BooleanOptionalAction,
+                       help="TF32 matmuls (transformers' tf32; with --compile it turns TF32 on unless --no-tf32)")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--save-strategy", choices=["no", "epoch", "steps"], default="epoch")
     train.add_argument("--save-steps", type=int, default=500)
@@ -124,6 +140,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"{flag} must be a positive integer, got {value}")
     if args.frame_stride is not None and not args.train:
         parser.error("--frame-stride samples video files: it goes with --train")
+    args.compile = resolve_compile(args.compile, "cuda" if torch.cuda.is_available() else "cpu")
     try:
         check_clip_shape(args.num_frames, args.image_size, args.mask_ratio)
     except ValueError as error:
@@ -376,6 +393,8 @@ def main(argv=None) -> dict:
         ddp_find_unused_parameters=False,
         report_to=args.report_to,
         use_cpu=not torch.cuda.is_available(),
+        tf32=args.tf32,
+        **compile_arguments(args.compile, device, backend=args.compile_backend),
     )
     trainer = TubeMaskingTrainer(
         model=model,
@@ -411,6 +430,8 @@ def main(argv=None) -> dict:
         "warmup": args.warmup,
         "weight_decay": args.weight_decay,
         "precision": "bf16" if args.bf16 else "fp32",
+        "compile": args.compile,
+        **trainer.compile_stats(),
         "seed": args.seed,
         "data": {**data_info, "train_clips": len(train_dataset)},
         "steps": trainer.state.global_step,
@@ -451,6 +472,8 @@ def print_summary(summary: dict) -> None:
         f"   train clips/s: {summary['train_clips_per_s'] or math.nan:.1f}   data loader wait: "
         f"{summary['loader_wait_s']:.1f} s\n"
         f"   loss: mean over training {loss if loss is not None else math.nan:.4f}, last logged {last:.4f}\n"
+        + (f"   compiled ({summary['compile']}): {summary['compile_s']:.1f} s in {len(summary['compile_steps'])} "
+           f"compiling steps, {summary['graph_breaks']} graph breaks\n" if summary["compile"] != "none" else "")
     )
 
 

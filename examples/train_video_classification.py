@@ -19,15 +19,23 @@ RLT switches:
     --no-length-encoding drop the run-length encoding
     --random-drop        ablation: drop random tubelets, as many per clip as RLT would (keep mask made in the collator)
     --token-budget N     batches of about N kept tokens instead of --batch-size clips (rlt.batching)
+Speed:
+    --compile {none,default,cuda-graphs,auto}
+                         torch.compile the model for training and evaluation (transformers' torch_compile);
+                         cuda-graphs = mode "reduce-overhead" over bucketed packing (--pack-buckets, default 8
+                         then), for the vanilla baseline too; auto = cuda-graphs on a GPU, none on the CPU.
+                         Each new graph compiles in its first step (10-30 s on a GPU): the log and
+                         summary.json report the seconds (compile_s).
 
 Examples:
     # a tiny CPU run on the generated task (about a minute)
     python examples/train_video_classification.py --synthetic 256 --synthetic-eval 64 --from-scratch tiny \\
         --image-size 64 --num-frames 8 --epochs 2 --batch-size 16 --output-dir /tmp/rlt-tiny
-    # baseline vs RLT, ViT-B 16x224 from scratch, bf16 (one GPU)
+    # baseline vs RLT, ViT-B 16x224 from scratch, bf16 (one GPU), both with CUDA graphs
     python examples/train_video_classification.py --synthetic 4000 --from-scratch vit-b --vanilla --bf16 \\
-        --output-dir runs/base
-    python examples/train_video_classification.py --synthetic 4000 --from-scratch vit-b --bf16 --output-dir runs/rlt
+        --compile cuda-graphs --output-dir runs/base
+    python examples/train_video_classification.py --synthetic 4000 --from-scratch vit-b --bf16 \\
+        --compile cuda-graphs --output-dir runs/rlt
     # several GPUs, no code change (DDP):
     torchrun --nproc_per_node 2 examples/train_video_classification.py ...   # or: accelerate launch ...
 
@@ -58,7 +66,15 @@ from rlt import registry
 from rlt.batching import TokenBudgetBatchSampler, count_kept_tokens
 from rlt.synthetic import add_task_arguments
 from rlt.training import VIT_SIZES as SIZES
-from rlt.training import ClipCollator, PixelNormalizer, RLTTrainer, compute_metrics
+from rlt.training import (
+    COMPILE_CHOICES,
+    ClipCollator,
+    PixelNormalizer,
+    RLTTrainer,
+    compile_arguments,
+    compute_metrics,
+    resolve_compile,
+)
 
 logger = logging.getLogger("train_video_classification")
 
@@ -77,7 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--synthetic-eval", type=int, metavar="M", help="generated evaluation clips (default N/5)")
     add_task_arguments(data)  # --synthetic-device, --synthetic-variant, --synthetic-time-step, --data-seed
     data.add_argument("--frame-stride", type=int, help="sample every N-th frame of a video (default: uniform)")
-    data.add_argument("--num-workers", type=int, default=4, help="data loader workers (default 4)")
+    data.add_argument("--num-workers", type=int, default=min(4, (os.cpu_count() or 1) - 1),
+                      help="data loader workers (default: 4, leaving one core to the main process)")
 
     model = parser.add_argument_group("model")
     choice = model.add_mutually_exclusive_group(required=True)
@@ -100,6 +117,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="compute RLT's keep mask in the loader workers, not on the device",
     )
+
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--compile", choices=COMPILE_CHOICES, default="none",
+                       help="torch.compile for training and evaluation: default (inductor), cuda-graphs "
+                       "(reduce-overhead over bucketed packing), auto (cuda-graphs on a GPU, else none); default none")
+    speed.add_argument("--pack-buckets", type=int, metavar="K",
+                       help="rlt_pack_buckets of the RLT model (default 8 with --compile cuda-graphs, else 0)")
+    # e.g. aot_eager: the compiled path, fast, on a CPU (the tests)
+    speed.add_argument("--compile-backend", help=argparse.SUPPRESS)
+    speed.add_argument("--tf32", action=argparse.BooleanOptionalAction,
+                       help="TF32 matmuls (transformers' tf32; with --compile it turns TF32 on unless --no-tf32)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--output-dir", required=True)
@@ -155,6 +183,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.from_scratch:
         args.num_frames = args.num_frames or 16
         args.image_size = args.image_size or 224
+    args.compile = resolve_compile(args.compile, "cuda" if torch.cuda.is_available() else "cpu")
+    if args.pack_buckets is not None and args.pack_buckets < 0:
+        parser.error(f"--pack-buckets must be 0 (exact packing) or a positive number of sizes, got {args.pack_buckets}")
+    if args.vanilla and args.pack_buckets:
+        parser.error("--pack-buckets sets RLT's packing; --vanilla has fixed shapes without it")
+    args.buckets_for_graphs = args.pack_buckets is None and args.compile == "cuda-graphs" and not args.vanilla
+    if args.pack_buckets is None:  # CUDA graphs need static shapes: RLT's packed length rounded up to K sizes
+        args.pack_buckets = 8 if args.buckets_for_graphs else 0
     return args
 
 
@@ -168,12 +204,15 @@ def rlt_settings(args) -> dict:
         "rlt_use_length_encoding": not args.no_length_encoding,
         "rlt_compare_to": args.compare_to,
         "rlt_attention": args.attention,
+        "rlt_pack_buckets": args.pack_buckets,
     }
 
 
 def build_model(args, id2label: dict[int, str], processor: rlt.RLTVideoProcessor):
     """The model to train: new (--from-scratch) or from a checkpoint, RLT or vanilla (--vanilla)."""
-    labels = {"num_labels": len(id2label), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+    labels = {"num_labels": len(id2label), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()},
+              # Set now: the loss would set it on its first call, a config change that recompiles a compiled model.
+              "problem_type": "single_label_classification"}
     if args.from_scratch:
         architecture = registry.get(args.arch)
         hidden, layers, heads, intermediate = SIZES[args.from_scratch]
@@ -406,6 +445,8 @@ def main(argv=None) -> dict:
         ddp_find_unused_parameters=False,
         report_to=args.report_to,
         use_cpu=not torch.cuda.is_available(),
+        tf32=args.tf32,
+        **compile_arguments(args.compile, device, backend=args.compile_backend),
     )
     trainer = RLTTrainer(
         model=model,
@@ -431,6 +472,7 @@ def main(argv=None) -> dict:
     eval_start = time.perf_counter()
     metrics = trainer.evaluate()
     eval_s = time.perf_counter() - eval_start
+    compile_stats = trainer.compile_stats()
 
     mode = "eval-only " if args.eval_only else ""
     mode += "vanilla" if not is_rlt else "rlt-off" if args.rlt_off else "random-drop" if args.random_drop else "rlt"
@@ -442,6 +484,10 @@ def main(argv=None) -> dict:
         "rlt": {k: getattr(config, k) for k in ("rlt_enabled", "rlt_threshold", "rlt_use_length_encoding",
                                                 "rlt_compare_to", "rlt_attention")} if is_rlt else None,
         "token_budget": args.token_budget,
+        "compile": args.compile,
+        "compile_mode": training_args.torch_compile_mode if training_args.torch_compile else None,
+        "pack_buckets": getattr(config, "rlt_pack_buckets", None),
+        **compile_stats,
         "batch_size": args.batch_size,
         "grad_accum": args.grad_accum,
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
@@ -480,6 +526,9 @@ def main(argv=None) -> dict:
         "command": " ".join(sys.argv),
     }
     if not args.eval_only:  # the final model (all ranks call it; rank 0 writes): reusable by rlt convert / evaluate
+        if is_rlt and args.buckets_for_graphs:
+            # Bucketing was for the graphs; the saved model packs exactly, as an eager user wants (outputs unchanged).
+            config.rlt_pack_buckets = 0
         trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -558,6 +607,12 @@ def print_summary(summary: dict) -> None:
                 f"{summary.get('tokens_per_clip')} ({100 * summary.get('kept_fraction', 0):.1f}%)"
             ),
         ]
+    if summary["compile"] != "none":
+        lines.append(
+            f"   compiled ({summary['compile']}, buckets {summary['pack_buckets']}): {summary['compile_s']:.1f} s in "
+            f"{len(summary['compile_steps'])} compiling steps (train {summary['compile_s_train']:.1f} s, "
+            f"eval {summary['compile_s_eval']:.1f} s), {summary['graph_breaks']} graph breaks"
+        )
     lines.append(
         f"   eval top-1 {summary['eval_accuracy']:.4f}  top-5 {summary['eval_top5_accuracy']:.4f}  "
         f"loss {summary['eval_loss']:.4f}  mean tokens kept {summary['eval_mean_tokens_kept'] or 0:.0f}  "

@@ -18,7 +18,17 @@ from rlt import registry
 GRID = (4, 2, 2)
 TUBELETS = 16  # T' * H' * W'
 REPEAT_COUNTS = [16, 13, 6]  # tubelets each clip of clips_with_repeats keeps at threshold 0
-__all__ = ["CASES", "GRID", "REPEAT_COUNTS", "SHAPE", "TUBELETS", "clips_with_repeats", "noise_clips"]
+__all__ = [
+    "CASES",
+    "GRID",
+    "REPEAT_COUNTS",
+    "SHAPE",
+    "TUBELETS",
+    "clips_repeating_in_time",
+    "clips_with_repeats",
+    "noise_clips",
+    "without_positions",
+]
 SHAPE = registry.ModelShape(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_frames=8, image_size=32
 )
@@ -34,11 +44,15 @@ class ModelCase:
             (transformers starts biases, ViViT's CLS token and position table at zero), so that a
             weight that failed to load, or a row taken from the wrong place, shows.
         config_fields: extra vanilla config fields.
+        rotary_attention: ``(module, class name)`` of the transformers attention class that rotates
+            queries and keys by position (V-JEPA 2's RoPE), whose ``apply_rotary_embeddings`` a test
+            without positions replaces with the identity; None for architectures with a position table.
     """
 
     name: str
     randomised: tuple[str, ...] = ("bias",)
     config_fields: tuple[tuple[str, object], ...] = ()
+    rotary_attention: tuple[str, str] | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -82,6 +96,38 @@ class ModelCase:
         return {self.input_name: clips}
 
 
+def clips_repeating_in_time(ragged: bool = True) -> torch.Tensor:
+    """Two noise clips whose tubelets repeat exactly in time, never across space, at threshold 0:
+
+    - clip 0: cell (0, 0) is static (one run of 4 steps), cell (0, 1) holds still over steps 0-1 and
+      over steps 2-3 (two runs of 2), the other cells change every frame: it keeps 11 of its 16 tubelets;
+    - clip 1 (``ragged``): static, keeps 4; otherwise another clip like clip 0 (both keep 11: a uniform batch).
+
+    A repeat is one frame held still: RLT compares a tubelet's last frame with the first frame of the
+    one before, so a tubelet is both dropped and identical to the one it repeats only when its frames
+    are too. A time step is 2 frames; cell (h, w) is pixels ``[16h:16h+16, 16w:16w+16]``.
+    """
+    clips = noise_clips(2, seed=1)
+    for index in range(1 if ragged else 2):
+        clip = clips[index]
+        clip[1:, :, :16, :16] = clip[0, :, :16, :16]
+        clip[1:4, :, :16, 16:] = clip[0, :, :16, 16:]
+        clip[5:8, :, :16, 16:] = clip[4, :, :16, 16:]
+    if ragged:
+        clips[1, 1:] = clips[1, 0]
+    return clips
+
+
+def without_positions(model):
+    """``model`` with every position table zeroed (VideoMAE's sinusoid table, ViViT's learned one), in place."""
+    with torch.no_grad():
+        for module in model.modules():
+            table = getattr(module, "position_embeddings", None)
+            if isinstance(table, torch.Tensor):
+                table.zero_()
+    return model
+
+
 CASES = [
     ModelCase("videomae"),
     ModelCase("vivit", randomised=("bias", "cls_token", "position_embeddings")),
@@ -95,5 +141,6 @@ CASES = [
             ("pred_num_hidden_layers", 1),
             ("pred_num_attention_heads", 2),
         ),
+        rotary_attention=("transformers.models.vjepa2.modeling_vjepa2", "VJEPA2RopeAttention"),
     ),
 ]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +18,16 @@ from conftest import SRC
 from video_helpers import expected_square_keep_mask, moving_square_frames, write_video
 
 from rlt import RLTVideoProcessor, run_length_tokenize
-from rlt.cache import INDEX_FILE, CachedClips, ClipCache, TokenSettings, cache_clips, load_clip_cache, write_clip_cache
+from rlt.cache import (
+    INDEX_FILE,
+    CachedClips,
+    ClipCache,
+    DamagedCacheError,
+    TokenSettings,
+    cache_clips,
+    load_clip_cache,
+    write_clip_cache,
+)
 from rlt.cli import main
 
 
@@ -268,3 +281,135 @@ def test_cached_clips_is_a_torch_dataset_of_the_cache(tmp_path):
     assert torch.equal(batch["keep_mask"], torch.stack([kept.keep_mask(i) for i in range(4)]))
     assert batch["pixel_values"].dtype == torch.uint8 and batch["labels"].tolist() == [1, 0, 1, 0]
     assert set(CachedClips(kept, with_labels=False, with_keep_masks=False)[1]) == {"pixel_values"}
+
+
+FIXTURE_CACHE = Path(__file__).parent / "fixtures" / "clip_cache_v1"
+
+
+def fixture_clip(i: int) -> torch.Tensor:
+    """Clip ``i`` of the fixture cache, uint8 ``(4, 3, 32, 32)``, as tests/fixtures/README.md made it."""
+    t, c, h, w = torch.meshgrid(*(torch.arange(n) for n in (4, 3, 32, 32)), indexing="ij")
+    return ((t * 37 + c * 11 + h * 5 + w * 3 + i * 50) % 256).to(torch.uint8)
+
+
+def test_a_cache_written_by_rlt_0_1_loads_with_its_pixels_and_labels():
+    """tests/fixtures/clip_cache_v1: 3 clips in 2 shards, written by `write_clip_cache` before the cache package."""
+    with pytest.warns(UserWarning, match="written before rlt recorded shard sizes and checksums"):
+        cache = ClipCache(FIXTURE_CACHE)
+    assert len(cache) == 3 and cache.class_names == ["cat", "dog"] and cache.labels == [0, 1, 0]
+    assert cache.clip_shape == (4, 3, 32, 32)
+    for i in range(3):
+        assert torch.equal(cache.clip(i), fixture_clip(i)), i
+    dataset = load_clip_cache(FIXTURE_CACHE)
+    assert dataset.with_format(None)["label"] == [0, 1, 0] and dataset.features["label"].names == ["cat", "dog"]
+    normalize = cache.processor.normalize_frames
+    assert torch.equal(dataset[2]["pixel_values"], normalize(fixture_clip(2).float()))
+    items = CachedClips(FIXTURE_CACHE, class_names=["bird", "cat", "dog"])
+    assert [items[i]["labels"] for i in range(3)] == [1, 2, 1]
+    assert torch.equal(items[1]["pixel_values"], fixture_clip(1))
+
+
+def _damage(path: Path, how: str) -> None:
+    """Zero 4 KiB inside a shard's tensor data (a bad disk, an interrupted copy), or cut it to half its size."""
+    data = bytearray(path.read_bytes())
+    if how == "zeroed":
+        data[-8192:-4096] = bytes(4096)
+    else:
+        del data[len(data) // 2 :]
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_shards_are_named_with_the_repair_and_a_rerun_rewrites_only_them(folder, tmp_path, capsys):
+    out = tmp_path / "cache"
+    settings = {"processor": small_processor(), "workers": 0, "shard_size": 2, "progress": False}
+    cache_clips(folder, out, **settings)
+    before = [ClipCache(out).clip(i).clone() for i in range(6)]
+    shards = sorted(out.glob("clips-*.safetensors"))
+    zeroed, intact, cut = shards
+    _damage(zeroed, "zeroed")
+    _damage(cut, "cut")
+    repair = f"`rlt cache {folder} {out}` again"
+
+    with pytest.raises(DamagedCacheError) as opened:  # the size check on open finds the cut shard, not safetensors
+        ClipCache(out)
+    assert cut.name in str(opened.value) and zeroed.name not in str(opened.value) and repair in str(opened.value)
+    assert main(["cache", "--verify", str(out)]) == 2  # the CRC-32 finds the zeroed one too
+    error = capsys.readouterr().err
+    assert zeroed.name in error and cut.name in error and intact.name not in error and repair in error
+    with pytest.raises(DamagedCacheError, match=zeroed.name):
+        load_clip_cache(out, verify=True)
+
+    untouched = _stat(intact)
+    summary = cache_clips(folder, out, **settings)
+    assert summary.shards_written == 2 and summary.shards_reused == 1
+    assert set(summary.repaired) == {zeroed.name, cut.name}
+    assert "(2 written now, 1 already done; 2 damaged or missing shards rewritten)" in str(summary)
+    assert f"{zeroed.name} was rewritten: its contents changed" in str(summary)
+    assert re.search(rf"{cut.name} was rewritten: \d+ bytes where \d+ were written", str(summary))
+    assert _stat(intact) == untouched
+    repaired = ClipCache(out, verify=True)
+    assert all(torch.equal(repaired.clip(i), before[i]) for i in range(6))
+    assert main(["cache", "--verify", str(out)]) == 0 and "6 clips in 3 shards as recorded" in capsys.readouterr().out
+
+
+def test_a_shard_cut_after_opening_raises_our_error_not_safetensors(tmp_path):
+    clips = np.zeros((2, 4, 3, 32, 32), dtype=np.uint8)
+    write_clip_cache(clips, [0, 1], tmp_path / "c", ["a", "b"], shard_size=1, progress=False)
+    cache = ClipCache(tmp_path / "c")
+    _damage(tmp_path / "c" / "clips-00001-of-00002.safetensors", "cut")
+    with pytest.raises(DamagedCacheError, match=r"clips-00001-of-00002\.safetensors.*write_clip_cache\(\.\.\."):
+        cache.clip(1)
+
+
+def test_an_old_cache_loads_with_a_note_and_a_rerun_records_its_checksums(tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(FIXTURE_CACHE, old)
+    with pytest.warns(UserWarning, match="before rlt recorded shard sizes and checksums.*call write_clip_cache"):
+        assert torch.equal(ClipCache(old, verify=True).clip(2), fixture_clip(2))
+    mtimes = {path.name: _stat(path) for path in old.glob("clips-*")}
+
+    summary = write_clip_cache([fixture_clip(i) for i in range(3)], ["cat", "dog", "cat"], old, ["cat", "dog"],
+                               shard_size=2, progress=False)
+    assert summary.checksums_added == 2 and summary.shards_written == 0
+    assert "recorded the size and CRC-32" in str(summary)
+    assert {path.name: _stat(path) for path in old.glob("clips-*")} == mtimes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no note any more
+        ClipCache(old, verify=True)
+    _damage(old / "clips-00000-of-00002.safetensors", "zeroed")
+    with pytest.raises(DamagedCacheError, match=r"clips-00000-of-00002\.safetensors"):
+        ClipCache(old, verify=True)
+
+    cut = tmp_path / "cut"  # an old shard cut short fails its own header's size: our error, not safetensors'
+    shutil.copytree(FIXTURE_CACHE, cut)
+    _damage(cut / "clips-00001-of-00002.safetensors", "cut")
+    with pytest.raises(DamagedCacheError, match=r"clips-00001-of-00002\.safetensors"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ClipCache(cut)
+
+
+def test_a_damaged_shard_of_a_streamed_dataset_is_rewritten_alone_under_its_name(folder, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    videos = sorted(folder.glob("*/*.mp4"))
+    features = datasets.Features({"video": datasets.Video(), "label": datasets.ClassLabel(names=["ant", "bee"])})
+    rows = {"video": [{"path": None, "bytes": path.read_bytes()} for path in videos],
+            "label": [int(path.parent.name == "bee") for path in videos]}
+    (tmp_path / "parquet" / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "parquet" / "data" / "train.parquet"))
+    out = tmp_path / "cache"
+    settings = {"processor": small_processor(), "workers": 0, "shard_size": 2, "progress": False,
+                "dataset_options": {"streaming": True}}
+    cache_clips(tmp_path / "parquet", out, **settings)
+    names = sorted(path.name for path in out.glob("clips-*"))
+    assert names == ["clips-00000.safetensors", "clips-00001.safetensors", "clips-00002.safetensors"]
+    before = [ClipCache(out).clip(i).clone() for i in range(6)]
+    _damage(out / names[1], "zeroed")
+    untouched = {name: _stat(out / name) for name in (names[0], names[2])}
+
+    summary = cache_clips(tmp_path / "parquet", out, **settings)
+    assert list(summary.repaired) == [names[1]] and summary.shards_written == 1 and summary.processed == 2
+    assert sorted(path.name for path in out.glob("clips-*")) == names
+    assert {name: _stat(out / name) for name in (names[0], names[2])} == untouched
+    repaired = ClipCache(out, verify=True)
+    assert all(torch.equal(repaired.clip(i), before[i]) for i in range(6)) and repaired.labels == rows["label"]

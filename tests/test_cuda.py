@@ -141,3 +141,144 @@ def test_host_keep_mask_forward_makes_no_device_sync(dtype):
             torch.cuda.set_sync_debug_mode("default")
     assert output.tokens_kept.tolist() == expected.tokens_kept.tolist() == [16, 8, 16]
     torch.testing.assert_close(output.logits, expected.logits)
+
+
+@pytest.mark.parametrize("backend", ["varlen", "flash_attn", "flex", "padded"])
+def test_key_bias_on_cuda_kernels_matches_the_float32_reference(backend):
+    """Proportional attention's key bias (folded into one more head block for varlen / flash_attn,
+    flex's score_mod, padded's additive mask) gives the float32 per_clip result, forward and backward."""
+    if backend == "flash_attn":
+        pytest.importorskip("flash_attn")
+    q, k, v, packed = packed_inputs([200, 37, 150, 1])
+    packed.key_bias = torch.randint(1, 9, (packed.total,), device="cuda").float().log()
+    leaves = [t.float().requires_grad_() for t in (q, k, v)]
+    reference = packed_attention(*leaves, packed, scaling=0.125, backend="per_clip")
+    reference.square().sum().backward()
+    plain = packed_attention(q, k, v, PackedSequence.from_keep_mask(packed.padding_mask()), scaling=0.125)
+    assert (plain.float() - reference).norm() / reference.norm() > 5e-2  # the bias matters at these sizes
+    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = packed_attention(*inputs, packed, scaling=0.125, backend=backend)
+    out.float().square().sum().backward()
+    assert out.shape == q.shape
+    assert (out.float() - reference).norm() / reference.norm() < 1e-2, backend
+    for got, leaf in zip(inputs, leaves):
+        assert (got.grad.float() - leaf.grad).norm() / leaf.grad.norm() < 3e-2, backend
+
+
+# ---- CUDA graphs through torch.compile(mode="reduce-overhead") and RLTTrainer (issue 21) -------------------
+
+
+def _clips_keeping(steps_kept, seed):
+    """Noise clips of which clip i keeps its first ``steps_kept[i]`` time steps (4 tokens each) at tau 0."""
+    clips = noise_clips(len(steps_kept), seed=seed)
+    for clip, kept in zip(clips, steps_kept):
+        clip[2 * kept - 2 :] = clip[2 * kept - 2].clone()
+    return clips
+
+
+def _graph_config(**overrides):
+    return RLTVideoMAEConfig(
+        **TINY_VIDEOMAE, rlt_threshold=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        problem_type="single_label_classification", **overrides,
+    )  # fmt: skip
+
+
+def test_cuda_graph_training_steps_in_one_bucket_give_the_eager_gradients():
+    """Two steps whose batches keep different token counts that round up to the same bucket replay one
+    graph; each step's gradients equal those of eager exact packing (bf16 autocast, the Trainer's setting)."""
+    import torch._dynamo
+
+    from rlt.models.packing import bucketed_length
+
+    steps = [(4, 1, 2, 3), (3, 3, 2, 3)]  # 40 and 44 of 64 tokens: both in the 48-token bucket of 4
+    assert bucketed_length(40, 64, 4) == bucketed_length(44, 64, 4) == 48
+    batches = [(_clips_keeping(kept, seed).cuda(), torch.tensor([0, 1, 2, 3], device="cuda")) for seed, kept in
+               enumerate(steps)]  # fmt: skip
+    torch.manual_seed(0)
+    model = RLTVideoMAEForVideoClassification(_graph_config()).cuda().train()
+
+    def step(forward, clips, labels):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            outputs = forward(clips, labels=labels)
+        loss = outputs.loss.clone()
+        loss.backward()
+        return loss.detach(), outputs.tokens_kept.clone(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    expected = [step(model, *batch) for batch in batches]
+    assert [kept.sum().item() for _, kept, _ in expected] == [40, 44]
+    model.config.rlt_pack_buckets = 4
+    torch._dynamo.reset()
+    compiled = torch.compile(model, mode="reduce-overhead")
+    for _ in range(3):  # warm-up, record, replay
+        for batch, (loss_ref, kept_ref, grads_ref) in zip(batches, expected):
+            torch.compiler.cudagraph_mark_step_begin()
+            loss, kept, grads = step(compiled, *batch)
+            torch.testing.assert_close(loss, loss_ref, atol=2e-2, rtol=2e-2)
+            assert kept.tolist() == kept_ref.tolist()
+            # A key bias adds the same score to every key of a query, which softmax ignores: its true gradient is
+            # zero and what the kernels give is rounding noise, so each error is taken relative to the larger of
+            # the parameter's own gradient and a thousandth of the whole gradient's norm.
+            floor = 1e-3 * torch.stack([g.norm() for g in grads_ref.values()]).norm()
+            for name, grad in grads.items():
+                error = (grad - grads_ref[name]).norm() / torch.maximum(grads_ref[name].norm(), floor)
+                assert error < 3e-2, f"{name}: relative gradient error {error:.2e}"
+    torch._dynamo.reset()
+
+
+class _Clips(torch.utils.data.Dataset):
+    def __init__(self, clips, labels):
+        self.clips, self.labels = clips, labels
+
+    def __len__(self):
+        return len(self.clips)
+
+    def __getitem__(self, index):
+        return {"pixel_values": self.clips[index], "labels": int(self.labels[index])}
+
+
+def test_trainer_with_cuda_graphs_matches_eager_with_accumulation_and_keeps_eval_logits(tmp_path):
+    """RLTTrainer, torch_compile_mode "reduce-overhead" over bucketed packing: with gradient accumulation
+    (2 micro-batches per step, SGD so that the update is the gradient itself) the weights after training
+    equal the eager run's, and predict() returns every batch's logits, not those of the last replay."""
+    import torch._dynamo
+    from transformers import TrainingArguments
+
+    from rlt.training import ClipCollator, RLTTrainer, compile_arguments
+
+    clips = torch.cat([_clips_keeping(kept, seed) for seed, kept in enumerate(
+        [(4, 1, 2, 3), (3, 3, 2, 3), (1, 1, 2, 4), (4, 4, 4, 2)])])  # fmt: skip
+    labels = torch.arange(len(clips)) % TINY_VIDEOMAE["num_labels"]
+    data = _Clips(clips, labels)
+    runs = {}
+    for name, compile_fields in (("eager", {}), ("graphs", compile_arguments("cuda-graphs", "cuda"))):
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        model = RLTVideoMAEForVideoClassification(_graph_config(rlt_pack_buckets=4 if compile_fields else 0))
+        args = TrainingArguments(
+            output_dir=str(tmp_path / name), per_device_train_batch_size=4, per_device_eval_batch_size=4,
+            gradient_accumulation_steps=2, max_steps=4, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant",
+            warmup_steps=0, tf32=False, logging_steps=1, save_strategy="no", eval_strategy="no",
+            remove_unused_columns=False, label_names=["labels"], report_to="none", seed=0, dataloader_num_workers=0,
+            **compile_fields,
+        )  # fmt: skip
+        collator = ClipCollator.for_model(model.config)
+        trainer = RLTTrainer(model=model, args=args, train_dataset=data, data_collator=collator)
+        trainer.train()
+        predictions = trainer.predict(data).predictions
+        logits = predictions[0] if isinstance(predictions, tuple) else predictions
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        runs[name] = (trainer, torch.as_tensor(logits), losses)
+    (eager, eager_logits, eager_losses), (graphs, graph_logits, graph_losses) = runs["eager"], runs["graphs"]
+    assert graphs.compile_stats()["compile_s_train"] > 0 and graphs.compile_stats()["compile_s_eval"] > 0
+    assert graph_losses == pytest.approx(eager_losses, rel=1e-3, abs=1e-4)
+    for (name, parameter), reference in zip(graphs.model.named_parameters(), eager.model.parameters()):
+        torch.testing.assert_close(parameter, reference, atol=1e-4, rtol=1e-3, msg=f"{name} after training")
+    # predict() kept one row of logits per clip, each its own batch's: compare with the eager model's.
+    eager.model.eval()
+    with torch.no_grad():
+        reference = torch.cat([eager.model(clips[i : i + 4].cuda()).logits.cpu() for i in range(0, len(clips), 4)])
+    torch.testing.assert_close(eager_logits, reference, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(graph_logits, reference, atol=1e-3, rtol=1e-3)
+    assert len({tuple(row.tolist()) for row in graph_logits.round(decimals=3)}) > 4  # not one batch repeated
+    torch._dynamo.reset()

@@ -5,12 +5,22 @@ names, V-JEPA 2's RoPE positions, clip lengths and attentive probe) is tested in
 test_vivit.py / test_vjepa2.py.
 """
 
+import importlib
 import json
 
 import pytest
 import torch
 from conftest import run_without_rlt
-from model_cases import CASES, GRID, REPEAT_COUNTS, TUBELETS, clips_with_repeats, noise_clips
+from model_cases import (
+    CASES,
+    GRID,
+    REPEAT_COUNTS,
+    TUBELETS,
+    clips_repeating_in_time,
+    clips_with_repeats,
+    noise_clips,
+    without_positions,
+)
 from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification
 from transformers.modeling_layers import GradientCheckpointingLayer
 
@@ -81,6 +91,54 @@ def test_packed_batch_equals_clips_run_alone(case, backend, pooling):
     assert batch.tokens_kept.tolist() == with_prefix(case, REPEAT_COUNTS)
     assert [out.tokens_kept.item() for out in alone] == with_prefix(case, REPEAT_COUNTS)
     torch.testing.assert_close(batch.logits, torch.cat([out.logits for out in alone]), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["padded", "eager", "per_clip", "dense", "flex"])
+def test_proportional_attention_on_exact_repeats_reproduces_vanilla_logits(case, backend, monkeypatch):
+    """Without positions, ``L`` exact copies of a token are one key scored ``+ log L`` in every softmax
+    (and, attending alike, stay copies through every layer); a prefix token (ViViT's CLS) is one key of
+    weight 1 in both models. So RLT at tau 0 with proportional attention and length-weighted pooling
+    computes the vanilla model's function on clips that repeat in time; plain attention does not."""
+    if case.rotary_attention is not None:
+        # RoPE rotates each copy by its own time step, so copies differ from the first layer on: with
+        # the rotation the identity (in both models: the RLT class inherits it) positions play no part.
+        module, name = case.rotary_attention
+        monkeypatch.setattr(
+            getattr(importlib.import_module(module), name), "apply_rotary_embeddings", lambda self, qk, pos_ids: qk
+        )
+    clips = clips_repeating_in_time(ragged=backend != "dense")  # "dense" needs clips of equal length
+    settings = {"rlt_threshold": 0.0, "rlt_pooling": "length_weighted", "rlt_attention": backend}
+    vanilla, rlt_model = case.vanilla_and_rlt(**settings, rlt_proportional_attention=True)
+    with torch.no_grad():
+        # Matrices drawn larger than transformers' init (std 0.02): peaked attention whose output is not
+        # lost next to the residual stream, so that how many times a key counts shows in the logits.
+        for name, parameter in vanilla.named_parameters():
+            if parameter.dim() == 2 and name.endswith("weight"):
+                parameter.normal_(std=0.3)
+    without_positions(vanilla)
+    rlt_model.load_state_dict(vanilla.state_dict(), strict=False)
+    without_positions(rlt_model)
+    plain = case.rlt_model(**settings, rlt_proportional_attention=False)
+    plain.load_state_dict(rlt_model.state_dict())
+    with torch.no_grad():
+        expected = vanilla(**case.video(clips)).logits
+        output = rlt_model(**case.video(clips))
+        plain_logits = plain(**case.video(clips)).logits
+    assert output.tokens_kept.tolist() == with_prefix(case, [11, 4] if backend != "dense" else [11, 11])
+    torch.testing.assert_close(output.logits, expected, atol=2e-5, rtol=1e-4)
+    # The negative control: without the bias the same model, weights and tokens give other logits.
+    assert (plain_logits - expected).abs().max() > 1e-3
+
+
+def test_proportional_attention_setting_is_checked_and_passes_through_from_model(case):
+    import rlt
+
+    with pytest.raises(ValueError, match="rlt_proportional_attention must be True or False"):
+        case.rlt_config(rlt_proportional_attention="yes")
+    vanilla = case.vanilla_and_rlt()[0]
+    model = rlt.from_model(vanilla, threshold=0.0, rlt_proportional_attention=True)
+    assert model.config.rlt_proportional_attention is True
+    assert case.rlt_config().rlt_proportional_attention is False  # the default: plain attention
 
 
 def test_static_clip_keeps_one_time_step(case):

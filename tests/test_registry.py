@@ -126,7 +126,7 @@ def test_from_model_errors_name_what_is_supported():
     with pytest.raises(TypeError, match="already an RLT model"):
         rlt.from_model(rlt_model)
     vanilla, _ = case.vanilla_and_rlt()
-    with pytest.raises(TypeError, match="RLT settings start with 'rlt_'"):
+    with pytest.raises(TypeError, match=r"unknown setting 'pooling' \(did you mean 'rlt_pooling'\?\)"):
         rlt.from_model(vanilla, pooling="mean")
     with pytest.raises(ValueError, match="rlt_threshold must be a finite number >= 0"):
         rlt.from_model(vanilla, threshold=-1)

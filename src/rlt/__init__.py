@@ -12,6 +12,7 @@ the internals (packed attention, the tokenizer's helpers, ...) stay in their mod
 """
 
 from . import registry
+from .calibration import calibrate
 from .clip_sources import Clip, ClipDataset, open_clips
 from .collator import ClipCollator
 from .conversion import convert, from_model
@@ -24,6 +25,11 @@ from .models.configuration_rlt_vjepa2 import RLTVJEPA2Config
 from .models.modeling_rlt_videomae import RLTVideoMAEForVideoClassification, RLTVideoMAEModel
 from .models.modeling_rlt_vivit import RLTVivitForVideoClassification, RLTVivitModel
 from .models.modeling_rlt_vjepa2 import RLTVJEPA2ForVideoClassification, RLTVJEPA2Model
+from .models.configuration_rlt_qwen_vl import RLTQwen2_5_VLConfig, RLTQwen3VLConfig
+from .models.modeling_rlt_qwen2_5_vl import RLTQwen2_5_VLForConditionalGeneration
+from .models.modeling_rlt_qwen3_vl import RLTQwen3VLForConditionalGeneration
+from .models.modeling_rlt_qwen_vl import use_packed_vision_attention
+from .models.processing_rlt_qwen_vl import RLTQwenVLProcessor
 from .models.tokenizer import RunLengthTokens, run_length_tokenize
 from .models.video_processing_rlt import RLTVideoProcessor, VideoDecodeError
 
@@ -31,11 +37,17 @@ __version__ = "0.1.0"
 
 for _architecture in registry.architectures():
     registry.register_auto_classes(_architecture)
+registry.register_video_llm_auto_classes()
 
 __all__ = [
     "Clip",
     "ClipCollator",
     "ClipDataset",
+    "RLTQwen2_5_VLConfig",
+    "RLTQwen2_5_VLForConditionalGeneration",
+    "RLTQwen3VLConfig",
+    "RLTQwen3VLForConditionalGeneration",
+    "RLTQwenVLProcessor",
     "RLTVJEPA2Config",
     "RLTVJEPA2ForVideoClassification",
     "RLTVJEPA2Model",
@@ -50,6 +62,7 @@ __all__ = [
     "VideoCollator",
     "VideoDecodeError",
     "VideoTransform",
+    "calibrate",
     "convert",
     "evaluate",
     "from_model",
@@ -58,4 +71,5 @@ __all__ = [
     "open_clips",
     "registry",
     "run_length_tokenize",
+    "use_packed_vision_attention",
 ]

@@ -3,16 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
+from pathlib import Path
 
+from .common import plural
 from .hf_datasets import add_dataset_arguments, dataset_options
 
 __all__ = [
     "COMMANDS",
     "USER_ERRORS",
     "build_parser",
+    "check_local_argument",
     "main",
 ]
+
+# Files that are never a checkpoint folder nor a Hub id: a suffix that names a local file.
+_FILE_SUFFIXES = (".json", ".csv", ".txt", ".safetensors", ".bin", ".pt", ".pth", ".parquet", ".tar", ".zip")
+
+
+def check_local_argument(value: str, what: str, *, hub: bool = True, checkpoint: bool = False) -> None:
+    """Fail at once, naming ``value`` and ``what`` it was given as, where an argument that names a local
+    path does not exist.
+
+    ``hub``: the argument may also be a Hub id (``user/name``); a value that looks like a path
+    (``./x``, ``../x``, ``/x``, ``~/x``, ``a/b/c``, or a file suffix) is then "not found" here, before
+    transformers spends its retries on the Hub. ``checkpoint``: the argument is a model checkpoint, so
+    a video file (or any other file) given there is named as such.
+    """
+    from .data import VIDEO_EXTENSIONS
+
+    path = Path(value).expanduser()
+    suffix = path.suffix.lower()
+    if checkpoint and suffix in VIDEO_EXTENSIONS:
+        raise ValueError(
+            f"{value} is a video file, not {what}: give a checkpoint folder (with config.json) or a Hub model id "
+            "such as MCG-NJU/videomae-base-finetuned-kinetics"
+        )
+    if path.exists():
+        if checkpoint and not path.is_dir():
+            raise NotADirectoryError(f"{value} is a file, not {what}: give the folder that holds config.json")
+        return
+    looks_local = (
+        not hub
+        or value.startswith((".", "/", "~", "\\"))
+        or value.count("/") > 1
+        or "\\" in value
+        or suffix in _FILE_SUFFIXES + VIDEO_EXTENSIONS
+    )
+    if looks_local:
+        raise FileNotFoundError(f"no such file or folder: {value} ({what})")
 
 
 def _supported_architectures() -> str:
@@ -38,20 +78,30 @@ def _add_convert(subparsers) -> None:
     parser.add_argument(
         "--pooling", choices=["mean", "length_weighted"], default="mean", help="how mean-pooling heads average tokens"
     )
+    parser.add_argument(
+        "--proportional-attention",
+        action="store_true",
+        help="rlt_proportional_attention=True: each key's attention score + log of its run length (default off)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     _add_push_options(parser, "--push-to-hub", "then upload the folder to this Hub repo (e.g. user/name)")
     parser.set_defaults(run=_run_convert)
 
 
 def _run_convert(args) -> None:
-    from .conversion import convert
+    from .conversion import OutputNotEmptyError, convert
     from .hub import require_token
 
+    check_local_argument(args.source, "the checkpoint to convert", checkpoint=True)
     if args.push_to_hub:
         require_token()  # before converting, not after
-    model = convert(
-        args.source, args.output_dir, threshold=args.threshold, overwrite=args.overwrite, rlt_pooling=args.pooling
-    )
+    try:
+        model = convert(
+            args.source, args.output_dir, threshold=args.threshold, overwrite=args.overwrite, rlt_pooling=args.pooling,
+            rlt_proportional_attention=args.proportional_attention,
+        )
+    except OutputNotEmptyError as error:  # the Python message names overwrite=True; here it is the flag
+        raise FileExistsError(f"output folder {error.folder} is not empty; add --overwrite to replace it") from None
     print(f"wrote {type(model).__name__} (rlt_threshold={model.config.rlt_threshold}) to {args.output_dir}")
     if args.push_to_hub:
         _push(args.output_dir, args.push_to_hub, args)
@@ -81,7 +131,12 @@ def _add_push(subparsers) -> None:
     parser.add_argument("folder", help="checkpoint folder (config.json with auto_map, code files, weights)")
     parser.add_argument("repo_id", help="Hub repo to upload to, e.g. user/name (created if needed)")
     _add_push_options(parser, None, "")
-    parser.set_defaults(run=lambda args: _push(args.folder, args.repo_id, args))
+    parser.set_defaults(run=_run_push)
+
+
+def _run_push(args) -> None:
+    check_local_argument(args.folder, "the checkpoint folder to upload", hub=False)
+    _push(args.folder, args.repo_id, args)
 
 
 def _add_inspect(subparsers) -> None:
@@ -130,6 +185,11 @@ def _add_inspect(subparsers) -> None:
     parser.add_argument(
         "--compare-to", choices=["previous", "last_kept"], default="previous", help="RLT's comparison rule"
     )
+    parser.add_argument(
+        "--video-llm", choices=["qwen2_5_vl", "qwen3_vl"], default=None,
+        help="show what this video LLM keeps instead: LLM tokens (2x2 patch groups) per slice of 2 frames, at "
+        "--fps (default 2) for --num-frames frames, in the model processor's own resize",
+    )
     add_dataset_arguments(parser)
     parser.set_defaults(run=_run_inspect)
 
@@ -172,8 +232,12 @@ def _inspect_geometry(args) -> None:
 
 
 def _run_inspect(args) -> None:
-    from .inspection import run_inspection
+    from .inspection import run_inspection, run_video_llm_inspection
 
+    if args.video_llm is not None:
+        run_video_llm_inspection(args.videos, args.threshold, family=args.video_llm, fps=args.fps or 2.0,
+                                 num_frames=args.num_frames or 16, out_dir=None if args.no_png else args.out)
+        return
     _inspect_geometry(args)
     for name in ("num_frames", "frame_stride", "size", "tubelet_size", "patch_size"):
         if getattr(args, name) < 1:
@@ -185,6 +249,9 @@ def _run_inspect(args) -> None:
         videos, names = _dataset_rows(args)
     elif args.rows or dataset_options(args):
         raise ValueError("--rows, --split, --config, --video-column, --label-column and --streaming go with --dataset")
+    missing = [video for video in args.videos if not Path(video).expanduser().exists()]
+    if missing:  # before the table's header: nothing of it would follow
+        raise FileNotFoundError(f"video file{'s' if len(missing) > 1 else ''} not found: {', '.join(missing)}")
     failures = []
 
     def report(video, error):
@@ -207,7 +274,7 @@ def _run_inspect(args) -> None:
         names=names,
     )
     if failures:
-        raise ValueError(f"{len(failures)} of {len(videos)} videos could not be inspected")
+        raise ValueError(f"{len(failures)} of {plural(len(videos), 'video')} could not be inspected")
 
 
 def _dataset_rows(args) -> tuple[list, list[str]]:
@@ -246,11 +313,13 @@ def _add_cache(subparsers) -> None:
         "Hugging Face dataset with a Video column, streamed with --streaming) once, in parallel, sample, resize and "
         "crop each clip as the checkpoint's processor does, and write uint8 (T, C, H, W) clips with labels and "
         "source paths (a dataset's: row N) in safetensors shards under OUT. Unreadable files and rows are listed "
-        "and skipped; running the command again on the same OUT resumes an interrupted run.",
+        "and skipped; running the command again on the same OUT resumes an interrupted run and rewrites any shard "
+        "that is missing or damaged (its size or CRC-32 differs from the index). `rlt cache --verify OUT` checks a "
+        "cache without writing.",
     )
     parser.add_argument("data", help="video folder (one sub-folder per class), CSV / JSON list, or a dataset: a "
                         "save_to_disk folder, parquet / webdataset shards or a Hub id")
-    parser.add_argument("out", help="cache folder to write (or to resume)")
+    parser.add_argument("out", nargs="?", help="cache folder to write (or to resume or repair)")
     parser.add_argument("--processor", metavar="FOLDER", help="checkpoint or processor folder whose sampling, "
                         "sizes and normalisation to use (default: 16 frames, 224 px, ImageNet mean/std)")
     parser.add_argument("--num-frames", type=int, help="frames per clip (default: the processor's)")
@@ -262,6 +331,8 @@ def _add_cache(subparsers) -> None:
                         help="store only the tubelets RLT keeps at TAU, plus keep masks (for training at that TAU)")
     parser.add_argument("--overwrite", action="store_true", help="replace a cache of other data or settings in OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verify", action="store_true", help="check the cache at OUT (or the one folder given): "
+                        "every shard's size and CRC-32 against the index; writes nothing")
     parser.add_argument("--class-names", nargs="+", metavar="NAME",
                         help="the classes in id order (e.g. the model's), so that caches of several splits number "
                         "them alike; labels are mapped to them by name (default: the data's own classes)")
@@ -270,7 +341,18 @@ def _add_cache(subparsers) -> None:
 
 
 def _run_cache(args) -> None:
-    from .cache import cache_clips
+    from .cache import ClipCache, cache_clips
+
+    if args.verify:
+        cache = ClipCache(args.out or args.data, verify=True)
+        shards = cache.index["shards"].values()
+        unchecked = sum("crc32" not in entry for entry in shards)
+        print(f"clip cache {cache.folder}: {plural(len(cache), 'clip')} in {plural(len(shards), 'shard')} as recorded"
+              + (f" ({unchecked} without a recorded checksum: checked by size only)" if unchecked else ""))
+        return
+    if args.out is None:
+        raise ValueError("give the cache folder OUT after DATA (or --verify to check a cache)")
+    check_local_argument(args.data, "the data to cache")
 
     summary = cache_clips(
         args.data, args.out, processor=args.processor, num_frames=args.num_frames, frame_stride=args.frame_stride,
@@ -282,7 +364,7 @@ def _run_cache(args) -> None:
 
 
 def _add_evaluate(subparsers) -> None:
-    from .evaluation import DEFAULT_THRESHOLDS, DTYPES, POOLINGS
+    from .evaluation import ATTENTIONS, DEFAULT_THRESHOLDS, DTYPES, POOLINGS
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -303,6 +385,9 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("--compare-to", nargs="+", choices=["previous", "last_kept"], default=["previous"],
                         help="RLT's rule(s): compare a tubelet with the previous one (the paper's) or with the last "
                         "kept one (drift-safe); several give one row each (default previous)")
+    parser.add_argument("--attention", nargs="+", choices=ATTENTIONS, default=["plain"],
+                        help="RLT's self-attention: plain, and / or proportional (each key's score + log of its run "
+                        "length, rlt_proportional_attention); several give one row each (default plain)")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per batch (default 16)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model precision (default fp32)")
@@ -320,9 +405,14 @@ def _add_evaluate(subparsers) -> None:
 def _run_evaluate(args) -> None:
     from .evaluation import evaluate
 
+    check_local_argument(args.model, "the classifier to evaluate", checkpoint=True)
+    check_local_argument(args.data, "the data to evaluate on")
+    if args.processor is not None:
+        check_local_argument(args.processor, "the processor folder", hub=False)
+
     report = evaluate(
         args.model, args.data, thresholds=args.threshold, poolings=args.pooling, compare_to=args.compare_to,
-        batch_size=args.batch_size,
+        attentions=args.attention, batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, workers=args.workers, processor=args.processor,
         max_memory_gb=args.max_memory_gb, warmup=args.warmup, json_path=args.json, progress=not args.no_progress,
         dataset_options=dataset_options(args),
@@ -332,7 +422,78 @@ def _run_evaluate(args) -> None:
         print(f"wrote {args.json}")
 
 
-COMMANDS = [_add_convert, _add_push, _add_inspect, _add_bench, _add_cache, _add_evaluate]
+def _add_calibrate(subparsers) -> None:
+    from .calibration import PARAMETER_GROUPS
+    from .evaluation import POOLINGS
+    from .synthetic import add_task_arguments
+
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="label-free calibration of a training-free RLT model: distil it with RLT off into itself with RLT on",
+        description="Train a small named set of parameters (default: the length encoding) of an RLT model (an RLT "
+        "checkpoint, or a vanilla classifier / base model converted on the fly) for --steps steps so that with RLT on "
+        "it matches its own output with RLT off (KL of the class distributions; MSE of pooled features for a base "
+        "model), on unlabelled clips. Every other parameter stays as it was. Writes a checkpoint folder like "
+        "`rlt convert`'s, whose model card says what was calibrated.",
+    )
+    parser.add_argument("model", help="checkpoint folder (RLT, or vanilla of a supported architecture)")
+    parser.add_argument("output_dir", help="folder to write the calibrated checkpoint to")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", help="clips to calibrate on (labels ignored): a clip cache, video folder, CSV / JSON "
+                      "list, or a dataset (save_to_disk folder, parquet / webdataset shards, Hub id)")
+    data.add_argument("--synthetic", type=int, metavar="N", help="N clips of the generated task (rlt.synthetic)")
+    parser.add_argument("--steps", type=int, required=True, help="optimiser steps (batches)")
+    parser.add_argument("--train", nargs="+", default=["length_encoding"], metavar="GROUP",
+                        help=f"parameter groups to train, among {', '.join(PARAMETER_GROUPS)} (default length_encoding)")
+    parser.add_argument("--eval-data", metavar="DATA", help="held-out clips (as --data) to evaluate on; labelled ones "
+                        "also give top-1")
+    parser.add_argument("--holdout", type=int, default=0, metavar="N",
+                        help="without --eval-data: set N clips of the data aside to evaluate on")
+    parser.add_argument("--eval-steps", type=int, nargs="+", default=[], metavar="STEP",
+                        help="also evaluate after these steps (always at 0 and at the end)")
+    parser.add_argument("--threshold", type=float, help="rlt_threshold to calibrate for (default: the model's)")
+    parser.add_argument("--pooling", choices=POOLINGS, help="rlt_pooling to calibrate for (default: the model's)")
+    parser.add_argument("--proportional-attention", action=argparse.BooleanOptionalAction, default=None,
+                        help="turn rlt_proportional_attention on (a key's score gets + log run length) or off "
+                        "(default: as the model has it)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the KL (default 1)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    parser.add_argument("--batch-size", type=int, default=16, help="clips per step (default 16)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA")
+    parser.add_argument("--workers", type=int, default=None, help="loader processes (default: one per core)")
+    parser.add_argument("--log-every", type=int, default=10, help="steps per point of the loss curve (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data order and the holdout (default 0)")
+    parser.add_argument("--processor", metavar="FOLDER", help="processor folder (default: the checkpoint's)")
+    parser.add_argument("--json", metavar="OUT", help="also write the loss curve and evaluations as JSON here")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_task_arguments(parser.add_argument_group("the generated task (with --synthetic)"))
+    add_dataset_arguments(parser, streaming=False)
+    parser.set_defaults(run=_run_calibrate)
+
+
+def _run_calibrate(args) -> None:
+    from .calibration import calibrate, synthetic_clips_for
+
+    data = args.data
+    if args.synthetic is not None:
+        data = synthetic_clips_for(args.model, args.synthetic, variant=args.synthetic_variant, seed=args.data_seed,
+                                   time_step=args.synthetic_time_step, device=args.synthetic_device)
+    result = calibrate(
+        args.model, data, steps=args.steps, train=args.train, output_dir=args.output_dir, overwrite=args.overwrite,
+        temperature=args.temperature, lr=args.lr, batch_size=args.batch_size, device=args.device, bf16=args.bf16,
+        workers=args.workers, threshold=args.threshold, pooling=args.pooling,
+        proportional_attention=args.proportional_attention, eval_data=args.eval_data,
+        holdout=args.holdout, eval_steps=args.eval_steps, log_every=args.log_every, seed=args.seed,
+        processor=args.processor, dataset_options=dataset_options(args), json_path=args.json,
+        progress=not args.no_progress,
+    )
+    print(result)
+    print(f"wrote the calibrated checkpoint to {args.output_dir}" + (f" and {args.json}" if args.json else ""))
+
+
+COMMANDS = [_add_convert, _add_push, _add_inspect, _add_bench, _add_cache, _add_evaluate, _add_calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,12 +504,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, with errors that point at the fix: an unknown command or flag gets
+    the closest valid one, and an unknown flag the sub-command's usage (argparse would print the
+    top-level ``usage: rlt [-h] COMMAND ...``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction)).choices
+    if argv and not argv[0].startswith("-") and argv[0] not in commands:
+        close = difflib.get_close_matches(argv[0], list(commands), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        parser.error(f"unknown command {argv[0]!r}{hint}; choose one of {', '.join(commands)}")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        subparser = commands[args.command]
+        hints = [_did_you_mean(subparser, token) for token in unknown]
+        subparser.error(f"unrecognized arguments: {' '.join(unknown)}" + "".join(hint for hint in hints if hint))
+    return args
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, token: str) -> str:
+    """``"; did you mean --threshold?"`` for a mistyped flag (by spelling, or by the flag's metavar:
+    ``--tau`` names ``--threshold TAU``), else ``""``."""
+    if not token.startswith("--"):
+        return ""
+    flag = token.split("=", 1)[0]
+    close = [
+        action.option_strings[-1]
+        for action in parser._actions
+        if action.option_strings and str(action.metavar or "").lower() == flag[2:].lower()
+    ]
+    if not close:
+        options = [option for option in parser._option_string_actions if option.startswith("--")]
+        close = difflib.get_close_matches(flag, options, n=1, cutoff=0.7)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 # Errors that come from what the user asked for: one line, no traceback.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
+    if getattr(args, "no_progress", False):  # transformers' weight-loading bar too
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     try:
         args.run(args)
     except USER_ERRORS as error:

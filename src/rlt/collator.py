@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .models.modeling_rlt import run_length_tokenize_for
+from .models.tokenizer import check_finite_pixels
 
 __all__ = ["DROP_CHOICES", "ClipBatch", "ClipCollator", "KeepMaskSettings", "random_drop_keep_mask"]
 
@@ -217,6 +218,7 @@ class ClipCollator:
                 return batch
             raise ValueError(f"no readable video in this batch (unreadable: {[f['path'] for f in failed]})")
         batch.pixel_values = torch.stack([torch.as_tensor(example[0]) for example in good])
+        check_finite_pixels(batch.pixel_values, self.input_name)
         batch.names = [example[2] for example in good]
         batch.padded = [{"path": ex[2], "padded_frames": ex[3]} for ex in good if ex[3] != 0]  # None: unknown
         if all(example[1] is not None for example in good):

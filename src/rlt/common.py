@@ -13,10 +13,23 @@ import torch
 
 from .models.tokenizer import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, pixel_affine, to_pair
 
-__all__ = ["IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD", "READ_ERRORS", "PixelNormalizer", "synchronize", "to_pair"]
+__all__ = [
+    "IMAGENET_DEFAULT_MEAN",
+    "IMAGENET_DEFAULT_STD",
+    "READ_ERRORS",
+    "PixelNormalizer",
+    "plural",
+    "synchronize",
+    "to_pair",
+]
 
 # Errors that mean "this file cannot be read", not "the program is wrong".
 READ_ERRORS = (OSError, ValueError, TypeError, RuntimeError, EOFError)
+
+
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``"1 clip"``, ``"2 clips"``, ``"0 clips"``: a count with its noun in the right number."""
+    return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -23,11 +23,12 @@ from transformers.utils import cached_file
 
 from . import registry
 from .models import CHECKPOINT_FILES, FOLDER, relative_imports
-from .models.configuration_rlt import input_scale_from_processor
+from .models.configuration_rlt import check_rlt_setting_names, input_scale_from_processor
 from .models.video_processing_rlt import RLTVideoProcessor
 
 __all__ = [
     "PROCESSOR_FILES",
+    "OutputNotEmptyError",
     "check_loaded_keys",
     "code_files_of",
     "convert",
@@ -39,6 +40,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
+
+
+class OutputNotEmptyError(FileExistsError):
+    """The output folder of a conversion holds files and replacing them was not asked for.
+
+    ``folder`` is that folder; the message names the Python argument (the CLI names its flag)."""
+
+    def __init__(self, folder: Path):
+        super().__init__(f"output folder {folder} is not empty; pass overwrite=True to replace it")
+        self.folder = folder
 
 
 def _architecture_of(model_type: str) -> registry.Architecture:
@@ -158,16 +169,12 @@ def convert(
     Returns:
         The converted model (already saved to ``output_dir``).
     """
+    check_rlt_setting_names(rlt_settings, what="rlt.convert")
     output_dir = Path(output_dir)
     if Path(source).exists() and output_dir.resolve() == Path(source).resolve():
         raise ValueError(f"output folder {output_dir} is the source checkpoint; choose another folder")
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"output folder {output_dir} is not empty; pass overwrite=True (--overwrite) to replace it"
-        )
-    bad = [key for key in rlt_settings if not key.startswith("rlt_")]
-    if bad:
-        raise TypeError(f"unknown conversion settings {bad}; RLT settings start with 'rlt_'")
+        raise OutputNotEmptyError(output_dir)
 
     processor_file, processor_config = read_processor_config(source)
     if processor_file is None:
@@ -210,6 +217,13 @@ def from_model(model, threshold: float = 0.1, *, processor=None, **rlt_settings)
             processor of the architecture's public checkpoints (``Architecture.processor_defaults``).
         rlt_settings: other ``rlt_*`` config fields (``rlt_pooling="length_weighted"``, ...).
     """
+    video_llm = registry.video_llm_for_model(model)
+    if video_llm is not None:
+        if processor is not None:
+            raise TypeError(
+                "a video LLM's RLT processor is RLTQwenVLProcessor.from_model_config(tokenizer, rlt_model.config)"
+            )
+        return _video_llm_from_model(model, video_llm, threshold=threshold, **rlt_settings)
     architecture = registry.for_model(model)
     if isinstance(model, (architecture.model_class, architecture.classifier_class)):
         raise TypeError(
@@ -226,9 +240,7 @@ def from_model(model, threshold: float = 0.1, *, processor=None, **rlt_settings)
             f"{architecture.vanilla_classifier_class.__name__} for {architecture.display_name}, "
             f"got {type(model).__name__}"
         )
-    bad = [key for key in rlt_settings if not key.startswith("rlt_")]
-    if bad:
-        raise TypeError(f"unknown settings {bad}; RLT settings start with 'rlt_'")
+    check_rlt_setting_names(rlt_settings, what="rlt.from_model")
     if processor is None:
         processor = architecture.processor()
     processor_config = processor if isinstance(processor, dict) else processor.to_dict()
@@ -263,3 +275,26 @@ def _materialise_meta_tensors(model, device: torch.device, dtype: torch.dtype) -
                 new = torch.nn.Parameter(new, requires_grad=tensor.requires_grad)
             setattr(module, name, new)  # a buffer stays a buffer (persistent or not), a parameter a parameter
         model._init_weights(module)
+
+
+def _video_llm_from_model(model, entry: registry.VideoLLMArchitecture, threshold: float, **rlt_settings):
+    """``from_model`` for a video LLM (Qwen2.5-VL, Qwen3-VL): the RLT generation model whose vision
+    tower, LLM and head ARE the model's modules (the RLT classes change only how they are called)."""
+    if isinstance(model, entry.model_class):
+        raise TypeError(f"{type(model).__name__} is already an RLT model: change model.config.rlt_* instead")
+    bad = [key for key in rlt_settings if not key.startswith("rlt_")]
+    if bad:
+        raise TypeError(f"unknown settings {bad}; RLT settings start with 'rlt_'")
+    fields = {key: value for key, value in model.config.to_dict().items() if key not in registry.NOT_COPIED}
+    config = entry.config_class(**{**fields, "rlt_threshold": threshold, **rlt_settings})
+    with torch.device("meta"):
+        rlt_model = entry.model_class._from_config(config, attn_implementation=model.config._attn_implementation)
+    rlt_model.model.visual = model.model.visual
+    rlt_model.model.language_model = model.model.language_model
+    rlt_model.lm_head = model.lm_head
+    # The sub-configs the shared modules read: one object each, so attention settings reach both models.
+    rlt_model.config.vision_config = model.model.visual.config
+    rlt_model.config.text_config = model.model.language_model.config
+    rlt_model.generation_config = model.generation_config
+    _materialise_meta_tensors(rlt_model, device=model.device, dtype=model.dtype)
+    return rlt_model.train(model.training)

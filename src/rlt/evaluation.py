@@ -35,7 +35,7 @@ from . import registry
 from .cache import default_workers, load_processor
 from .clip_sources import SYNTHETIC_PREFIX, CacheClips, ClipDataset, ClipSource, open_clips
 from .collator import ClipCollator
-from .common import PixelNormalizer, synchronize
+from .common import PixelNormalizer, plural, synchronize
 from .conversion import load_rlt
 from .hf_datasets import is_dataset_source
 from .models.modeling_rlt import run_length_tokenize_for
@@ -43,6 +43,7 @@ from .models.tokenizer import COMPARE_TO_CHOICES
 from .models.video_processing_rlt import RLTVideoProcessor
 
 __all__ = [
+    "ATTENTIONS",
     "DEFAULT_THRESHOLDS",
     "DTYPES",
     "POOLINGS",
@@ -57,6 +58,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_THRESHOLDS = (0.0, 0.05, 0.1, 0.2)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 POOLINGS = ("mean", "length_weighted")
+ATTENTIONS = ("plain", "proportional")  # rlt_proportional_attention off / on
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,37 +201,43 @@ class EvaluationReport:
         loader = self.loader
         lines = [
             (
-                f"{self.num_clips} clips from {self.data} ({loader['kind']}), {self.device} {self.dtype}, "
+                f"{plural(self.num_clips, 'clip')} from {self.data} ({loader['kind']}), {self.device} {self.dtype}, "
                 f"batch {self.batch_size}"
             ),
             (
-                f"loader: {loader['clips_per_s']:.1f} clips/s ({loader['clips']} clips in {loader['seconds']:.2f} s, "
-                f"{loader['workers']} workers, "
+                f"loader: {loader['clips_per_s']:.1f} clips/s ({plural(loader['clips'], 'clip')} in "
+                f"{loader['seconds']:.2f} s, "
+                f"{plural(loader['workers'], 'worker')}, "
                 f"{'held in memory' if loader['held_in_memory'] else 'read again for each setting'})"
             ),
         ]
         if self.failed:
-            lines.append(f"{len(self.failed)} unreadable videos skipped:")
+            lines.append(f"{plural(len(self.failed), 'unreadable video')} skipped:")
             lines += [f"  {entry['path']}: {entry['error']}" for entry in self.failed]
         padding = self.padding()
         if padding["clips"]:
             lines.append(
-                f"padded: {padding['clips']} of {self.num_clips} clips are shorter than the sampling needs; "
+                f"padded: {padding['clips']} of {plural(self.num_clips, 'clip')} are shorter than the sampling needs; "
                 f"{padding['frames']} of their sampled frames repeat the one before, and RLT drops the repeats, "
                 "so 'tokens kept' counts them as saved (listed under 'padded' in the JSON)"
             )
         if padding["unknown"]:
-            lines.append(f"padded: unknown for {padding['unknown']} clips (a clip cache older than the count)")
+            unknown = plural(padding["unknown"], "clip")
+            lines.append(f"padded: unknown for {unknown} (a clip cache older than the count)")
         rules = len({row.get("compare_to") for row in self.rows if row["rlt_enabled"]}) > 1
         header = ["threshold", "pooling", "top-1", "top-5", "tokens kept", "model clips/s", "d top-1", "speed-up",
                   "agree"]
         if rules:
             header.insert(2, "compare_to")
+        attention_kinds = len({row.get("attention") for row in self.rows if row["rlt_enabled"]}) > 1
+        if attention_kinds:
+            header.insert(2, "attention")
         table = [header]
         for row in self.rows:
             table.append([
                 f"{row['threshold']:g}" + (" (off)" if not row["rlt_enabled"] else ""),
                 row["pooling"],
+                *([row.get("attention", "-")] if attention_kinds else []),
                 *([row.get("compare_to", "-")] if rules else []),
                 f"{100 * row['top1']:.2f}",
                 f"{100 * row['top5']:.2f}",
@@ -241,7 +249,7 @@ class EvaluationReport:
             ])
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]
         for r in table:
-            text_columns = 3 if rules else 2
+            text_columns = 2 + rules + attention_kinds
             cells = [cell.ljust(w) if i < text_columns else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))]
             lines.append("  ".join(cells))
         lines.append(f"top-5 is top-{self.num_classes} with {self.num_classes} classes" if self.num_classes < 5 else "")
@@ -273,6 +281,7 @@ def evaluate(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     poolings: Sequence[str] = ("mean",),
     compare_to: Sequence[str] = ("previous",),
+    attentions: Sequence[str] = ("plain",),
     batch_size: int = 16,
     device: str | torch.device = "auto",
     dtype: str = "fp32",
@@ -298,6 +307,8 @@ def evaluate(
             attentive probe; a CLS head has one row).
         compare_to: RLT's comparison rule(s), ``"previous"`` and / or ``"last_kept"`` (``rlt_compare_to``):
             each threshold and pooling is run under each rule.
+        attentions: ``"plain"`` and / or ``"proportional"`` (``rlt_proportional_attention``: each key's
+            score plus the log of its run length): each RLT setting is run under each.
         dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"``: the model's weights and inputs (RLT's keep mask
             is computed from the float32 clip, in the timed region). A checkpoint folder is loaded in
             this dtype; a model passed in must already be in it (it is not cast, and returns to its device).
@@ -318,6 +329,8 @@ def evaluate(
     loaded_here = isinstance(model, (str, os.PathLike))
     model, model_name, processor = _model_and_processor(model, processor)
     thresholds = _check_settings(dtype, batch_size, thresholds, poolings, compare_to)
+    if not attentions or any(attention not in ATTENTIONS for attention in attentions):
+        raise ValueError(f"attentions must be among {ATTENTIONS}, got {list(attentions)}")
     device = _device(device)
     workers = default_workers() if workers is None else int(workers)
 
@@ -331,6 +344,7 @@ def evaluate(
             f"the model takes {expected}: cache or sample them for this model"
         )
     original = (config.rlt_enabled, config.rlt_threshold, config.rlt_pooling, config.rlt_compare_to)
+    original_attention = config.rlt_proportional_attention
     # A model the caller holds is not cast (a round trip through bf16 would round its weights, and it may
     # share them with another model: rlt.from_model), and goes back to its device afterwards.
     home = next(model.parameters()).device
@@ -365,10 +379,16 @@ def evaluate(
         report = EvaluationReport(model_name, source.description, str(device), dtype, batch_size,
                                   0, config.num_labels, loader_stats, failed=failed, padded=padded)
         baseline = None
-        for tau, pooling, enabled, rule in _settings(model, thresholds, poolings, compare_to):
+        settings = [
+            (*setting, attention)
+            for setting in _settings(model, thresholds, poolings, compare_to)
+            for attention in (attentions if setting[2] else ["-"])
+        ]
+        for tau, pooling, enabled, rule, attention in settings:
             config.rlt_enabled, config.rlt_threshold = enabled, tau if enabled else config.rlt_threshold
             if enabled:
                 config.rlt_compare_to = rule
+                config.rlt_proportional_attention = attention == "proportional"
             if pooling in POOLINGS:
                 config.rlt_pooling = pooling
             if held is not None:
@@ -377,7 +397,7 @@ def evaluate(
                 first_pass = baseline is None
                 batches, wait = _Streamed(source, batch_size, workers, pin, failed if first_pass else [],
                                           padded if first_pass else []), None
-            desc = f"tau={tau:g} {pooling}" if enabled else "baseline (RLT off)"
+            desc = f"tau={tau:g} {pooling} {attention}" if enabled else "baseline (RLT off)"
             result = _run_setting(model, batches, normalizer, device, DTYPES[dtype], warmup, desc, progress)
             if held is None:
                 wait = batches.wait_seconds
@@ -388,9 +408,10 @@ def evaluate(
                 baseline = result
                 report.num_clips = result["clips"]
             row = _row(tau, pooling, enabled, result, baseline, config.rlt_tokens_per_clip, wait)
-            report.rows.append({**row, "compare_to": rule})
+            report.rows.append({**row, "compare_to": rule, "attention": attention})
     finally:
         config.rlt_enabled, config.rlt_threshold, config.rlt_pooling, config.rlt_compare_to = original
+        config.rlt_proportional_attention = original_attention
         if not loaded_here:
             model.to(home)
     if json_path is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -278,13 +279,17 @@ def model_card(
     datasets: list[str] | None = None,
     eval_results: list[EvalResult] | None = None,
     source=None,
+    summary: str | None = None,
+    sections: Sequence[str] = (),
+    tags: Sequence[str] = (),
 ) -> ModelCard:
     """The model card of the RLT checkpoint in ``folder``, filled from the template with its facts.
 
     Metadata not given here comes from the folder's existing README.md (so rewriting a card keeps
     it), then from the ``source`` checkpoint's card (license, datasets). ``eval_results`` are your
     own measurements (e.g. from ``Trainer.evaluate``); the paper's reported numbers for the base
-    model are added, attributed to the paper.
+    model are added, attributed to the paper. ``summary`` replaces the opening paragraph, ``sections``
+    (markdown, each with its own ``##`` heading) follow the results, ``tags`` are added to the card's.
     """
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
@@ -311,9 +316,9 @@ def model_card(
         measured = f"**Measured on this checkpoint**:\n\n| Dataset | Metric | Value |\n|---|---|---|\n{rows}"
     else:
         measured = "**Measured on this checkpoint**: no accuracy measurement has been made yet."
-    results = f"{reported_text}\n\n{measured}\n\n{BENCHMARKS_TEXT}"
+    results = "\n\n".join([reported_text, measured, BENCHMARKS_TEXT, *sections])
 
-    tags = list(dict.fromkeys([*CARD_TAGS, facts["family"], *(existing.get("tags") or [])]))
+    tags = list(dict.fromkeys([*CARD_TAGS, facts["family"], *tags, *(existing.get("tags") or [])]))
     card_data = ModelCardData(
         library_name="transformers",
         # A base model (encoder) serves no pipeline task of its own.
@@ -327,13 +332,13 @@ def model_card(
         eval_results=(own_results + reported) or None,
     )
     base_model_link = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else "not recorded"
-    if facts["training_free"]:
+    if summary is None and facts["training_free"]:
         summary = (
             f"{base_model_link if base_model else 'A video transformer'} with Run-Length Tokenization (RLT), "
             "converted training-free with `rlt convert`: the weights are the base model's and the length encoding "
             "is zero, so the model computes what the base model computes on the tokens RLT keeps, and skips the rest."
         )
-    else:
+    elif summary is None:
         summary = "A video transformer with Run-Length Tokenization (RLT)" + (
             f", fine-tuned from {base_model_link}." if base_model else "."
         )

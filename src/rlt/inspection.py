@@ -19,6 +19,7 @@ import torch
 
 from .cache import prepare_clip
 from .collator import KeepMaskSettings
+from .common import plural
 from .models.modeling_rlt import run_length_tokenize_for
 from .models.tokenizer import check_threshold, to_pair
 from .models.video_processing_rlt import RLTVideoProcessor
@@ -337,7 +338,8 @@ def run_inspection(
     padded = [reports[0] for reports in results if reports[0].padded_frames]
     if padded:
         print(
-            f"padded: {len(padded)} of {len(results)} clips are shorter than the sampling needs ({num_frames} frames); "
+            f"padded: {len(padded)} of {plural(len(results), 'clip')} are shorter than the sampling needs "
+            f"({num_frames} frames); "
             f"{sum(r.padded_frames for r in padded)} sampled frames repeat the one before, and RLT drops the repeats, "
             "so their reduction overstates the content's",
             file=stream,
@@ -348,5 +350,59 @@ def run_inspection(
             for reports in results:
                 curves.setdefault(reports[0].name, [(r.threshold, r.kept_fraction) for r in reports])
             plot_kept_fraction(curves).save(out / "kept_fraction_vs_threshold.png")
-        print(f"wrote {len(results) * len(thresholds) + several} PNG files to {out}", file=stream)
+        print(f"wrote {plural(len(results) * len(thresholds) + several, 'PNG file')} to {out}", file=stream)
+    return results
+
+
+def run_video_llm_inspection(
+    videos: Sequence | None,
+    thresholds: Sequence[float],
+    *,
+    family: str = "qwen2_5_vl",
+    fps: float = 2.0,
+    num_frames: int = 16,
+    out_dir: str | os.PathLike | None = "rlt-inspect",
+    stream=None,
+) -> list[tuple[str, float, list[int]]]:
+    """What a video LLM (Qwen2.5-VL / Qwen3-VL) keeps: LLM tokens per slice, and the frames with the
+    dropped groups greyed (``<clip>_<family>_tau<t>.png``).
+
+    Frames are sampled at ``fps`` (``num_frames`` of them) and prepared as the model's processor
+    does (``RLTQwenVLProcessor``, its default pixel budget). Returns ``(clip, tau, kept per slice)``.
+    """
+    from .models.processing_rlt_qwen_vl import RLTQwenVLProcessor, unpatchify
+
+    stream = sys.stdout if stream is None else stream
+    videos = list(videos) if videos else [SAMPLE_VIDEO]
+    thresholds = [check_threshold(t) for t in thresholds]
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    decoder = RLTVideoProcessor(num_frames=num_frames, frame_stride=None, fps=fps)
+    results = []
+    for video in videos:
+        frames = decoder.load_frames(video)  # (T, H, W, 3) uint8
+        frames = torch.as_tensor(frames)
+        processors = [RLTQwenVLProcessor(None, family, threshold=tau) for tau in thresholds]
+        prepared = processors[0].prepare_videos([frames])
+        grid = prepared["video_grid_thw"][0].tolist()
+        settings = processors[0].video_settings
+        patch, merge = settings["patch_size"], settings["merge_size"]
+        pixels = unpatchify(prepared["pixel_values_videos"], grid, patch, settings["temporal_patch_size"], merge)
+        mean, std = (torch.tensor(settings[k]).view(1, -1, 1, 1) for k in ("image_mean", "image_std"))
+        drawn = ((pixels * std + mean) / processors[0].rescale_factor).round().clamp(0, 255).to(torch.uint8)
+        name = _name_of(video)
+        print(f"{name}: {family}, {len(frames)} frames at {fps:g} fps, grid {tuple(grid)} patches, "
+              f"{grid[1] * grid[2] // merge**2} LLM tokens per slice of {settings['temporal_patch_size']} frames",
+              file=stream)
+        for tau, processor in zip(thresholds, processors):
+            keep = processor.keep_mask(**prepared)[0].view(grid[0], grid[1] // merge, grid[2] // merge)
+            per_slice = keep.flatten(1).sum(1).tolist()
+            print(f"  tau {tau:g}: {sum(per_slice)}/{keep.numel()} tokens kept; per slice {per_slice}", file=stream)
+            results.append((name, tau, per_slice))
+            if out is not None:
+                title = f"{name} {family} tau={tau:g}: {sum(per_slice)}/{keep.numel()} LLM tokens (grey: dropped)"
+                image = render_keep_mask(drawn, keep, tubelet_size=settings["temporal_patch_size"],
+                                         patch_size=patch * merge, title=title)
+                image.save(out / f"{Path(name).stem}_{family}_tau{tau:g}.png")
     return results

@@ -44,6 +44,9 @@ __all__ = [
     "names",
     "register",
     "register_auto_classes",
+    "register_video_llm_auto_classes",
+    "video_llm_for_model",
+    "video_llms",
 ]
 
 # Config fields that say what a config is rather than what the model computes: never copied into another config.
@@ -370,3 +373,53 @@ register(
         classifier_pooling=_vjepa2_pooling,
     )
 )
+
+
+# -------------------------------------------------------------------------------------- video LLMs
+
+
+@dataclass(frozen=True, eq=False)
+class VideoLLMArchitecture:
+    """A video LLM rlt makes an RLT version of (``rlt.from_model``): its vanilla transformers
+    generation class and the RLT config and generation classes (``rlt/models/*qwen*``)."""
+
+    name: str
+    display_name: str
+    vanilla_class: type
+    config_class: type
+    model_class: type
+
+
+def _video_llm_entries() -> tuple[VideoLLMArchitecture, ...]:
+    from .models.configuration_rlt_qwen_vl import RLTQwen2_5_VLConfig, RLTQwen3VLConfig
+    from .models.modeling_rlt_qwen2_5_vl import RLTQwen2_5_VLForConditionalGeneration
+    from .models.modeling_rlt_qwen3_vl import RLTQwen3VLForConditionalGeneration
+
+    return (
+        VideoLLMArchitecture("qwen2_5_vl", "Qwen2.5-VL", transformers.Qwen2_5_VLForConditionalGeneration,
+                             RLTQwen2_5_VLConfig, RLTQwen2_5_VLForConditionalGeneration),
+        VideoLLMArchitecture("qwen3_vl", "Qwen3-VL", transformers.Qwen3VLForConditionalGeneration,
+                             RLTQwen3VLConfig, RLTQwen3VLForConditionalGeneration),
+    )
+
+
+def video_llms() -> tuple[VideoLLMArchitecture, ...]:
+    """The video LLMs rlt supports."""
+    return _video_llm_entries()
+
+
+def video_llm_for_model(model) -> VideoLLMArchitecture | None:
+    """The video LLM entry of a vanilla or RLT generation model, None for other models."""
+    for entry in video_llms():
+        if isinstance(model, entry.vanilla_class):
+            return entry
+    return None
+
+
+def register_video_llm_auto_classes() -> None:
+    """Make ``AutoConfig`` / ``AutoModelForImageTextToText`` know the RLT video LLMs in this process."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    for entry in video_llms():
+        AutoConfig.register(entry.config_class.model_type, entry.config_class, exist_ok=True)
+        AutoModelForImageTextToText.register(entry.config_class, entry.model_class, exist_ok=True)

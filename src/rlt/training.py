@@ -8,12 +8,17 @@
 - ``RLTTrainer``: a ``Trainer`` that normalises uint8 ``pixel_values`` on the device, batches by a
   token budget (``rlt.batching.TokenBudgetBatchSampler``) when given one, and measures what a
   speed claim needs: wall-clock per epoch, clips per second, time waiting for the data loader apart
-  from the step, tokens kept per clip (``training_stats()``).
+  from the step, tokens kept per clip (``training_stats()``). Compiled (``compile_arguments``:
+  transformers' own ``torch_compile`` / ``torch_compile_mode`` fields) it also compiles evaluation,
+  and with CUDA graphs it keeps what the ``Trainer`` holds across steps out of the graphs' memory
+  and reports the seconds spent compiling (``compile_stats()``).
 - ``compute_metrics``: top-1 / top-5 accuracy with numpy (``evaluate.load`` would need the Hub).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections.abc import Sequence
 
@@ -25,15 +30,26 @@ from .collator import DROP_CHOICES, ClipCollator, random_drop_keep_mask
 from .common import PixelNormalizer, synchronize
 
 __all__ = [
+    "COMPILE_CHOICES",
     "DROP_CHOICES",
     "ClipCollator",
     "PixelNormalizer",
     "RLTTrainer",
+    "compile_arguments",
     "compute_metrics",
     "random_drop_keep_mask",
+    "resolve_compile",
     "top_k_accuracy",
 ]
 
+logger = logging.getLogger(__name__)
+
+# How the example scripts compile the model: "cuda-graphs" is torch.compile(mode="reduce-overhead"),
+# which replays CUDA graphs (an RLT model needs rlt_pack_buckets for it: static packed lengths);
+# "auto" is "cuda-graphs" on a GPU and "none" elsewhere.
+COMPILE_CHOICES = ("none", "default", "cuda-graphs", "auto")
+# torch.compile modes that capture CUDA graphs, whose outputs the next replay overwrites.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # Encoder sizes of the models the example scripts build from scratch: hidden, layers, heads, intermediate.
 VIT_SIZES = {
     "vit-b": (768, 12, 12, 3072),
@@ -56,6 +72,49 @@ def compute_metrics(eval_prediction) -> dict:
         logits = logits[0]
     logits, labels = np.asarray(logits), np.asarray(eval_prediction.label_ids)
     return {"accuracy": top_k_accuracy(logits, labels, 1), "top5_accuracy": top_k_accuracy(logits, labels, 5)}
+
+
+def resolve_compile(choice: str, device: torch.device | str) -> str:
+    """``--compile``'s value on ``device``: ``"auto"`` becomes ``"cuda-graphs"`` on CUDA, ``"none"`` elsewhere."""
+    if choice not in COMPILE_CHOICES:
+        raise ValueError(f"compile must be one of {COMPILE_CHOICES}, got {choice!r}")
+    if choice == "auto":
+        return "cuda-graphs" if torch.device(device).type == "cuda" else "none"
+    return choice
+
+
+def compile_arguments(choice: str, device: torch.device | str, backend: str | None = None) -> dict:
+    """``TrainingArguments`` fields for a ``--compile`` choice (``COMPILE_CHOICES``).
+
+    transformers' own fields: accelerate compiles the training model after wrapping it (DDP included),
+    and ``RLTTrainer`` compiles evaluation with the same settings. ``backend`` overrides inductor
+    (``"aot_eager"`` checks the compiled path quickly on a CPU).
+    """
+    choice = resolve_compile(choice, device)
+    if choice == "none":
+        return {}
+    fields = {"torch_compile": True, "torch_compile_mode": "reduce-overhead" if choice == "cuda-graphs" else None}
+    if backend is not None:
+        fields["torch_compile_backend"] = backend
+    return fields
+
+
+def _compiled_graphs() -> int:
+    """Graphs torch.compile has built in this process so far (each compile and recompile adds one)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _clone_tensors(value):
+    """``value`` with every tensor in it (nested in tuples / lists / dicts) cloned."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_clone_tensors(v) for v in value)
+    if isinstance(value, dict):
+        return {key: _clone_tensors(v) for key, v in value.items()}
+    return value
 
 
 class _EpochTimer(TrainerCallback):
@@ -101,6 +160,16 @@ class RLTTrainer(Trainer):
             used instead of the fixed ``per_device_train_batch_size``.
         tokens_per_clip: tokens a clip has without RLT, to count kept tokens for models that do not
             report them (vanilla transformers models).
+
+    Compiled (``args.torch_compile``, e.g. from ``compile_arguments``): transformers compiles the model
+    it trains (accelerate, after the DDP wrapper) but evaluates the plain model; this trainer evaluates
+    a compiled one, with the same backend and mode. With CUDA graphs (``torch_compile_mode``
+    ``"reduce-overhead"``) a graph's outputs live in memory the next replay overwrites, so every step
+    starts with ``torch.compiler.cudagraph_mark_step_begin()``, the loss and the evaluation outputs are
+    cloned out of the graphs' memory, and under gradient accumulation the gradients of a micro-batch
+    are made the parameters' own before the next one replays (a graph's gradient output becomes a
+    parameter's ``.grad`` as it is: https://github.com/pytorch/pytorch/issues/169545). Steps that
+    compiled a graph are timed and logged (``compile_stats()``).
     """
 
     def __init__(self, *args, normalizer=None, train_batch_sampler=None, tokens_per_clip: int | None = None, **kwargs):
@@ -115,7 +184,14 @@ class RLTTrainer(Trainer):
         self._loader_wait = 0.0
         self._train_wall = 0.0
         self.input_name = _input_name(self.model)
+        self.compile_events: list[dict] = []  # one per step that built a graph: phase, step, seconds
+        self._eval_compiled = None  # (the model, its compiled wrapper) for evaluation
         self.add_callback(_EpochTimer(self))
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether the compiled model replays CUDA graphs (their outputs are overwritten by the next replay)."""
+        return bool(self.args.torch_compile) and self.args.torch_compile_mode in CUDA_GRAPH_MODES
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -146,10 +222,81 @@ class RLTTrainer(Trainer):
         self._loader_wait += time.perf_counter() - start
         return batches
 
+    # -- compiled steps ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _step(self, phase: str):
+        """One training or evaluation step: a new CUDA-graph step, and its host time if it compiled."""
+        if not self.args.torch_compile:
+            yield
+            return
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        graphs, start = _compiled_graphs(), time.perf_counter()
+        yield
+        built = _compiled_graphs() - graphs
+        if built:
+            seconds = time.perf_counter() - start
+            event = {"phase": phase, "step": self.state.global_step, "graphs": built, "s": round(seconds, 2)}
+            self.compile_events.append(event)
+            logger.info("torch.compile: %s step %d built %d graph(s) in %.1f s", phase, event["step"], built, seconds)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        with self._step("train"):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.cuda_graphs and self.args.gradient_accumulation_steps > 1 and not self.accelerator.sync_gradients:
+            # The next micro-batch replays the backward graph into the memory these gradients may live in.
+            with torch.no_grad():
+                for parameter in self.model.parameters():
+                    if parameter.grad is not None:
+                        parameter.grad = parameter.grad.clone()
+        return loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if self.args.torch_compile:
+            model = self._compiled_for_evaluation(model)
+        with self._step("eval"):
+            outputs = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        # The Trainer keeps the logits of every step for the metrics: out of the graphs' memory with them.
+        return _clone_tensors(outputs) if self.cuda_graphs else outputs
+
+    def _compiled_for_evaluation(self, model):
+        """``model`` compiled as the training model is (transformers evaluates its uncompiled model)."""
+        from accelerate.utils import is_compiled_module
+
+        if is_compiled_module(model):
+            return model
+        if self._eval_compiled is None or self._eval_compiled[0] is not model:
+            compiled = torch.compile(
+                model, backend=self.args.torch_compile_backend or "inductor", mode=self.args.torch_compile_mode
+            )
+            self._eval_compiled = (model, compiled)
+        return self._eval_compiled[1]
+
+    def compile_stats(self) -> dict:
+        """Seconds of the steps that compiled (the graph builds, plus the step they ran in), by phase."""
+        if not self.args.torch_compile:
+            return {"compile_s": 0.0}
+        by_phase = {
+            phase: round(sum(e["s"] for e in self.compile_events if e["phase"] == phase), 2)
+            for phase in ("train", "eval")
+        }
+        from torch._dynamo.utils import counters
+
+        return {
+            "compile_s": round(sum(by_phase.values()), 2),
+            "compile_s_train": by_phase["train"],
+            "compile_s_eval": by_phase["eval"],
+            "compile_steps": list(self.compile_events),
+            "graph_breaks": int(sum(counters["graph_break"].values())),
+        }
+
     # -- counting -------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if self.cuda_graphs:
+            loss = loss.clone()  # logged after later steps replayed the graph that returned it
         batch = inputs[self.input_name].shape[0]
         kept = outputs.get("tokens_kept") if hasattr(outputs, "get") else None
         tokens = kept.detach().sum() if kept is not None else torch.tensor(batch * (self.tokens_per_clip or 0))

@@ -119,6 +119,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pack-buckets", type=int, default=0,
                         help="k > 0: also run RLT with rlt_pack_buckets=k (rows 'rlt_b<k>': the packed length "
                         "rounded up to one of k static sizes), and compile RLT that way (default 0: off)")
+    parser.add_argument("--proportional-attention", action="store_true",
+                        help="also run RLT with rlt_proportional_attention=True (rows 'rlt_prop' beside 'rlt', "
+                        "inference and training step), so its cost in clips/s comes from the same run")
     parser.add_argument("--busy-fraction", action="store_true",
                         help="profile a few calls of every timed case for the device's busy fraction "
                         "(kernel time / wall time) and kernels per call")
@@ -177,6 +180,7 @@ def settings_from_args(args) -> Settings:
         num_labels=10 if tiny and args.num_labels == 400 else args.num_labels,
         window_hop=args.window_hop,
         pack_buckets=args.pack_buckets,
+        proportional_attention=args.proportional_attention,
         busy=args.busy_fraction,
     )
 

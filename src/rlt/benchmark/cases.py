@@ -132,6 +132,7 @@ class Settings:
     num_labels: int
     window_hop: float
     pack_buckets: int = 0  # > 0: also run RLT with rlt_pack_buckets (the "rlt_b<k>" rows); compiled RLT uses it
+    proportional_attention: bool = False  # also run RLT with rlt_proportional_attention (the "rlt_prop" rows)
     busy: bool = False  # profile a few calls per timed case for the device's busy fraction
     train_inputs: list[str] = field(default_factory=lambda: ["real"])  # input kinds of the training step
     compile_inputs: list[str] = field(default_factory=lambda: ["real"])  # input kinds of the torch.compile cases
@@ -535,6 +536,10 @@ class Bench:
                     variant = f"rlt_b{s.pack_buckets}"
                     self.inference_case(model_name, inf_model, variant, s.tau, "auto", kind, inputs, tok)
                     self.set_rlt(config, enabled=True, tau=s.tau)
+                if s.proportional_attention:
+                    self.set_rlt(config, enabled=True, tau=s.tau, proportional=True)
+                    self.inference_case(model_name, inf_model, "rlt_prop", s.tau, "auto", kind, inputs, tok)
+                    self.set_rlt(config, enabled=True, tau=s.tau)
                 if kind == "real" and "sweep" in parts:
                     for tau in s.sweep:
                         self.set_rlt(config, enabled=True, tau=tau)
@@ -574,15 +579,28 @@ class Bench:
                     variant = f"rlt_b{s.pack_buckets}"
                     self.train_case(model_name, model, variant, s.tau, "auto", kind, inputs, labels, tok)
                     self.set_rlt(model.config, enabled=True, tau=s.tau)
+                if s.proportional_attention:
+                    self.set_rlt(model.config, enabled=True, tau=s.tau, proportional=True)
+                    self.train_case(model_name, model, "rlt_prop", s.tau, "auto", kind, inputs, labels, tok)
+                    self.set_rlt(model.config, enabled=True, tau=s.tau)
                 del inputs, labels
 
     @staticmethod
-    def set_rlt(config, *, enabled: bool, tau: float | None = None, attention: str = "auto", buckets: int = 0) -> None:
+    def set_rlt(
+        config,
+        *,
+        enabled: bool,
+        tau: float | None = None,
+        attention: str = "auto",
+        buckets: int = 0,
+        proportional: bool = False,
+    ) -> None:
         config.rlt_enabled = enabled
         if tau is not None:
             config.rlt_threshold = float(tau)
         config.rlt_attention = attention
         config.rlt_pack_buckets = buckets
+        config.rlt_proportional_attention = proportional
 
     def parity(self, vanilla, model, factory: InputFactory) -> dict:
         """Largest logit difference between the RLT model with RLT off and the vanilla model (float32)."""

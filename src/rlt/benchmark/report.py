@@ -29,6 +29,7 @@ NOTES = {
     "busy": "busy = the device's busy fraction (--busy-fraction): union of its kernel intervals / wall time over "
     "3 profiled calls after the timed ones (profiler overhead included, so a lower bound); kernels = kernels per call. "
     "rlt_b<k> rows: RLT with rlt_pack_buckets=k (packed length rounded up to one of k static sizes). "
+    "rlt_prop rows: RLT with rlt_proportional_attention=True (each key's score + log of its run length). "
     "rlt_hostkeep rows: RLT given keep_mask= computed ahead on the host (as VideoCollator does in loader workers, "
     "not timed): the forward makes no device sync and runs no tokenizer; the gap to the rlt row is the sync plus "
     "the tokenizer's device time (its share: the tok % column of the rlt row).",

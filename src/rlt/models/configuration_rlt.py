@@ -13,8 +13,10 @@ grid from the others and reads the field names most transformers video configs u
 
 from __future__ import annotations
 
+import difflib
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .packing import check_backend
 from .tokenizer import COMPARE_TO_CHOICES, check_threshold, pixel_affine, to_pair
@@ -24,8 +26,12 @@ __all__ = [
     "POOLING_CHOICES",
     "RLT_OUTPUT_KEYS",
     "RLTSettings",
+    "check_rlt_setting_names",
     "input_scale_from_processor",
+    "rlt_setting_names",
 ]
+
+logger = logging.getLogger(__name__)
 
 LENGTH_ENCODING_INITS = ("zeros", "trunc_normal")
 POOLING_CHOICES = ("mean", "length_weighted")
@@ -51,6 +57,10 @@ class RLTSettings:
             or ``"trunc_normal"`` (std 0.02, as the reference does for training).
         rlt_pooling: how mean-pooling heads average a clip's tokens: ``"mean"`` over kept tokens, or
             ``"length_weighted"`` (a token that stands for a run of 4 counts 4 times).
+        rlt_proportional_attention: every self-attention softmax adds ``log L`` to the score of a key
+            that stands for a run of ``L`` tubelets (ToMe's proportional attention; prefix tokens such
+            as CLS weigh 1): the kept token weighs what its ``L`` repeats did in the vanilla model.
+            False (default) attends to each kept token once, as the paper does.
         rlt_attention: attention backend for packed batches, see ``rlt.packing``.
         rlt_pack_buckets: 0 (default) packs exactly the kept tokens; ``k > 0`` rounds the packed length
             up to one of ``k`` sizes per batch size (multiples of ``B * tokens_per_clip / k``), the
@@ -68,12 +78,36 @@ class RLTSettings:
     rlt_use_length_encoding: bool = True
     rlt_length_encoding_init: str = "zeros"
     rlt_pooling: str = "mean"
+    rlt_proportional_attention: bool = False
     rlt_attention: str = "auto"
     rlt_pack_buckets: int = 0
+
+    def pop_unknown_rlt_settings(self, kwargs: dict) -> dict:
+        """``kwargs`` (the extra keyword arguments ``__post_init__`` gets) without ``rlt_*`` names that are no
+        RLT setting. Constructed directly (``RLTVideoMAEConfig(rlt_treshold=0.5)``), such a name is refused with
+        the closest valid one; loaded from a saved dict (``from_dict`` / ``from_pretrained`` of a config.json,
+        which records ``transformers_version``), it is a setting of a newer ``rlt`` and is dropped with a warning.
+        """
+        unknown = [name for name in kwargs if name.startswith("rlt_") and name not in rlt_setting_names()]
+        if not unknown:
+            return kwargs
+        if self.transformers_version is None:  # not from a saved config: a typo (or a setting of another version)
+            check_rlt_setting_names(unknown, what=type(self).__name__)
+        logger.warning(
+            "%s: the saved config has settings this version of rlt does not know, ignored: %s (saved by a newer "
+            "rlt? upgrade rlt to use them)",
+            type(self).__name__,
+            ", ".join(f"{name}={kwargs[name]!r}" for name in unknown),
+        )
+        return {name: value for name, value in kwargs.items() if name not in unknown}
 
     def validate_rlt_settings(self) -> None:
         self.rlt_threshold = check_threshold(self.rlt_threshold, name="rlt_threshold")
         check_backend(self.rlt_attention)
+        if not isinstance(self.rlt_proportional_attention, bool):
+            raise ValueError(
+                f"rlt_proportional_attention must be True or False, got {self.rlt_proportional_attention!r}"
+            )
         buckets = self.rlt_pack_buckets
         if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 0:
             raise ValueError(
@@ -147,6 +181,27 @@ class RLTSettings:
     def rlt_input_name(self) -> str:
         """The name of the video argument of the model's ``forward``."""
         return "pixel_values"
+
+
+def rlt_setting_names() -> list[str]:
+    """The names of the RLT settings (the fields of ``RLTSettings``), in declaration order."""
+    return [field.name for field in fields(RLTSettings)]
+
+
+def check_rlt_setting_names(names, what: str = "RLT settings") -> None:
+    """Raise a TypeError naming each of ``names`` that is no RLT setting, with the closest valid name."""
+    valid = rlt_setting_names()
+    unknown = [name for name in names if name not in valid]
+    if not unknown:
+        return
+    problems = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, valid, n=1) or difflib.get_close_matches(f"rlt_{name}", valid, n=1)
+        problems.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise TypeError(
+        f"{what}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(problems)}; "
+        f"the RLT settings are {', '.join(valid)}"
+    )
 
 
 def input_scale_from_processor(processor_config: dict, num_channels: int) -> list[float] | None:

@@ -22,7 +22,7 @@ class RLTVideoMAEConfig(VideoMAEConfig, RLTSettings):
     keys_to_ignore_at_inference = RLT_OUTPUT_KEYS
 
     def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
+        super().__post_init__(**self.pop_unknown_rlt_settings(kwargs))
         self.validate_rlt_settings()
 
     @property

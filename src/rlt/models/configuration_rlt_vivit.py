@@ -24,7 +24,7 @@ class RLTVivitConfig(VivitConfig, RLTSettings):
     keys_to_ignore_at_inference = RLT_OUTPUT_KEYS
 
     def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
+        super().__post_init__(**self.pop_unknown_rlt_settings(kwargs))
         self.validate_rlt_settings()
         self.validate_tubelet_grid()
 

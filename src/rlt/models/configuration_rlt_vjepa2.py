@@ -36,7 +36,7 @@ class RLTVJEPA2Config(VJEPA2Config, RLTSettings):
     }
 
     def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
+        super().__post_init__(**self.pop_unknown_rlt_settings(kwargs))
         self.validate_rlt_settings()
         self.validate_tubelet_grid()
 

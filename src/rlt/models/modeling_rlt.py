@@ -18,11 +18,13 @@ from torch import nn
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_rlt import RLTSettings
+from .configuration_rlt import RLTSettings, check_rlt_setting_names
 from .packing import PackedSequence, packed_attention, to_device_without_waiting
 from .tokenizer import (
     RunLengthTokens,
+    check_finite_pixels,
     check_keep_mask,
+    finite_clips,
     run_length_tokenize,
     run_lengths_from_keep_mask,
     to_pair,
@@ -41,6 +43,7 @@ __all__ = [
     "classification_output",
     "embed_kept_tubelets",
     "packed_run_lengths",
+    "with_proportional_attention",
     "reject_unsupported",
     "run_encoder",
     "run_length_tokenize_for",
@@ -105,8 +108,11 @@ class RLTPreTrainedMixin:
         """``PreTrainedModel.from_pretrained``, also mapping the architecture's legacy weight names.
 
         A checkpoint whose config lacks the RLT settings (a vanilla one) loads with their defaults,
-        with one warning saying so.
+        with one warning saying so. An ``rlt_*`` keyword argument that is no RLT setting is refused, with
+        the closest valid name (transformers would hand it to the model's ``__init__``).
         """
+        rlt_kwargs = [key for key in kwargs if key.startswith("rlt_")]
+        check_rlt_setting_names(rlt_kwargs, what=f"{cls.__name__}.from_pretrained")
         kwargs["key_mapping"] = {**cls.legacy_key_mapping, **(kwargs.get("key_mapping") or {})}
         checkpoint = kwargs.get("config") or (args[0] if args else kwargs.get("pretrained_model_name_or_path"))
         if checkpoint is not None and not hasattr(checkpoint, "to_dict"):  # no config object given
@@ -141,8 +147,10 @@ def _warn_if_rlt_settings_missing(cls, checkpoint, kwargs: dict) -> None:
         )
     except (OSError, ValueError):
         return  # the load itself reports the problem
-    # rlt_pack_buckets only changes shapes, never outputs: a checkpoint saved before it existed is complete.
-    defaults = {field.name: field.default for field in fields(RLTSettings) if field.name != "rlt_pack_buckets"}
+    # Settings added later whose default is the behaviour before them (rlt_pack_buckets only changes shapes;
+    # rlt_proportional_attention off is plain attention): a checkpoint saved before they existed is complete.
+    later = ("rlt_pack_buckets", "rlt_proportional_attention")
+    defaults = {field.name: field.default for field in fields(RLTSettings) if field.name not in later}
     missing = [name for name in defaults if name not in config_dict and name not in kwargs]
     if missing:
         settings = ", ".join(f"{name}={defaults[name]!r}" for name in missing)
@@ -180,13 +188,15 @@ def choose_tokens(
     used as it is. The tubelet size, patch size and prefix tokens (ViViT's CLS token: 1, laid before
     each clip's tubelet tokens in the packing) are the config's ``rlt_*`` geometry unless given.
 
-    This is the forward's one host sync (the tokens kept per clip size the packed tensors), except
-    for a ``keep_mask`` that arrives on the CPU with the video on an accelerator (as a data loader
-    or `VideoCollator` gives it): its checks and counts are read on the host, the mask is copied
-    over without waiting (through pinned memory of its own: later changes to the caller's tensor
-    cannot reach it), and the forward does not sync at all.
+    This is the forward's one host sync (the tokens kept per clip size the packed tensors, and the
+    clips' finite flags are read with them: a clip of NaN or infinite values is refused, by index),
+    except for a ``keep_mask`` that arrives on the CPU with the video on an accelerator (as a data
+    loader or `VideoCollator` gives it, having checked the pixels): its checks and counts are read on
+    the host, the mask is copied over without waiting (through pinned memory of its own: later changes
+    to the caller's tensor cannot reach it), and the forward does not sync at all.
     """
     check_pixel_values(config, pixel_values)
+    name = config.rlt_input_name
     tubelet_size = config.rlt_tubelet_size if tubelet_size is None else tubelet_size
     patch_h, patch_w = config.rlt_patch_size if patch_size is None else to_pair(patch_size)
     num_prefix_tokens = config.rlt_num_prefix_tokens if num_prefix_tokens is None else num_prefix_tokens
@@ -196,23 +206,51 @@ def choose_tokens(
     if keep_mask is not None:
         check_keep_mask(keep_mask, grid)
         if keep_mask.shape[0] != batch:
-            raise ValueError(f"keep_mask holds {keep_mask.shape[0]} clips, pixel_values {batch}")
-        # One read for both the check and the counts: on the host it costs nothing, on the device it
-        # is the forward's one sync.
-        first_step_kept = keep_mask[:, 0].flatten(1).all(1)
-        counts_and_check = torch.stack([keep_mask.flatten(1).sum(1), first_step_kept.long()]).tolist()
-        if not all(counts_and_check[1]):
+            raise ValueError(f"keep_mask holds {keep_mask.shape[0]} clips, {name} {batch}")
+        # One read for the checks and the counts: on the host it costs nothing, on the device it is the
+        # forward's one sync. The pixels join it where they lie with the mask (a mask made on the host
+        # while the video is on an accelerator came from a collator, which checked them).
+        counts = keep_mask.flatten(1).sum(1)
+        same_device = keep_mask.device == pixel_values.device
+        flags = [counts, keep_mask[:, 0].flatten(1).all(1)] + ([finite_clips(pixel_values)] if same_device else [])
+        host = torch.stack([flag.long() for flag in flags]).tolist()
+        if not all(host[1]):
             raise ValueError("keep_mask must keep every tubelet of the first time step")
+        if same_device:
+            check_finite_pixels(pixel_values, name, finite=host[2])
         keep_mask = to_device_without_waiting(keep_mask, pixel_values.device)
         tokens = RunLengthTokens(keep_mask, run_lengths_from_keep_mask(keep_mask))
-        packed = PackedSequence.from_keep_mask(keep_mask.flatten(1), num_prefix_tokens, buckets, counts_and_check[0])
-        return tokens, packed
+        packed = PackedSequence.from_keep_mask(
+            keep_mask.flatten(1), num_prefix_tokens, buckets, host[0], device_counts=counts if same_device else None
+        )
+        return tokens, with_proportional_attention(config, tokens, packed)
     if not config.rlt_enabled:
+        # The vanilla model's function and no host sync: the pixels are checked where that is free.
+        if pixel_values.device.type == "cpu":
+            check_finite_pixels(pixel_values, name)
         keep = torch.ones(batch, *grid, dtype=torch.bool, device=pixel_values.device)
         tokens = RunLengthTokens(keep, torch.ones(keep.shape, dtype=torch.long, device=keep.device))
         return tokens, PackedSequence.full(batch, keep[0].numel(), keep.device, num_prefix_tokens)
     tokens = run_length_tokenize_for(config, pixel_values, tubelet_size=tubelet_size, patch_size=(patch_h, patch_w))
-    return tokens, PackedSequence.from_keep_mask(tokens.keep_mask.flatten(1), num_prefix_tokens, buckets)
+    counts = tokens.counts
+    host = torch.stack([counts, finite_clips(pixel_values).long()]).tolist()  # the forward's one host sync
+    check_finite_pixels(pixel_values, name, finite=host[1])
+    packed = PackedSequence.from_keep_mask(
+        tokens.keep_mask.flatten(1), num_prefix_tokens, buckets, host[0], device_counts=counts
+    )
+    return tokens, with_proportional_attention(config, tokens, packed)
+
+
+def with_proportional_attention(config, tokens: RunLengthTokens, packed: PackedSequence) -> PackedSequence:
+    """``packed`` carrying the key bias of ``rlt_proportional_attention``: ``log`` of each token's run
+    length (0 for prefix tokens), which every self-attention layer adds to its scores against that key,
+    so that a token standing for ``L`` repeats weighs what the ``L`` copies did in the vanilla model.
+
+    Computed here, once per forward, on the device (no sync); a packing that dropped nothing needs none.
+    """
+    if getattr(config, "rlt_proportional_attention", False) and not packed.keeps_all:
+        packed.key_bias = packed_run_lengths(tokens, packed).float().log()
+    return packed
 
 
 def run_length_tokenize_for(
@@ -243,7 +281,9 @@ def check_pixel_values(config, pixel_values) -> None:
         )
     if not pixel_values.is_floating_point():
         raise ValueError(f"{name} must be a float tensor, got {pixel_values.dtype}")
-    _batch, frames, channels, height, width = pixel_values.shape
+    batch, frames, channels, height, width = pixel_values.shape
+    if batch == 0:  # transformers' own VideoMAE, ViViT and V-JEPA 2 fail deep in a reshape on one
+        raise ValueError(f"{name} holds no clip (shape {tuple(pixel_values.shape)}): a batch needs at least one clip")
     num_channels, num_frames = config.rlt_num_channels, config.rlt_num_frames
     if channels != num_channels:
         hint = ""

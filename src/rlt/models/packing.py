@@ -16,6 +16,12 @@ Attention backends (``rlt_attention`` in the configs):
 - ``"per_clip"``: one SDPA call per clip (the CPU default: exact, no padding, no mask).
 - ``"padded"``: pad to the longest clip and run SDPA with a key mask (works everywhere, supports dropout).
 - ``"eager"``: like ``"padded"`` in plain matmul/softmax, for debugging.
+
+Proportional attention (``rlt_proportional_attention``): a packing may carry ``key_bias``, a float
+``(total,)`` added to every score against that key (``log`` of the key's run length: ``L`` identical
+keys are one key scored ``+ log L``). Every backend honours it: the SDPA ones as an additive mask, flex
+in its ``score_mod``, and the two variable-length flash kernels, which take no bias, through one more
+block of head dimensions (``fold_key_bias``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ __all__ = [
     "PackedSequence",
     "bucketed_length",
     "check_backend",
+    "fold_key_bias",
     "packed_attention",
     "packed_cross_attention",
     "resolve_backend",
@@ -110,6 +117,10 @@ class PackedSequence:
         segment_cu_seqlens: int32 ``(B + 1 + D,)``, what the variable-length kernels get: ``cu_seqlens``
             followed, when bucketed, by ``D`` dummy segments that hold the padding (some may be empty).
             The same tensor as ``cu_seqlens`` when not bucketed.
+        key_bias: float32 ``(total,)`` or None: added to every attention score against each key, in every
+            self-attention over this packing (proportional attention: ``log`` of the key's run length,
+            0 for prefix tokens; a bucketed packing's padding rows take any value: no clip attends to
+            them). Set once per forward (``choose_tokens``); every layer reads it.
         bucketed: the packed length was rounded up to a bucket (``from_keep_mask(..., buckets=k)``):
             ``total`` is the bucket size, the last ``total - cu_seqlens[-1]`` rows are padding tokens
             (copies of a real token, in dummy segments no clip attends to), and every per-token tensor
@@ -133,6 +144,7 @@ class PackedSequence:
     keeps_all: bool = False
     segment_cu_seqlens: torch.Tensor | None = None
     bucketed: bool = False
+    key_bias: torch.Tensor | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -142,11 +154,18 @@ class PackedSequence:
     @classmethod
     @torch.compiler.disable
     def from_keep_mask(
-        cls, keep: torch.Tensor, num_prefix_tokens: int = 0, buckets: int = 0, counts: Sequence[int] | None = None
+        cls,
+        keep: torch.Tensor,
+        num_prefix_tokens: int = 0,
+        buckets: int = 0,
+        counts: Sequence[int] | None = None,
+        device_counts: torch.Tensor | None = None,
     ) -> PackedSequence:
         """From a bool ``(B, N)`` mask of the tokens each clip keeps (in order). One host sync, none
         with ``counts``: the ``True`` entries of each row of ``keep``, already known on the host (e.g.
-        from a keep mask computed in a data loader), trusted as given.
+        from a keep mask computed in a data loader, or read together with other per-clip values),
+        trusted as given. ``device_counts``: the same counts, int64 ``(B,)`` on ``keep``'s device, where
+        the caller has them (saves copying ``counts`` back to the device).
 
         With ``num_prefix_tokens`` (e.g. 1 for a CLS token), every clip is laid out as its prefix tokens
         followed by its kept tokens: the packing is over ``(B, num_prefix_tokens + N)`` with the prefix
@@ -167,7 +186,10 @@ class PackedSequence:
             lengths = [int(n) for n in counts.tolist()]
         else:
             lengths = [int(n) + num_prefix_tokens for n in counts]
-            counts = to_device_without_waiting(torch.tensor(lengths), keep.device)
+            if device_counts is None:
+                counts = to_device_without_waiting(torch.tensor(lengths), keep.device)
+            else:
+                counts = device_counts + num_prefix_tokens
         if 0 in lengths:  # a clip without tokens has no mean and no first token
             raise ValueError(f"clip {lengths.index(0)} keeps no token; every clip needs at least one")
         (batch, capacity), total = keep.shape, sum(lengths)
@@ -443,12 +465,72 @@ def packed_attention(
     return _BACKENDS[backend](query, key, value, packed, scaling, dropout)
 
 
+def key_score_mask(packed: PackedSequence, key_bias: torch.Tensor | None, dtype: torch.dtype):
+    """The ``attn_mask`` SDPA needs for attention over ``packed``'s keys laid out ``(B, S)`` (``pad``, or
+    the uniform ``(B, N)`` view), broadcasting ``(B, 1, 1, S)``: None (uniform, no bias), the bool
+    padding mask (no bias), or ``key_bias`` in ``dtype`` with ``-inf`` at padding. Shared by the
+    self-attention backends and by the pooler's cross-attention (``packed_cross_attention``)."""
+    if key_bias is None:
+        return None if packed.is_uniform else packed.padding_mask()[:, None, None, :]
+    bias = key_bias.to(dtype)
+    if packed.is_uniform:
+        return bias.view(packed.batch_size, 1, 1, -1)
+    real = packed.padding_mask()[:, None, None, :]
+    return packed.pad(bias)[:, None, None, :].masked_fill(~real, float("-inf"))
+
+
+def _self_attention_mask(packed: PackedSequence, dtype: torch.dtype):
+    """``key_score_mask`` for the packing's own ``key_bias``: built once per forward and dtype, shared by the layers."""
+    return packed.cached(("key_score_mask", dtype), lambda: key_score_mask(packed, packed.key_bias, dtype))
+
+
 def _dense(query, key, value, packed, scaling, dropout):
     q, k, v = (t.view(packed.batch_size, -1, *t.shape[1:]).transpose(1, 2) for t in (query, key, value))
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
+    mask = _self_attention_mask(packed, query.dtype) if packed.key_bias is not None else None
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling)
     return out.transpose(1, 2).reshape(query.shape)
 
 
+# The flash kernels take head dims in multiples of 8: the folded bias adds one block of 8.
+_FOLD_BLOCK = 8
+
+
+def fold_key_bias(query, key, value, packed: PackedSequence, scaling: float):
+    """``query``, ``key``, ``value`` ``(total, heads, d)`` -> ``(total, heads, d + 8)`` each, such that
+    ``scaling * q'.k' = scaling * q.k + key_bias[key]`` and ``attention(q', k', v')[..., :d]`` is the
+    biased attention: the kernels that take no bias (``varlen``, ``flash_attn``) run it unchanged.
+
+    The extra block is ``q = (1, 0, ...)``, ``k = (key_bias / scaling, 0, ...)``, ``v = 0``; built once
+    per forward (per dtype and head count) and shared by the layers.
+    """
+    total, heads, _ = query.shape
+
+    def build():
+        bias = (packed.key_bias.float() / scaling).to(query.dtype)
+        key_block = query.new_zeros(total, heads, _FOLD_BLOCK)
+        key_block[..., 0] = bias.unsqueeze(1)
+        query_block = query.new_zeros(total, heads, _FOLD_BLOCK)
+        query_block[..., 0] = 1.0
+        return query_block, key_block, query.new_zeros(total, heads, _FOLD_BLOCK)
+
+    blocks = packed.cached(("folded_key_bias", query.dtype, heads, scaling), build)
+    return tuple(torch.cat([tensor, block], dim=-1) for tensor, block in zip((query, key, value), blocks))
+
+
+def _with_folded_key_bias(kernel):
+    """``kernel`` (a backend without a bias argument) made to honour ``packed.key_bias`` by ``fold_key_bias``."""
+
+    @functools.wraps(kernel)
+    def run(query, key, value, packed, scaling, dropout):
+        if packed.key_bias is None:
+            return kernel(query, key, value, packed, scaling, dropout)
+        folded = fold_key_bias(query, key, value, packed, scaling)
+        return kernel(*folded, packed, scaling, dropout)[..., : query.shape[-1]]
+
+    return run
+
+
+@_with_folded_key_bias
 def _varlen(query, key, value, packed, scaling, dropout):
     cu, bound = packed.segment_cu_seqlens, packed.capacity
     # The aten op that torch.nn.attention.varlen.varlen_attn wraps, called directly: its autograd is
@@ -461,6 +543,7 @@ def _varlen(query, key, value, packed, scaling, dropout):
     return output
 
 
+@_with_folded_key_bias
 def _flash_attn(query, key, value, packed, scaling, dropout):
     # In a try: transformers' remote-code loader demands every package a file imports outside one.
     try:
@@ -486,8 +569,15 @@ def _flex(query, key, value, packed, scaling, dropout):
         "flex_block_mask",
         lambda: create_block_mask(same_clip, None, None, total, total, device=query.device, _compile=query.is_cuda),
     )
+    score_mod = None
+    if packed.key_bias is not None:
+        key_bias = packed.key_bias
+
+        def score_mod(score, batch, head, q_idx, kv_idx):
+            return score + key_bias[kv_idx].to(score.dtype)
+
     q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))
-    out = _flex_attention(query.is_cuda)(q, k, v, block_mask=block_mask, scale=scaling)
+    out = _flex_attention(query.is_cuda)(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scaling)
     return out.squeeze(0).transpose(0, 1)
 
 
@@ -500,11 +590,14 @@ def _flex_attention(compiled: bool):
 
 
 def _per_clip(query, key, value, packed, scaling, dropout):
+    biases = [None] * packed.batch_size
+    if packed.key_bias is not None:
+        biases = [bias.to(query.dtype).view(1, 1, -1) for bias in packed.split(packed.key_bias)]
     outs = [
         F.scaled_dot_product_attention(
-            q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), dropout_p=dropout, scale=scaling
+            q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=bias, dropout_p=dropout, scale=scaling
         ).transpose(0, 1)
-        for q, k, v in zip(packed.split(query), packed.split(key), packed.split(value))
+        for q, k, v, bias in zip(packed.split(query), packed.split(key), packed.split(value), biases)
     ]
     if packed.bucketed:  # the padding tokens' outputs: zeros, never read
         outs.append(query.new_zeros(packed.total - packed.num_real_tokens, *query.shape[1:]))
@@ -513,14 +606,16 @@ def _per_clip(query, key, value, packed, scaling, dropout):
 
 def _padded(query, key, value, packed, scaling, dropout):
     q, k, v = (packed.pad(t).transpose(1, 2) for t in (query, key, value))  # (B, heads, S, d)
-    key_mask = packed.padding_mask()[:, None, None, :]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout, scale=scaling)
+    mask = _self_attention_mask(packed, query.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling)
     return packed.unpad(out.transpose(1, 2))
 
 
 def _eager(query, key, value, packed, scaling, dropout):
     q, k, v = (packed.pad(t).transpose(1, 2) for t in (query, key, value))
     scores = (q @ k.transpose(-1, -2)) * scaling
+    if packed.key_bias is not None:
+        scores = scores + packed.pad(packed.key_bias.to(scores.dtype))[:, None, None, :]
     scores = scores.masked_fill(~packed.padding_mask()[:, None, None, :], torch.finfo(scores.dtype).min)
     probs = F.dropout(scores.softmax(-1), p=dropout, training=dropout > 0)
     return packed.unpad((probs @ v).transpose(1, 2))
@@ -561,19 +656,12 @@ def packed_cross_attention(
     batch = packed.batch_size
     if packed.is_uniform:
         keys, values = (t.view(batch, -1, *t.shape[1:]).transpose(1, 2) for t in (key, value))
-        mask = None
-        if key_weights is not None:
-            mask = key_weights.log().to(query.dtype).view(batch, 1, 1, -1)
     else:
         # One query row per clip: padding to the longest clip costs B x max_len scores, nothing next
         # to the encoder, and runs on every device and dtype with dropout.
         keys, values = (packed.pad(t).transpose(1, 2) for t in (key, value))  # (B, heads, S, d)
-        real = packed.padding_mask()[:, None, None, :]
-        if key_weights is None:
-            mask = real
-        else:
-            bias = packed.pad(key_weights.log().to(query.dtype))[:, None, None, :]
-            mask = bias.masked_fill(~real, float("-inf"))
+    key_bias = None if key_weights is None else key_weights.float().log()
+    mask = key_score_mask(packed, key_bias, query.dtype)
     out = F.scaled_dot_product_attention(
         query.unsqueeze(2), keys, values, attn_mask=mask, dropout_p=dropout, scale=scaling
     )

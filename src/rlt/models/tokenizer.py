@@ -21,8 +21,10 @@ __all__ = [
     "IMAGENET_DEFAULT_STD",
     "REFERENCE_INPUT_SCALE",
     "RunLengthTokens",
+    "check_finite_pixels",
     "check_keep_mask",
     "check_threshold",
+    "finite_clips",
     "pixel_affine",
     "run_length_tokenize",
     "run_lengths_from_keep_mask",
@@ -202,6 +204,40 @@ def check_keep_mask(keep_mask: torch.Tensor, grid: tuple[int, int, int] | None =
         raise ValueError(f"keep_mask must be a bool tensor of shape (batch, T', H', W'), got {shape}")
     if grid is not None and tuple(keep_mask.shape[1:]) != tuple(grid):
         raise ValueError(f"keep_mask has grid {tuple(keep_mask.shape[1:])}, the video's tubelet grid is {grid}")
+
+
+def finite_clips(pixel_values: torch.Tensor) -> torch.Tensor:
+    """Which clips of a ``(B, ...)`` batch hold finite values only: bool ``(B,)`` on the batch's device, no
+    host sync (integer clips, such as uint8 ones, are finite by construction)."""
+    if not pixel_values.is_floating_point():
+        return torch.ones(pixel_values.shape[0], dtype=torch.bool, device=pixel_values.device)
+    return torch.isfinite(pixel_values).flatten(1).all(1)
+
+
+def check_finite_pixels(
+    pixel_values: torch.Tensor, name: str = "pixel_values", finite: Sequence[bool] | None = None
+) -> None:
+    """Raise a ValueError naming the clips of a ``(B, T, C, H, W)`` batch that hold NaN or infinite values.
+
+    Such a clip would go through silently wrong: a NaN difference compares as "no change", so RLT drops
+    every tubelet after the first time step, and the logits come out NaN.
+
+    Args:
+        finite: the clips' ``finite_clips`` flags, already read on the host (a model reads them together
+            with its token counts, in its one host sync). Computed here otherwise: free on the CPU (a
+            collator, a processor), one host sync on an accelerator.
+    """
+    if finite is None:
+        if not pixel_values.is_floating_point():
+            return
+        finite = finite_clips(pixel_values).tolist()
+    bad = [index for index, ok in enumerate(finite) if not ok]
+    if bad:
+        clips = f"clip {bad[0]}" if len(bad) == 1 else "clips " + ", ".join(map(str, bad))
+        raise ValueError(
+            f"{name}: {clips} of this batch of {len(finite)} hold NaN or infinite values; check how the "
+            "video was decoded and normalised (an image_std of 0, a division by zero, a bad file)"
+        )
 
 
 def run_length_tokenize(

@@ -44,7 +44,7 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 
-from .tokenizer import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, pixel_affine
+from .tokenizer import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, check_finite_pixels, pixel_affine
 
 __all__ = [
     "DECODERS",
@@ -639,6 +639,7 @@ class RLTVideoProcessor(BaseVideoProcessor):
                 "do_center_crop=True so that every clip has num_frames frames of crop_size"
             )
         output = {"pixel_values": torch.stack(clips)}
+        check_finite_pixels(output["pixel_values"])
         if return_padded_frames:
             output["padded_frames"] = torch.tensor(padded, dtype=torch.int64)
         if return_tensors in ("np", "numpy"):

@@ -1,0 +1,190 @@
+"""Speed of RLT in a video LLM: Qwen2.5-VL-7B's configuration with random bf16 weights (no download).
+
+For each clip and setting: vision-tower time, prefill time (time to first token: one forward of the
+whole prompt with the video, logits of the last token only), peak GPU memory during the prefill, the
+LLM's token count, and RLT's own overhead (the keep mask from the processor's pixels, on the device,
+plus the 3D positions beyond what the vanilla model's take) as a share of RLT's prefill. Settings: the vanilla model with
+``sdpa`` and with the packed varlen vision attention (``rlt.use_packed_vision_attention``), and RLT
+``after_encoder`` / ``before_encoder`` at tau 0.05 and 0.1 (packed attention).
+
+Clips are generated on the device (``rlt.synthetic``, nothing to carry, no PyAV): the still-camera
+task and the full task (camera shake, distractors, sensor noise), 60 frames at 448 px, read as 2 fps
+(30 s: 30 x 32 x 32 patches, 7,680 video tokens). The weights are random: this measures speed, not
+answers.
+
+    python benchmarks/video_llm_speed.py                 # H200: about 3 minutes, markdown table on stdout
+    python benchmarks/video_llm_speed.py --tiny          # CPU smoke run of the same code
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import transformers
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+import rlt
+from rlt.synthetic import generate_clips, task_config
+
+# Qwen/Qwen2.5-VL-7B-Instruct's config.json (the fields that size the compute).
+QWEN2_5_VL_7B = {
+    "vision_config": {
+        "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "in_channels": 3,
+        "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+        "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2, "hidden_act": "silu",
+    },
+    "text_config": {
+        "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+        "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 128000, "rms_norm_eps": 1e-6,
+        "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1000000.0},
+    },
+    "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653, "bos_token_id": 151643, "eos_token_id": 151645, "tie_word_embeddings": False,
+}
+TINY = {
+    "vision_config": {**QWEN2_5_VL_7B["vision_config"], "depth": 2, "hidden_size": 32, "intermediate_size": 64,
+                      "num_heads": 2, "out_hidden_size": 32, "fullatt_block_indexes": [1], "window_size": 56},
+    "text_config": {**QWEN2_5_VL_7B["text_config"], "hidden_size": 32, "intermediate_size": 64,
+                    "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                    "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}},
+    **{k: v for k, v in QWEN2_5_VL_7B.items() if not k.endswith("_config")},
+}
+PROMPT = "<|im_start|>user <|vision_start|><|video_pad|><|vision_end|> describe what happens <|im_end|>"
+
+
+def qwen_tokenizer(config: dict) -> transformers.PreTrainedTokenizerFast:
+    """A word-level tokenizer with Qwen's special tokens at their ids (no download; the words are arbitrary)."""
+    special = {"<|vision_start|>": config["vision_start_token_id"], "<|vision_end|>": config["vision_end_token_id"],
+               "<|image_pad|>": config["image_token_id"], "<|video_pad|>": config["video_token_id"],
+               "<|im_end|>": config["eos_token_id"], "<|im_start|>": config["bos_token_id"] - 1}
+    words = ["<unk>", "user", "describe", "what", "happens"]
+    backend = Tokenizer(models.WordLevel(vocab={**{w: i for i, w in enumerate(words)}, **special}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<unk>")
+    tokenizer.add_special_tokens({"additional_special_tokens": list(special)})
+    return tokenizer
+
+
+def build_model(config: dict, device: torch.device, dtype: torch.dtype):
+    """The vanilla model, its weights made on the device (random: a cheap init, no download)."""
+    with torch.device(device):
+        model = transformers.Qwen2_5_VLForConditionalGeneration._from_config(
+            transformers.Qwen2_5_VLConfig(**config), dtype=dtype, attn_implementation="sdpa"
+        )
+    return model.eval()
+
+
+def timed(fn, device: torch.device, repeats: int) -> tuple[float, object]:
+    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up, and its last result."""
+    result = fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def measure(model, inputs: dict, device: torch.device, repeats: int) -> dict:
+    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    video_inputs = {k: inputs[k] for k in ("video_keep_mask", "video_run_lengths") if k in inputs}
+    with torch.no_grad():
+        tower, _ = timed(lambda: model.model.get_video_features(
+            inputs["pixel_values_videos"], inputs["video_grid_thw"], **video_inputs), device, repeats)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        prefill, _ = timed(lambda: model(**inputs, logits_to_keep=1), device, repeats)
+        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+        # The 3D positions (the vanilla model computes them too: RLT's overhead is the difference).
+        rope = {k: inputs[k] for k in ("video_grid_thw", "second_per_grid_ts", "attention_mask", "video_keep_mask")
+                if k in inputs}
+        positions, _ = timed(lambda: model.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                                                **rope), device, repeats)
+    return {"tower_ms": tower * 1e3, "prefill_ms": prefill * 1e3, "peak_gib": peak,
+            "llm_tokens": int(inputs["input_ids"].shape[1]), "positions_ms": positions * 1e3}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="a tiny random model and small clips (CPU smoke run)")
+    parser.add_argument("--frames", type=int, default=60, help="frames per clip (read as 2 fps)")
+    parser.add_argument("--size", type=int, default=448, help="frame side in pixels")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.frames, args.size, args.repeats = 8, 56, 1
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    config = TINY if args.tiny else QWEN2_5_VL_7B
+    start = time.perf_counter()
+    vanilla = build_model(config, device, dtype)
+    print(f"model built in {time.perf_counter() - start:.1f} s on {device} ({transformers.__version__})", flush=True)
+    tokenizer = qwen_tokenizer(config)
+    fps = 2.0
+    rows = []
+    for variant in ("still", "full"):
+        clip = generate_clips([0], seed=0, config=task_config(variant, num_frames=args.frames, image_size=args.size),
+                              device=device)[0][0].cpu()  # uint8 (T, 3, H, W)
+        settings = [("vanilla sdpa", None, None, False), ("vanilla packed", None, None, True)]
+        settings += [(f"{mode} tau={tau}", mode, tau, True) for mode in ("after_encoder", "before_encoder")
+                     for tau in (0.05, 0.1)]
+        for name, mode, tau, packed in settings:
+            model = vanilla if mode is None else rlt.from_model(vanilla, threshold=tau, rlt_mode=mode)
+            rlt.use_packed_vision_attention(model, enabled=packed)
+            processor = rlt.RLTQwenVLProcessor.from_model_config(
+                tokenizer, model.config if mode else rlt.RLTQwen2_5_VLConfig(**config), threshold=tau or 0.0,
+                min_pixels=16, max_pixels=args.size * args.size)
+            inputs = dict(processor(PROMPT, videos=[clip], fps=fps))
+            pixels, grid = inputs["pixel_values_videos"], inputs["video_grid_thw"]
+            # On the device, as a GPU pipeline would run it (a data loader's CPU workers are the other choice).
+            keep_seconds, _ = timed(lambda: processor.keep_mask(pixels.to(device), grid), device, args.repeats)
+            if mode is None:  # the vanilla processor's inputs: every group
+                inputs = dict(rlt.RLTQwenVLProcessor.from_model_config(
+                    tokenizer, rlt.RLTQwen2_5_VLConfig(**config), threshold=0.0, min_pixels=16,
+                    max_pixels=args.size * args.size)(PROMPT, videos=[clip], fps=fps))
+                if not bool(inputs["video_keep_mask"].all()):  # exact repeats: give the vanilla model all of them
+                    inputs = vanilla_inputs(inputs, processor)
+                inputs.pop("video_keep_mask"), inputs.pop("video_run_lengths")
+            row = {"clip": variant, "setting": name, **measure(model, inputs, device, args.repeats),
+                   "keep_mask_ms": keep_seconds * 1e3}
+            if mode is None:
+                vanilla_positions_ms = row["positions_ms"]
+            extra = row["keep_mask_ms"] + row["positions_ms"] - vanilla_positions_ms
+            row["overhead_pct"] = 100 * extra / row["prefill_ms"] if mode else 0.0
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(rows, file, indent=1)
+
+
+def vanilla_inputs(inputs: dict, processor) -> dict:
+    """The prompt a vanilla processor writes for these pixels: one placeholder per group."""
+    grid = inputs["video_grid_thw"]
+    keep = torch.ones(int(grid.prod() // 4), dtype=torch.bool)
+    text = PROMPT.replace("<|video_pad|>", processor._video_text(keep, grid[0], 2.0))
+    encoded = processor.tokenizer([text], return_tensors="pt")
+    types = (encoded["input_ids"] == processor.video_token_id).int() * 2
+    return {**inputs, **encoded, "mm_token_type_ids": types, "video_keep_mask": keep}
+
+
+def print_table(rows: list[dict]) -> None:
+    print("\n| clip | setting | LLM tokens | vision tower ms | prefill (TTFT) ms | peak GiB | RLT overhead % |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['clip']} | {r['setting']} | {r['llm_tokens']} | {r['tower_ms']:.1f} | {r['prefill_ms']:.1f} | "
+              f"{r['peak_gib']:.1f} | {r['overhead_pct']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The compiled Trainer path (``--compile``) on the CPU: same losses as eager, plain checkpoints, the flags.
+
+torch.compile runs with the ``aot_eager`` backend here (the same tracing, AOTAutograd and graph breaks
+as inductor, without generating C++ on two busy cores); CUDA graphs are checked in tests/test_cuda.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_VIDEOMAE
+from safetensors.torch import load_file
+from transformers import TrainingArguments
+
+from rlt import RLTVideoMAEConfig, RLTVideoMAEForVideoClassification
+from rlt.synthetic import SyntheticVideoConfig, SyntheticVideoDataset
+from rlt.training import ClipCollator, PixelNormalizer, RLTTrainer, compile_arguments, resolve_compile
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_video_classification.py"
+CLASSES = ("static", "camera_pan", "move_left", "move_right")
+
+
+def _trainer(output_dir: Path, compiled: bool) -> RLTTrainer:
+    """A tiny RLT classifier on 16 generated clips, the same weights and data order for both runs."""
+    torch.manual_seed(0)
+    config = RLTVideoMAEConfig(
+        **{**TINY_VIDEOMAE, "num_labels": len(CLASSES), "num_hidden_layers": 1}, rlt_attention="padded",
+        problem_type="single_label_classification", hidden_dropout_prob=0.0,
+    )  # fmt: skip
+    model = RLTVideoMAEForVideoClassification(config)
+    data = SyntheticVideoDataset(16, seed=0, config=SyntheticVideoConfig(num_frames=8, image_size=32, classes=CLASSES))
+    args = TrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=8, per_device_eval_batch_size=8, learning_rate=1e-3,
+        max_steps=2, logging_steps=1, save_strategy="steps", save_steps=2, eval_strategy="steps", eval_steps=2,
+        remove_unused_columns=False, label_names=["labels"], report_to="none", use_cpu=True, seed=0,
+        dataloader_num_workers=0, **(compile_arguments("default", "cpu", backend="aot_eager") if compiled else {}),
+    )  # fmt: skip
+    from rlt.training import compute_metrics
+
+    return RLTTrainer(
+        model=model, args=args, train_dataset=data, eval_dataset=data, data_collator=ClipCollator.for_model(config),
+        compute_metrics=compute_metrics, normalizer=PixelNormalizer(), tokens_per_clip=16,
+    )  # fmt: skip
+
+
+def test_compiled_training_and_evaluation_match_eager_and_save_plain_checkpoints(tmp_path):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    runs = {}
+    for compiled in (False, True):
+        trainer = _trainer(tmp_path / str(compiled), compiled)
+        trainer.train()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        runs[compiled] = (trainer, losses, trainer.evaluate())
+    (eager, eager_losses, eager_metrics), (compiled, compiled_losses, compiled_metrics) = runs[False], runs[True]
+    assert len(compiled_losses) == 2
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-4, abs=1e-5)
+    assert compiled_metrics["eval_loss"] == pytest.approx(eager_metrics["eval_loss"], rel=1e-4, abs=1e-5)
+    assert compiled_metrics["eval_accuracy"] == eager_metrics["eval_accuracy"]
+    assert compiled_metrics["eval_mean_tokens_kept"] == eager_metrics["eval_mean_tokens_kept"]
+
+    # Training and evaluation ran compiled, and the steps that built graphs were timed.
+    stats = compiled.compile_stats()
+    assert {e["phase"] for e in stats["compile_steps"]} == {"train", "eval"}
+    assert stats["compile_s"] == pytest.approx(stats["compile_s_train"] + stats["compile_s_eval"], abs=0.02)
+    assert stats["compile_s_train"] > 0 and stats["compile_s_eval"] > 0
+    assert eager.compile_stats() == {"compile_s": 0.0}
+
+    # The compiled run's checkpoint holds the model's own keys (no "_orig_mod." prefix) and loads back.
+    expected_keys = set(eager.model.state_dict())
+    saved = load_file(tmp_path / "True" / "checkpoint-2" / "model.safetensors")
+    assert set(saved) == expected_keys
+    loaded = RLTVideoMAEForVideoClassification.from_pretrained(tmp_path / "True" / "checkpoint-2").eval()
+    clips = torch.randn(2, 8, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(clips).logits, compiled.model.eval()(clips).logits)
+    torch._dynamo.reset()
+
+
+def test_compile_choices_map_to_transformers_fields():
+    assert resolve_compile("auto", "cpu") == "none" and resolve_compile("auto", "cuda") == "cuda-graphs"
+    assert compile_arguments("none", "cuda") == {} and compile_arguments("auto", "cpu") == {}
+    assert compile_arguments("cuda-graphs", "cuda") == {"torch_compile": True, "torch_compile_mode": "reduce-overhead"}
+    assert compile_arguments("default", "cpu", backend="aot_eager") == {
+        "torch_compile": True, "torch_compile_mode": None, "torch_compile_backend": "aot_eager",
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="compile must be one of"):
+        resolve_compile("graphs", "cuda")
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(EXAMPLE.stem, EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_buckets_rlt_packing_for_cuda_graphs_only():
+    script = _script()
+    base = ["--synthetic", "8", "--from-scratch", "tiny", "--output-dir", "x"]
+    graphs = script.parse_args([*base, "--compile", "cuda-graphs"])
+    assert graphs.pack_buckets == 8 and graphs.buckets_for_graphs
+    assert script.rlt_settings(graphs)["rlt_pack_buckets"] == 8
+    assert script.parse_args([*base, "--compile", "cuda-graphs", "--pack-buckets", "4"]).pack_buckets == 4
+    assert script.parse_args([*base, "--compile", "default"]).pack_buckets == 0
+    assert script.parse_args([*base, "--compile", "cuda-graphs", "--vanilla"]).pack_buckets == 0  # fixed shapes
+    with pytest.raises(SystemExit):
+        script.parse_args([*base, "--vanilla", "--pack-buckets", "8"])
+    with pytest.raises(SystemExit):
+        script.parse_args([*base, "--pack-buckets", "-1"])
