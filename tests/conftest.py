@@ -1,8 +1,10 @@
-"""Shared test helpers: tiny model settings and a Python process in which ``rlt`` is not importable."""
+"""Shared test helpers, defined once for every test file: tiny model settings, clips with known repeats,
+a vanilla / RLT model pair with the same weights, and a Python process in which ``rlt`` is not importable."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -30,6 +32,39 @@ def noise_clips(batch: int, frames: int = 8, size: int = 32, seed: int = 0) -> t
     """Random ``(B, T, 3, H, W)`` clips: no two tubelets repeat exactly."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, frames, 3, size, size, generator=generator)
+
+
+def clips_with_repeats(cell: int = 16, frames: int = 8, size: int = 32) -> torch.Tensor:
+    """Three noise clips with known repeats at threshold 0: the first repeats nothing; in the second,
+    time step 2 (frames 4-5) repeats step 1 except in one ``cell`` x ``cell`` patch; the third is static
+    but for its right half at the last step. With 2x16x16 tubelets on 8x32x32: 16, 13 and 6 kept."""
+    clips = noise_clips(3, frames, size)
+    clips[1, 3:6] = clips[1, 2]  # time step 2 (frames 4-5) repeats step 1 (frames 2-3) exactly
+    clips[1, 5, :, :cell, :cell] += 1  # ...except in one cell
+    clips[2, 1:] = clips[2, 0]  # static
+    clips[2, 6:, :, :, 16:] += 1  # the right half changes at the last step
+    return clips
+
+
+def randomise(model, suffixes: tuple[str, ...] = ("bias",)):
+    """Normal noise in the parameters whose names end with ``suffixes`` (transformers starts biases, CLS
+    tokens and position tables at zero), so that a weight that failed to load, or one read from the
+    wrong place, shows. Returns the model."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(suffixes):
+                parameter.normal_()
+    return model
+
+
+def vanilla_and_rlt(vanilla, rlt_model):
+    """``(vanilla, rlt_model)`` in eval mode, the RLT model given the vanilla one's weights; checks that
+    only the length table is missing and only what the RLT class leaves out on purpose is left over."""
+    missing, unexpected = rlt_model.load_state_dict(vanilla.state_dict(), strict=False)
+    ignored = getattr(type(rlt_model), "_keys_to_ignore_on_load_unexpected", None) or ()
+    unexpected = [key for key in unexpected if not any(re.search(pattern, key) for pattern in ignored)]
+    assert unexpected == [] and len(missing) == 1 and missing[0].endswith("length_embeddings.weight"), missing
+    return vanilla.eval(), rlt_model.eval()
 
 
 def run_without_rlt(code: str, cwd: Path, timeout: int = 180) -> str:

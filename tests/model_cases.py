@@ -8,16 +8,27 @@ known counts for all of them. Adding an architecture to the suite = adding a cas
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
+from conftest import clips_with_repeats, noise_clips, randomise, vanilla_and_rlt
 
 from rlt import registry
 
 GRID = (4, 2, 2)
 TUBELETS = 16  # T' * H' * W'
 REPEAT_COUNTS = [16, 13, 6]  # tubelets each clip of clips_with_repeats keeps at threshold 0
+__all__ = [
+    "CASES",
+    "GRID",
+    "REPEAT_COUNTS",
+    "SHAPE",
+    "TUBELETS",
+    "clips_repeating_in_time",
+    "clips_with_repeats",
+    "noise_clips",
+    "without_positions",
+]
 SHAPE = registry.ModelShape(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_frames=8, image_size=32
 )
@@ -60,23 +71,14 @@ class ModelCase:
         return self.architecture.rlt_config(self.vanilla_config(**fields), **rlt_settings)
 
     def randomise(self, model):
-        with torch.no_grad():
-            for name, parameter in model.named_parameters():
-                if name.endswith(self.randomised):
-                    parameter.normal_()
-        return model
+        return randomise(model, self.randomised)
 
     def vanilla_and_rlt(self, base: bool = False, **settings):
         """A vanilla model (classifier, or ``base`` model) and the RLT one with its weights, both in eval mode."""
         rlt_model = self.rlt_model(base, **settings)
         vanilla_class = self.architecture.vanilla_model_class if base else self.architecture.vanilla_classifier_class
         fields = {key: value for key, value in settings.items() if not key.startswith("rlt_")}
-        vanilla = self.randomise(vanilla_class(self.vanilla_config(**fields)))
-        missing, unexpected = rlt_model.load_state_dict(vanilla.state_dict(), strict=False)
-        ignored = getattr(type(rlt_model), "_keys_to_ignore_on_load_unexpected", None) or ()
-        unexpected = [key for key in unexpected if not any(re.search(pattern, key) for pattern in ignored)]
-        assert unexpected == [] and len(missing) == 1 and missing[0].endswith("length_embeddings.weight"), missing
-        return vanilla.eval(), rlt_model.eval()
+        return vanilla_and_rlt(self.randomise(vanilla_class(self.vanilla_config(**fields))), rlt_model)
 
     def rlt_model(self, base: bool = False, **settings):
         return self.architecture.rlt_class(not base)(self.rlt_config(**settings)).eval()
@@ -92,22 +94,6 @@ class ModelCase:
     def video(self, clips: torch.Tensor) -> dict:
         """``{input name: clips}`` for the model's forward."""
         return {self.input_name: clips}
-
-
-def noise_clips(batch: int, seed: int = 0) -> torch.Tensor:
-    """Random ``(B, 8, 3, 32, 32)`` clips: no two tubelets repeat exactly."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, SHAPE.num_frames, 3, SHAPE.image_size, SHAPE.image_size, generator=generator)
-
-
-def clips_with_repeats() -> torch.Tensor:
-    """Three noise clips that keep 16, 13 and 6 of their 16 tubelets at threshold 0 (``REPEAT_COUNTS``)."""
-    clips = noise_clips(3)
-    clips[1, 3:6] = clips[1, 2]  # time step 2 (frames 4-5) repeats step 1 (frames 2-3) exactly
-    clips[1, 5, :, :16, :16] += 1  # ...except in one cell
-    clips[2, 1:] = clips[2, 0]  # static
-    clips[2, 6:, :, :, 16:] += 1  # the right half changes at the last step
-    return clips
 
 
 def clips_repeating_in_time(ragged: bool = True) -> torch.Tensor:

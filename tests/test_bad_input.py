@@ -17,7 +17,7 @@ from model_cases import CASES, GRID, noise_clips
 
 import rlt
 from rlt import RLTVideoProcessor, VideoCollator, registry
-from rlt.evaluation import _collate
+from rlt.clip_sources import Clip
 from rlt.models import modeling_rlt
 from rlt.models.configuration_rlt import rlt_setting_names
 from rlt.training import ClipCollator
@@ -94,12 +94,13 @@ def test_collators_refuse_non_finite_pixels(collator):
     assert make()([features[0], features[2]])["pixel_values"].shape[0] == 2
 
 
-def test_evaluation_collate_refuses_non_finite_pixels_and_passes_uint8():
-    items = [(clip, 0, f"clip-{i}", None, 0) for i, clip in enumerate(poisoned_clips())]
+def test_clip_batches_refuse_non_finite_pixels_and_pass_uint8():
+    """``collate`` (the road of ``rlt evaluate`` and calibration) checks ``Clip`` items as well as dicts."""
+    items = [Clip(clip, 0, f"clip-{i}") for i, clip in enumerate(poisoned_clips())]
     with pytest.raises(ValueError, match="clips 1, 3"):
-        _collate(items)
-    uint8 = [(torch.zeros(8, 3, 32, 32, dtype=torch.uint8), 0, "a", None, 0)]
-    assert _collate(uint8)[0].shape == (1, 8, 3, 32, 32)
+        ClipCollator().collate(items, allow_empty=True)
+    uint8 = [Clip(torch.zeros(8, 3, 32, 32, dtype=torch.uint8), 0, "a")]
+    assert ClipCollator().collate(uint8).pixel_values.shape == (1, 8, 3, 32, 32)
 
 
 # -- an empty batch ---------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ in test_models_common.py; these check the packing itself.
 import pytest
 import torch
 
-from rlt import PackedSequence, RLTVideoMAEConfig, packed_attention
-from rlt.models.packing import bucketed_length, padding_segments
+from rlt import RLTVideoMAEConfig
+from rlt.models.packing import PackedSequence, bucketed_length, packed_attention, padding_segments
 
 
 def random_keep(batch, capacity, seed):

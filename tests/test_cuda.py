@@ -4,7 +4,8 @@ import pytest
 import torch
 from conftest import TINY_VIDEOMAE, noise_clips
 
-from rlt import PackedSequence, RLTVideoMAEConfig, RLTVideoMAEForVideoClassification, packed_attention
+from rlt import RLTVideoMAEConfig, RLTVideoMAEForVideoClassification
+from rlt.models.packing import PackedSequence, packed_attention
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

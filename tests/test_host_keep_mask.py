@@ -9,8 +9,9 @@ import pytest
 import torch
 from conftest import TINY_VIDEOMAE
 
-from rlt import PackedSequence, RLTVideoMAEConfig
+from rlt import RLTVideoMAEConfig
 from rlt.models.modeling_rlt import choose_tokens
+from rlt.models.packing import PackedSequence
 
 
 def host_keep_mask(batch=3, grid=(4, 2, 2), seed=0) -> torch.Tensor:

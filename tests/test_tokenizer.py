@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from rlt import run_length_tokenize, run_lengths_from_keep_mask
-from rlt.models.tokenizer import REFERENCE_INPUT_SCALE
+from rlt import run_length_tokenize
+from rlt.models.tokenizer import REFERENCE_INPUT_SCALE, run_lengths_from_keep_mask
 
 
 def static_clip(frames=8, size=32, seed=0):

@@ -3,39 +3,22 @@ The tests every architecture passes are in test_models_common.py."""
 
 import pytest
 import torch
-from conftest import TINY_VIDEOMAE, noise_clips
+from conftest import TINY_VIDEOMAE, clips_with_repeats, noise_clips, randomise, vanilla_and_rlt
 from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 
 from rlt import RLTVideoMAEConfig, RLTVideoMAEForVideoClassification, RLTVideoMAEModel, run_length_tokenize
 
 
-def vanilla_and_rlt(use_mean_pooling=True, **rlt_settings):
-    vanilla = VideoMAEForVideoClassification(VideoMAEConfig(use_mean_pooling=use_mean_pooling, **TINY_VIDEOMAE))
-    # Non-zero biases, so that a bias that failed to load would show.
-    with torch.no_grad():
-        for name, parameter in vanilla.named_parameters():
-            if name.endswith("bias"):
-                parameter.normal_()
+def make_pair(use_mean_pooling=True, **rlt_settings):
+    config = VideoMAEConfig(use_mean_pooling=use_mean_pooling, **TINY_VIDEOMAE)
+    vanilla = randomise(VideoMAEForVideoClassification(config))  # non-zero biases: one that failed to load shows
     config = RLTVideoMAEConfig(use_mean_pooling=use_mean_pooling, **TINY_VIDEOMAE, **rlt_settings)
-    rlt_model = RLTVideoMAEForVideoClassification(config)
-    missing, unexpected = rlt_model.load_state_dict(vanilla.state_dict(), strict=False)
-    assert missing == ["videomae.embeddings.length_embeddings.weight"] and unexpected == []
-    return vanilla.eval(), rlt_model.eval()
-
-
-def clips_with_repeats():
-    """Three noise clips that keep 16, 13 and 6 of their 16 tokens at threshold 0."""
-    clips = noise_clips(3)
-    clips[1, 3:6] = clips[1, 2]  # time step 2 (frames 4-5) repeats step 1 (frames 2-3) exactly
-    clips[1, 5, :, :16, :16] += 1  # ...except in one cell
-    clips[2, 1:] = clips[2, 0]  # static
-    clips[2, 6:, :, :, 16:] += 1  # the right half changes at the last step
-    return clips
+    return vanilla_and_rlt(vanilla, RLTVideoMAEForVideoClassification(config))
 
 
 def test_first_token_head_at_threshold_zero_reproduces_vanilla_logits():
     # The mean-pooling head is in the common suite (test_models_common.py); this is VideoMAE's other head.
-    vanilla, rlt_model = vanilla_and_rlt(use_mean_pooling=False, rlt_threshold=0.0)
+    vanilla, rlt_model = make_pair(use_mean_pooling=False, rlt_threshold=0.0)
     clips = noise_clips(3)
     with torch.no_grad():
         expected = vanilla(clips).logits
@@ -46,7 +29,7 @@ def test_first_token_head_at_threshold_zero_reproduces_vanilla_logits():
 
 @pytest.mark.parametrize("backend", ["auto", "per_clip", "padded", "eager", "flex"])
 def test_first_token_head_packed_batch_equals_clips_run_alone(backend):
-    _, rlt_model = vanilla_and_rlt(use_mean_pooling=False, rlt_threshold=0.0, rlt_attention=backend)
+    _, rlt_model = make_pair(use_mean_pooling=False, rlt_threshold=0.0, rlt_attention=backend)
     with torch.no_grad():
         rlt_model.videomae.embeddings.length_embeddings.weight.normal_()
     clips = clips_with_repeats()
@@ -87,7 +70,7 @@ def test_length_encoding_is_added_per_token_run_length():
 
 
 def test_length_weighted_pooling_weights_tokens_by_run_length():
-    _, rlt_model = vanilla_and_rlt(rlt_threshold=0.0, rlt_pooling="length_weighted")
+    _, rlt_model = make_pair(rlt_threshold=0.0, rlt_pooling="length_weighted")
     clips = clips_with_repeats()
     with torch.no_grad():
         base = rlt_model.videomae(clips)

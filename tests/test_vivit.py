@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import noise_clips
+from conftest import clips_with_repeats, noise_clips, randomise, vanilla_and_rlt
 from safetensors import safe_open
 from transformers import AutoModelForVideoClassification, VivitConfig, VivitForVideoClassification, VivitImageProcessor
 from transformers.models.vivit.modeling_vivit import VivitEmbeddings
@@ -29,41 +29,21 @@ TINY_VIVIT = {
 GRID = (4, 2, 2)
 
 
-def randomise(model):
-    """Non-zero CLS token, position table and biases (vanilla ViViT starts them at zero), so that a CLS
-    token or position row taken from the wrong place, or a weight that failed to load, shows."""
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith(("bias", "cls_token", "position_embeddings")):
-                parameter.normal_()
-    return model
+VIVIT_RANDOMISED = ("bias", "cls_token", "position_embeddings")  # vanilla ViViT starts them at zero
 
 
-def vanilla_and_rlt(**settings):
+def make_pair(**settings):
     """A vanilla ViViT classifier and an RLT one with the same weights (``settings``: config fields)."""
     rlt_settings = {k: v for k, v in settings.items() if k.startswith("rlt_")}
-    vivit_settings = {k: v for k, v in settings.items() if not k.startswith("rlt_")}
-    vanilla = randomise(VivitForVideoClassification(VivitConfig(**{**TINY_VIVIT, **vivit_settings})))
-    rlt_model = RLTVivitForVideoClassification(RLTVivitConfig(**{**TINY_VIVIT, **vivit_settings}, **rlt_settings))
-    missing, unexpected = rlt_model.load_state_dict(vanilla.state_dict(), strict=False)
-    assert missing == ["vivit.embeddings.length_embeddings.weight"] and unexpected == []
-    return vanilla.eval(), rlt_model.eval()
-
-
-def clips_with_repeats():
-    """Three noise clips that keep 16, 13 and 6 of their 16 tubelets at threshold 0 (17, 14, 7 with CLS)."""
-    clips = noise_clips(3)
-    clips[1, 3:6] = clips[1, 2]  # time step 2 (frames 4-5) repeats step 1 (frames 2-3) exactly
-    clips[1, 5, :, :16, :16] += 1  # ...except in one cell
-    clips[2, 1:] = clips[2, 0]  # static
-    clips[2, 6:, :, :, 16:] += 1  # the right half changes at the last step
-    return clips
+    fields = {**TINY_VIVIT, **{k: v for k, v in settings.items() if not k.startswith("rlt_")}}
+    vanilla = randomise(VivitForVideoClassification(VivitConfig(**fields)), VIVIT_RANDOMISED)
+    return vanilla_and_rlt(vanilla, RLTVivitForVideoClassification(RLTVivitConfig(**fields, **rlt_settings)))
 
 
 def test_kept_tokens_keep_their_original_position_and_each_clip_starts_with_cls():
     # The embeddings of a clip whose repeats are dropped equal the vanilla embeddings (CLS + its
     # position, tubelets + their positions) at the kept rows, the CLS row first.
-    rlt_model = randomise(RLTVivitModel(RLTVivitConfig(**TINY_VIVIT, rlt_threshold=0.0))).eval()
+    rlt_model = randomise(RLTVivitModel(RLTVivitConfig(**TINY_VIVIT, rlt_threshold=0.0)), VIVIT_RANDOMISED).eval()
     clips = clips_with_repeats()[1:]
     with torch.no_grad():
         output = rlt_model(clips, output_hidden_states=True)
@@ -110,7 +90,7 @@ def test_length_encoding_is_added_to_tubelet_tokens_only():
 def test_dropout_in_training_matches_vanilla():
     # Embedding, attention and hidden dropout: with the same random seed and nothing dropped, the
     # RLT model draws the same masks as vanilla ViViT, and dropout is really on.
-    vanilla, rlt_model = vanilla_and_rlt(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3, rlt_threshold=0.0)
+    vanilla, rlt_model = make_pair(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3, rlt_threshold=0.0)
     vanilla.train(), rlt_model.train()
     clips = noise_clips(2)
     torch.manual_seed(1)
@@ -128,7 +108,7 @@ def vanilla_folder(tmp_path_factory):
     ViViT image processor's config ([-1, 1] pixels), and its logits on noise clips."""
     folder = tmp_path_factory.mktemp("vanilla_vivit")
     torch.manual_seed(0)
-    model = randomise(VivitForVideoClassification(VivitConfig(**TINY_VIVIT))).eval()
+    model = randomise(VivitForVideoClassification(VivitConfig(**TINY_VIVIT)), VIVIT_RANDOMISED).eval()
     model.save_pretrained(folder)
     with safe_open(folder / "model.safetensors", "pt") as weights:
         # A safe_open handle has keys() but no __contains__/__iter__.
@@ -194,6 +174,6 @@ def test_bad_settings_and_arguments_are_named():
         RLTVivitConfig(**{**TINY_VIVIT, "num_frames": 7})
     with pytest.raises(ValueError, match="image_size 40x40 is not a multiple"):
         RLTVivitConfig(**{**TINY_VIVIT, "image_size": 40})
-    _, rlt_model = vanilla_and_rlt()
+    _, rlt_model = make_pair()
     with pytest.raises(ValueError, match="interpolate_pos_encoding is not supported"):
         rlt_model.vivit(noise_clips(1), interpolate_pos_encoding=True)

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import noise_clips, run_without_rlt
+from conftest import noise_clips, randomise, run_without_rlt, vanilla_and_rlt
+from conftest import clips_with_repeats as _clips_with_repeats
 from safetensors import safe_open
 from transformers import AutoModelForVideoClassification, VJEPA2Config, VJEPA2ForVideoClassification, VJEPA2Model
 from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Embeddings, VJEPA2Layer, VJEPA2PoolerCrossAttentionLayer
@@ -38,25 +39,12 @@ TOKENS = 64
 HIDDEN = TINY_VJEPA2["hidden_size"]
 
 
-def randomise(model):
-    """Non-zero biases (V-JEPA 2 starts them at zero), so that a bias that failed to load would show."""
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("bias"):
-                parameter.normal_()
-    return model
-
-
-def vanilla_and_rlt(**settings):
+def make_pair(**settings):
     """A vanilla V-JEPA 2 classifier and an RLT one with the same weights (``settings``: config fields)."""
     rlt_settings = {k: v for k, v in settings.items() if k.startswith("rlt_")}
-    vjepa2_settings = {**TINY_VJEPA2, **{k: v for k, v in settings.items() if not k.startswith("rlt_")}}
-    vanilla = randomise(VJEPA2ForVideoClassification(VJEPA2Config(**vjepa2_settings)))
-    rlt_model = RLTVJEPA2ForVideoClassification(RLTVJEPA2Config(**vjepa2_settings, **rlt_settings))
-    missing, unexpected = rlt_model.load_state_dict(vanilla.state_dict(), strict=False)
-    assert missing == ["vjepa2.encoder.embeddings.length_embeddings.weight"]
-    assert unexpected and all(".predictor." in key for key in unexpected)  # the JEPA predictor is not built
-    return vanilla.eval(), rlt_model.eval()
+    fields = {**TINY_VJEPA2, **{k: v for k, v in settings.items() if not k.startswith("rlt_")}}
+    vanilla = randomise(VJEPA2ForVideoClassification(VJEPA2Config(**fields)))
+    return vanilla_and_rlt(vanilla, RLTVJEPA2ForVideoClassification(RLTVJEPA2Config(**fields, **rlt_settings)))
 
 
 def vanilla_and_rlt_encoders():
@@ -69,13 +57,8 @@ def vanilla_and_rlt_encoders():
 
 
 def clips_with_repeats():
-    """Three noise clips that keep 64, 49 and 24 of their 64 tubelets at threshold 0."""
-    clips = noise_clips(3)
-    clips[1, 3:6] = clips[1, 2]  # time step 2 (frames 4-5) repeats step 1 (frames 2-3) exactly
-    clips[1, 5, :, :8, :8] += 1  # ...except in one cell
-    clips[2, 1:] = clips[2, 0]  # static
-    clips[2, 6:, :, :, 16:] += 1  # the right half changes at the last step
-    return clips
+    """Three noise clips that keep 64, 49 and 24 of their 64 tubelets at threshold 0 (8x8 cells)."""
+    return _clips_with_repeats(cell=8)
 
 
 KEPT_WITH_REPEATS = [64, 49, 24]
@@ -85,7 +68,7 @@ KEPT_WITH_REPEATS = [64, 49, 24]
 def test_threshold_zero_reproduces_vanilla_logits_on_other_clip_lengths(frames):
     # frames_per_clip (8) is in the common tests. 16 frames: twice frames_per_clip (RoPE has no fixed
     # length); 1 frame: an image, repeated to fill one tubelet as transformers does.
-    vanilla, rlt_model = vanilla_and_rlt(rlt_threshold=0.0)
+    vanilla, rlt_model = make_pair(rlt_threshold=0.0)
     clips, labels = noise_clips(3, frames=frames), torch.tensor([0, 3, 4])
     with torch.no_grad():
         expected = vanilla(clips, labels=labels)
@@ -191,7 +174,7 @@ def test_length_weighted_query_attention_counts_each_token_run_length_times():
 
 
 def test_length_weighted_pooling_changes_only_clips_with_runs():
-    _, mean_model = vanilla_and_rlt(rlt_threshold=0.0)
+    _, mean_model = make_pair(rlt_threshold=0.0)
     config = RLTVJEPA2Config(**TINY_VJEPA2, rlt_threshold=0.0, rlt_pooling="length_weighted")
     weighted = RLTVJEPA2ForVideoClassification(config)
     weighted.load_state_dict(mean_model.state_dict())
@@ -204,7 +187,7 @@ def test_length_weighted_pooling_changes_only_clips_with_runs():
 
 def test_pixel_values_is_an_alias_of_pixel_values_videos():
     # rlt's processor, collators and the other architectures name the clips pixel_values.
-    _, rlt_model = vanilla_and_rlt(rlt_threshold=0.0)
+    _, rlt_model = make_pair(rlt_threshold=0.0)
     clips, labels = clips_with_repeats(), torch.tensor([0, 1, 2])
     with torch.no_grad():
         output = rlt_model(pixel_values_videos=clips, labels=labels)
@@ -226,7 +209,7 @@ def test_dropout_and_drop_path_in_training_match_vanilla():
         "drop_path_rate": 0.5,
         "rlt_threshold": 0.0,
     }
-    vanilla, rlt_model = vanilla_and_rlt(**settings)
+    vanilla, rlt_model = make_pair(**settings)
     vanilla.train(), rlt_model.train()
     clips = noise_clips(4)
     torch.manual_seed(1)
@@ -277,7 +260,7 @@ def test_vanilla_checkpoints_load_into_the_rlt_classes(vanilla_folders, caplog):
 
 
 def test_alias_and_predictor_arguments_are_named():
-    _, rlt_model = vanilla_and_rlt()
+    _, rlt_model = make_pair()
     clips = noise_clips(1)
     with pytest.raises(ValueError, match="not both"):
         rlt_model(clips, pixel_values=clips)

@@ -5,17 +5,23 @@ with transformers' Auto classes.
 
 Layout: ``rlt/models/`` holds the files that travel into checkpoint folders (tokenizer, packing,
 configuration and modeling files, the video processor); everything else in ``rlt/`` is tooling.
+A clip's road to the model: ``clip_sources`` (one reader per kind of data, ``open_clips``) ->
+``ClipDataset`` -> ``collator.ClipCollator`` -> the model; ``data`` turns video folders and lists
+into ``datasets`` for ``Trainer``, ``cache`` decodes them once. What a user calls is exported here;
+the internals (packed attention, the tokenizer's helpers, ...) stay in their modules.
 """
 
 from . import registry
 from .calibration import calibrate
+from .clip_sources import Clip, ClipDataset, open_clips
+from .collator import ClipCollator
 from .conversion import convert, from_model
 from .data import VideoCollator, VideoTransform, load_video_dataset
+from .evaluation import evaluate
 from .inspection import inspect_video
 from .models.configuration_rlt_videomae import RLTVideoMAEConfig
 from .models.configuration_rlt_vivit import RLTVivitConfig
 from .models.configuration_rlt_vjepa2 import RLTVJEPA2Config
-from .models.modeling_rlt import RLTModelOutput, RLTVideoClassifierOutput
 from .models.modeling_rlt_videomae import RLTVideoMAEForVideoClassification, RLTVideoMAEModel
 from .models.modeling_rlt_vivit import RLTVivitForVideoClassification, RLTVivitModel
 from .models.modeling_rlt_vjepa2 import RLTVJEPA2ForVideoClassification, RLTVJEPA2Model
@@ -24,8 +30,7 @@ from .models.modeling_rlt_qwen2_5_vl import RLTQwen2_5_VLForConditionalGeneratio
 from .models.modeling_rlt_qwen3_vl import RLTQwen3VLForConditionalGeneration
 from .models.modeling_rlt_qwen_vl import use_packed_vision_attention
 from .models.processing_rlt_qwen_vl import RLTQwenVLProcessor
-from .models.packing import ATTENTION_BACKENDS, PackedSequence, packed_attention
-from .models.tokenizer import RunLengthTokens, run_length_tokenize, run_lengths_from_keep_mask
+from .models.tokenizer import RunLengthTokens, run_length_tokenize
 from .models.video_processing_rlt import RLTVideoProcessor, VideoDecodeError
 
 __version__ = "0.1.0"
@@ -35,9 +40,9 @@ for _architecture in registry.architectures():
 registry.register_video_llm_auto_classes()
 
 __all__ = [
-    "ATTENTION_BACKENDS",
-    "PackedSequence",
-    "RLTModelOutput",
+    "Clip",
+    "ClipCollator",
+    "ClipDataset",
     "RLTQwen2_5_VLConfig",
     "RLTQwen2_5_VLForConditionalGeneration",
     "RLTQwen3VLConfig",
@@ -46,7 +51,6 @@ __all__ = [
     "RLTVJEPA2Config",
     "RLTVJEPA2ForVideoClassification",
     "RLTVJEPA2Model",
-    "RLTVideoClassifierOutput",
     "RLTVideoMAEConfig",
     "RLTVideoMAEForVideoClassification",
     "RLTVideoMAEModel",
@@ -60,12 +64,12 @@ __all__ = [
     "VideoTransform",
     "calibrate",
     "convert",
+    "evaluate",
     "from_model",
     "inspect_video",
     "load_video_dataset",
-    "packed_attention",
+    "open_clips",
     "registry",
     "run_length_tokenize",
-    "run_lengths_from_keep_mask",
     "use_packed_vision_attention",
 ]

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .models.tokenizer import run_length_tokenize
+from .collator import ClipCollator
 
 __all__ = [
     "TokenBudgetBatchSampler",
@@ -154,34 +154,26 @@ def count_kept_tokens(
     (ViViT's CLS: 1) is added to every count, as the models count it.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
+    collator = ClipCollator(
+        drop="rlt", threshold=threshold, tubelet_size=tubelet_size, patch_size=patch_size,
+        input_scale=input_scale, compare_to=compare_to,
+    )
 
     def count(pixel_values: torch.Tensor) -> torch.Tensor:
-        pixel_values = pixel_values.to(device)
-        scale = input_scale
-        if pixel_values.dtype == torch.uint8:
-            pixel_values, scale = pixel_values.float(), [1.0] * pixel_values.shape[2]
-        tokens = run_length_tokenize(
-            pixel_values,
-            tubelet_size=tubelet_size,
-            patch_size=patch_size,
-            threshold=threshold,
-            input_scale=scale,
-            compare_to=compare_to,
-        )
-        return tokens.counts.cpu() + num_prefix_tokens
+        return collator.keep_mask(pixel_values.to(device)).flatten(1).sum(1).cpu() + num_prefix_tokens
 
     clips = getattr(dataset, "clips", None)
     if isinstance(clips, torch.Tensor):
         return torch.cat([count(clips[i : i + batch_size]) for i in range(0, len(clips), batch_size)]).numpy()
+    # The clips alone are stacked in the workers; their keep masks are computed on ``device``.
     loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=_stack_pixel_values,
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_stack_pixel_values
     )
     return torch.cat([count(batch) for batch in loader]).numpy()
 
 
 def _stack_pixel_values(items: list[dict]) -> torch.Tensor:
-    return torch.stack([torch.as_tensor(item["pixel_values"]) for item in items])
+    batch = ClipCollator().collate(items)
+    if batch.failed:  # dropping them would shift every later count onto another clip
+        raise ValueError(f"cannot count the tokens of unreadable clips: {[entry['path'] for entry in batch.failed]}")
+    return batch.pixel_values

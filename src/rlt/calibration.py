@@ -37,7 +37,8 @@ from torch import nn
 from . import registry
 from .cache import default_workers, load_processor
 from .common import PixelNormalizer
-from .evaluation import ClipSource, clip_source, load_classifier
+from .clip_sources import ClipSource
+from .evaluation import _batches, clip_source, load_classifier
 
 __all__ = [
     "PARAMETER_GROUPS",
@@ -235,28 +236,42 @@ def _source(data, processor, model, dataset_options) -> tuple[ClipSource, bool]:
             f"the clips are (frames, channels, height, width) = {tuple(source.clip_shape)}; "
             f"the model takes {expected}: cache or sample them for this model"
         )
-    if len(source.dataset) == 0:
+    if len(source) == 0:
         raise ValueError(f"{source.description} holds no clips")
     return source, labelled
 
 
+class _SubsetClips(ClipSource):
+    """Clips ``indices`` of ``source`` (the training / held-out split of one source)."""
+
+    def __init__(self, source: ClipSource, indices):
+        self.source, self.indices = source, list(indices)
+        self.kind, self.class_names, self.description = source.kind, source.class_names, source.description
+        self.clip_shape, self.in_memory = source.clip_shape, source.in_memory
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def clip(self, i: int):
+        return self.source.clip(self.indices[i])
+
+
 def _subset(source: ClipSource, indices) -> ClipSource:
-    return ClipSource(torch.utils.data.Subset(source.dataset, list(indices)), source.kind, source.class_names,
-                      source.clip_shape, source.description)
+    return _SubsetClips(source, indices)
 
 
 def _training_batches(source: ClipSource, batch_size: int, workers: int, pin: bool, seed: int):
     """Endless uint8 batches ``(B, T, C, H, W)``, reshuffled every pass; unreadable clips are skipped."""
     generator = torch.Generator().manual_seed(seed)
     while True:
-        order = torch.randperm(len(source.dataset), generator=generator).tolist()
+        order = torch.randperm(len(source), generator=generator).tolist()
         readable = 0
-        for clips, _labels, failed, _padded in _subset(source, order).batches(batch_size, workers, pin):
-            for entry in failed:
+        for batch in _batches(_subset(source, order), batch_size, workers, pin):
+            for entry in batch.failed:
                 logger.warning("skipping an unreadable video: %s", entry["error"])
-            if clips is not None:
-                readable += len(clips)
-                yield clips
+            if len(batch):
+                readable += len(batch)
+                yield batch.pixel_values
         if readable == 0:
             raise ValueError(f"no readable clip in {source.description}")
 
@@ -367,9 +382,9 @@ def calibrate(
     if eval_data is not None:
         held_out, held_labelled = _source(eval_data, processor, model, dataset_options)
     elif holdout:
-        if holdout >= len(source.dataset):
-            raise ValueError(f"holdout={holdout} leaves no clip of the {len(source.dataset)} to train on")
-        order = torch.randperm(len(source.dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+        if holdout >= len(source):
+            raise ValueError(f"holdout={holdout} leaves no clip of the {len(source)} to train on")
+        order = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed)).tolist()
         source, held_out = _subset(source, order[holdout:]), _subset(source, order[:holdout])
 
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -486,11 +501,11 @@ def _teacher_reference(source, teacher, normalizer, batch_size, workers, pin, de
     """The held-out clips on the device (uint8: a quarter of their float size) with the teacher's outputs,
     computed once: the teacher is fixed."""
     clips, targets, labels = [], [], []
-    for batch, batch_labels, failed, _padded in source.batches(batch_size, workers, pin):
-        for entry in failed:
+    for clip_batch in _batches(source, batch_size, workers, pin):
+        for entry in clip_batch.failed:
             logger.warning("skipping an unreadable held-out video: %s", entry["error"])
-        if batch is not None:
-            batch = batch.to(device)
+        if len(clip_batch):
+            batch, batch_labels = clip_batch.pixel_values.to(device), clip_batch.labels
             clips.append(batch)
             targets.append(teacher(normalizer(batch)))
             labels.append(batch_labels)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .models.tokenizer import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, to_pair
+from .models.tokenizer import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, pixel_affine, to_pair
 
 __all__ = [
     "IMAGENET_DEFAULT_MEAN",
@@ -40,10 +40,11 @@ def synchronize(device: torch.device | str) -> None:
 
 
 class PixelNormalizer:
-    """A processor's value mapping, ``(p * rescale + offset - mean_c) / std_c``, as ``p * a_c + b_c``.
+    """A processor's value mapping as ``p * scale_c + shift_c`` (``pixel_affine``), for uint8 clips on the device.
 
     Called on uint8 ``(..., C, H, W)`` pixel values (0..255) it returns float32 on the same device;
-    float input is returned as it is (already normalised by a processor).
+    float input is returned as it is (already normalised by a processor). The default is the
+    ImageNet mapping (rescale by 1/255, ImageNet mean / std), the reference scale of ``tau``.
     """
 
     def __init__(
@@ -54,21 +55,15 @@ class PixelNormalizer:
         image_mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
         image_std: Sequence[float] = IMAGENET_DEFAULT_STD,
     ):
-        std = [float(s) for s in image_std]
-        self.scale = [float(rescale_factor) / s for s in std]
-        self.shift = [(float(rescale_offset) - float(m)) / s for m, s in zip(image_mean, std)]
+        settings = {"rescale_factor": rescale_factor, "rescale_offset": rescale_offset,
+                    "image_mean": image_mean, "image_std": image_std}
+        self.scale, self.shift = pixel_affine(settings, len(image_std))
 
     @classmethod
     def from_processor(cls, processor) -> PixelNormalizer:
-        rescale = float(processor.rescale_factor) if processor.do_rescale else 1.0
-        offset = float(getattr(processor, "rescale_offset", 0.0) or 0.0) if processor.do_rescale else 0.0
-        normalize = processor.do_normalize and processor.image_std is not None
-        return cls(
-            rescale_factor=rescale,
-            rescale_offset=offset,
-            image_mean=processor.image_mean if normalize else (0.0, 0.0, 0.0),
-            image_std=processor.image_std if normalize else (1.0, 1.0, 1.0),
-        )
+        normalizer = cls.__new__(cls)
+        normalizer.scale, normalizer.shift = pixel_affine(processor)
+        return normalizer
 
     @property
     def input_scale(self) -> list[float]:
@@ -78,8 +73,7 @@ class PixelNormalizer:
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if pixel_values.is_floating_point():
             return pixel_values
-        channels = pixel_values.shape[-3]
-        shape = (channels, 1, 1)
+        shape = (pixel_values.shape[-3], 1, 1)
         scale = torch.tensor(self.scale, device=pixel_values.device).view(shape)
         shift = torch.tensor(self.shift, device=pixel_values.device).view(shape)
         return torch.addcmul(shift, pixel_values.float(), scale)

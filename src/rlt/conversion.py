@@ -26,7 +26,16 @@ from .models import CHECKPOINT_FILES, FOLDER, relative_imports
 from .models.configuration_rlt import check_rlt_setting_names, input_scale_from_processor
 from .models.video_processing_rlt import RLTVideoProcessor
 
-__all__ = ["PROCESSOR_FILES", "OutputNotEmptyError", "code_files_of", "convert", "from_model", "read_processor_config"]
+__all__ = [
+    "PROCESSOR_FILES",
+    "OutputNotEmptyError",
+    "check_loaded_keys",
+    "code_files_of",
+    "convert",
+    "from_model",
+    "load_rlt",
+    "read_processor_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +93,57 @@ def read_processor_config(source: str | Path, **hub_kwargs) -> tuple[str | None,
     return None, {}
 
 
+def _vanilla_defaults(config, processor_config: dict | None) -> dict:
+    """The RLT settings a vanilla config starts from: a zero length table (the model's function unchanged)
+    and the input scale of the processor it was trained with (none for an RLT config: it has its own)."""
+    if hasattr(config, "rlt_input_scale"):
+        return {}
+    channels = registry.as_rlt_config(config).rlt_num_channels
+    scale = input_scale_from_processor(processor_config or {}, channels)
+    return {"rlt_length_encoding_init": "zeros", "rlt_input_scale": scale}
+
+
+def check_loaded_keys(rlt_class: type, missing, source, *, unexpected=None) -> None:
+    """Errors for weights a vanilla -> RLT load left out: only what RLT adds
+    (``_keys_to_ignore_on_load_missing``: the length table) may be missing, or it would start random,
+    unnoticed; with ``unexpected``, only what the RLT class leaves out on purpose
+    (``_keys_to_ignore_on_load_unexpected``: V-JEPA 2's JEPA predictor) may be left over."""
+
+    def beyond(keys, attribute):
+        patterns = [re.compile(pattern) for pattern in getattr(rlt_class, attribute, None) or ()]
+        return [key for key in keys if not any(pattern.search(key) for pattern in patterns)]
+
+    if unexpected is not None and beyond(unexpected, "_keys_to_ignore_on_load_unexpected"):
+        extra = beyond(unexpected, "_keys_to_ignore_on_load_unexpected")
+        raise ValueError(f"{source} has weights {rlt_class.__name__} does not know: {extra[:5]}")
+    lacking = beyond(missing, "_keys_to_ignore_on_load_missing")
+    if lacking:
+        raise ValueError(f"{source} lacks weights {rlt_class.__name__} needs: {lacking[:5]}")
+
+
+def load_rlt(source: str | Path, *, processor_config: dict | None = None, classifier_only=False, **rlt_settings):
+    """A checkpoint (folder or Hub id; vanilla of a registered architecture, or RLT) loaded into its RLT class:
+    the one vanilla -> RLT load behind ``convert``, ``rlt evaluate`` and the training script.
+
+    A vanilla checkpoint gets a zero length table and the input scale of ``processor_config`` (its
+    processor's config dict); ``rlt_settings`` override the config's RLT fields. ``classifier_only``
+    refuses a checkpoint that holds no video classifier. Returns the model in eval mode.
+    """
+    vanilla_config = AutoConfig.from_pretrained(str(source))
+    architecture = _architecture_of(vanilla_config.model_type)
+    is_classifier = any(name.endswith("ForVideoClassification") for name in vanilla_config.architectures or [])
+    if classifier_only and not is_classifier:
+        raise ValueError(
+            f"{source} holds no video classifier (architectures {vanilla_config.architectures}); give a fine-tuned one"
+        )
+    settings = {**_vanilla_defaults(vanilla_config, processor_config), **rlt_settings}
+    config = architecture.rlt_config(vanilla_config, **settings)
+    rlt_class = architecture.rlt_class(is_classifier)
+    model, info = rlt_class.from_pretrained(str(source), config=config, output_loading_info=True)
+    check_loaded_keys(rlt_class, info["missing_keys"], source)
+    return model.eval()
+
+
 def convert(
     source: str | Path,
     output_dir: str | Path,
@@ -116,24 +176,11 @@ def convert(
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise OutputNotEmptyError(output_dir)
 
-    vanilla_config = AutoConfig.from_pretrained(str(source))
-    architecture = _architecture_of(vanilla_config.model_type)
     processor_file, processor_config = read_processor_config(source)
-    geometry = registry.as_rlt_config(vanilla_config)
-    settings = {"rlt_threshold": threshold, "rlt_length_encoding_init": "zeros", **rlt_settings}
-    if not hasattr(vanilla_config, "rlt_input_scale"):  # a vanilla config: the scale of its processor
-        settings.setdefault("rlt_input_scale", input_scale_from_processor(processor_config, geometry.rlt_num_channels))
     if processor_file is None:
         logger.warning("%s has no processor config: rlt_threshold assumes ImageNet-normalised input", source)
-    config = architecture.rlt_config(vanilla_config, **settings)
-
-    architectures = vanilla_config.architectures or []
-    is_classifier = any(name.endswith("ForVideoClassification") for name in architectures)
-    target_class = architecture.rlt_class(is_classifier)
-    model, info = target_class.from_pretrained(str(source), config=config, output_loading_info=True)
-    missing = [key for key in info["missing_keys"] if "length_embeddings" not in key]
-    if missing:
-        raise ValueError(f"{source} lacks weights the RLT model needs: {missing[:5]}")
+    model = load_rlt(source, processor_config=processor_config, rlt_threshold=threshold, **rlt_settings)
+    config = model.config
 
     # An RLT video processor (PyAV decoding, no torchvision) with the source's mean/std/sizes, so that
     # AutoVideoProcessor and pipeline("video-classification") work from the folder.
@@ -197,13 +244,7 @@ def from_model(model, threshold: float = 0.1, *, processor=None, **rlt_settings)
     if processor is None:
         processor = architecture.processor()
     processor_config = processor if isinstance(processor, dict) else processor.to_dict()
-    geometry = registry.as_rlt_config(model.config)
-    settings = {
-        "rlt_threshold": threshold,
-        "rlt_length_encoding_init": "zeros",
-        "rlt_input_scale": input_scale_from_processor(processor_config, geometry.rlt_num_channels),
-        **rlt_settings,
-    }
+    settings = {"rlt_threshold": threshold, **_vanilla_defaults(model.config, processor_config), **rlt_settings}
     config = architecture.rlt_config(model.config, **settings)
     kwargs = {"attn_implementation": model.config._attn_implementation}
     if "add_pooling_layer" in inspect.signature(rlt_class.__init__).parameters:  # transformers' base models
@@ -213,16 +254,7 @@ def from_model(model, threshold: float = 0.1, *, processor=None, **rlt_settings)
     with torch.device("meta"):
         rlt_model = rlt_class._from_config(config, **kwargs)
     missing, unexpected = rlt_model.load_state_dict(model.state_dict(keep_vars=True), strict=False, assign=True)
-    # Weights the RLT class leaves out on purpose (V-JEPA 2's JEPA predictor) stay with the vanilla model.
-    ignored = [re.compile(pattern) for pattern in getattr(rlt_class, "_keys_to_ignore_on_load_unexpected", None) or ()]
-    unexpected = [key for key in unexpected if not any(pattern.search(key) for pattern in ignored)]
-    if unexpected:
-        raise ValueError(f"{type(model).__name__} has weights {rlt_class.__name__} does not know: {unexpected[:5]}")
-    # Only what RLT adds (the length table) may be missing: anything else would start random, unnoticed.
-    new = [re.compile(pattern) for pattern in getattr(rlt_class, "_keys_to_ignore_on_load_missing", None) or ()]
-    missing = [key for key in missing if not any(pattern.search(key) for pattern in new)]
-    if missing:
-        raise ValueError(f"{type(model).__name__} lacks weights {rlt_class.__name__} needs: {missing[:5]}")
+    check_loaded_keys(rlt_class, missing, type(model).__name__, unexpected=unexpected)
     _materialise_meta_tensors(rlt_model, device=model.device, dtype=model.dtype)
     return rlt_model.train(model.training)
 

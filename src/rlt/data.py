@@ -7,8 +7,8 @@
   ``rlt.hf_datasets``) becomes the same, its ``video`` rows ``{"path", "bytes"}`` dicts, plus ``row``.
 - ``VideoTransform(processor)``: for ``dataset.with_transform(...)``; decodes and preprocesses when
   an example is read, i.e. lazily, in the data loader's workers.
-- ``VideoCollator``: stacks ``pixel_values`` and ``labels`` for ``Trainer`` / ``DataLoader`` and can
-  compute RLT's ``keep_mask`` in the worker too (the RLT models take ``keep_mask=``).
+- batches: ``rlt.collator.ClipCollator`` (also named ``VideoCollator`` here) stacks ``pixel_values``
+  and ``labels`` for ``Trainer`` / ``DataLoader`` and can compute RLT's ``keep_mask`` in the worker too.
 
 A file that fails to decode raises an error naming it (``on_error="raise"``, the default); with
 ``on_error="skip"`` the example is dropped from its batch together with its label, with a warning
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
+from .collator import ClipCollator
 from .common import READ_ERRORS
-from .models.tokenizer import check_finite_pixels, run_length_tokenize
 from .models.video_processing_rlt import RLTVideoProcessor, VideoDecodeError
 
 __all__ = [
@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ogv", ".wmv", ".flv")
 ON_ERROR_CHOICES = ("raise", "skip")
+# The collator's earlier name on this side (rlt 0.1): one class, ``rlt.collator.ClipCollator``.
+VideoCollator = ClipCollator
 
 
 def _read_list(path: Path, path_column: str, label_column: str) -> tuple[list[str], list]:
@@ -199,7 +201,7 @@ class VideoTransform:
     Args:
         processor: an ``RLTVideoProcessor`` (or anything called like one returning ``pixel_values``).
         on_error: ``"raise"`` (an error naming the file) or ``"skip"`` (``pixel_values`` None and a
-            warning naming the file; ``VideoCollator`` then drops the example with its label).
+            warning naming the file; ``ClipCollator`` then drops the example with its label).
     """
 
     def __init__(self, processor: RLTVideoProcessor | None = None, *, on_error: str = "raise"):
@@ -232,82 +234,6 @@ def _video_names(batch: dict) -> list[str]:
     from .hf_datasets import row_name
 
     return [row_name(row, video) for video, row in zip(batch["video"], batch["row"])]
-
-
-class VideoCollator:
-    """Stack examples into a model batch; optionally compute RLT's ``keep_mask`` (in the loader worker).
-
-    Output: ``pixel_values`` float ``(B, T, C, H, W)`` (under ``input_name``), ``labels`` int64 ``(B,)``
-    and, when ``threshold`` is set, ``keep_mask`` bool ``(B, T', H', W')`` for the RLT model's ``keep_mask=``.
-    Examples whose ``pixel_values`` is None (``VideoTransform(on_error="skip")``) are dropped
-    together with their labels. Examples that carry their own ``keep_mask`` (from a keep-only clip
-    cache, ``rlt.cache``) pass it on instead.
-
-    Args:
-        threshold: ``tau``; None computes no keep mask (the model then computes it itself).
-        tubelet_size, patch_size, input_scale, compare_to: as in ``rlt.run_length_tokenize``.
-        input_name: the batch key of the clips, the name of the model's video argument.
-    """
-
-    def __init__(
-        self,
-        *,
-        threshold: float | None = None,
-        tubelet_size: int = 2,
-        patch_size: int | Sequence[int] = 16,
-        input_scale: Sequence[float] | None = None,
-        compare_to: str = "previous",
-        input_name: str = "pixel_values",
-    ):
-        self.threshold = threshold
-        self.tubelet_size = tubelet_size
-        self.patch_size = patch_size
-        self.input_scale = list(input_scale) if input_scale is not None else None
-        self.compare_to = compare_to
-        self.input_name = input_name
-
-    @classmethod
-    def for_model(cls, config, *, compute_keep_mask: bool = True) -> VideoCollator:
-        """A collator with the token geometry and RLT settings of a model's config, RLT or vanilla, of any
-        registered architecture (no keep mask when RLT is off or the config is a vanilla one)."""
-        from . import registry
-
-        geometry = registry.as_rlt_config(config)
-        enabled = compute_keep_mask and getattr(config, "rlt_enabled", False)
-        return cls(
-            threshold=config.rlt_threshold if enabled else None,
-            tubelet_size=geometry.rlt_tubelet_size,
-            patch_size=geometry.rlt_patch_size,
-            input_scale=getattr(config, "rlt_input_scale", None),
-            compare_to=getattr(config, "rlt_compare_to", "previous"),
-            input_name=geometry.rlt_input_name,
-        )
-
-    def __call__(self, features: list[dict]) -> dict:
-        kept = [f for f in features if f.get("pixel_values") is not None]
-        dropped = [f.get("video", "?") for f in features if f.get("pixel_values") is None]
-        if dropped:
-            logger.warning("dropped %d unreadable videos from a batch: %s", len(dropped), dropped)
-        if not kept:
-            raise ValueError(f"no readable video in this batch (unreadable: {dropped})")
-        pixel_values = torch.stack([torch.as_tensor(f["pixel_values"]) for f in kept])
-        check_finite_pixels(pixel_values, self.input_name)
-        batch = {self.input_name: pixel_values}
-        label_key = "labels" if "labels" in kept[0] else "label" if "label" in kept[0] else None
-        if label_key is not None:
-            batch["labels"] = torch.tensor([int(f[label_key]) for f in kept], dtype=torch.long)
-        if kept[0].get("keep_mask") is not None:  # stored with the clip (a keep-only clip cache)
-            batch["keep_mask"] = torch.stack([torch.as_tensor(f["keep_mask"]) for f in kept])
-        elif self.threshold is not None:
-            batch["keep_mask"] = run_length_tokenize(
-                pixel_values,
-                tubelet_size=self.tubelet_size,
-                patch_size=self.patch_size,
-                threshold=self.threshold,
-                input_scale=self.input_scale,
-                compare_to=self.compare_to,
-            ).keep_mask
-        return batch
 
 
 def find_unreadable_videos(dataset_or_paths, processor: RLTVideoProcessor | None = None) -> list[tuple[str, str]]:

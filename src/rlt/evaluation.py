@@ -19,6 +19,7 @@ many of their sampled frames repeat the one before.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -31,12 +32,14 @@ from pathlib import Path
 import torch
 
 from . import registry
-from .cache import CachedClips, ClipCache, default_workers, is_clip_cache, load_processor, prepare_clip
-from .common import READ_ERRORS, PixelNormalizer, plural, synchronize
-from .data import list_labelled_videos
-from .hf_datasets import is_dataset_source, open_video_dataset
+from .cache import default_workers, load_processor
+from .clip_sources import SYNTHETIC_PREFIX, CacheClips, ClipDataset, ClipSource, open_clips
+from .collator import ClipCollator
+from .common import PixelNormalizer, plural, synchronize
+from .conversion import load_rlt
+from .hf_datasets import is_dataset_source
 from .models.modeling_rlt import run_length_tokenize_for
-from .models.tokenizer import COMPARE_TO_CHOICES, check_finite_pixels
+from .models.tokenizer import COMPARE_TO_CHOICES
 from .models.video_processing_rlt import RLTVideoProcessor
 
 __all__ = [
@@ -44,7 +47,6 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "DTYPES",
     "POOLINGS",
-    "ClipSource",
     "EvaluationReport",
     "clip_source",
     "evaluate",
@@ -75,29 +77,15 @@ def load_classifier(checkpoint: str | os.PathLike):
         raise FileNotFoundError(f"no such model folder: {folder}")
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
-    config = json.loads((folder / "config.json").read_text())
-    model_type = config.get("model_type")
+    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
     try:
-        architecture = registry.for_model_type(model_type)
+        registry.for_model_type(model_type)
     except registry.UnsupportedArchitectureError:
         raise registry.UnsupportedArchitectureError(
             f"{folder} holds a {model_type!r} model; rlt evaluate takes classifiers of {registry.describe_supported()}"
         ) from None
-    architectures = config.get("architectures") or []
-    if not any(name.endswith("ForVideoClassification") for name in architectures):
-        raise ValueError(
-            f"{folder} holds no video classifier (architectures {architectures}); evaluate a fine-tuned one"
-        )
     processor, _ = load_processor(folder)
-    kwargs = {}
-    if model_type != architecture.model_type:
-        # Vanilla: the RLT config from its fields, every RLT setting at its default (length table at
-        # zero), and the input scale of its processor, as `rlt convert` writes it.
-        kwargs["config"] = architecture.rlt_config(config, rlt_input_scale=processor.rlt_input_scale)
-    model, info = architecture.classifier_class.from_pretrained(str(folder), output_loading_info=True, **kwargs)
-    missing = [key for key in info["missing_keys"] if "length_embeddings" not in key]
-    if missing:
-        raise ValueError(f"{folder} lacks weights of a video classifier: {missing[:5]}")
+    model = load_rlt(folder, processor_config=processor.to_dict(), classifier_only=True)
     return model.eval(), processor
 
 
@@ -110,176 +98,38 @@ def _mean_pooling(model) -> bool:
 # The data
 
 
-class _VideoClips(torch.utils.data.Dataset):
-    def __init__(self, paths, labels, processor):
-        self.paths, self.labels, self.processor = paths, labels, processor
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        try:
-            clip, padded = prepare_clip(self.processor, self.paths[i], return_padded_frames=True)
-            return clip, self.labels[i], self.paths[i], None, padded
-        except READ_ERRORS as error:
-            return None, self.labels[i], self.paths[i], str(error) or type(error).__name__, 0
-
-
-class _DatasetClips(torch.utils.data.Dataset):
-    """The rows of a ``rlt.hf_datasets`` source, decoded when read; a row without a clip carries its error."""
-
-    def __init__(self, source, mapping: list[int], processor):
-        self.source, self.mapping, self.processor = source, mapping, processor
-
-    def __len__(self):
-        return self.source.num_rows
-
-    def __getitem__(self, i):
-        row = self.source.row(i)
-        if row.error is not None:
-            return None, -1, row.name, row.error, 0
-        try:
-            clip, padded = prepare_clip(self.processor, row.video, return_padded_frames=True)
-            return clip, self.mapping[row.label], row.name, None, padded
-        except READ_ERRORS as error:
-            return None, -1, row.name, str(error) or type(error).__name__, 0
-
-
-class _CacheClips(CachedClips):
-    """``CachedClips`` as the tuples of the other sources, labels mapped to the model's class ids."""
-
-    def __init__(self, cache: ClipCache, mapping: list[int]):
-        super().__init__(cache, with_keep_masks=False)
-        self.mapping = mapping
-
-    def __getitem__(self, i):
-        item, record = super().__getitem__(i), self.record(i)
-        # Caches written before padding was recorded: None (unknown).
-        return item["pixel_values"], self.mapping[item["labels"]], record["path"], None, record.get("padded_frames")
-
-
-class _TensorClips(torch.utils.data.Dataset):
-    def __init__(self, clips, labels):
-        self.clips, self.labels = clips, labels
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return self.clips[i], self.labels[i], f"clip-{i:06d}", None, 0  # sampled by the caller
-
-
-def _collate(items):
-    """``(uint8 clips | None, labels, failed [{path, error}], padded [{path, padded_frames}])``."""
-    good = [item for item in items if item[0] is not None]
-    failed = [{"path": item[2], "error": item[3]} for item in items if item[0] is None]
-    padded = [{"path": item[2], "padded_frames": item[4]} for item in good if item[4] != 0]  # None: unknown
-    clips = torch.stack([torch.as_tensor(item[0]) for item in good]) if good else None
-    if clips is not None:
-        check_finite_pixels(clips)
-    labels = torch.tensor([int(item[1]) for item in good], dtype=torch.long)
-    return clips, labels, failed, padded
-
-
-@dataclass
-class ClipSource:
-    """Labelled uint8 clips for ``evaluate``: a torch ``Dataset`` of ``(clip, label, path, error, padded frames)``."""
-
-    dataset: torch.utils.data.Dataset
-    kind: str  # "videos", "dataset", "cache" or "memory"
-    class_names: list[str]
-    clip_shape: tuple[int, ...] | None
-    description: str
-
-    def batches(self, batch_size: int, workers: int, pin_memory: bool):
-        workers = workers if self.kind != "memory" else 0
-        return torch.utils.data.DataLoader(
-            self.dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate,
-            pin_memory=pin_memory, persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
-        )
-
-
 def clip_source(
     data, processor: RLTVideoProcessor, class_names: Sequence[str] | None = None, dataset_options=None
 ) -> ClipSource:
-    """Wrap ``data`` for ``evaluate``.
+    """The clips ``evaluate`` reads: ``rlt.clip_sources.open_clips``, checked for what a baseline needs.
 
-    ``data``: a clip cache folder (``rlt cache``) or ``ClipCache``; a labelled video folder or CSV /
-    JSON list (decoded with ``processor``); a ``datasets.Dataset`` from ``load_video_dataset``;
-    a Hugging Face dataset with a ``Video`` column (``rlt.hf_datasets``, opened with
+    ``data``: a clip cache folder (``rlt cache``) or ``ClipCache`` (full clips, not keep-only); a
+    labelled video folder or CSV / JSON list (decoded with ``processor``); a ``datasets.Dataset`` from
+    ``load_video_dataset``; a Hugging Face dataset with a ``Video`` column (opened with
     ``dataset_options``: split, config, video_column, label_column; read by row, so not streamed);
-    or in-memory clips ``(clips, labels)`` / ``(clips, labels, class_names)`` with uint8 clips
-    ``(N, T, C, H, W)`` already sampled and resized for the model.
+    ``"synthetic:N"`` (the generated task); or in-memory clips ``(clips, labels)`` /
+    ``(clips, labels, class_names)`` with uint8 clips ``(N, T, C, H, W)`` already sized for the model.
     """
-    if isinstance(data, ClipCache) or (isinstance(data, (str, os.PathLike)) and is_clip_cache(data)):
-        cache = data if isinstance(data, ClipCache) else ClipCache(data)
+    source = open_clips(data, processor, class_names, dataset_options)
+    if isinstance(source, CacheClips):
+        cache = source.cache
         if cache.keep_only_threshold is not None:
             raise ValueError(
                 f"{cache.folder} holds only the tubelets RLT keeps at tau={cache.keep_only_threshold}; "
                 "evaluate needs full clips for its baseline: cache them without --keep-only-threshold"
             )
         _warn_if_sampling_differs(cache, processor)
-        mapping = _label_mapping(cache.class_names, class_names)
-        names = list(class_names) if class_names is not None else cache.class_names
-        return ClipSource(_CacheClips(cache, mapping), "cache", names, cache.clip_shape, str(cache.folder))
-    if isinstance(data, (tuple, list)) and len(data) in (2, 3) and isinstance(data[0], torch.Tensor):
-        clips, labels = data[0], [int(label) for label in data[1]]
-        if clips.dtype != torch.uint8 or clips.dim() != 5:
-            raise ValueError(f"in-memory clips must be uint8 (N, T, C, H, W), got {clips.dtype} {tuple(clips.shape)}")
-        if len(labels) != len(clips):
-            raise ValueError(f"{len(clips)} clips but {len(labels)} labels")
-        data_names = list(data[2]) if len(data) == 3 else None
-        if data_names is not None:
-            mapping = _label_mapping(data_names, class_names)
-            labels = [mapping[label] for label in labels]
-        names = list(class_names) if class_names is not None else data_names or [str(i) for i in range(max(labels) + 1)]
-        return ClipSource(_TensorClips(clips, labels), "memory", names, tuple(clips.shape[1:]), "in-memory clips")
-    if dataset_options or is_dataset_source(data):
-        # With the model's classes given, the opener maps ClassLabel and string labels by name and takes
-        # integer labels as the model's class ids (it cannot name them otherwise).
-        source = open_video_dataset(data, class_names=class_names, **dict(dataset_options or {}))
-        if source.streaming:
-            raise ValueError(
-                f"rlt evaluate reads {source.description} by row and a stream cannot be: cache it first "
-                "(rlt cache ... --streaming) and evaluate the cache"
-            )
-        crop = processor.crop_size
-        shape = (processor.num_frames, 3, crop.height, crop.width) if processor.do_center_crop else None
-        mapping = list(range(len(source.class_names)))  # already in the model's class ids (or the data's own)
-        return ClipSource(_DatasetClips(source, mapping, processor), "dataset", source.class_names, shape,
-                          source.description)
-    if hasattr(data, "column_names") and "video" in data.column_names:
-        paths, labels, data_names = list(data["video"]), list(data["label"]), data.features["label"].names
-        description = f"dataset of {len(paths)} videos"
-    elif isinstance(data, (str, os.PathLike)):
-        paths, labels, data_names = list_labelled_videos(data)
-        description = str(data)
-    else:
-        raise TypeError(f"cannot evaluate on {type(data).__name__}: give a cache folder, a video folder or list, "
-                        "a dataset from load_video_dataset, or (clips, labels)")
-    mapping = _label_mapping(data_names, class_names)
-    crop = processor.crop_size
-    shape = (processor.num_frames, 3, crop.height, crop.width) if processor.do_center_crop else None
-    names = list(class_names) if class_names is not None else list(data_names)
-    return ClipSource(_VideoClips(paths, [mapping[label] for label in labels], processor), "videos", names, shape,
-                      description)
+    return source
 
 
-def _label_mapping(data_names: Sequence[str], model_names: Sequence[str] | None) -> list[int]:
-    """Data label id -> model label id, by class name (or identity for a model with generic labels)."""
-    if model_names is None:
-        return list(range(len(data_names)))
-    model_names = [str(name) for name in model_names]
-    if all(str(name) in model_names for name in data_names):
-        return [model_names.index(str(name)) for name in data_names]
-    generic = all(name == f"LABEL_{i}" for i, name in enumerate(model_names))
-    if generic and len(data_names) <= len(model_names):
-        logger.warning(
-            "the model's labels have no names (LABEL_i): the data's classes %s are taken in order", list(data_names)
-        )
-        return list(range(len(data_names)))
-    unknown = [name for name in data_names if str(name) not in model_names]
-    raise ValueError(f"the data's classes {unknown[:5]} are not among the model's labels {model_names[:10]}")
+def _batches(source: ClipSource, batch_size: int, workers: int, pin_memory: bool):
+    """A loader of ``ClipBatch`` es (unreadable clips listed, not raised) over ``source``."""
+    workers = 0 if source.in_memory else workers
+    collate = functools.partial(ClipCollator().collate, allow_empty=True)
+    return torch.utils.data.DataLoader(
+        ClipDataset(source), batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+        pin_memory=pin_memory, persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
+    )
 
 
 def _warn_if_sampling_differs(cache: ClipCache, processor: RLTVideoProcessor) -> None:
@@ -473,6 +323,7 @@ def evaluate(
             (``rlt.hf_datasets.open_video_dataset``).
     """
     missing = isinstance(data, (str, os.PathLike)) and not Path(data).exists()
+    missing = missing and not str(data).startswith(SYNTHETIC_PREFIX)
     if missing and not dataset_options and not is_dataset_source(data):  # before loading the model
         raise FileNotFoundError(f"no such clip cache, video folder or list: {data}")
     loaded_here = isinstance(model, (str, os.PathLike))
@@ -509,11 +360,11 @@ def evaluate(
 
         budget = (max_memory_gb * (1 << 30)) if max_memory_gb is not None else _available_memory() / 2
         clip_bytes = math.prod(source.clip_shape) if source.clip_shape else float("inf")
-        hold = source.kind == "memory" or len(source.dataset) * clip_bytes <= budget
+        hold = source.in_memory or len(source) * clip_bytes <= budget
         failed: list[dict] = []
         padded: list[dict] = []
         loader_stats = {
-            "kind": source.kind, "workers": workers if source.kind != "memory" else 0, "held_in_memory": hold
+            "kind": source.kind, "workers": 0 if source.in_memory else workers, "held_in_memory": hold
         }
         held = None
         if hold:
@@ -653,16 +504,16 @@ def _read_all(source: ClipSource, batch_size, workers, pin, failed, progress, pa
 
     held = []
     start = time.perf_counter()
-    with tqdm(total=len(source.dataset), unit="clip", desc=f"reading {source.kind}", disable=not progress) as bar:
-        for clips, labels, bad, repeats in source.batches(batch_size, workers, pin):
-            failed += bad
+    with tqdm(total=len(source), unit="clip", desc=f"reading {source.kind}", disable=not progress) as bar:
+        for batch in _batches(source, batch_size, workers, pin):
+            failed += batch.failed
             if padded is not None:
-                padded += repeats
-            for entry in bad:
+                padded += batch.padded
+            for entry in batch.failed:
                 logger.warning("skipping an unreadable video: %s", entry["error"])
-            if clips is not None:
-                held.append((clips, labels))
-            bar.update(len(labels) + len(bad))
+            if len(batch):
+                held.append((batch.pixel_values, batch.labels))
+            bar.update(len(batch) + len(batch.failed))
     return held, time.perf_counter() - start
 
 
@@ -670,7 +521,7 @@ class _Streamed:
     """Batches read again from the source, timing the waits."""
 
     def __init__(self, source, batch_size, workers, pin, failed, padded=None):
-        self.loader = source.batches(batch_size, workers, pin)
+        self.loader = _batches(source, batch_size, workers, pin)
         self.failed = failed
         self.padded = padded if padded is not None else []
         self.wait_seconds = 0.0
@@ -683,14 +534,14 @@ class _Streamed:
         while True:
             start = time.perf_counter()
             try:
-                clips, labels, bad, repeats = next(iterator)
+                batch = next(iterator)
             except StopIteration:
                 return
             self.wait_seconds += time.perf_counter() - start
-            self.failed += bad
-            self.padded += repeats
-            if clips is not None:
-                yield clips, labels
+            self.failed += batch.failed
+            self.padded += batch.padded
+            if len(batch):
+                yield batch.pixel_values, batch.labels
 
 
 def _forward(model, pixel_values: torch.Tensor, dtype: torch.dtype):

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import torch
 
+from .cache import prepare_clip
+from .collator import KeepMaskSettings
 from .common import plural
-from .models.tokenizer import check_threshold, run_length_tokenize, to_pair
+from .models.modeling_rlt import run_length_tokenize_for
+from .models.tokenizer import check_threshold, to_pair
 from .models.video_processing_rlt import RLTVideoProcessor
 
 __all__ = [
@@ -127,19 +130,17 @@ def inspect_video(
             size={"shortest_edge": size},
             crop_size={"height": size, "width": size},
         )
-    frames, padded = processor.load_frames(video, return_padded_frames=True)
-    frames = processor.resize_and_crop(frames)
-    pixel_values = processor.normalize_frames(frames).unsqueeze(0)
+    frames, padded = prepare_clip(processor, video, return_padded_frames=True)
+    pixel_values = processor.normalize_frames(frames.float()).unsqueeze(0)
+    settings = KeepMaskSettings(
+        rlt_tubelet_size=tubelet_size,
+        rlt_patch_size=patch_size if isinstance(patch_size, int) else tuple(patch_size),
+        rlt_input_scale=tuple(processor.rlt_input_scale),
+        rlt_compare_to=compare_to,
+    )
     reports = []
     for threshold in thresholds:
-        tokens = run_length_tokenize(
-            pixel_values,
-            tubelet_size=tubelet_size,
-            patch_size=patch_size,
-            threshold=threshold,
-            input_scale=processor.rlt_input_scale,
-            compare_to=compare_to,
-        )
+        tokens = run_length_tokenize_for(settings, pixel_values, threshold=threshold)
         reports.append(
             ClipReport(
                 name=name or _name_of(video),
@@ -150,7 +151,7 @@ def inspect_video(
                 padded_frames=padded,
             )
         )
-    return frames.round().clamp(0, 255).to(torch.uint8), reports
+    return frames, reports
 
 
 def render_keep_mask(

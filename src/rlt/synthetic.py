@@ -454,6 +454,15 @@ def generate_clips(
     return clips, labels
 
 
+def rendered_chunks(num_clips: int, seed: int, config, device, chunk_size: int, start: int = 0):
+    """Clips ``start .. start + num_clips - 1`` rendered ``chunk_size`` at a time:
+    ``(index range, uint8 clips on the CPU, int64 labels on the CPU)`` per chunk."""
+    for begin in range(start, start + num_clips, chunk_size):
+        indices = range(begin, min(begin + chunk_size, start + num_clips))
+        clips, labels = generate_clips(indices, seed=seed, config=config, device=device)
+        yield indices, clips.cpu(), labels.cpu()
+
+
 class SyntheticVideoDataset(torch.utils.data.Dataset):
     """``num_clips`` generated clips held in memory (uint8, CPU), for ``Trainer`` / ``DataLoader``.
 
@@ -482,13 +491,9 @@ class SyntheticVideoDataset(torch.utils.data.Dataset):
         size, frames = self.config.image_size, self.config.num_frames
         self.clips = torch.empty(num_clips, frames, 3, size, size, dtype=torch.uint8)
         self.labels = torch.empty(num_clips, dtype=torch.long)
-        for begin in range(0, num_clips, chunk_size):
-            end = min(begin + chunk_size, num_clips)
-            clips, labels = generate_clips(
-                range(start + begin, start + end), seed=seed, config=self.config, device=device
-            )
-            self.clips[begin:end] = clips.cpu()
-            self.labels[begin:end] = labels.cpu()
+        for indices, clips, labels in rendered_chunks(num_clips, seed, self.config, device, chunk_size, start):
+            self.clips[indices.start - start : indices.stop - start] = clips
+            self.labels[indices.start - start : indices.stop - start] = labels
 
     @property
     def class_names(self) -> list[str]:
@@ -552,13 +557,8 @@ def write_synthetic_cache(
     config = config or SyntheticVideoConfig()
     labels = [label_of(index, config) for index in range(num_clips)]  # known before rendering, as the cache needs
 
-    def clips():
-        for begin in range(0, num_clips, chunk_size):
-            chunk, _ = generate_clips(range(begin, min(begin + chunk_size, num_clips)), seed=seed, config=config,
-                                      device=device)
-            yield from chunk.cpu()
-
-    write_clip_cache(clips(), labels, out, class_names=config.classes, progress=False)
+    clips = (clip for _, chunk, _ in rendered_chunks(num_clips, seed, config, device, chunk_size) for clip in chunk)
+    write_clip_cache(clips, labels, out, class_names=config.classes, progress=False)
     return Path(out)
 
 
@@ -582,21 +582,18 @@ def write_synthetic_split(
     config = config or SyntheticVideoConfig()
     root = Path(root)
     rows = []
-    for begin in range(0, num_clips, chunk_size):
-        indices = range(begin, min(begin + chunk_size, num_clips))
-        clips, labels = generate_clips(indices, seed=seed, config=config, device=device)
-        for index, clip, label in zip(indices, clips.cpu(), labels.tolist()):
+    for indices, clips, labels in rendered_chunks(num_clips, seed, config, device, chunk_size):
+        for index, clip, label in zip(indices, clips, labels.tolist()):
             name = config.classes[label]
             relative = Path(split) / name / f"{split}_{index:06d}.mp4"
             (root / relative.parent).mkdir(parents=True, exist_ok=True)
             write_mp4(root / relative, clip, fps=fps, crf=crf)
             rows.append((relative.as_posix(), name))
-    with (root / f"{split}.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        writer.writerows(rows)
-    with (root / "labels.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "label"])
-        writer.writerows(enumerate(config.classes))
-    return root / f"{split}.csv"
+    _write_csv(root / "labels.csv", ["id", "label"], enumerate(config.classes))
+    return _write_csv(root / f"{split}.csv", ["path", "label"], rows)
+
+
+def _write_csv(path: Path, header: list[str], rows) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    return path

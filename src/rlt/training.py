@@ -1,8 +1,8 @@
 """Fine-tuning with transformers' ``Trainer``: collator, metrics, on-device normalisation, timing.
 
-- ``ClipCollator``: stacks clips (uint8 frames or normalised floats) and labels; optionally adds a
-  ``keep_mask``: RLT's own (computed in the loader workers) or, as an ablation, a random one that
-  keeps exactly as many tokens per clip as RLT would (``random_drop_keep_mask``).
+- ``ClipCollator`` (from ``rlt.collator``, re-exported): stacks clips (uint8 frames or normalised floats)
+  and labels; optionally adds a ``keep_mask``: RLT's own (computed in the loader workers) or, as an
+  ablation, a random one that keeps exactly as many tokens per clip as RLT would.
 - ``PixelNormalizer``: a processor's rescale + mean/std as one multiply-add, run on the accelerator so
   that uint8 clips (4x less host-to-device traffic than float32) can be fed straight from memory.
 - ``RLTTrainer``: a ``Trainer`` that normalises uint8 ``pixel_values`` on the device, batches by a
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
+from .collator import DROP_CHOICES, ClipCollator, random_drop_keep_mask
 from .common import PixelNormalizer, synchronize
-from .models.tokenizer import check_finite_pixels, run_length_tokenize
 
 __all__ = [
     "COMPILE_CHOICES",
@@ -44,7 +44,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DROP_CHOICES = (None, "rlt", "random")
 # How the example scripts compile the model: "cuda-graphs" is torch.compile(mode="reduce-overhead"),
 # which replays CUDA graphs (an RLT model needs rlt_pack_buckets for it: static packed lengths);
 # "auto" is "cuda-graphs" on a GPU and "none" elsewhere.
@@ -57,112 +56,6 @@ VIT_SIZES = {
     "vit-s": (384, 12, 6, 1536),
     "tiny": (64, 2, 4, 128),
 }
-
-
-def random_drop_keep_mask(keep_mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A random keep mask with the same tokens per clip as ``keep_mask``: ``(B, T', H', W')`` bool.
-
-    The first time step stays fully kept (as RLT keeps it); of the later tubelets, each clip keeps as
-    many as ``keep_mask`` does, chosen uniformly at random. The ablation for "is it which tokens RLT
-    drops, or only how many?".
-    """
-    if keep_mask.dtype != torch.bool or keep_mask.dim() != 4:
-        raise ValueError(
-            f"keep_mask must be a bool (B, T', H', W') tensor, got {keep_mask.dtype} {tuple(keep_mask.shape)}"
-        )
-    batch = keep_mask.shape[0]
-    later = keep_mask[:, 1:].reshape(batch, -1)
-    wanted = later.sum(1, keepdim=True)  # (B, 1)
-    scores = torch.rand(later.shape, generator=generator, device=keep_mask.device)
-    ranks = scores.argsort(1).argsort(1)  # a random rank per tubelet
-    chosen = (ranks < wanted).view_as(keep_mask[:, 1:])
-    return torch.cat([torch.ones_like(keep_mask[:, :1]), chosen], dim=1)
-
-
-class ClipCollator:
-    """Stack ``{"pixel_values", "labels"}`` examples into a batch, optionally with a ``keep_mask``.
-
-    ``pixel_values`` stay in their dtype: uint8 clips are normalised later, on the device
-    (``RLTTrainer``); float clips were normalised by a processor. Examples whose ``pixel_values`` is
-    None (unreadable videos, ``rlt.VideoTransform(on_error="skip")``) are dropped with their labels.
-
-    Args:
-        drop: None (the model decides, with its config), ``"rlt"`` (RLT's keep mask, computed here in
-            the loader worker) or ``"random"`` (a random keep mask with RLT's per-clip counts).
-        threshold, tubelet_size, patch_size, compare_to: RLT's settings (``VideoCollator.for_model``).
-        input_scale: per channel, how much one grey level moves float ``pixel_values`` (the
-            processor's ``rlt_input_scale``); uint8 input needs none.
-        input_name: the batch key of the clips, the name of the model's video argument.
-    """
-
-    def __init__(
-        self,
-        *,
-        drop: str | None = None,
-        threshold: float = 0.1,
-        tubelet_size: int = 2,
-        patch_size: int | Sequence[int] = 16,
-        input_scale: Sequence[float] | None = None,
-        compare_to: str = "previous",
-        input_name: str = "pixel_values",
-    ):
-        if drop not in DROP_CHOICES:
-            raise ValueError(f"drop must be one of {DROP_CHOICES}, got {drop!r}")
-        self.drop = drop
-        self.threshold = threshold
-        self.tubelet_size = tubelet_size
-        self.patch_size = patch_size
-        self.input_scale = list(input_scale) if input_scale is not None else None
-        self.compare_to = compare_to
-        self.input_name = input_name
-
-    @classmethod
-    def for_model(cls, config, drop: str | None = None, input_scale: Sequence[float] | None = None) -> ClipCollator:
-        """A collator with the token geometry and RLT settings of a model's config (RLT or vanilla, any
-        registered architecture)."""
-        from . import registry
-
-        geometry = registry.as_rlt_config(config)
-        return cls(
-            drop=drop,
-            threshold=getattr(config, "rlt_threshold", 0.1),
-            tubelet_size=geometry.rlt_tubelet_size,
-            patch_size=geometry.rlt_patch_size,
-            input_scale=input_scale if input_scale is not None else getattr(config, "rlt_input_scale", None),
-            compare_to=getattr(config, "rlt_compare_to", "previous"),
-            input_name=geometry.rlt_input_name,
-        )
-
-    def keep_mask(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """RLT's keep mask for a batch ``(B, T, C, H, W)`` (uint8 or normalised floats)."""
-        scale = self.input_scale
-        if not pixel_values.is_floating_point():
-            pixel_values, scale = pixel_values.float(), [1.0] * pixel_values.shape[2]
-        return run_length_tokenize(
-            pixel_values,
-            tubelet_size=self.tubelet_size,
-            patch_size=self.patch_size,
-            threshold=self.threshold,
-            input_scale=scale,
-            compare_to=self.compare_to,
-        ).keep_mask
-
-    def __call__(self, features: list[dict]) -> dict:
-        kept = [f for f in features if f.get("pixel_values") is not None]
-        if not kept:
-            raise ValueError("no readable video in this batch")
-        pixel_values = torch.stack([torch.as_tensor(f["pixel_values"]) for f in kept])
-        check_finite_pixels(pixel_values, self.input_name)
-        batch = {self.input_name: pixel_values}
-        label_key = "labels" if "labels" in kept[0] else "label" if "label" in kept[0] else None
-        if label_key is not None:
-            batch["labels"] = torch.tensor([int(f[label_key]) for f in kept], dtype=torch.long)
-        if self.drop is not None:
-            keep_mask = self.keep_mask(pixel_values)
-            batch["keep_mask"] = random_drop_keep_mask(keep_mask) if self.drop == "random" else keep_mask
-        elif kept[0].get("keep_mask") is not None:  # stored with the clip (a keep-only clip cache)
-            batch["keep_mask"] = torch.stack([torch.as_tensor(f["keep_mask"]) for f in kept])
-        return batch
 
 
 def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:

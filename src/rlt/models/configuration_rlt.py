@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, fields
 
 from .packing import check_backend
-from .tokenizer import COMPARE_TO_CHOICES, check_threshold, to_pair
+from .tokenizer import COMPARE_TO_CHOICES, check_threshold, pixel_affine, to_pair
 
 __all__ = [
     "LENGTH_ENCODING_INITS",
@@ -205,20 +205,9 @@ def check_rlt_setting_names(names, what: str = "RLT settings") -> None:
 
 
 def input_scale_from_processor(processor_config: dict, num_channels: int) -> list[float] | None:
-    """``rescale_factor / std_c`` per channel from a (video or image) processor config dict.
+    """``rescale_factor / std_c`` per channel from a (video or image) processor config dict (``pixel_affine``).
 
     None when the config does not say how it normalises.
     """
-    if not processor_config:
-        return None
-    rescale = (
-        float(processor_config.get("rescale_factor", 1 / 255)) if processor_config.get("do_rescale", True) else 1.0
-    )
-    std = processor_config.get("image_std") if processor_config.get("do_normalize", True) else None
-    if std is None:
-        std = [1.0] * num_channels
-    elif isinstance(std, (int, float)):
-        std = [float(std)] * num_channels
-    if len(std) != num_channels:
-        return None
-    return [rescale / float(s) for s in std]
+    affine = pixel_affine(processor_config, num_channels)
+    return None if affine is None else affine[0]

@@ -25,6 +25,7 @@ __all__ = [
     "check_keep_mask",
     "check_threshold",
     "finite_clips",
+    "pixel_affine",
     "run_length_tokenize",
     "run_lengths_from_keep_mask",
     "to_pair",
@@ -39,6 +40,38 @@ IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 REFERENCE_INPUT_SCALE = tuple((1 / 255) / std for std in IMAGENET_DEFAULT_STD)
 
 COMPARE_TO_CHOICES = ("previous", "last_kept")
+
+
+def pixel_affine(processor, num_channels: int = 3) -> tuple[list[float], list[float]] | None:
+    """A processor's value mapping ``(p * rescale_factor + rescale_offset - mean_c) / std_c`` as
+    ``p * scale_c + shift_c``: ``(scale, shift)``, one number per channel; the one formula in rlt.
+
+    ``processor``: a processor or its config dict (missing keys take transformers' defaults: rescale
+    by 1/255, mean 0 and std 1 when it does not normalise). ``scale`` is the input scale (how much one
+    grey level of 0..255 moves the input: an RLT config's ``rlt_input_scale``). None for an empty
+    config (nothing known) or statistics of another channel count.
+    """
+    if isinstance(processor, dict):
+        if not processor:
+            return None
+        get = processor.get
+    else:
+        def get(key, default):
+            return getattr(processor, key, default)
+    rescale = float(get("rescale_factor", 1 / 255)) if get("do_rescale", True) else 1.0
+    offset = float(get("rescale_offset", 0.0) or 0.0) if get("do_rescale", True) else 0.0
+    normalize = get("do_normalize", True) and get("image_std", None) is not None
+    mean = get("image_mean", None) if normalize else None
+    std = get("image_std", None) if normalize else None
+    mean = [0.0] * num_channels if mean is None else [float(m) for m in _per_channel(mean, num_channels)]
+    std = [1.0] * num_channels if std is None else [float(s) for s in _per_channel(std, num_channels)]
+    if len(std) != num_channels or len(mean) != num_channels:
+        return None
+    return [rescale / s for s in std], [(offset - m) / s for m, s in zip(mean, std)]
+
+
+def _per_channel(value, num_channels: int) -> list:
+    return [value] * num_channels if isinstance(value, (int, float)) else list(value)
 
 
 @dataclass(frozen=True)

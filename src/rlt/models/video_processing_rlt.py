@@ -44,7 +44,7 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 
-from .tokenizer import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, check_finite_pixels
+from .tokenizer import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, check_finite_pixels, pixel_affine
 
 __all__ = [
     "DECODERS",
@@ -480,12 +480,9 @@ class RLTVideoProcessor(BaseVideoProcessor):
     def rlt_input_scale(self) -> list[float]:
         """Per channel, how much one grey level (of 0..255) moves ``pixel_values``: ``rescale_factor / std_c``.
 
-        The value for an RLT config's ``rlt_input_scale``; equals
-        ``rlt.configuration_rlt.input_scale_from_processor(processor.to_dict(), 3)``.
+        The value for an RLT config's ``rlt_input_scale`` (``pixel_affine``, the one formula).
         """
-        rescale = float(self.rescale_factor) if self.do_rescale else 1.0
-        std = list(self.image_std) if self.do_normalize and self.image_std is not None else [1.0, 1.0, 1.0]
-        return [rescale / float(s) for s in std]
+        return pixel_affine(self)[0]
 
     @classmethod
     def from_source_config(
@@ -596,21 +593,21 @@ class RLTVideoProcessor(BaseVideoProcessor):
             video = _center_crop(video, crop_size)
         return video.float()
 
-    def normalize_frames(self, video: torch.Tensor, *, do_rescale=None, rescale_factor=None, rescale_offset=None,
-                         do_normalize=None, image_mean=None, image_std=None) -> torch.Tensor:
-        """``p * rescale_factor + rescale_offset``, then ``(x - mean_c) / std_c``: ``(..., C, H, W)``."""
-        do_rescale = self.do_rescale if do_rescale is None else do_rescale
-        do_normalize = self.do_normalize if do_normalize is None else do_normalize
-        video = video.float()
-        if do_rescale:
-            factor = self.rescale_factor if rescale_factor is None else rescale_factor
-            offset = self.rescale_offset if rescale_offset is None else rescale_offset
-            video = video * float(factor) + float(offset or 0.0)
-        if do_normalize:
-            mean = torch.tensor([float(m) for m in (self.image_mean if image_mean is None else image_mean)])
-            std = torch.tensor([float(s) for s in (self.image_std if image_std is None else image_std)])
-            video = (video - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
-        return video
+    def normalize_frames(self, video: torch.Tensor, **overrides) -> torch.Tensor:
+        """``p * rescale_factor + rescale_offset``, then ``(x - mean_c) / std_c``: ``(..., C, H, W)`` float32.
+
+        One multiply-add per channel (``pixel_affine``); keyword overrides (``do_rescale``,
+        ``rescale_factor``, ``rescale_offset``, ``do_normalize``, ``image_mean``, ``image_std``) win over
+        the processor's own values where not None.
+        """
+        keys = ("do_rescale", "rescale_factor", "rescale_offset", "do_normalize", "image_mean", "image_std")
+        unknown = set(overrides) - set(keys)
+        if unknown:
+            raise TypeError(f"normalize_frames takes {keys}, got {sorted(unknown)}")
+        settings = {key: getattr(self, key) if overrides.get(key) is None else overrides[key] for key in keys}
+        affine = pixel_affine(settings, video.shape[-3])
+        scale, shift = (torch.tensor(values, device=video.device).view(-1, 1, 1) for values in affine)
+        return torch.addcmul(shift, video.float(), scale)
 
     def preprocess(self, videos, return_padded_frames: bool = False, **kwargs) -> BatchFeature:
         """Process one video or a list of videos into ``pixel_values`` ``(B, T, C, H, W)``.
