@@ -7,11 +7,12 @@
 #                PARTS=vanilla (skipped when $MODELS already holds it, e.g. on a warm machine; RETRAIN=1 forces it).
 #   2. eval      the held-out clips as a clip cache (examples/make_synthetic_dataset.py, the seed `free` uses), then
 #                `rlt evaluate` of the vanilla model: tau 0 0.02 0.05 0.1 0.2 x pooling mean / length_weighted x
-#                `--attention plain proportional` (the axis is left out, with a warning, where `rlt evaluate` has no
-#                --attention flag), bf16, -> $RESULTS/$tag-evaluate.json.
+#                `--attention plain proportional` x `--run-embedding first mean` (each axis is left out, with a
+#                warning, where `rlt evaluate` lacks its flag), bf16, -> $RESULTS/$tag-evaluate.json.
 #   3. calibrate `rlt calibrate` of the vanilla model at tau $CAL_TAU for $CAL_STEPS steps, evaluated on the same held-out
 #                clips at steps 0 (training-free) / 25 / 50 / 100 / 200, one run per entry of CAL_RUNS
-#                (ATTENTION/GROUP+GROUP: plain or proportional attention, the parameter groups trained), on
+#                (ATTENTION[-mean]/GROUP+GROUP: plain or proportional attention, "-mean" for rlt_run_embedding
+#                "mean", the parameter groups trained), on
 #                $CAL_CLIPS unlabelled clips of the task with another seed than training's and evaluation's.
 #   4. summary   $RESULTS/$tag-summary.md: both tables.
 # Time on one H200 (torch 2.11, estimated from benchmarks/RESULTS.md's issue-11 runs, not yet measured together):
@@ -30,8 +31,7 @@ if [ "${SMOKE:-0}" = 1 ]; then  # tiny and CPU-sized: checks the plumbing, not t
   EVAL_DTYPE=fp32 CAL_PRECISION="" RESULTS=${RESULTS:-/tmp/rlt-training-free-smoke} MODELS=${MODELS:-/tmp/rlt-training-free-smoke-models}
 fi
 [ "$VARIANT" = full ] && DEFAULT_EPOCHS=28 || DEFAULT_EPOCHS=30
-[ "$VARIANT" = full ] && DEFAULT_RUNS="plain/length_encoding proportional/length_encoding" \
-  || DEFAULT_RUNS="plain/length_encoding proportional/length_encoding proportional/length_encoding+norms+biases"
+DEFAULT_RUNS="plain/length_encoding proportional-mean/length_encoding proportional-mean/length_encoding+norms+biases"
 export VARIANT SIZE=${SIZE:-vit-s} IMAGE=${IMAGE:-112} FRAMES=${FRAMES:-16} TRAIN=${TRAIN:-8000} EVAL=${EVAL:-800}
 export EPOCHS=${EPOCHS:-$DEFAULT_EPOCHS} BATCH=${BATCH:-64} WORKERS=${WORKERS:-3} PRECISION=${PRECISION---bf16}
 export RESULTS=${RESULTS:-rlt_out/training-free} MODELS=${MODELS:-/tmp/rlt-accuracy-models} PYTHON=${PYTHON:-python3}
@@ -61,13 +61,16 @@ if [ ! -f "$EVAL_CACHE/validation/index.json" ]; then
     --image-size "$IMAGE" --num-frames "$FRAMES" --device "$render" > "$RESULTS/$tag-eval-cache.log" 2>&1
   say "eval cache written" $?
 fi
-ATTENTION=(--attention plain proportional)
-if ! "$PYTHON" -m rlt evaluate --help | grep -q -- "--attention"; then
-  say "rlt evaluate has no --attention flag here: the attention axis is left out"
-  ATTENTION=()
-fi
+AXES=()
+for axis in "--attention plain proportional" "--run-embedding first mean"; do
+  if "$PYTHON" -m rlt evaluate --help | grep -q -- "${axis%% *}"; then
+    AXES+=($axis)
+  else
+    say "rlt evaluate has no ${axis%% *} flag here: that axis is left out"
+  fi
+done
 "$PYTHON" -m rlt evaluate "$VANILLA" "$EVAL_CACHE/validation" --threshold $THRESHOLDS --pooling mean length_weighted \
-  "${ATTENTION[@]}" --dtype "$EVAL_DTYPE" --batch-size 64 --warmup 2 --no-progress \
+  "${AXES[@]}" --dtype "$EVAL_DTYPE" --batch-size 64 --warmup 2 --no-progress \
   --json "$RESULTS/$tag-evaluate.json" > "$RESULTS/$tag-evaluate.log" 2>&1
 say "evaluate finished after ${SECONDS}s" $?
 
@@ -75,8 +78,9 @@ say "evaluate finished after ${SECONDS}s" $?
 for run in $CAL_RUNS; do
   attention=${run%%/*} groups=${run#*/}
   name="$tag-calibrate-$attention-${groups//+/-}"
-  extra=(--no-proportional-attention)
-  [ "$attention" = proportional ] && extra=(--proportional-attention)
+  extra=(--no-proportional-attention --run-embedding first)
+  [ "${attention%-mean}" = proportional ] && extra[0]=--proportional-attention
+  [ "${attention%-mean}" != "$attention" ] && extra[2]=mean
   "$PYTHON" -m rlt calibrate "$VANILLA" "$MODELS/$name" --synthetic "$CAL_CLIPS" --synthetic-variant "$VARIANT" \
     --data-seed "$CAL_SEED" --eval-data "$EVAL_CACHE/validation" --steps "$CAL_STEPS" --eval-steps $CAL_EVAL \
     --threshold "$CAL_TAU" --pooling "$CAL_POOLING" --train ${groups//+/ } "${extra[@]}" $CAL_PRECISION \
@@ -96,11 +100,12 @@ evaluation = results / f"{tag}-evaluate.json"
 if evaluation.is_file():
     report = json.loads(evaluation.read_text())
     print(f"`rlt evaluate`, {report.get('num_clips')} held-out clips, {report.get('dtype')}\n")
-    print("| tau | pooling | attention | tokens kept | top-1 | vs tau 0 | agreement with tau 0 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| tau | pooling | attention | run embedding | tokens kept | top-1 | vs tau 0 | agreement with tau 0 |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in report["results"]:
         attention = row.get("attention", "plain") if row["rlt_enabled"] else "-"  # the key the --attention axis adds
-        print(f"| {row['threshold']:g} | {row['pooling']} | {attention} | {row['tokens_kept_pct']:.1f}% "
+        run_embedding = row.get("run_embedding", "first") if row["rlt_enabled"] else "-"
+        print(f"| {row['threshold']:g} | {row['pooling']} | {attention} | {run_embedding} | {row['tokens_kept_pct']:.1f}% "
               f"| {100 * row['top1']:.2f} | {row['delta_top1']:+.2f} | {100 * row['agreement']:.1f}% |")
 runs = sorted(results.glob(f"{tag}-calibrate-*.json"))
 if runs:

@@ -93,8 +93,9 @@ def test_packed_batch_equals_clips_run_alone(case, backend, pooling):
     torch.testing.assert_close(batch.logits, torch.cat([out.logits for out in alone]), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("run_embedding", ["first", "mean"])
 @pytest.mark.parametrize("backend", ["padded", "eager", "per_clip", "dense", "flex"])
-def test_proportional_attention_on_exact_repeats_reproduces_vanilla_logits(case, backend, monkeypatch):
+def test_proportional_attention_on_exact_repeats_reproduces_vanilla_logits(case, backend, run_embedding, monkeypatch):
     """Without positions, ``L`` exact copies of a token are one key scored ``+ log L`` in every softmax
     (and, attending alike, stay copies through every layer); a prefix token (ViViT's CLS) is one key of
     weight 1 in both models. So RLT at tau 0 with proportional attention and length-weighted pooling
@@ -107,7 +108,8 @@ def test_proportional_attention_on_exact_repeats_reproduces_vanilla_logits(case,
             getattr(importlib.import_module(module), name), "apply_rotary_embeddings", lambda self, qk, pos_ids: qk
         )
     clips = clips_repeating_in_time(ragged=backend != "dense")  # "dense" needs clips of equal length
-    settings = {"rlt_threshold": 0.0, "rlt_pooling": "length_weighted", "rlt_attention": backend}
+    settings = {"rlt_threshold": 0.0, "rlt_pooling": "length_weighted", "rlt_attention": backend,
+                "rlt_run_embedding": run_embedding}
     vanilla, rlt_model = case.vanilla_and_rlt(**settings, rlt_proportional_attention=True)
     with torch.no_grad():
         # Matrices drawn larger than transformers' init (std 0.02): peaked attention whose output is not
@@ -139,6 +141,44 @@ def test_proportional_attention_setting_is_checked_and_passes_through_from_model
     model = rlt.from_model(vanilla, threshold=0.0, rlt_proportional_attention=True)
     assert model.config.rlt_proportional_attention is True
     assert case.rlt_config().rlt_proportional_attention is False  # the default: plain attention
+
+
+def test_run_mean_embedding_is_the_mean_of_each_runs_tubelets(case):
+    """``rlt_run_embedding="mean"``: a kept token enters the encoder as the mean of the vanilla model's input
+    embeddings (tubelet embedding plus its own position) over the time steps its run covers."""
+    from rlt.models.tokenizer import run_lengths_from_keep_mask
+
+    vanilla, rlt_model = case.vanilla_and_rlt(base=True, rlt_threshold=0.1, rlt_run_embedding="mean")
+    # Repeats that are not exact (as in real video): the run's tubelets differ, and are dropped at tau 0.1.
+    clips = clips_with_repeats()
+    clips = clips + 0.01 * torch.randn(clips.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        every = vanilla(**case.video(clips), output_hidden_states=True).hidden_states[0]  # (B, prefix + N, D)
+        output = rlt_model(**case.video(clips), output_hidden_states=True)
+        rlt_model.config.rlt_run_embedding = "first"
+        first = rlt_model(**case.video(clips), output_hidden_states=True).hidden_states[0][0]
+    lengths = run_lengths_from_keep_mask(output.keep_mask)
+    expected = []
+    for clip in range(len(clips)):
+        expected.append(every[clip, : case.prefix])
+        tokens = every[clip, case.prefix :].view(*GRID, -1)
+        for t, h, w in output.keep_mask[clip].nonzero().tolist():
+            expected.append(tokens[t : t + lengths[clip, t, h, w], h, w].mean(0, keepdim=True))
+    expected = torch.cat(expected)
+    assert output.tokens_kept.tolist() == with_prefix(case, REPEAT_COUNTS)
+    torch.testing.assert_close(output.hidden_states[0][0], expected, atol=1e-5, rtol=1e-5)
+    # The control: the first tubelet of each run (the paper's token) is another input.
+    assert (first - expected).abs().max() > 1e-3
+
+
+def test_run_embedding_setting_is_checked_and_passes_through_from_model(case):
+    import rlt
+
+    with pytest.raises(ValueError, match="rlt_run_embedding must be one of"):
+        case.rlt_config(rlt_run_embedding="average")
+    model = rlt.from_model(case.vanilla_and_rlt()[0], threshold=0.0, rlt_run_embedding="mean")
+    assert model.config.rlt_run_embedding == "mean"
+    assert case.rlt_config().rlt_run_embedding == "first"  # the default: the paper's token
 
 
 def test_static_clip_keeps_one_time_step(case):

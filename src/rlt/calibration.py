@@ -39,6 +39,7 @@ from .cache import default_workers, load_processor
 from .common import PixelNormalizer
 from .clip_sources import ClipSource
 from .evaluation import _batches, clip_source, load_classifier
+from .models.configuration_rlt import RUN_EMBEDDING_CHOICES
 
 __all__ = [
     "PARAMETER_GROUPS",
@@ -335,6 +336,7 @@ def calibrate(
     threshold: float | None = None,
     pooling: str | None = None,
     proportional_attention: bool | None = None,
+    run_embedding: str | None = None,
     eval_data=None,
     holdout: int = 0,
     eval_steps: Sequence[int] = (),
@@ -362,6 +364,7 @@ def calibrate(
         bf16: autocast the forward passes to bfloat16 on CUDA (the trained parameters stay float32).
         threshold, pooling: ``rlt_threshold`` / ``rlt_pooling`` to calibrate for (default: the model's).
         proportional_attention: set ``rlt_proportional_attention`` on the config (default: as it is).
+        run_embedding: set ``rlt_run_embedding`` on the config, ``"first"`` or ``"mean"`` (default: as it is).
         eval_data: labelled or unlabelled held-out clips (as ``data``); or ``holdout`` clips of ``data``
             set aside (never trained on). Evaluated at step 0 (training-free), at ``eval_steps`` and at the end.
         log_every: the loss curve's resolution (mean loss over each ``log_every`` steps).
@@ -398,9 +401,14 @@ def calibrate(
         config.rlt_pooling = pooling
     if proportional_attention is not None:  # a thin pass-through to the config switch
         config.rlt_proportional_attention = bool(proportional_attention)
+    if run_embedding is not None:
+        if run_embedding not in RUN_EMBEDDING_CHOICES:
+            raise ValueError(f"run_embedding must be one of {RUN_EMBEDDING_CHOICES}, got {run_embedding!r}")
+        config.rlt_run_embedding = run_embedding
     config.rlt_enabled = True
     settings = {"rlt_threshold": config.rlt_threshold, "rlt_pooling": config.rlt_pooling,
                 "rlt_proportional_attention": getattr(config, "rlt_proportional_attention", None),
+                "rlt_run_embedding": getattr(config, "rlt_run_embedding", None),
                 "temperature": temperature, "lr": lr, "batch_size": batch_size, "bf16": bf16, "seed": seed}
 
     model.to(device).eval()  # eval: no dropout, so the teacher and the student differ by RLT alone
@@ -555,7 +563,8 @@ def _save(model, processor, output_dir, source_name: str, result: CalibrationRes
         f"| Loss | {result.loss}, teacher: this model with RLT off |",
         f"| Final loss | {final} (mean of the last logged steps) |",
         f"| Calibrated for | rlt_threshold {result.settings['rlt_threshold']}, pooling `{result.settings['rlt_pooling']}`, "
-        f"proportional attention {result.settings['rlt_proportional_attention']} |",
+        f"proportional attention {result.settings['rlt_proportional_attention']}, "
+        f"run embedding `{result.settings.get('rlt_run_embedding')}` |",
     ]
     if result.evaluations:
         first, last = result.evaluations[0], result.evaluations[-1]

@@ -83,6 +83,13 @@ def _add_convert(subparsers) -> None:
         action="store_true",
         help="rlt_proportional_attention=True: each key's attention score + log of its run length (default off)",
     )
+    parser.add_argument(
+        "--run-embedding",
+        choices=["first", "mean"],
+        default="first",
+        help="rlt_run_embedding: a kept token is the first tubelet of its run (default, the paper's) or the mean of "
+        "the run's tubelets with their positions (mean: for training-free use)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     _add_push_options(parser, "--push-to-hub", "then upload the folder to this Hub repo (e.g. user/name)")
     parser.set_defaults(run=_run_convert)
@@ -98,7 +105,7 @@ def _run_convert(args) -> None:
     try:
         model = convert(
             args.source, args.output_dir, threshold=args.threshold, overwrite=args.overwrite, rlt_pooling=args.pooling,
-            rlt_proportional_attention=args.proportional_attention,
+            rlt_proportional_attention=args.proportional_attention, rlt_run_embedding=args.run_embedding,
         )
     except OutputNotEmptyError as error:  # the Python message names overwrite=True; here it is the flag
         raise FileExistsError(f"output folder {error.folder} is not empty; add --overwrite to replace it") from None
@@ -388,6 +395,9 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("--attention", nargs="+", choices=ATTENTIONS, default=["plain"],
                         help="RLT's self-attention: plain, and / or proportional (each key's score + log of its run "
                         "length, rlt_proportional_attention); several give one row each (default plain)")
+    parser.add_argument("--run-embedding", nargs="+", choices=["first", "mean"], default=["first"],
+                        help="what a kept token carries: the first tubelet of its run, and / or the mean of the run's "
+                        "tubelets (rlt_run_embedding); several give one row each (default first)")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per batch (default 16)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model precision (default fp32)")
@@ -412,7 +422,7 @@ def _run_evaluate(args) -> None:
 
     report = evaluate(
         args.model, args.data, thresholds=args.threshold, poolings=args.pooling, compare_to=args.compare_to,
-        attentions=args.attention, batch_size=args.batch_size,
+        attentions=args.attention, run_embeddings=args.run_embedding, batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, workers=args.workers, processor=args.processor,
         max_memory_gb=args.max_memory_gb, warmup=args.warmup, json_path=args.json, progress=not args.no_progress,
         dataset_options=dataset_options(args),
@@ -456,6 +466,8 @@ def _add_calibrate(subparsers) -> None:
     parser.add_argument("--proportional-attention", action=argparse.BooleanOptionalAction, default=None,
                         help="turn rlt_proportional_attention on (a key's score gets + log run length) or off "
                         "(default: as the model has it)")
+    parser.add_argument("--run-embedding", choices=["first", "mean"],
+                        help="rlt_run_embedding to calibrate for (default: the model's)")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the KL (default 1)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per step (default 16)")
@@ -484,7 +496,7 @@ def _run_calibrate(args) -> None:
         args.model, data, steps=args.steps, train=args.train, output_dir=args.output_dir, overwrite=args.overwrite,
         temperature=args.temperature, lr=args.lr, batch_size=args.batch_size, device=args.device, bf16=args.bf16,
         workers=args.workers, threshold=args.threshold, pooling=args.pooling,
-        proportional_attention=args.proportional_attention, eval_data=args.eval_data,
+        proportional_attention=args.proportional_attention, run_embedding=args.run_embedding, eval_data=args.eval_data,
         holdout=args.holdout, eval_steps=args.eval_steps, log_every=args.log_every, seed=args.seed,
         processor=args.processor, dataset_options=dataset_options(args), json_path=args.json,
         progress=not args.no_progress,

@@ -38,6 +38,7 @@ from .collator import ClipCollator
 from .common import PixelNormalizer, plural, synchronize
 from .conversion import load_rlt
 from .hf_datasets import is_dataset_source
+from .models.configuration_rlt import RUN_EMBEDDING_CHOICES
 from .models.modeling_rlt import run_length_tokenize_for
 from .models.tokenizer import COMPARE_TO_CHOICES
 from .models.video_processing_rlt import RLTVideoProcessor
@@ -232,11 +233,15 @@ class EvaluationReport:
         attention_kinds = len({row.get("attention") for row in self.rows if row["rlt_enabled"]}) > 1
         if attention_kinds:
             header.insert(2, "attention")
+        run_embeddings = len({row.get("run_embedding") for row in self.rows if row["rlt_enabled"]}) > 1
+        if run_embeddings:
+            header.insert(2, "run embedding")
         table = [header]
         for row in self.rows:
             table.append([
                 f"{row['threshold']:g}" + (" (off)" if not row["rlt_enabled"] else ""),
                 row["pooling"],
+                *([row.get("run_embedding", "-")] if run_embeddings else []),
                 *([row.get("attention", "-")] if attention_kinds else []),
                 *([row.get("compare_to", "-")] if rules else []),
                 f"{100 * row['top1']:.2f}",
@@ -249,7 +254,7 @@ class EvaluationReport:
             ])
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]
         for r in table:
-            text_columns = 2 + rules + attention_kinds
+            text_columns = 2 + rules + attention_kinds + run_embeddings
             cells = [cell.ljust(w) if i < text_columns else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))]
             lines.append("  ".join(cells))
         lines.append(f"top-5 is top-{self.num_classes} with {self.num_classes} classes" if self.num_classes < 5 else "")
@@ -282,6 +287,7 @@ def evaluate(
     poolings: Sequence[str] = ("mean",),
     compare_to: Sequence[str] = ("previous",),
     attentions: Sequence[str] = ("plain",),
+    run_embeddings: Sequence[str] = ("first",),
     batch_size: int = 16,
     device: str | torch.device = "auto",
     dtype: str = "fp32",
@@ -331,6 +337,8 @@ def evaluate(
     thresholds = _check_settings(dtype, batch_size, thresholds, poolings, compare_to)
     if not attentions or any(attention not in ATTENTIONS for attention in attentions):
         raise ValueError(f"attentions must be among {ATTENTIONS}, got {list(attentions)}")
+    if not run_embeddings or any(kind not in RUN_EMBEDDING_CHOICES for kind in run_embeddings):
+        raise ValueError(f"run_embeddings must be among {RUN_EMBEDDING_CHOICES}, got {list(run_embeddings)}")
     device = _device(device)
     workers = default_workers() if workers is None else int(workers)
 
@@ -344,7 +352,7 @@ def evaluate(
             f"the model takes {expected}: cache or sample them for this model"
         )
     original = (config.rlt_enabled, config.rlt_threshold, config.rlt_pooling, config.rlt_compare_to)
-    original_attention = config.rlt_proportional_attention
+    original_attention = config.rlt_proportional_attention, config.rlt_run_embedding
     # A model the caller holds is not cast (a round trip through bf16 would round its weights, and it may
     # share them with another model: rlt.from_model), and goes back to its device afterwards.
     home = next(model.parameters()).device
@@ -380,15 +388,17 @@ def evaluate(
                                   0, config.num_labels, loader_stats, failed=failed, padded=padded)
         baseline = None
         settings = [
-            (*setting, attention)
+            (*setting, attention, run_embedding)
             for setting in _settings(model, thresholds, poolings, compare_to)
+            for run_embedding in (run_embeddings if setting[2] else ["-"])
             for attention in (attentions if setting[2] else ["-"])
         ]
-        for tau, pooling, enabled, rule, attention in settings:
+        for tau, pooling, enabled, rule, attention, run_embedding in settings:
             config.rlt_enabled, config.rlt_threshold = enabled, tau if enabled else config.rlt_threshold
             if enabled:
                 config.rlt_compare_to = rule
                 config.rlt_proportional_attention = attention == "proportional"
+                config.rlt_run_embedding = run_embedding
             if pooling in POOLINGS:
                 config.rlt_pooling = pooling
             if held is not None:
@@ -397,7 +407,7 @@ def evaluate(
                 first_pass = baseline is None
                 batches, wait = _Streamed(source, batch_size, workers, pin, failed if first_pass else [],
                                           padded if first_pass else []), None
-            desc = f"tau={tau:g} {pooling} {attention}" if enabled else "baseline (RLT off)"
+            desc = f"tau={tau:g} {pooling} {attention} {run_embedding}" if enabled else "baseline (RLT off)"
             result = _run_setting(model, batches, normalizer, device, DTYPES[dtype], warmup, desc, progress)
             if held is None:
                 wait = batches.wait_seconds
@@ -408,10 +418,10 @@ def evaluate(
                 baseline = result
                 report.num_clips = result["clips"]
             row = _row(tau, pooling, enabled, result, baseline, config.rlt_tokens_per_clip, wait)
-            report.rows.append({**row, "compare_to": rule, "attention": attention})
+            report.rows.append({**row, "compare_to": rule, "attention": attention, "run_embedding": run_embedding})
     finally:
         config.rlt_enabled, config.rlt_threshold, config.rlt_pooling, config.rlt_compare_to = original
-        config.rlt_proportional_attention = original_attention
+        config.rlt_proportional_attention, config.rlt_run_embedding = original_attention
         if not loaded_here:
             model.to(home)
     if json_path is not None:

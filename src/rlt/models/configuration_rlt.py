@@ -25,6 +25,7 @@ __all__ = [
     "LENGTH_ENCODING_INITS",
     "POOLING_CHOICES",
     "RLT_OUTPUT_KEYS",
+    "RUN_EMBEDDING_CHOICES",
     "RLTSettings",
     "check_rlt_setting_names",
     "input_scale_from_processor",
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 LENGTH_ENCODING_INITS = ("zeros", "trunc_normal")
 POOLING_CHOICES = ("mean", "length_weighted")
+RUN_EMBEDDING_CHOICES = ("first", "mean")
 
 # Output fields that Trainer must not collect as predictions (the configs' keys_to_ignore_at_inference).
 RLT_OUTPUT_KEYS = ["hidden_states", "tokens_kept", "cu_seqlens", "keep_mask", "run_lengths"]
@@ -61,6 +63,10 @@ class RLTSettings:
             that stands for a run of ``L`` tubelets (ToMe's proportional attention; prefix tokens such
             as CLS weigh 1): the kept token weighs what its ``L`` repeats did in the vanilla model.
             False (default) attends to each kept token once, as the paper does.
+        rlt_run_embedding: what a kept token carries into the encoder: ``"first"`` (default, the paper) the
+            embedding of the first tubelet of its run at that tubelet's position; ``"mean"`` the mean of its
+            run's tubelet embeddings, each with its own position (V-JEPA 2: the first's RoPE position), as
+            ToMe merges tokens: what the vanilla model's ``L`` near-copies average to, for training-free use.
         rlt_attention: attention backend for packed batches, see ``rlt.packing``.
         rlt_pack_buckets: 0 (default) packs exactly the kept tokens; ``k > 0`` rounds the packed length
             up to one of ``k`` sizes per batch size (multiples of ``B * tokens_per_clip / k``), the
@@ -79,6 +85,7 @@ class RLTSettings:
     rlt_length_encoding_init: str = "zeros"
     rlt_pooling: str = "mean"
     rlt_proportional_attention: bool = False
+    rlt_run_embedding: str = "first"
     rlt_attention: str = "auto"
     rlt_pack_buckets: int = 0
 
@@ -118,6 +125,7 @@ class RLTSettings:
             ("rlt_compare_to", self.rlt_compare_to, COMPARE_TO_CHOICES),
             ("rlt_length_encoding_init", self.rlt_length_encoding_init, LENGTH_ENCODING_INITS),
             ("rlt_pooling", self.rlt_pooling, POOLING_CHOICES),
+            ("rlt_run_embedding", self.rlt_run_embedding, RUN_EMBEDDING_CHOICES),
         ):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")

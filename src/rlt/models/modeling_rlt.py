@@ -42,6 +42,7 @@ __all__ = [
     "choose_tokens",
     "classification_output",
     "embed_kept_tubelets",
+    "embed_tubelets",
     "packed_run_lengths",
     "with_proportional_attention",
     "reject_unsupported",
@@ -148,8 +149,9 @@ def _warn_if_rlt_settings_missing(cls, checkpoint, kwargs: dict) -> None:
     except (OSError, ValueError):
         return  # the load itself reports the problem
     # Settings added later whose default is the behaviour before them (rlt_pack_buckets only changes shapes;
-    # rlt_proportional_attention off is plain attention): a checkpoint saved before they existed is complete.
-    later = ("rlt_pack_buckets", "rlt_proportional_attention")
+    # rlt_proportional_attention off is plain attention, rlt_run_embedding "first" the paper's): a checkpoint
+    # saved before they existed is complete.
+    later = ("rlt_pack_buckets", "rlt_proportional_attention", "rlt_run_embedding")
     defaults = {field.name: field.default for field in fields(RLTSettings) if field.name not in later}
     missing = [name for name in defaults if name not in config_dict and name not in kwargs]
     if missing:
@@ -361,6 +363,59 @@ def embed_kept_tubelets(
     rows = packed.content_rows()
     prefix_rows = prefix_tokens.to(kept.dtype)[packed.positions.clamp(max=prefix - 1)]  # (total, hidden)
     return prefix_rows.index_copy(0, rows, kept)
+
+
+def embed_tubelets(
+    pixel_values: torch.Tensor,
+    projection: nn.Conv3d,
+    tokens: RunLengthTokens,
+    packed: PackedSequence,
+    run_embedding: str = "first",
+    positions: torch.Tensor | None = None,
+    prefix_tokens: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The kept tokens' input embeddings, ``(total, hidden)``: the Conv3d tubelet embedding plus
+    ``positions`` (``(N, hidden)``, one row per tubelet slot of a clip; None where positions enter
+    elsewhere, as V-JEPA 2's RoPE), prefix tokens (``(num_prefix_tokens, hidden)``, ViViT's CLS with its
+    position) in each clip's leading rows.
+
+    ``run_embedding`` ``"first"``: a kept token is its own tubelet at its own slot (the paper).
+    ``"mean"``: the mean over its run of every tubelet's embedding plus position, so that a token standing
+    for ``L`` near-copies enters as what they average to (ToMe's merge); the whole video is embedded for
+    that, then one cumulative sum over time gives every run's sum (no loop over runs).
+    """
+    if run_embedding == "first" or packed.keeps_all:  # without drops every run is its own tubelet
+        embeddings = embed_kept_tubelets(pixel_values, projection, packed, prefix_tokens)
+        if positions is None:
+            return embeddings
+        content = packed.source_positions - packed.num_prefix_tokens
+        if packed.num_prefix_tokens:  # the prefix rows' positions came with prefix_tokens
+            rows = packed.content_rows()
+            return embeddings.index_add(0, rows, positions[content[rows]].to(embeddings.dtype))
+        return embeddings + positions[content].to(embeddings.dtype)
+    if run_embedding != "mean":
+        raise ValueError(f"run_embedding must be 'first' or 'mean', got {run_embedding!r}")
+    tubelet_size, patch_h, patch_w = projection.kernel_size
+    weight = projection.weight.flatten(1)
+    batch, frames, _, height, width = pixel_values.shape
+    grid = (frames // tubelet_size, height // patch_h, width // patch_w)
+    patches = tubelet_patches(pixel_values, tubelet_size, (patch_h, patch_w)).to(weight.dtype)
+    every = F.linear(patches, weight, projection.bias).float()  # (B, N, hidden)
+    if positions is not None:
+        every = every + positions.float()
+    # sums[b, t] = sum of time steps < t at each slot; a run [t, t + L) sums to sums[t + L] - sums[t].
+    sums = F.pad(every.view(batch, grid[0], grid[1] * grid[2], -1).cumsum(1), (0, 0, 0, 0, 1, 0))
+    clips, steps, rows_h, rows_w = packed.tubelet_coordinates(grid)
+    cells, lengths = rows_h * grid[2] + rows_w, tokens.lengths[clips, steps, rows_h, rows_w]
+    means = (sums[clips, steps + lengths, cells] - sums[clips, steps, cells]) / lengths.unsqueeze(-1)
+    means = means.to(weight.dtype)
+    prefix = packed.num_prefix_tokens
+    if not prefix:
+        return means
+    if prefix_tokens is None or prefix_tokens.shape[0] != prefix:
+        raise ValueError(f"the packing has {prefix} prefix tokens per clip; pass their embeddings as prefix_tokens")
+    prefix_rows = prefix_tokens.to(means.dtype)[packed.positions.clamp(max=prefix - 1)]  # (total, hidden)
+    return prefix_rows.index_copy(0, packed.content_rows(), means)
 
 
 class PackedSelfAttentionMixin:

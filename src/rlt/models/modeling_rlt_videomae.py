@@ -31,7 +31,7 @@ from .modeling_rlt import (
     RLTVideoClassifierOutput,
     choose_tokens,
     classification_output,
-    embed_kept_tubelets,
+    embed_tubelets,
     reject_unsupported,
     run_encoder,
 )
@@ -76,10 +76,17 @@ class RLTVideoMAEEmbeddings(nn.Module):
         self.register_buffer("position_embeddings", torch.empty(self.num_patches, config.hidden_size), persistent=False)
         max_run = config.rlt_token_grid[0]
         self.length_embeddings = LengthEncoding(max_run, config.hidden_size) if config.rlt_use_length_encoding else None
+        self.config = config  # rlt_run_embedding is read per forward: a converted model can switch it
 
     def forward(self, pixel_values: torch.Tensor, tokens: RunLengthTokens, packed: PackedSequence) -> torch.Tensor:
-        embeddings = embed_kept_tubelets(pixel_values, self.patch_embeddings.projection, packed)
-        embeddings = embeddings + self.position_embeddings[packed.source_positions].to(embeddings.dtype)
+        embeddings = embed_tubelets(
+            pixel_values,
+            self.patch_embeddings.projection,
+            tokens,
+            packed,
+            self.config.rlt_run_embedding,
+            positions=self.position_embeddings,
+        )
         if self.length_embeddings is not None:
             run_lengths = packed.gather(tokens.lengths.flatten(1))
             embeddings = embeddings + self.length_embeddings(run_lengths).to(embeddings.dtype)

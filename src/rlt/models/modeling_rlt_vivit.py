@@ -32,7 +32,7 @@ from .modeling_rlt import (
     RLTVideoClassifierOutput,
     choose_tokens,
     classification_output,
-    embed_kept_tubelets,
+    embed_tubelets,
     packed_run_lengths,
     reject_unsupported,
     run_encoder,
@@ -68,13 +68,20 @@ class RLTVivitEmbeddings(VivitEmbeddings):
         super().__init__(config)
         max_run = config.rlt_token_grid[0]
         self.length_embeddings = LengthEncoding(max_run, config.hidden_size) if config.rlt_use_length_encoding else None
+        self.config = config  # rlt_run_embedding is read per forward: a converted model can switch it
 
     def forward(self, pixel_values: torch.Tensor, tokens: RunLengthTokens, packed: PackedSequence) -> torch.Tensor:
-        embeddings = embed_kept_tubelets(
-            pixel_values, self.patch_embeddings.projection, packed, prefix_tokens=self.cls_token[0]
+        # Row 0 of the table is the CLS position, row 1 + i tubelet i's.
+        table = self.position_embeddings[0]
+        embeddings = embed_tubelets(
+            pixel_values,
+            self.patch_embeddings.projection,
+            tokens,
+            packed,
+            self.config.rlt_run_embedding,
+            positions=table[1:],
+            prefix_tokens=self.cls_token[0] + table[:1],
         )
-        # Row 0 of the table is the CLS position, row 1 + i tubelet i's: the packing's source positions.
-        embeddings = embeddings + self.position_embeddings[0, packed.source_positions].to(embeddings.dtype)
         if self.length_embeddings is not None:
             rows = packed.content_rows()  # the CLS token gets no length encoding
             lengths = self.length_embeddings(packed_run_lengths(tokens, packed)[rows])

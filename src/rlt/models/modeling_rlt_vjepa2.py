@@ -48,7 +48,7 @@ from .modeling_rlt import (
     RLTVideoClassifierOutput,
     choose_tokens,
     classification_output,
-    embed_kept_tubelets,
+    embed_tubelets,
     reject_unsupported,
     run_encoder,
 )
@@ -117,7 +117,9 @@ class RLTVJEPA2Embeddings(VJEPA2Embeddings):
     def forward(
         self, pixel_values_videos: torch.Tensor, tokens: RunLengthTokens, packed: PackedSequence
     ) -> torch.Tensor:
-        embeddings = embed_kept_tubelets(pixel_values_videos, self.patch_embeddings.proj, packed)
+        embeddings = embed_tubelets(
+            pixel_values_videos, self.patch_embeddings.proj, tokens, packed, self.config.rlt_run_embedding
+        )
         if self.length_embeddings is not None:
             # A clip longer than frames_per_clip can hold longer runs than the table has rows: those
             # share its last row (the longest run the checkpoint was trained to encode).
