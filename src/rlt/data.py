@@ -24,8 +24,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from .collator import ClipCollator
 from .common import READ_ERRORS
 from .models.video_processing_rlt import RLTVideoProcessor, VideoDecodeError

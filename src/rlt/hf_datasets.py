@@ -31,13 +31,13 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+
+from .clip_sources import VideoRow, label_mapping
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "LABEL_COLUMNS",
-    "DatasetRow",
     "VideoDatasetSource",
     "add_dataset_arguments",
     "dataset_options",
@@ -196,25 +196,6 @@ def _load(source, split: str | None, config: str | None, streaming: bool):
     return dataset, split, text + (f" ({', '.join(details)})" if details else "")
 
 
-class DatasetRow(NamedTuple):
-    """One row of a video dataset.
-
-    Attributes:
-        index: the row's index in its split (the name rows are reported by).
-        name: ``"row {index}"``, with the video's stored path when it has one.
-        video: what ``RLTVideoProcessor`` decodes: a ``{"path", "bytes"}`` dict, a path or bytes.
-        label: the class id (into ``VideoDatasetSource.class_names``), or None when ``error`` says why not.
-        error: why the row cannot be used (``"no label (-1 in column 'label')"``, a label outside the
-            classes, a remote video that cannot be fetched), else None; reported as ``f"{name}: {error}"``.
-    """
-
-    index: int
-    name: str
-    video: object
-    label: int | None
-    error: str | None
-
-
 @dataclass
 class VideoDatasetSource:
     """An opened video dataset: one split, its video and label columns, its class names. See ``open_video_dataset``.
@@ -250,7 +231,7 @@ class VideoDatasetSource:
             raise ValueError(f"label {value!r} is not one of the classes {self.class_names[:10]}")
         return self.label_ids[key]
 
-    def _row(self, index: int, example: Mapping) -> DatasetRow:
+    def _row(self, index: int, example: Mapping) -> VideoRow:
         video = example[self.video_column]
         name = row_name(index, video)
         label, error = None, None
@@ -264,15 +245,15 @@ class VideoDatasetSource:
                 video = _fetch_remote(video)
             except OSError as problem:
                 error = f"cannot fetch the video: {problem}"
-        return DatasetRow(index, name, video, label, error)
+        return VideoRow(index, name, video, label, error)
 
-    def row(self, index: int) -> DatasetRow:
+    def row(self, index: int) -> VideoRow:
         """Row ``index`` (random access; not for a stream)."""
         if self.streaming:
             raise TypeError(f"{self.description} is streamed: read its rows in order with rows()")
         return self._row(index, self.dataset[index])
 
-    def rows(self, start: int = 0) -> Iterator[DatasetRow]:
+    def rows(self, start: int = 0) -> Iterator[VideoRow]:
         """The rows from ``start`` on, in order (a stream reads past the first ``start`` rows without decoding them)."""
         if not self.streaming:
             for index in range(start, self.num_rows):
@@ -282,24 +263,23 @@ class VideoDatasetSource:
         for offset, example in enumerate(stream):
             yield self._row(start + offset, example)
 
-    def take(self, indices: Sequence[int]) -> list[DatasetRow]:
+    def take(self, indices: Sequence[int]) -> list[VideoRow]:
         """The rows at ``indices`` (a stream is read up to the largest); an index past the end is an error."""
         wanted = sorted({int(i) for i in indices})
-        if wanted and wanted[0] < 0:
+        if not wanted:
+            return []
+        if wanted[0] < 0:
             raise ValueError(f"row indices must be >= 0, got {wanted[0]}")
-        if self.num_rows is not None and wanted and wanted[-1] >= self.num_rows:
+        if self.num_rows is not None and wanted[-1] >= self.num_rows:
             raise ValueError(f"{self.description} has {self.num_rows} rows; there is no row {wanted[-1]}")
-        if not self.streaming:
-            found = {i: self.row(i) for i in wanted}
-        else:
-            found = {}
-            for row in self.rows():
-                if row.index in wanted:
-                    found[row.index] = row
-                if row.index >= wanted[-1]:
-                    break
-            if len(found) < len(wanted):
-                raise ValueError(f"{self.description} ended before row {wanted[-1]}")
+        found = {}
+        for row in self.rows() if self.streaming else map(self.row, wanted):
+            if row.index in wanted:
+                found[row.index] = row
+            if row.index >= wanted[-1]:
+                break
+        if len(found) < len(wanted):
+            raise ValueError(f"{self.description} ended before row {wanted[-1]}")
         return [found[int(i)] for i in indices]
 
     def identity(self) -> dict:
@@ -391,12 +371,8 @@ def _label_setup(dataset, column: str, feature, class_names, streaming: bool, de
     datasets = _datasets()
     given = [str(name) for name in class_names] if class_names is not None else None
     if isinstance(feature, datasets.ClassLabel):
-        data_names = [str(name) for name in feature.names]
-        names = given if given is not None else data_names
-        unknown = [name for name in data_names if name not in names]
-        if unknown:
-            raise ValueError(f"the classes {unknown[:5]} of {description} are not among the classes {names[:10]}")
-        return "class_label", names, {i: names.index(name) for i, name in enumerate(data_names)}
+        names = given if given is not None else [str(name) for name in feature.names]
+        return "class_label", names, dict(enumerate(label_mapping(feature.names, given, where=description)))
     dtype = getattr(feature, "dtype", None)
     if isinstance(feature, datasets.Value) and ("int" in dtype or dtype in _TEXT_TYPES):
         kind = "string" if dtype in _TEXT_TYPES else "int"

@@ -43,7 +43,8 @@ read in order, so a stream of unknown length needs no first pass: its shards are
 ``clips-00000.safetensors`` ..., and a resumed run reads past the finished rows.
 """
 
-from .clips import ClipResult, TokenSettings, default_workers, load_processor, prepare_clip
+from ..clip_sources import prepare_clip
+from .clips import ClipResult, TokenSettings, default_workers, load_processor
 from .format import INDEX_FILE, DamagedCacheError
 from .reader import CachedClips, ClipCache, ClipCacheTransform, is_clip_cache, load_clip_cache
 from .sources import cache_clips, write_clip_cache
