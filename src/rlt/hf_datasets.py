@@ -284,16 +284,9 @@ class VideoDatasetSource:
 
     def identity(self) -> dict:
         """What tells this data from other data (a clip cache compares it before resuming)."""
-        return {
-            "description": self.description,
-            "split": self.split,
-            "config": self.config,
-            "video_column": self.video_column,
-            "label_column": self.label_column,
-            "class_names": self.class_names,
-            "num_rows": self.num_rows,
-            "fingerprint": getattr(self.dataset, "_fingerprint", None),
-        }
+        fields = ("description", "split", "config", "video_column", "label_column", "class_names", "num_rows")
+        identity = {name: getattr(self, name) for name in fields}
+        return {**identity, "fingerprint": getattr(self.dataset, "_fingerprint", None)}
 
     # -- as a dataset of the shape load_video_dataset returns ----------------------------------------
 
@@ -319,8 +312,7 @@ class VideoDatasetSource:
                 row = self._row(index, example)
                 if row.error is not None:  # no label, or a video that cannot be fetched: left out, as said
                     logger.warning("leaving out %s: %s", row.name, row.error)
-                    return {"video": row.video, "label": -1, "row": index}
-                return {"video": row.video, "label": row.label, "row": index}
+                return {"video": row.video, "label": row.label if row.error is None else -1, "row": index}
 
             stream = self.dataset.map(relabel, with_indices=True, remove_columns=list(self.dataset.features),
                                       features=wanted)

@@ -103,20 +103,16 @@ def with_overrides(
     for name, value in (("num_frames", num_frames), ("frame_stride", frame_stride), ("size", size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if fps is not None and frame_stride is not None:
-        raise ValueError("frame_stride and fps are exclusive: give one of them")
     if num_frames is None and frame_stride is None and fps is None and size is None:
         return processor
     processor = copy.deepcopy(processor)
     if num_frames is not None:
         processor.num_frames = num_frames
-    if frame_stride is not None:
-        processor.frame_stride, processor.fps = frame_stride, None
-    if fps is not None:
-        processor.fps, processor.frame_stride = float(fps), None
+    if frame_stride is not None or fps is not None:  # the one given replaces the processor's sampling rule
+        processor.frame_stride, processor.fps = frame_stride, None if fps is None else float(fps)
     if size is not None:
         processor.size, processor.crop_size = {"shortest_edge": size}, {"height": size, "width": size}
-    processor.check_settings()
+    processor.check_settings()  # frame_stride and fps both given: the error saying they are exclusive
     return processor
 
 

@@ -1,7 +1,10 @@
 """Writing a clip cache: one write loop over any ``RowSource``, with one resume-and-repair rule.
 
-The sources (``sources.py``) hand the loop their rows in position order (``VideoRow``); shard ``s``
-holds rows ``s * shard_size`` up to the next shard's first.
+The sources (``sources.py``) hand the loop their rows in position order (``rlt.clip_sources.VideoRow``);
+shard ``s`` holds rows ``s * shard_size`` up to the next shard's first. Rows are read in order, so a
+stream of unknown length needs no first pass, and a resumed run reads past the finished rows. An
+unreadable video is recorded with its path and error and skipped; labels travel with their clips, so
+nothing shifts.
 
 The rule on an existing folder (``_shards_to_write``): a shard whose index entry names a file of the
 recorded size and CRC-32 is kept; a missing or damaged one is written again from the sources under its
