@@ -170,27 +170,23 @@ def _load(source, split: str | None, config: str | None, streaming: bool):
         dataset, split = (
             _pick_split(loaded, split, text) if isinstance(loaded, datasets.DatasetDict) else (loaded, split)
         )
-    elif path.is_file():
-        builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise ValueError(f"{path} is not a dataset file (expected {', '.join(DATA_FILE_BUILDERS)})")
-        loaded = datasets.load_dataset(builder, data_files=text, split=split, streaming=streaming)
-        dataset, split = _pick_split(loaded, None, text) if split is None else (loaded, split)
     else:
-        # A local folder of shards or a Hub id: one and the same call.
-        try:
-            loaded = datasets.load_dataset(text, name=config, split=split, streaming=streaming)
-        except (FileNotFoundError, ConnectionError) as error:
-            if path.exists():
-                raise
-            raise FileNotFoundError(
-                f"{text} is no local folder or file, and no Hub dataset of that name could be loaded "
-                f"({type(error).__name__}: {error})"
-            ) from error
-        if split is None:
-            dataset, split = _pick_split(loaded, None, text)
-        else:
-            dataset = loaded
+        if path.is_file():
+            builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                raise ValueError(f"{path} is not a dataset file (expected {', '.join(DATA_FILE_BUILDERS)})")
+            loaded = datasets.load_dataset(builder, data_files=text, split=split, streaming=streaming)
+        else:  # a local folder of shards or a Hub id: one and the same call
+            try:
+                loaded = datasets.load_dataset(text, name=config, split=split, streaming=streaming)
+            except (FileNotFoundError, ConnectionError) as error:
+                if path.exists():
+                    raise
+                raise FileNotFoundError(
+                    f"{text} is no local folder or file, and no Hub dataset of that name could be loaded "
+                    f"({type(error).__name__}: {error})"
+                ) from error
+        dataset, split = _pick_split(loaded, None, text) if split is None else (loaded, split)
     details = [f"config {config}"] if config else []
     details += [f"split {split}"] if split else []
     return dataset, split, text + (f" ({', '.join(details)})" if details else "")
