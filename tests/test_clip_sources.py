@@ -7,7 +7,7 @@ from video_helpers import write_video
 
 import rlt
 from rlt.cache import write_clip_cache
-from rlt.clip_sources import CacheClips, SyntheticClips, TensorClips, VideoFileClips, open_clips
+from rlt.clip_sources import CacheClips, DecodedClips, SyntheticClips, TensorClips, open_clips
 from rlt.collator import ClipBatch, ClipCollator
 
 
@@ -61,7 +61,7 @@ def test_video_files_decode_and_an_unreadable_one_is_listed_not_raised(tmp_path)
         write_video(tmp_path / name / "clip.mp4", rng.integers(0, 256, (4, 40, 48, 3), dtype=np.uint8))
     (tmp_path / "b" / "broken.mp4").write_bytes(b"not a video")
     source = open_clips(tmp_path, small_processor())
-    assert isinstance(source, VideoFileClips) and source.class_names == ["a", "b"]
+    assert isinstance(source, DecodedClips) and source.kind == "videos" and source.class_names == ["a", "b"]
     batches = read_all(source, batch_size=3)
     batch = batches[0]
     assert len(batch) == 2 and batch.labels.tolist() == [0, 1] and batch.pixel_values.dtype == torch.uint8

@@ -1,30 +1,38 @@
-"""Where clips come from: one reader per kind of data, one factory, one torch ``Dataset`` over any of them.
+"""Step 1 of the clip road: where clips come from. One reader per kind of data, one factory, one torch
+``Dataset`` over any of them.
 
-The road of a clip to the model: a source here gives ``Clip`` objects (uint8 frames, label, name,
-padded-frame count), ``ClipDataset`` serves them to a ``DataLoader`` (decoding in its workers), and
-``rlt.collator.ClipCollator`` stacks them into a batch. ``open_clips(data, processor)`` picks the
-reader by the argument:
+The road of a clip to the model, for training, evaluation, calibration, inspection and the benchmark:
 
-- a clip cache folder or ``ClipCache`` (``rlt cache``): ``CacheClips``, read from the shards;
+1. a source here gives ``Clip`` objects (uint8 frames ``(T, C, H, W)``, label, name, padded-frame count);
+   ``ClipDataset`` serves them to a ``DataLoader``, which decodes in its workers;
+2. ``rlt.collator.ClipCollator`` stacks them into a batch and computes RLT's keep mask there;
+3. ``rlt.common.PixelNormalizer`` normalises the uint8 batch on the device, and the model runs.
+
+``open_clips(data, processor)`` picks the reader by the argument:
+
+- a clip cache folder or ``ClipCache`` (``rlt cache``, the package ``rlt.cache``): ``CacheClips``;
 - ``"synthetic:N"`` / ``"synthetic:VARIANT:N"`` or a ``SyntheticVideoDataset``: ``SyntheticClips``,
   the generated task (``rlt.synthetic``) at the processor's frames and size;
 - in-memory uint8 clips ``(clips, labels[, class_names])``: ``TensorClips``;
-- a Hugging Face dataset with a ``Video`` column (``rlt.hf_datasets``): ``DatasetRowClips``;
-- a labelled video folder, a CSV / JSON list of ``path,label`` or a ``load_video_dataset`` dataset
-  of paths: ``VideoFileClips``, decoded with the processor.
+- a Hugging Face dataset with a ``Video`` column (opened by ``rlt.hf_datasets``), a labelled video
+  folder, a CSV / JSON list of ``path,label`` (listed by ``rlt.data``) or a ``load_video_dataset``
+  dataset of paths: ``DecodedClips``, each ``VideoRow`` decoded by ``prepare_clip`` when read.
 
-Labels come out as the class ids of ``class_names`` when given (a model's labels, matched by name),
-else as the data's own. Heavy imports (``datasets``, the cache, the generator) wait for the reader
-that needs them. A clip that cannot be read is a ``Clip`` with ``error`` set (and no frames), so
-that a loader can skip it with its label and report it by name.
+``prepare_clip`` is the one decode of the road: the clip cache stores its output, so a cached clip
+equals a decoded one. Labels come out as the class ids of ``class_names`` when given (a model's
+labels, matched by name by ``label_mapping``), else as the data's own. Heavy imports (``datasets``,
+the cache, the generator) wait for the reader that needs them. A clip that cannot be read is a
+``Clip`` with ``error`` set (and no frames), so that a loader can skip it with its label and report
+it by name.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -35,17 +43,36 @@ __all__ = [
     "Clip",
     "ClipDataset",
     "ClipSource",
-    "DatasetRowClips",
+    "DecodedClips",
     "SyntheticClips",
     "TensorClips",
-    "VideoFileClips",
+    "VideoRow",
     "label_mapping",
     "open_clips",
+    "prepare_clip",
 ]
 
 logger = logging.getLogger(__name__)
 
 SYNTHETIC_PREFIX = "synthetic:"
+
+
+class VideoRow(NamedTuple):
+    """One video before decoding: a file of a list, a dataset's row, a clip handed to the cache writer.
+
+    Attributes:
+        index: its position in the source (a dataset's row index, by which rows are reported).
+        name: what names it in messages: a path, or ``"row {index}"`` with the video's stored path.
+        video: what ``prepare_clip`` takes: a path, a ``{"path", "bytes"}`` dict, bytes, or a uint8 array.
+        label: the class id, or None when ``error`` says why there is none.
+        error: why it cannot be used (no usable label, a remote video that cannot be fetched), else None.
+    """
+
+    index: int
+    name: str
+    video: object
+    label: int | None
+    error: str | None
 
 
 @dataclass
@@ -106,16 +133,16 @@ class ClipDataset(torch.utils.data.Dataset):
         return self.source.clip(i)
 
 
-def _decoded(processor, video, label: int | None, name: str) -> Clip:
-    """``video`` decoded, sampled, resized and cropped (``rlt.cache.prepare_clip``, kept in uint8); a
-    ``Clip`` carrying the error when it cannot be read."""
-    from .cache import prepare_clip
+def prepare_clip(processor, video, *, return_padded_frames: bool = False):
+    """Decode (a path, bytes) or take (an array) one video, sample, resize, crop: uint8 ``(T, C, H, W)``.
 
-    try:
-        frames, padded = prepare_clip(processor, video, return_padded_frames=True)
-    except READ_ERRORS as error:
-        return Clip(None, label, name, 0, str(error) or type(error).__name__)
-    return Clip(frames, label, name, padded)
+    ``processor.normalize_frames(clip.float())`` of the result equals ``processor(video)["pixel_values"][0]``
+    exactly: the processor resizes uint8 frames in uint8, so its values before normalising are whole grey levels.
+    With ``return_padded_frames``: ``(clip, padded)``, the sampled frames that repeat the one before them.
+    """
+    frames, padded = processor.load_frames(video, return_padded_frames=True)
+    clip = processor.resize_and_crop(frames).round().clamp_(0, 255).to(torch.uint8).contiguous()
+    return (clip, padded) if return_padded_frames else clip
 
 
 def _processor_shape(processor) -> tuple[int, ...] | None:
@@ -125,8 +152,12 @@ def _processor_shape(processor) -> tuple[int, ...] | None:
     return processor.num_frames, 3, processor.crop_size.height, processor.crop_size.width
 
 
-def label_mapping(data_names: Sequence[str], model_names: Sequence[str] | None) -> list[int]:
-    """Data label id -> model label id, by class name (or identity for a model with generic labels)."""
+def label_mapping(data_names: Sequence[str], model_names: Sequence[str] | None, where: str = "the data") -> list[int]:
+    """Data label id -> model label id, by class name (or identity for a model with generic labels).
+
+    The one relabelling of rlt: clip sources, the cache's views and datasets' ``ClassLabel`` columns
+    all go through it. ``where`` names the data in the error for a class the model lacks.
+    """
     if model_names is None:
         return list(range(len(data_names)))
     model_names = [str(name) for name in model_names]
@@ -139,55 +170,52 @@ def label_mapping(data_names: Sequence[str], model_names: Sequence[str] | None) 
         )
         return list(range(len(data_names)))
     unknown = [name for name in data_names if str(name) not in model_names]
-    raise ValueError(f"the data's classes {unknown[:5]} are not among the model's labels {model_names[:10]}")
+    raise ValueError(f"{where} has classes {unknown[:5]} that are not among the model's labels {model_names[:10]}")
 
 
 # ----------------------------------------------------------------------------------------------
 # The readers
 
 
-class VideoFileClips(ClipSource):
-    """Video files with labels, decoded when read (``rlt.cache.prepare_clip``: the processor's sampling,
-    resize and crop, kept in uint8)."""
+class DecodedClips(ClipSource):
+    """Videos decoded when read (``rlt.cache.prepare_clip``: the processor's sampling, resize and crop, kept
+    in uint8), from their ``VideoRow``: the files of a folder or list (``kind="videos"``) or the rows of an
+    opened ``rlt.hf_datasets.VideoDatasetSource`` (``kind="dataset"``). A row that carries an error (no
+    usable label, a remote video that cannot be fetched) gives a ``Clip`` with that error."""
 
-    kind = "videos"
-
-    def __init__(self, paths: Sequence, labels: Sequence[int], processor, class_names, description: str):
-        self.paths, self.labels, self.processor = list(paths), [int(label) for label in labels], processor
+    def __init__(self, row: Callable[[int], VideoRow], num_rows: int, processor, class_names, description: str,
+                 kind: str):
+        self.row, self.num_rows, self.processor, self.kind = row, num_rows, processor, kind
         self.class_names, self.description = list(class_names), description
         self.clip_shape = _processor_shape(processor)
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    @classmethod
+    def of_files(cls, paths: Sequence, labels: Sequence[int], processor, class_names, description: str):
+        rows = [VideoRow(i, str(path), path, int(label), None) for i, (path, label) in enumerate(zip(paths, labels))]
+        return cls(rows.__getitem__, len(rows), processor, class_names, description, "videos")
 
-    def clip(self, i: int) -> Clip:
-        return _decoded(self.processor, self.paths[i], self.labels[i], str(self.paths[i]))
-
-
-class DatasetRowClips(ClipSource):
-    """The rows of an opened ``rlt.hf_datasets.VideoDatasetSource`` (not a stream), decoded when read;
-    a row without a usable label or video is a ``Clip`` with its error."""
-
-    kind = "dataset"
-
-    def __init__(self, source, processor):
+    @classmethod
+    def of_dataset(cls, source, processor):
+        """The rows of an opened dataset; a stream cannot be read by row."""
         if source.streaming:
             raise ValueError(
                 f"{source.description} is streamed and is read here by row: cache it first "
                 "(rlt cache ... --streaming) and read the cache"
             )
-        self.source, self.processor = source, processor
-        self.class_names, self.description = list(source.class_names), source.description
-        self.clip_shape = _processor_shape(processor)
+        return cls(source.row, source.num_rows, processor, source.class_names, source.description, "dataset")
 
     def __len__(self) -> int:
-        return self.source.num_rows
+        return self.num_rows
 
     def clip(self, i: int) -> Clip:
-        row = self.source.row(i)
+        row = self.row(i)
         if row.error is not None:
-            return Clip(None, None, row.name, 0, row.error)
-        return _decoded(self.processor, row.video, row.label, row.name)
+            return Clip(None, row.label, row.name, 0, row.error)
+        try:
+            frames, padded = prepare_clip(self.processor, row.video, return_padded_frames=True)
+        except READ_ERRORS as error:
+            return Clip(None, row.label, row.name, 0, str(error) or type(error).__name__)
+        return Clip(frames, row.label, row.name, padded)
 
 
 class CacheClips(ClipSource):
@@ -196,12 +224,10 @@ class CacheClips(ClipSource):
     kind = "cache"
 
     def __init__(self, cache, class_names: Sequence[str] | None = None, *, with_keep_masks: bool = False):
-        from .cache import CachedClips, ClipCache
+        from .cache import CachedClips
 
-        self.cache = cache if isinstance(cache, ClipCache) else ClipCache(cache)
-        self.clips = CachedClips(self.cache, with_keep_masks=with_keep_masks)
-        self.mapping = label_mapping(self.cache.class_names, class_names)
-        self.class_names = list(class_names) if class_names is not None else list(self.cache.class_names)
+        self.clips = CachedClips(cache, class_names=class_names, with_keep_masks=with_keep_masks)
+        self.cache, self.class_names = self.clips.cache, self.clips.class_names
         self.description, self.clip_shape = str(self.cache.folder), tuple(self.cache.clip_shape)
 
     def __len__(self) -> int:
@@ -210,7 +236,7 @@ class CacheClips(ClipSource):
     def clip(self, i: int) -> Clip:
         item, record = self.clips[i], self.clips.record(i)
         # Caches written before padding was recorded: None (unknown).
-        return Clip(item["pixel_values"], self.mapping[item["labels"]], record["path"], record.get("padded_frames"),
+        return Clip(item["pixel_values"], item["labels"], record["path"], record.get("padded_frames"),
                     keep_mask=item.get("keep_mask"))
 
 
@@ -295,7 +321,7 @@ def open_clips(data, processor=None, class_names: Sequence[str] | None = None, d
         # With the model's classes given, the opener maps ClassLabel and string labels by name and takes
         # integer labels as the model's class ids (it cannot name them otherwise).
         source = open_video_dataset(data, class_names=class_names, **dict(dataset_options or {}))
-        return DatasetRowClips(source, _need(processor, data))
+        return DecodedClips.of_dataset(source, _need(processor, data))
     if hasattr(data, "column_names") and "video" in data.column_names:
         paths, labels, names = list(data["video"]), list(data["label"]), data.features["label"].names
         description = f"dataset of {len(paths)} videos"
@@ -311,7 +337,8 @@ def open_clips(data, processor=None, class_names: Sequence[str] | None = None, d
         )
     mapping = label_mapping(names, class_names)
     names = list(class_names) if class_names is not None else list(names)
-    return VideoFileClips(paths, [mapping[label] for label in labels], _need(processor, data), names, description)
+    labels = [mapping[label] for label in labels]
+    return DecodedClips.of_files(paths, labels, _need(processor, data), names, description)
 
 
 def _need(processor, data):

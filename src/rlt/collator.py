@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .clip_sources import Clip
 from .models.modeling_rlt import run_length_tokenize_for
 from .models.tokenizer import check_finite_pixels
 
@@ -115,15 +116,13 @@ class ClipBatch:
         return batch
 
 
-def _fields(feature) -> tuple:
-    """``(frames, label, name, padded_frames, error, keep_mask)`` of a dict example or a ``Clip``."""
-    if isinstance(feature, dict):
-        label = feature.get("labels", feature.get("label"))
-        error = None if feature.get("pixel_values") is not None else "unreadable"
-        name = str(feature.get("video", "?"))
-        padded = feature.get("padded_frames", 0)
-        return feature.get("pixel_values"), label, name, padded, error, feature.get("keep_mask")
-    return feature.frames, feature.label, feature.name, feature.padded_frames, feature.error, feature.keep_mask
+def _as_clip(feature) -> Clip:
+    """A ``Clip`` of a dict example (``pixel_values`` None: unreadable) or the ``Clip`` itself."""
+    if not isinstance(feature, dict):
+        return feature
+    frames, label = feature.get("pixel_values"), feature.get("labels", feature.get("label"))
+    return Clip(frames, label, str(feature.get("video", "?")), feature.get("padded_frames", 0),
+                None if frames is not None else "unreadable", feature.get("keep_mask"))
 
 
 class ClipCollator:
@@ -207,9 +206,9 @@ class ClipCollator:
 
         Raises a ``ValueError`` when no example is readable, unless ``allow_empty``.
         """
-        examples = [_fields(feature) for feature in features]
-        good = [example for example in examples if example[0] is not None and example[4] is None]
-        failed = [{"path": name, "error": error} for frames, _, name, _, error, _ in examples if error is not None]
+        clips = [_as_clip(feature) for feature in features]
+        good = [clip for clip in clips if clip.frames is not None and clip.error is None]
+        failed = [{"path": clip.name, "error": clip.error} for clip in clips if clip.error is not None]
         if failed and not allow_empty:
             logger.warning("dropped %d unreadable videos from a batch: %s", len(failed), [f["path"] for f in failed])
         batch = ClipBatch(None, input_name=self.input_name, failed=failed)
@@ -217,14 +216,15 @@ class ClipCollator:
             if allow_empty:
                 return batch
             raise ValueError(f"no readable video in this batch (unreadable: {[f['path'] for f in failed]})")
-        batch.pixel_values = torch.stack([torch.as_tensor(example[0]) for example in good])
+        batch.pixel_values = torch.stack([torch.as_tensor(clip.frames) for clip in good])
         check_finite_pixels(batch.pixel_values, self.input_name)
-        batch.names = [example[2] for example in good]
-        batch.padded = [{"path": ex[2], "padded_frames": ex[3]} for ex in good if ex[3] != 0]  # None: unknown
-        if all(example[1] is not None for example in good):
-            batch.labels = torch.tensor([int(example[1]) for example in good], dtype=torch.long)
-        if good[0][5] is not None:  # stored with the clip (a keep-only clip cache)
-            batch.keep_mask = torch.stack([torch.as_tensor(example[5]) for example in good])
+        batch.names = [clip.name for clip in good]
+        padded = [clip for clip in good if clip.padded_frames != 0]  # None: unknown (a cache older than the count)
+        batch.padded = [{"path": clip.name, "padded_frames": clip.padded_frames} for clip in padded]
+        if all(clip.label is not None for clip in good):
+            batch.labels = torch.tensor([int(clip.label) for clip in good], dtype=torch.long)
+        if good[0].keep_mask is not None:  # stored with the clip (a keep-only clip cache)
+            batch.keep_mask = torch.stack([torch.as_tensor(clip.keep_mask) for clip in good])
         elif self.drop is not None:
             batch.keep_mask = self.keep_mask(batch.pixel_values)
         if self.drop == "random":

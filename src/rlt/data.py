@@ -24,10 +24,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from .collator import ClipCollator
 from .common import READ_ERRORS
+from .hf_datasets import is_dataset_source, open_video_dataset, row_name
 from .models.video_processing_rlt import RLTVideoProcessor, VideoDecodeError
 
 __all__ = [
@@ -173,8 +172,6 @@ def load_video_dataset(
         split, config, streaming, video_column: for a dataset (``rlt.hf_datasets.open_video_dataset``);
             ``streaming=True`` returns an ``IterableDataset``.
     """
-    from .hf_datasets import is_dataset_source, open_video_dataset
-
     options = {"split": split, "config": config, "streaming": streaming, "video_column": video_column}
     if is_dataset_source(source) or any(options.values()):
         return open_video_dataset(
@@ -211,9 +208,12 @@ class VideoTransform:
         self.on_error = on_error
 
     def __call__(self, batch: dict) -> dict:
-        pixel_values = []
-        names = _video_names(batch)
-        for path, name in zip(batch["video"], names):
+        pixel_values, videos = [], batch["video"]
+        if "row" in batch:  # a dataset's rows: named "row N" (with their stored path), not by their bytes
+            names = [row_name(row, video) for video, row in zip(videos, batch["row"])]
+        else:
+            names = [str(video) for video in videos]
+        for path, name in zip(videos, names):
             try:
                 pixel_values.append(self.processor(path, return_tensors="pt")["pixel_values"][0])
             except READ_ERRORS as error:
@@ -227,15 +227,6 @@ class VideoTransform:
         return {"pixel_values": pixel_values, "labels": list(batch["label"]), "video": names}
 
 
-def _video_names(batch: dict) -> list[str]:
-    """What names each video of a batch in messages: its path, or ``row N`` for a dataset's rows."""
-    if "row" not in batch:
-        return [str(video) for video in batch["video"]]
-    from .hf_datasets import row_name
-
-    return [row_name(row, video) for video, row in zip(batch["video"], batch["row"])]
-
-
 def find_unreadable_videos(dataset_or_paths, processor: RLTVideoProcessor | None = None) -> list[tuple[str, str]]:
     """Decode every video once and list ``(path, error)`` for those that fail (a check before a long run).
 
@@ -243,8 +234,7 @@ def find_unreadable_videos(dataset_or_paths, processor: RLTVideoProcessor | None
     """
     processor = processor if processor is not None else RLTVideoProcessor(num_frames=2)
     if hasattr(dataset_or_paths, "column_names") and "row" in dataset_or_paths.column_names:
-        rows = dataset_or_paths.with_format(None)
-        videos = ((row["video"], _video_names({"video": [row["video"]], "row": [row["row"]]})[0]) for row in rows)
+        videos = ((row["video"], row_name(row["row"], row["video"])) for row in dataset_or_paths.with_format(None))
     else:
         paths = dataset_or_paths["video"] if hasattr(dataset_or_paths, "column_names") else list(dataset_or_paths)
         videos = ((path, str(path)) for path in paths)

@@ -31,13 +31,13 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+
+from .clip_sources import VideoRow, label_mapping
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "LABEL_COLUMNS",
-    "DatasetRow",
     "VideoDatasetSource",
     "add_dataset_arguments",
     "dataset_options",
@@ -170,49 +170,26 @@ def _load(source, split: str | None, config: str | None, streaming: bool):
         dataset, split = (
             _pick_split(loaded, split, text) if isinstance(loaded, datasets.DatasetDict) else (loaded, split)
         )
-    elif path.is_file():
-        builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise ValueError(f"{path} is not a dataset file (expected {', '.join(DATA_FILE_BUILDERS)})")
-        loaded = datasets.load_dataset(builder, data_files=text, split=split, streaming=streaming)
-        dataset, split = _pick_split(loaded, None, text) if split is None else (loaded, split)
     else:
-        # A local folder of shards or a Hub id: one and the same call.
-        try:
-            loaded = datasets.load_dataset(text, name=config, split=split, streaming=streaming)
-        except (FileNotFoundError, ConnectionError) as error:
-            if path.exists():
-                raise
-            raise FileNotFoundError(
-                f"{text} is no local folder or file, and no Hub dataset of that name could be loaded "
-                f"({type(error).__name__}: {error})"
-            ) from error
-        if split is None:
-            dataset, split = _pick_split(loaded, None, text)
-        else:
-            dataset = loaded
+        if path.is_file():
+            builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                raise ValueError(f"{path} is not a dataset file (expected {', '.join(DATA_FILE_BUILDERS)})")
+            loaded = datasets.load_dataset(builder, data_files=text, split=split, streaming=streaming)
+        else:  # a local folder of shards or a Hub id: one and the same call
+            try:
+                loaded = datasets.load_dataset(text, name=config, split=split, streaming=streaming)
+            except (FileNotFoundError, ConnectionError) as error:
+                if path.exists():
+                    raise
+                raise FileNotFoundError(
+                    f"{text} is no local folder or file, and no Hub dataset of that name could be loaded "
+                    f"({type(error).__name__}: {error})"
+                ) from error
+        dataset, split = _pick_split(loaded, None, text) if split is None else (loaded, split)
     details = [f"config {config}"] if config else []
     details += [f"split {split}"] if split else []
     return dataset, split, text + (f" ({', '.join(details)})" if details else "")
-
-
-class DatasetRow(NamedTuple):
-    """One row of a video dataset.
-
-    Attributes:
-        index: the row's index in its split (the name rows are reported by).
-        name: ``"row {index}"``, with the video's stored path when it has one.
-        video: what ``RLTVideoProcessor`` decodes: a ``{"path", "bytes"}`` dict, a path or bytes.
-        label: the class id (into ``VideoDatasetSource.class_names``), or None when ``error`` says why not.
-        error: why the row cannot be used (``"no label (-1 in column 'label')"``, a label outside the
-            classes, a remote video that cannot be fetched), else None; reported as ``f"{name}: {error}"``.
-    """
-
-    index: int
-    name: str
-    video: object
-    label: int | None
-    error: str | None
 
 
 @dataclass
@@ -250,7 +227,7 @@ class VideoDatasetSource:
             raise ValueError(f"label {value!r} is not one of the classes {self.class_names[:10]}")
         return self.label_ids[key]
 
-    def _row(self, index: int, example: Mapping) -> DatasetRow:
+    def _row(self, index: int, example: Mapping) -> VideoRow:
         video = example[self.video_column]
         name = row_name(index, video)
         label, error = None, None
@@ -264,15 +241,15 @@ class VideoDatasetSource:
                 video = _fetch_remote(video)
             except OSError as problem:
                 error = f"cannot fetch the video: {problem}"
-        return DatasetRow(index, name, video, label, error)
+        return VideoRow(index, name, video, label, error)
 
-    def row(self, index: int) -> DatasetRow:
+    def row(self, index: int) -> VideoRow:
         """Row ``index`` (random access; not for a stream)."""
         if self.streaming:
             raise TypeError(f"{self.description} is streamed: read its rows in order with rows()")
         return self._row(index, self.dataset[index])
 
-    def rows(self, start: int = 0) -> Iterator[DatasetRow]:
+    def rows(self, start: int = 0) -> Iterator[VideoRow]:
         """The rows from ``start`` on, in order (a stream reads past the first ``start`` rows without decoding them)."""
         if not self.streaming:
             for index in range(start, self.num_rows):
@@ -282,38 +259,30 @@ class VideoDatasetSource:
         for offset, example in enumerate(stream):
             yield self._row(start + offset, example)
 
-    def take(self, indices: Sequence[int]) -> list[DatasetRow]:
+    def take(self, indices: Sequence[int]) -> list[VideoRow]:
         """The rows at ``indices`` (a stream is read up to the largest); an index past the end is an error."""
         wanted = sorted({int(i) for i in indices})
-        if wanted and wanted[0] < 0:
+        if not wanted:
+            return []
+        if wanted[0] < 0:
             raise ValueError(f"row indices must be >= 0, got {wanted[0]}")
-        if self.num_rows is not None and wanted and wanted[-1] >= self.num_rows:
+        if self.num_rows is not None and wanted[-1] >= self.num_rows:
             raise ValueError(f"{self.description} has {self.num_rows} rows; there is no row {wanted[-1]}")
-        if not self.streaming:
-            found = {i: self.row(i) for i in wanted}
-        else:
-            found = {}
-            for row in self.rows():
-                if row.index in wanted:
-                    found[row.index] = row
-                if row.index >= wanted[-1]:
-                    break
-            if len(found) < len(wanted):
-                raise ValueError(f"{self.description} ended before row {wanted[-1]}")
+        found = {}
+        for row in self.rows() if self.streaming else map(self.row, wanted):
+            if row.index in wanted:
+                found[row.index] = row
+            if row.index >= wanted[-1]:
+                break
+        if len(found) < len(wanted):
+            raise ValueError(f"{self.description} ended before row {wanted[-1]}")
         return [found[int(i)] for i in indices]
 
     def identity(self) -> dict:
         """What tells this data from other data (a clip cache compares it before resuming)."""
-        return {
-            "description": self.description,
-            "split": self.split,
-            "config": self.config,
-            "video_column": self.video_column,
-            "label_column": self.label_column,
-            "class_names": self.class_names,
-            "num_rows": self.num_rows,
-            "fingerprint": getattr(self.dataset, "_fingerprint", None),
-        }
+        fields = ("description", "split", "config", "video_column", "label_column", "class_names", "num_rows")
+        identity = {name: getattr(self, name) for name in fields}
+        return {**identity, "fingerprint": getattr(self.dataset, "_fingerprint", None)}
 
     # -- as a dataset of the shape load_video_dataset returns ----------------------------------------
 
@@ -339,8 +308,7 @@ class VideoDatasetSource:
                 row = self._row(index, example)
                 if row.error is not None:  # no label, or a video that cannot be fetched: left out, as said
                     logger.warning("leaving out %s: %s", row.name, row.error)
-                    return {"video": row.video, "label": -1, "row": index}
-                return {"video": row.video, "label": row.label, "row": index}
+                return {"video": row.video, "label": row.label if row.error is None else -1, "row": index}
 
             stream = self.dataset.map(relabel, with_indices=True, remove_columns=list(self.dataset.features),
                                       features=wanted)
@@ -391,12 +359,8 @@ def _label_setup(dataset, column: str, feature, class_names, streaming: bool, de
     datasets = _datasets()
     given = [str(name) for name in class_names] if class_names is not None else None
     if isinstance(feature, datasets.ClassLabel):
-        data_names = [str(name) for name in feature.names]
-        names = given if given is not None else data_names
-        unknown = [name for name in data_names if name not in names]
-        if unknown:
-            raise ValueError(f"the classes {unknown[:5]} of {description} are not among the classes {names[:10]}")
-        return "class_label", names, {i: names.index(name) for i, name in enumerate(data_names)}
+        names = given if given is not None else [str(name) for name in feature.names]
+        return "class_label", names, dict(enumerate(label_mapping(feature.names, given, where=description)))
     dtype = getattr(feature, "dtype", None)
     if isinstance(feature, datasets.Value) and ("int" in dtype or dtype in _TEXT_TYPES):
         kind = "string" if dtype in _TEXT_TYPES else "int"

@@ -10,15 +10,16 @@ import json
 import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from ..clip_sources import VideoRow, prepare_clip
+from ..collator import KeepMaskSettings
 from ..common import READ_ERRORS
-from ..models.tokenizer import run_length_tokenize
+from ..models.modeling_rlt import run_length_tokenize_for
 from ..models.video_processing_rlt import RLTVideoProcessor
 from .format import DEFAULT_THRESHOLD, PROCESSOR_FILE
 
@@ -85,12 +86,8 @@ def load_processor(
     )
     if geometry is not None:
         patch = geometry.rlt_patch_size
-        tokens = TokenSettings(
-            threshold=tokens.threshold,
-            tubelet_size=geometry.rlt_tubelet_size,
-            patch_size=patch[0] if patch[0] == patch[1] else patch,  # square patches recorded as one int
-            compare_to=tokens.compare_to,
-        )
+        square = patch[0] if patch[0] == patch[1] else patch  # square patches recorded as one int
+        tokens = replace(tokens, tubelet_size=geometry.rlt_tubelet_size, patch_size=square)
     return processor, tokens
 
 
@@ -106,20 +103,16 @@ def with_overrides(
     for name, value in (("num_frames", num_frames), ("frame_stride", frame_stride), ("size", size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if fps is not None and frame_stride is not None:
-        raise ValueError("frame_stride and fps are exclusive: give one of them")
     if num_frames is None and frame_stride is None and fps is None and size is None:
         return processor
     processor = copy.deepcopy(processor)
     if num_frames is not None:
         processor.num_frames = num_frames
-    if frame_stride is not None:
-        processor.frame_stride, processor.fps = frame_stride, None
-    if fps is not None:
-        processor.fps, processor.frame_stride = float(fps), None
+    if frame_stride is not None or fps is not None:  # the one given replaces the processor's sampling rule
+        processor.frame_stride, processor.fps = frame_stride, None if fps is None else float(fps)
     if size is not None:
         processor.size, processor.crop_size = {"shortest_edge": size}, {"height": size, "width": size}
-    processor.check_settings()
+    processor.check_settings()  # frame_stride and fps both given: the error saying they are exclusive
     return processor
 
 
@@ -143,47 +136,24 @@ def processor_settings(processor: RLTVideoProcessor) -> dict:
     return json.loads(json.dumps(settings, default=lambda value: getattr(value, "__dict__", str(value))))
 
 
-def prepare_clip(processor: RLTVideoProcessor, video, *, return_padded_frames: bool = False):
-    """Decode (a path, bytes) or take (an array) one video, sample, resize, crop: uint8 ``(T, C, H, W)``.
-
-    ``processor.normalize_frames(clip.float())`` of the result equals ``processor(video)["pixel_values"][0]``
-    exactly: the processor resizes uint8 frames in uint8, so its values before normalising are whole grey levels.
-    With ``return_padded_frames``: ``(clip, padded)``, the sampled frames that repeat the one before them.
-    """
-    frames, padded = processor.load_frames(video, return_padded_frames=True)
-    clip = processor.resize_and_crop(frames).round().clamp_(0, 255).to(torch.uint8).contiguous()
-    return (clip, padded) if return_padded_frames else clip
-
-
 def clip_keep_mask(processor, clip: torch.Tensor, tokens: TokenSettings, threshold: float) -> torch.Tensor | None:
-    """RLT's keep mask of one uint8 clip, bool ``(T', H', W')``; None when it cannot be cut into tubelets."""
-    pixel_values = processor.normalize_frames(clip.float()).unsqueeze(0)
+    """RLT's keep mask of one uint8 clip as the model computes it on the processor's output, bool
+    ``(T', H', W')``; None when the clip cannot be cut into tubelets."""
+    settings = KeepMaskSettings(
+        rlt_threshold=threshold,
+        rlt_tubelet_size=tokens.tubelet_size,
+        rlt_patch_size=tokens.patch_size,
+        rlt_input_scale=tuple(processor.rlt_input_scale),
+        rlt_compare_to=tokens.compare_to,
+    )
     try:
-        result = run_length_tokenize(
-            pixel_values,
-            tubelet_size=tokens.tubelet_size,
-            patch_size=tokens.patch_size,
-            threshold=threshold,
-            input_scale=processor.rlt_input_scale,
-            compare_to=tokens.compare_to,
-        )
+        return run_length_tokenize_for(settings, processor.normalize_frames(clip.float()).unsqueeze(0)).keep_mask[0]
     except ValueError:
         return None
-    return result.keep_mask[0]
 
 
 # ----------------------------------------------------------------------------------------------
 # The worker pool
-
-
-class SourceRow(NamedTuple):
-    """One row of a source, in the fields of ``rlt.hf_datasets.DatasetRow`` (whose rows pass as they are)."""
-
-    index: int  # position in the source
-    name: str  # path, or "row N" of a dataset
-    video: object  # what prepare_clip takes: a path, bytes, an array
-    label: int | None
-    error: str | None  # why the row cannot be used (then it is not decoded)
 
 
 @dataclass
@@ -218,7 +188,7 @@ def _init_worker(job: PrepareJob) -> None:
     torch.set_num_threads(1)  # one process per core already
 
 
-def _prepare(row: SourceRow, job: PrepareJob | None = None) -> ClipResult:
+def _prepare(row: VideoRow, job: PrepareJob | None = None) -> ClipResult:
     """Decode or take one row's video, as the job's (default: this worker's) processor does, with its token counts."""
     job = job or _JOB
     result = ClipResult(row.index, row.name, row.label, error=row.error)
@@ -242,7 +212,7 @@ def _prepare(row: SourceRow, job: PrepareJob | None = None) -> ClipResult:
     return result
 
 
-def prepare_rows(rows: Iterable[SourceRow], job: PrepareJob, workers: int) -> Iterator[ClipResult]:
+def prepare_rows(rows: Iterable[VideoRow], job: PrepareJob, workers: int) -> Iterator[ClipResult]:
     """``_prepare`` over the rows, in order, in ``workers`` processes (0 or 1: in this one).
 
     Unlike ``Pool.imap``, which reads all of its input ahead, this keeps at most four rows per

@@ -1,8 +1,31 @@
 """The clip cache on disk: file names, the tensors of a shard (clips, or the tubelets RLT keeps), the
-index and its per-clip records, and each shard's integrity record (size, CRC-32) and check.
+index and its per-clip records, and each shard's integrity record (size, CRC-32) and check. The writer
+(``writer.py``) and the reader (``reader.py``) both build on this module; neither defines a file name, a
+tensor layout or a check of its own.
 
-The writer (``writer.py``) and the reader (``reader.py``) both build on this module; neither defines a
-file name, a tensor layout or a check of its own.
+A cache folder holds:
+
+- ``clips-00000-of-000NN.safetensors``: tensors ``clips`` uint8 ``(N, T, C, H, W)`` (the layout the
+  models take, channels before height), ``labels`` int64 ``(N,)``, ``positions`` int64 ``(N,)``
+  (index in the source list), ``tokens_kept`` int64 ``(N,)`` (tokens RLT keeps at the recorded
+  threshold; -1 when the clip cannot be cut into tubelets) and ``padded_frames`` int64 ``(N,)``
+  (sampled frames that repeat the one before them because the video is too short for the sampling:
+  RLT drops the repeats, so such a clip's ``tokens_kept`` understates its content). With
+  ``keep_only_threshold``, ``clips`` is replaced by ``tubelets`` uint8 ``(K, t, C, p, p)`` (only
+  the kept ones, clip after clip, in token order), ``tubelet_offsets`` int64 ``(N + 1,)`` and
+  ``keep_mask`` bool ``(N, T', H', W')``.
+- ``clip_cache.json``: the index: class names, settings, finished shards (each with its file's
+  ``bytes`` and ``crc32``), unreadable files (``failed``: path, label, error) and, once complete,
+  one record per clip (``clips``: path, label, shard, row, tokens_kept, padded_frames) and the
+  padding in all (``padded``: clips, frames).
+- ``sources.json``: the source list (paths, labels) the shards are cut from.
+- ``video_preprocessor_config.json``: the processor the clips were made with (its mean/std
+  normalise them when read).
+
+A shard is written to a temporary file and renamed, then recorded in the index with its size and
+CRC-32. Opening a cache checks every shard's size; ``verify=True`` (``rlt cache --verify``) checks the
+CRC-32s too. A dataset's rows are named ``row N`` (their index in the split); a stream of unknown
+length names its shards ``clips-00000.safetensors`` ...
 """
 
 from __future__ import annotations
@@ -62,10 +85,6 @@ def _stored_clip_shape(handle) -> list[int]:
     steps, grid_h, grid_w = handle.get_slice("keep_mask").get_shape()[1:]
     _, tubelet_size, channels, patch_h, patch_w = handle.get_slice("tubelets").get_shape()
     return [steps * tubelet_size, channels, grid_h * patch_h, grid_w * patch_w]
-
-
-# ----------------------------------------------------------------------------------------------
-# Files and integrity
 
 
 # ----------------------------------------------------------------------------------------------

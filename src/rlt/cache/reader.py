@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..clip_sources import label_mapping
 from ..models.video_processing_rlt import RLTVideoProcessor
 from .format import CACHE_FORMAT, INDEX_FILE, damaged_error, expand_tubelets, repair_command, shard_problem
 
@@ -135,15 +136,9 @@ class ClipCache:
 
 def _relabelled(cache: ClipCache, class_names: Sequence[str] | None) -> tuple[list[str], list[int]]:
     """``(class names, each clip's label)`` of a cache, renumbered to ``class_names`` by name when given."""
-    labels, names = cache.labels, list(cache.class_names)
-    if class_names is None:
-        return names, labels
-    names = [str(name) for name in class_names]
-    unknown = [name for name in cache.class_names if name not in names]
-    if unknown:
-        raise ValueError(f"{cache.folder} has classes {unknown[:5]} that are not among {names[:10]}")
-    ids = [names.index(name) for name in cache.class_names]
-    return names, [ids[label] for label in labels]
+    mapping = label_mapping(cache.class_names, class_names, where=str(cache.folder))
+    names = [str(name) for name in class_names] if class_names is not None else list(cache.class_names)
+    return names, [mapping[label] for label in cache.labels]
 
 
 class CachedClips(torch.utils.data.Dataset):

@@ -1,6 +1,6 @@
 """The clip sources and the calls that cache them: ``cache_clips`` (a labelled video folder or list, or a
 Hugging Face dataset or stream, decoded) and ``write_clip_cache`` (clips already in memory, no PyAV). Each
-builds a ``ClipSource`` and hands it to the one write loop (``writer.py``).
+builds a ``RowSource`` and hands it to the one write loop (``writer.py``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..clip_sources import VideoRow
 from ..data import list_labelled_videos
 from ..models.video_processing_rlt import RLTVideoProcessor, frames_to_tensor
-from .clips import PrepareJob, SourceRow, TokenSettings, default_workers, load_processor
+from .clips import PrepareJob, TokenSettings, default_workers, load_processor
 from .format import DEFAULT_SHARD_SIZE
-from .writer import CacheSummary, ClipSource, write_source
+from .writer import CacheSummary, RowSource, write_source
 
 
 def cache_clips(
@@ -62,15 +63,15 @@ def cache_clips(
     processor, tokens = load_processor(processor, num_frames=num_frames, frame_stride=frame_stride, size=size)
     if dataset_options or is_dataset_source(data):
         dataset = open_video_dataset(data, class_names=class_names, **dict(dataset_options or {}))
-        source = ClipSource(dataset.identity(), dataset.description, dataset.class_names, dataset.num_rows,
+        source = RowSource(dataset.identity(), dataset.description, dataset.class_names, dataset.num_rows,
                          exact=False, rows=dataset.rows, unit="row")
     else:
         paths, labels, names = list_labelled_videos(data, class_names=class_names)
 
-        def rows(start: int) -> Iterator[SourceRow]:
-            return (SourceRow(p, paths[p], paths[p], labels[p], None) for p in range(start, len(paths)))
+        def rows(start: int) -> Iterator[VideoRow]:
+            return (VideoRow(p, paths[p], paths[p], labels[p], None) for p in range(start, len(paths)))
 
-        source = ClipSource({"paths": paths, "labels": labels}, str(data), names, len(paths), exact=True, rows=rows)
+        source = RowSource({"paths": paths, "labels": labels}, str(data), names, len(paths), exact=True, rows=rows)
     job = PrepareJob(processor, tokens, keep_only_threshold)
     workers = default_workers() if workers is None else int(workers)
     return write_source(Path(out), source, job, workers=workers, shard_size=shard_size, overwrite=overwrite,
@@ -132,7 +133,7 @@ def write_clip_cache(
         )
         clips = itertools.chain([first], clips)
 
-    def rows(start: int) -> Iterator[SourceRow]:
+    def rows(start: int) -> Iterator[VideoRow]:
         seen = 0
         for position, clip in enumerate(clips):
             seen = position + 1
@@ -146,11 +147,11 @@ def write_clip_cache(
                     f"clip {position} ({paths[position]}) has dtype {array.dtype}; "
                     "the cache stores uint8 (0..255) clips"
                 )
-            yield SourceRow(position, paths[position], array, ids[position], None)
+            yield VideoRow(position, paths[position], array, ids[position], None)
         if seen < len(ids):
             raise ValueError(f"{len(ids)} labels but only {seen} clips")
 
-    source = ClipSource({"paths": paths, "labels": ids}, "<in memory>", class_names, len(ids), exact=True, rows=rows)
+    source = RowSource({"paths": paths, "labels": ids}, "<in memory>", class_names, len(ids), exact=True, rows=rows)
     job = PrepareJob(processor, tokens or TokenSettings(), keep_only_threshold)
     return write_source(Path(out), source, job, workers=0, shard_size=shard_size, overwrite=overwrite,
                         max_shards=max_shards, on_shard=on_shard, progress=progress)

@@ -1,7 +1,10 @@
-"""Writing a clip cache: one write loop over any ``ClipSource``, with one resume-and-repair rule.
+"""Writing a clip cache: one write loop over any ``RowSource``, with one resume-and-repair rule.
 
-The sources (``sources.py``) hand the loop their rows in position order (``SourceRow``); shard ``s``
-holds rows ``s * shard_size`` up to the next shard's first.
+The sources (``sources.py``) hand the loop their rows in position order (``rlt.clip_sources.VideoRow``);
+shard ``s`` holds rows ``s * shard_size`` up to the next shard's first. Rows are read in order, so a
+stream of unknown length needs no first pass, and a resumed run reads past the finished rows. An
+unreadable video is recorded with its path and error and skipped; labels travel with their clips, so
+nothing shifts.
 
 The rule on an existing folder (``_shards_to_write``): a shard whose index entry names a file of the
 recorded size and CRC-32 is kept; a missing or damaged one is written again from the sources under its
@@ -22,7 +25,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .clips import ClipResult, PrepareJob, SourceRow, prepare_rows, processor_settings
+from ..clip_sources import VideoRow
+from .clips import ClipResult, PrepareJob, prepare_rows, processor_settings
 from .format import (
     CACHE_FORMAT,
     CLIP_LAYOUT,
@@ -100,7 +104,7 @@ class CacheSummary:
 
 
 @dataclass
-class ClipSource:
+class RowSource:
     """What the write loop needs of a clip source."""
 
     identity: object  # what tells this data from other data (a resumed run must match it)
@@ -108,12 +112,12 @@ class ClipSource:
     class_names: list[str]
     num_rows: int | None  # None: a stream of unknown length
     exact: bool  # num_rows is known for sure (a dataset's metadata may be wrong until it is read through)
-    rows: Callable[[int], Iterator[SourceRow]]  # the rows from a position on, in order
+    rows: Callable[[int], Iterator[VideoRow]]  # the rows from a position on, in order
     unit: str = "clip"  # what the progress bar counts
 
 
 def write_source(
-    out: Path, source: ClipSource, job: PrepareJob, *, workers: int, shard_size: int, overwrite: bool,
+    out: Path, source: RowSource, job: PrepareJob, *, workers: int, shard_size: int, overwrite: bool,
     max_shards: int | None, on_shard: Callable[[int], None] | None, progress: bool,
 ) -> CacheSummary:
     """Write the shards a cache folder lacks (all, on a fresh start), finish its index, and say what was done."""
@@ -224,7 +228,7 @@ def _shards_to_write(out: Path, index: dict, shard_size: int, exact: bool, summa
     return todo, None if known else count, problems
 
 
-def _rows_in(rows: Callable[[int], Iterator[SourceRow]], ranges: Iterator[tuple[int, int]]) -> Iterator[SourceRow]:
+def _rows_in(rows: Callable[[int], Iterator[VideoRow]], ranges: Iterator[tuple[int, int]]) -> Iterator[VideoRow]:
     """The rows in ``ranges`` (ordered ``[first, end)`` pairs), read from ``rows`` in one pass."""
     first, end = next(ranges, (None, None))
     if first is None:
