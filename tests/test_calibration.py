@@ -129,6 +129,14 @@ def test_proportional_attention_is_passed_to_the_config(vanilla, clips):
     assert result.settings["rlt_proportional_attention"] is True
 
 
+def test_run_embedding_is_passed_to_the_config_and_checked(vanilla, clips):
+    result = calibrate(vanilla, clips, steps=1, run_embedding="mean", **FAST)
+    assert result.model.config.rlt_run_embedding == "mean"
+    assert result.settings["rlt_run_embedding"] == "mean"
+    with pytest.raises(ValueError, match="run_embedding must be one of"):
+        calibrate(vanilla, clips, steps=1, run_embedding="median", **FAST)
+
+
 @pytest.mark.parametrize("steps", [0, -3])
 def test_a_step_count_below_one_is_refused(vanilla, clips, steps):
     with pytest.raises(ValueError, match="steps must be a positive integer"):

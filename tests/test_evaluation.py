@@ -222,3 +222,20 @@ def test_both_comparison_rules_in_one_table(setup, capsys):
     with pytest.raises(ValueError, match="compare_to must be among"):
         evaluate(model, (clips, [0, 1]), processor=processor, compare_to=["first"], progress=False)
     assert model.config.rlt_compare_to == "previous"  # restored
+
+
+def test_attention_and_run_embedding_axes_give_one_row_each_and_restore_the_model(setup, capsys):
+    root, _ = setup
+    model, processor = load_classifier(root / "model")
+    before = (model.config.rlt_proportional_attention, model.config.rlt_run_embedding)
+    report = evaluate(model, root / "data", thresholds=[0, 0.1], attentions=["plain", "proportional"],
+                      run_embeddings=["first", "mean"], batch_size=4, workers=0, progress=False,
+                      processor=processor)
+    settings = [(r["threshold"], r["attention"], r["run_embedding"]) for r in report.rows]
+    assert settings == [(0.0, "-", "-"), (0.1, "plain", "first"), (0.1, "proportional", "first"),
+                        (0.1, "plain", "mean"), (0.1, "proportional", "mean")]
+    header = next(line for line in str(report).splitlines() if line.startswith("threshold"))
+    assert "attention" in header and "run embedding" in header
+    assert (model.config.rlt_proportional_attention, model.config.rlt_run_embedding) == before
+    with pytest.raises(ValueError, match="run_embeddings must be among"):
+        evaluate(model, root / "data", run_embeddings=["median"], workers=0, progress=False, processor=processor)
