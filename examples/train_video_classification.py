@@ -65,7 +65,6 @@ import rlt.hf_datasets
 from rlt import registry
 from rlt.batching import TokenBudgetBatchSampler, count_kept_tokens
 from rlt.synthetic import add_task_arguments
-from rlt.training import VIT_SIZES as SIZES
 from rlt.training import (
     COMPILE_CHOICES,
     ClipCollator,
@@ -75,6 +74,7 @@ from rlt.training import (
     compute_metrics,
     resolve_compile,
 )
+from rlt.training import VIT_SIZES as SIZES
 
 logger = logging.getLogger("train_video_classification")
 
@@ -347,17 +347,9 @@ def token_counts(args, dataset, model, normalizer, device):
             counts = dataset.tokens_kept
             if min(counts) > 0:
                 return [c + prefix for c in counts]
-    return count_kept_tokens(
-        dataset,
-        threshold=args.threshold,
-        tubelet_size=tubelet,
-        patch_size=patch,
-        input_scale=normalizer.input_scale,
-        compare_to=args.compare_to,
-        num_prefix_tokens=prefix,
-        num_workers=args.num_workers,
-        device=device,
-    ).tolist()
+    keep_masks = ClipCollator.for_model(config, drop="rlt", input_scale=normalizer.input_scale)  # as the model chooses
+    return count_kept_tokens(dataset, keep_masks, num_prefix_tokens=prefix, num_workers=args.num_workers,
+                             device=device).tolist()
 
 
 # ------------------------------------------------------------------------------------------- main

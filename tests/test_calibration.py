@@ -10,8 +10,14 @@ import sys
 import pytest
 import torch
 from conftest import SRC, TINY_VIDEOMAE
-from transformers import AutoModelForVideoClassification, BertConfig, BertModel, VideoMAEConfig, VideoMAEModel
-from transformers import VideoMAEForVideoClassification
+from transformers import (
+    AutoModelForVideoClassification,
+    BertConfig,
+    BertModel,
+    VideoMAEConfig,
+    VideoMAEForVideoClassification,
+    VideoMAEModel,
+)
 
 from rlt.calibration import calibrate, parameters_of_groups
 from rlt.cli import main

@@ -83,9 +83,9 @@ def parameters_of_groups(model: nn.Module, groups: Sequence[str]) -> dict[str, d
     for module_name, module in model.named_modules():
         for short, parameter in module.named_parameters(recurse=False):
             name = f"{module_name}.{short}" if module_name else short
-            for group in chosen:
+            for group, members in chosen.items():
                 if name not in taken and PARAMETER_GROUPS[group](name, module):
-                    chosen[group][name] = parameter
+                    members[name] = parameter
                     taken.add(name)
     empty = [group for group, parameters in chosen.items() if not parameters]
     if empty:

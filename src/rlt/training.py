@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -313,18 +312,19 @@ class RLTTrainer(Trainer):
         """``Trainer.evaluate``, adding ``eval_mean_tokens_kept`` (over the processes) to the metrics."""
         self._eval_tokens, self._eval_clips = None, 0
         metrics = super().evaluate(*args, **kwargs)
-        totals = torch.tensor(
-            [float(self._eval_clips), float(self._eval_tokens.item() if self._eval_tokens is not None else 0)],
-            device=self.args.device,
-            dtype=torch.float64,
-        )
-        if self.args.world_size > 1:
-            totals = self.accelerator.reduce(totals, reduction="sum")
-        clips, tokens = totals.tolist()
+        clips, tokens = self._summed(self._eval_clips, self._eval_tokens)
         if clips:
             prefix = kwargs.get("metric_key_prefix", "eval")
             metrics[f"{prefix}_mean_tokens_kept"] = tokens / clips
         return metrics
+
+    def _summed(self, clips: int, tokens: torch.Tensor | None) -> tuple[float, float]:
+        """``(clips, tokens)`` summed over the processes; ``tokens`` is a device tensor (or None: no step yet)."""
+        totals = torch.tensor([float(clips), float(tokens.item() if tokens is not None else 0)],
+                              device=self.args.device, dtype=torch.float64)
+        if self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        return tuple(totals.tolist())
 
     def train(self, *args, **kwargs):
         synchronize(self.args.device)
@@ -336,15 +336,7 @@ class RLTTrainer(Trainer):
 
     def training_stats(self) -> dict:
         """Throughput and token counts of the training so far, summed over processes (call on all ranks)."""
-        device = self.args.device
-        totals = torch.tensor(
-            [float(self._train_clips), float(self._train_tokens.item() if self._train_tokens is not None else 0)],
-            device=device,
-            dtype=torch.float64,
-        )
-        if self.args.world_size > 1:
-            totals = self.accelerator.reduce(totals, reduction="sum")
-        clips, tokens = (float(x) for x in totals.tolist())
+        clips, tokens = self._summed(self._train_clips, self._train_tokens)
         epochs = self.epoch_stats
         train_time = sum(e["wall_s"] for e in epochs) or self._train_wall
         stats = {
