@@ -57,12 +57,12 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import rlt
 from rlt.clip_sources import ClipDataset, SyntheticClips, VideoFileClips
+from rlt.collator import ClipCollator
+from rlt.common import PixelNormalizer
 from rlt.synthetic import add_task_arguments
 from rlt.training import (
     COMPILE_CHOICES,
     VIT_SIZES,
-    ClipCollator,
-    PixelNormalizer,
     RLTTrainer,
     compile_arguments,
     resolve_compile,
