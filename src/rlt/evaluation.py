@@ -27,7 +27,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -211,22 +211,16 @@ class EvaluationReport:
         }
 
     def to_dict(self) -> dict:
+        """The report as JSON: every field (``rows`` as ``results``, ``padded`` as ``padding()``) and the versions."""
         import transformers
 
+        fields = {key: value for key, value in asdict(self).items() if key != "rows"}
         return {
-            "model": self.model,
-            "data": self.data,
-            "device": self.device,
+            **fields,
             "device_name": torch.cuda.get_device_name(0) if self.device.startswith("cuda") else "cpu",
-            "dtype": self.dtype,
-            "batch_size": self.batch_size,
-            "num_clips": self.num_clips,
-            "num_classes": self.num_classes,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
-            "loader": self.loader,
             "results": self.rows,
-            "failed": self.failed,
             "padded": self.padding(),
         }
 
