@@ -2,7 +2,8 @@
 
 ``evaluate(model, data, thresholds=[0, 0.05, 0.1, 0.2])`` (``rlt evaluate MODEL DATA``) runs a
 video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT one, which is loaded into the RLT
-class in memory) over labelled clips at each threshold and pooling, and reports top-1 / top-5
+class in memory) over labelled clips at each threshold, pooling and RLT switch (``AXES``: the comparison
+rule, proportional attention), and reports top-1 / top-5
 accuracy, the tokens kept, the model's clips/s and the change against the baseline. Threshold 0
 is the baseline: RLT off, every token, the vanilla model's function.
 
@@ -277,8 +278,6 @@ class EvaluationReport:
         lines.append("d top-1: points against the baseline; speed-up: model clips/s over the baseline's; "
                      "agree: top-1 predictions equal to the baseline's")
         return "\n".join(line for line in lines if line)
-
-
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
