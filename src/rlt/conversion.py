@@ -54,7 +54,7 @@ class OutputNotEmptyError(FileExistsError):
     ``folder`` is that folder; the message names the Python argument (the CLI names its flag)."""
 
     def __init__(self, folder: Path):
-        super().__init__(f"output folder {folder} is not empty; pass overwrite=True (--overwrite) to replace it")
+        super().__init__(f"output folder {folder} is not empty; pass overwrite=True to replace it")
         self.folder = folder
 
     @classmethod
