@@ -56,14 +56,13 @@ from transformers import TrainingArguments, VideoMAEConfig, VideoMAEForPreTraini
 from transformers.trainer_utils import get_last_checkpoint
 
 import rlt
-from rlt.cache import prepare_clip
-from rlt.common import READ_ERRORS
+from rlt.clip_sources import ClipDataset, SyntheticClips, VideoFileClips
+from rlt.collator import ClipCollator
+from rlt.common import PixelNormalizer
 from rlt.synthetic import add_task_arguments
 from rlt.training import (
     COMPILE_CHOICES,
     VIT_SIZES,
-    ClipCollator,
-    PixelNormalizer,
     RLTTrainer,
     compile_arguments,
     resolve_compile,
@@ -217,6 +216,7 @@ class TubeMaskingTrainer(RLTTrainer):
 
     def _prepare_inputs(self, inputs):
         inputs = super()._prepare_inputs(inputs)
+        inputs.pop("labels", None)  # the clips are their own targets: the data's labels, if any, are unused
         pixel_values = inputs["pixel_values"]
         inputs["bool_masked_pos"] = tube_mask(
             pixel_values.shape[0], self.steps, self.cells_per_step, self.mask_ratio, device=pixel_values.device
@@ -225,43 +225,6 @@ class TubeMaskingTrainer(RLTTrainer):
 
 
 # ------------------------------------------------------------------------------------------- data
-
-
-class _SyntheticClips(torch.utils.data.Dataset):
-    """Generated clips without their labels: ``{"pixel_values": uint8 (T, 3, H, W)}``."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        return {"pixel_values": self.dataset.clips[index]}
-
-
-class _VideoFiles(torch.utils.data.Dataset):
-    """Decoded (in the loader workers), sampled, resized and cropped as the processor does: uint8 clips.
-
-    A file that cannot be read is skipped with a warning naming it, as ``rlt cache`` and ``rlt evaluate``
-    do: its item's ``pixel_values`` is None, which ``ClipCollator`` drops from the batch.
-    """
-
-    def __init__(self, paths: list[str], processor: rlt.RLTVideoProcessor):
-        self.paths, self.processor = paths, processor
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        path = self.paths[index]
-        try:
-            return {"pixel_values": prepare_clip(self.processor, path)}
-        except READ_ERRORS as error:
-            message = str(error) or type(error).__name__
-            message = message if path in message else f"{path}: {message}"
-            logger.warning("skipping a video that cannot be read: %s", message)
-            return {"pixel_values": None}
 
 
 def list_videos(source: str) -> list[str]:
@@ -323,8 +286,11 @@ def load_data(args, device) -> tuple[torch.utils.data.Dataset, rlt.RLTVideoProce
         dataset = SyntheticVideoDataset(args.synthetic, seed=args.data_seed, config=config, device=render)
         info = {"data": "synthetic", "variant": args.synthetic_variant, "time_step": args.synthetic_time_step,
                 "generate_s": time.perf_counter() - start, "render_device": str(render)}
-        return _SyntheticClips(dataset), processor, info
-    return _VideoFiles(list_videos(args.train), processor), processor, {"data": "videos", "train": args.train}
+        return ClipDataset(SyntheticClips(dataset)), processor, info
+    # Decoded in the loader workers; a file that cannot be read is skipped by the collator with a warning naming it.
+    paths = list_videos(args.train)
+    videos = VideoFileClips(paths, [0] * len(paths), processor, ["video"], args.train)
+    return ClipDataset(videos), processor, {"data": "videos", "train": args.train}
 
 
 # ------------------------------------------------------------------------------------------ model

@@ -64,17 +64,17 @@ import rlt
 import rlt.hf_datasets
 from rlt import registry
 from rlt.batching import TokenBudgetBatchSampler, count_kept_tokens
+from rlt.collator import ClipCollator
+from rlt.common import PixelNormalizer
 from rlt.synthetic import add_task_arguments
-from rlt.training import VIT_SIZES as SIZES
 from rlt.training import (
     COMPILE_CHOICES,
-    ClipCollator,
-    PixelNormalizer,
     RLTTrainer,
     compile_arguments,
     compute_metrics,
     resolve_compile,
 )
+from rlt.training import VIT_SIZES as SIZES
 
 logger = logging.getLogger("train_video_classification")
 
@@ -249,19 +249,13 @@ def build_model(args, id2label: dict[int, str], processor: rlt.RLTVideoProcessor
 def make_processor(args, cache=None) -> rlt.RLTVideoProcessor:
     """The processor the model expects (its checkpoint's, the cache's, or ImageNet normalisation at --image-size)."""
     if args.model:
-        from transformers import AutoConfig
+        from rlt.cache import load_processor
 
-        from rlt.conversion import read_processor_config
-
-        geometry = registry.as_rlt_config(AutoConfig.from_pretrained(args.model))
-        for flag, given, model_value in (("--num-frames", args.num_frames, geometry.rlt_num_frames),
-                                         ("--image-size", args.image_size, geometry.rlt_image_size[0])):
+        processor, _ = load_processor(args.model)  # a vanilla checkpoint's translated as rlt convert does
+        for flag, given, model_value in (("--num-frames", args.num_frames, processor.num_frames),
+                                         ("--image-size", args.image_size, processor.crop_size["height"])):
             if given is not None and given != model_value:
                 raise ValueError(f"{args.model} takes {model_value} for {flag}, not {given}: leave {flag} out")
-        _, processor_config = read_processor_config(args.model)
-        processor = rlt.RLTVideoProcessor.from_source_config(
-            processor_config, num_frames=geometry.rlt_num_frames, image_size=geometry.rlt_image_size
-        )
     elif cache is not None:
         processor = cache.processor
     else:
@@ -347,17 +341,9 @@ def token_counts(args, dataset, model, normalizer, device):
             counts = dataset.tokens_kept
             if min(counts) > 0:
                 return [c + prefix for c in counts]
-    return count_kept_tokens(
-        dataset,
-        threshold=args.threshold,
-        tubelet_size=tubelet,
-        patch_size=patch,
-        input_scale=normalizer.input_scale,
-        compare_to=args.compare_to,
-        num_prefix_tokens=prefix,
-        num_workers=args.num_workers,
-        device=device,
-    ).tolist()
+    keep_masks = ClipCollator.for_model(config, drop="rlt", input_scale=normalizer.input_scale)  # as the model chooses
+    return count_kept_tokens(dataset, keep_masks, num_prefix_tokens=prefix, num_workers=args.num_workers,
+                             device=device).tolist()
 
 
 # ------------------------------------------------------------------------------------------- main

@@ -7,9 +7,11 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_VIDEOMAE
 
-from rlt import run_length_tokenize
+from rlt import RLTVideoMAEConfig, run_length_tokenize
 from rlt.batching import TokenBudgetBatchSampler, count_kept_tokens
+from rlt.collator import ClipCollator
 
 
 def rlt_like_counts(n: int = 500, seed: int = 0) -> np.ndarray:
@@ -114,7 +116,11 @@ def test_count_kept_tokens_matches_the_tokenizer_for_uint8_and_normalised_clips(
     expected = run_length_tokenize(normalised, threshold=0.1).counts.numpy()
     assert len(set(expected.tolist())) > 1
     dataset = [{"pixel_values": clip} for clip in clips]
-    np.testing.assert_array_equal(count_kept_tokens(dataset, threshold=0.1, batch_size=2), expected)
+    tau = ClipCollator(threshold=0.1)
+    np.testing.assert_array_equal(count_kept_tokens(dataset, tau, batch_size=2), expected)
     floats = [{"pixel_values": clip} for clip in normalised]
-    np.testing.assert_array_equal(count_kept_tokens(floats, threshold=0.1, batch_size=3), expected)
-    np.testing.assert_array_equal(count_kept_tokens(floats, threshold=0.1, num_prefix_tokens=1), expected + 1)
+    np.testing.assert_array_equal(count_kept_tokens(floats, tau, batch_size=3), expected)
+    np.testing.assert_array_equal(count_kept_tokens(floats, tau, num_prefix_tokens=1), expected + 1)
+    # From a model's config: its geometry and RLT settings, as the training script counts them.
+    config = RLTVideoMAEConfig(**TINY_VIDEOMAE, rlt_threshold=0.1)
+    np.testing.assert_array_equal(count_kept_tokens(dataset, ClipCollator.for_model(config)), expected)

@@ -10,11 +10,18 @@ import sys
 import pytest
 import torch
 from conftest import SRC, TINY_VIDEOMAE
-from transformers import AutoModelForVideoClassification, BertConfig, BertModel, VideoMAEConfig, VideoMAEModel
-from transformers import VideoMAEForVideoClassification
+from transformers import (
+    AutoModelForVideoClassification,
+    BertConfig,
+    BertModel,
+    VideoMAEConfig,
+    VideoMAEForVideoClassification,
+    VideoMAEModel,
+)
 
-from rlt.calibration import calibrate, load_rlt_model, parameters_of_groups
+from rlt.calibration import calibrate, parameters_of_groups
 from rlt.cli import main
+from rlt.conversion import model_and_processor
 from rlt.synthetic import CLASS_NAMES, SyntheticVideoDataset, task_config
 
 IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
@@ -62,7 +69,7 @@ def test_calibration_lowers_the_loss_and_moves_only_the_named_parameters(vanilla
     assert [row["step"] for row in result.evaluations] == [0, 20] and held_out[-1] < 0.8 * held_out[0], held_out
 
     named = {name for parameters in parameters_of_groups(result.model, groups).values() for name in parameters}
-    before, after = load_rlt_model(vanilla)[0].state_dict(), result.model.state_dict()
+    before, after = model_and_processor(vanilla)[0].state_dict(), result.model.state_dict()
     assert before.keys() == after.keys()
     moved = {name for name, value in after.items() if not torch.equal(value, before[name])}
     assert moved and moved <= named, moved - named  # every other tensor bit for bit as it was
@@ -75,7 +82,7 @@ def test_calibration_lowers_the_loss_and_moves_only_the_named_parameters(vanilla
 
 
 def test_the_teacher_is_the_same_module_with_rlt_off_and_its_starting_weights(vanilla, clips):
-    model, processor = load_rlt_model(vanilla)
+    model, processor = model_and_processor(vanilla)
     frozen = {name: p.data_ptr() for name, p in model.named_parameters() if "length_embeddings" not in name}
     calls = []
 
@@ -107,7 +114,7 @@ def test_the_written_folder_loads_with_auto_classes_and_its_card_says_what_was_c
         torch.testing.assert_close(loaded(pixel_values=pixel_values).logits, result.model(pixel_values=pixel_values).logits)
     card = (out / "README.md").read_text()
     assert "rlt calibrate" in card and "`length_encoding`" in card and "rlt-calibrated" in card
-    assert "| Steps | 5 " in card and "in-memory clips" in card and "KL divergence" in card
+    assert "| Steps | 5 " in card and "48 generated clips" in card and "KL divergence" in card
     assert (out / "video_preprocessor_config.json").is_file() and "auto_map" in json.loads((out / "config.json").read_text())
     with pytest.raises(FileExistsError, match="overwrite"):
         calibrate(vanilla, clips, steps=1, output_dir=out, **FAST)
@@ -130,11 +137,11 @@ def test_proportional_attention_is_passed_to_the_config(vanilla, clips):
 
 
 def test_run_embedding_is_passed_to_the_config_and_checked(vanilla, clips):
-    result = calibrate(vanilla, clips, steps=1, run_embedding="mean", **FAST)
+    result = calibrate(vanilla, clips, steps=1, rlt_run_embedding="mean", **FAST)
     assert result.model.config.rlt_run_embedding == "mean"
     assert result.settings["rlt_run_embedding"] == "mean"
-    with pytest.raises(ValueError, match="run_embedding must be one of"):
-        calibrate(vanilla, clips, steps=1, run_embedding="median", **FAST)
+    with pytest.raises(ValueError, match="rlt_run_embedding must be one of"):
+        calibrate(vanilla, clips, steps=1, rlt_run_embedding="median", **FAST)
 
 
 @pytest.mark.parametrize("steps", [0, -3])

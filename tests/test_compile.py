@@ -16,8 +16,10 @@ from safetensors.torch import load_file
 from transformers import TrainingArguments
 
 from rlt import RLTVideoMAEConfig, RLTVideoMAEForVideoClassification
+from rlt.collator import ClipCollator
+from rlt.common import PixelNormalizer
 from rlt.synthetic import SyntheticVideoConfig, SyntheticVideoDataset
-from rlt.training import ClipCollator, PixelNormalizer, RLTTrainer, compile_arguments, resolve_compile
+from rlt.training import RLTTrainer, compile_arguments, resolve_compile
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_video_classification.py"
 CLASSES = ("static", "camera_pan", "move_left", "move_right")

@@ -112,7 +112,7 @@ def test_converter_rejects_other_architectures_and_protects_output(vanilla_folde
     ViTModel(
         ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     ).save_pretrained(vit)
-    with pytest.raises(ValueError, match="cannot convert a 'vit' checkpoint"):
+    with pytest.raises(ValueError, match="'vit' model, which has no RLT settings and cannot be converted"):
         rlt.convert(vit, tmp_path / "out")
     occupied = tmp_path / "occupied"
     occupied.mkdir()

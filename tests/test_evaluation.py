@@ -14,7 +14,8 @@ from video_helpers import write_video
 from rlt import RLTVideoProcessor
 from rlt.cache import cache_clips, prepare_clip
 from rlt.cli import main
-from rlt.evaluation import evaluate, load_classifier
+from rlt.conversion import model_and_processor
+from rlt.evaluation import evaluate
 
 CLASSES = ["left", "still", "up"]
 IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
@@ -94,7 +95,7 @@ def test_evaluate_prints_the_table_for_two_thresholds_and_writes_json(setup, tmp
 
 def test_videos_cache_and_memory_give_identical_results(setup, tmp_path):
     root, _ = setup
-    model, processor = load_classifier(root / "model")
+    model, processor = model_and_processor(root / "model", classifier_only=True)
     common = {
         "thresholds": [0.05, 0.2],
         "poolings": ["mean", "length_weighted"],
@@ -206,7 +207,7 @@ def test_both_comparison_rules_in_one_table(setup, capsys):
     """--compare-to previous last_kept runs every threshold under each rule: a slow fade, under tau per step,
     is all dropped by "previous" and partly kept by "last_kept"; the table shows the rule column."""
     root, _ = setup
-    model, processor = load_classifier(root / "model")
+    model, processor = model_and_processor(root / "model", classifier_only=True)
     fade = torch.linspace(0, 42, 8).view(1, 8, 1, 1, 1)  # +6 grey levels a frame: 18 (0.31 in tau units) a step
     clips = (torch.full((2, 8, 3, 32, 32), 100.0) + fade).to(torch.uint8)
     report = evaluate(
@@ -224,18 +225,44 @@ def test_both_comparison_rules_in_one_table(setup, capsys):
     assert model.config.rlt_compare_to == "previous"  # restored
 
 
-def test_attention_and_run_embedding_axes_give_one_row_each_and_restore_the_model(setup, capsys):
+def test_the_attention_axis_runs_every_rlt_setting_under_each_choice(setup, capsys):
+    """--attention plain proportional: one row per choice, the column shown, the config switch set per row
+    (it changes the attention, not the tokens kept) and restored afterwards."""
     root, _ = setup
-    model, processor = load_classifier(root / "model")
-    before = (model.config.rlt_proportional_attention, model.config.rlt_run_embedding)
-    report = evaluate(model, root / "data", thresholds=[0, 0.1], attentions=["plain", "proportional"],
-                      run_embeddings=["first", "mean"], batch_size=4, workers=0, progress=False,
-                      processor=processor)
-    settings = [(r["threshold"], r["attention"], r["run_embedding"]) for r in report.rows]
-    assert settings == [(0.0, "-", "-"), (0.1, "plain", "first"), (0.1, "proportional", "first"),
-                        (0.1, "plain", "mean"), (0.1, "proportional", "mean")]
+    model, processor = model_and_processor(root / "model", classifier_only=True)
+    clips = torch.randint(0, 256, (1, 8, 3, 32, 32), dtype=torch.uint8).expand(4, -1, -1, -1, -1).clone()
+    clips[:, 4:] = clips[:, :1]  # later frames repeat the first: runs longer than 1, so the switch matters
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(module.config.rlt_proportional_attention))
+    report = evaluate(model, (clips, [0, 1, 2, 0]), processor=processor, thresholds=[0.1],
+                      attentions=["plain", "proportional"], warmup=0, progress=False)
+    rows = {row["attention"]: row for row in report.rows}
+    assert set(rows) == {"-", "plain", "proportional"} and seen == [False, False, True]
+    assert rows["plain"]["tokens_kept_pct"] == rows["proportional"]["tokens_kept_pct"] < 100
+    print(report)
+    assert "attention" in capsys.readouterr().out.splitlines()[2]
+    assert model.config.rlt_proportional_attention is False  # restored
+    with pytest.raises(ValueError, match=r"attention must be among \('plain', 'proportional'\)"):
+        evaluate(model, (clips, [0, 1, 2, 0]), processor=processor, attentions=["ToMe"], progress=False)
+
+
+def test_the_run_embedding_axis_runs_every_rlt_setting_under_each_choice(setup):
+    """--run-embedding first mean (beside --attention): one row per combination, rlt_run_embedding set per row
+    and restored afterwards, a bad choice named."""
+    root, _ = setup
+    model, processor = model_and_processor(root / "model", classifier_only=True)
+    clips = torch.randint(0, 256, (1, 8, 3, 32, 32), dtype=torch.uint8).expand(4, -1, -1, -1, -1).clone()
+    clips[:, 4:] = clips[:, :1]
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(module.config.rlt_run_embedding))
+    report = evaluate(model, (clips, [0, 1, 2, 0]), processor=processor, thresholds=[0.1],
+                      attentions=["plain", "proportional"], run_embeddings=["first", "mean"], warmup=0, progress=False)
+    combos = [(row["attention"], row["run_embedding"]) for row in report.rows]
+    assert sorted(combos[1:]) == [("plain", "first"), ("plain", "mean"), ("proportional", "first"),
+                                  ("proportional", "mean")] and combos[0] == ("-", "-")
+    assert sorted(seen[1:]) == ["first", "first", "mean", "mean"]
     header = next(line for line in str(report).splitlines() if line.startswith("threshold"))
-    assert "attention" in header and "run embedding" in header
-    assert (model.config.rlt_proportional_attention, model.config.rlt_run_embedding) == before
-    with pytest.raises(ValueError, match="run_embeddings must be among"):
-        evaluate(model, root / "data", run_embeddings=["median"], workers=0, progress=False, processor=processor)
+    assert "attention" in header and "run_embedding" in header
+    assert model.config.rlt_run_embedding == "first"  # restored
+    with pytest.raises(ValueError, match=r"run_embedding must be among \('first', 'mean'\)"):
+        evaluate(model, (clips, [0, 1, 2, 0]), processor=processor, run_embeddings=["median"], progress=False)

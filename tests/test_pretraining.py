@@ -196,11 +196,11 @@ def test_pretraining_reads_clip_caches_and_video_files(pretrain, tmp_path, caplo
         write_mp4(folder / f"clip{i}.mp4", clip)
     broken = tmp_path / "videos" / "nested" / "broken.mp4"  # skipped with a warning naming it, as elsewhere
     broken.write_bytes(b"not a video")
-    with caplog.at_level("WARNING", logger="pretrain_videomae"):
+    with caplog.at_level("WARNING", logger="rlt.collator"):
         from_videos = pretrain.main(["--train", str(tmp_path / "videos"), "--frame-stride", "2", "--max-steps", "1",
                                      "--output-dir", str(tmp_path / "v"), *TINY_RUN])
     assert from_videos["data"]["train_clips"] == 5 and math.isfinite(from_videos["final_loss"])
-    skipped = [record.getMessage() for record in caplog.records if "cannot be read" in record.getMessage()]
+    skipped = [record.getMessage() for record in caplog.records if "unreadable" in record.getMessage()]
     assert len(skipped) == 1 and str(broken) in skipped[0], skipped
     saved = json.loads((tmp_path / "v" / "video_preprocessor_config.json").read_text())
     assert saved["frame_stride"] == 2 and saved["num_frames"] == 8

@@ -14,6 +14,8 @@ from transformers import AutoModelForVideoClassification, EvalPrediction, Traini
 
 import rlt
 from rlt import RLTVideoMAEConfig, RLTVideoMAEForVideoClassification, RLTVivitConfig, RLTVivitForVideoClassification
+from rlt.collator import ClipCollator, random_drop_keep_mask
+from rlt.common import PixelNormalizer
 from rlt.synthetic import (
     CLASS_NAMES,
     SyntheticVideoConfig,
@@ -23,7 +25,7 @@ from rlt.synthetic import (
     task_config,
     write_synthetic_cache,
 )
-from rlt.training import ClipCollator, PixelNormalizer, RLTTrainer, compute_metrics, random_drop_keep_mask
+from rlt.training import RLTTrainer, compute_metrics
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_video_classification.py"
 SMALL = SyntheticVideoConfig(num_frames=8, image_size=32)

@@ -135,12 +135,8 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
 
 def count_kept_tokens(
     dataset,
+    collator: ClipCollator,
     *,
-    threshold: float,
-    tubelet_size: int = 2,
-    patch_size: int | Sequence[int] = 16,
-    input_scale: Sequence[float] | None = None,
-    compare_to: str = "previous",
     num_prefix_tokens: int = 0,
     batch_size: int = 32,
     num_workers: int = 0,
@@ -148,16 +144,14 @@ def count_kept_tokens(
 ) -> np.ndarray:
     """Tokens each clip of ``dataset`` keeps under RLT, int64 ``(len(dataset),)``, in dataset order.
 
-    ``dataset`` items hold ``pixel_values`` ``(T, C, H, W)``: uint8 frames (0..255; ``input_scale`` is
-    then ignored), or floats normalised by a processor (give its ``rlt_input_scale``). A dataset with a
-    ``clips`` tensor (``rlt.synthetic.SyntheticVideoDataset``) is read directly. ``num_prefix_tokens``
-    (ViViT's CLS: 1) is added to every count, as the models count it.
+    ``collator`` makes the keep masks: ``ClipCollator.for_model(config, input_scale=...)`` chooses tokens as
+    the model does (``ClipCollator(threshold=...)`` for the default geometry). ``dataset`` items hold
+    ``pixel_values`` ``(T, C, H, W)``: uint8 frames (0..255), or floats normalised by a processor (the
+    collator's ``input_scale`` says how). A dataset with a ``clips`` tensor
+    (``rlt.synthetic.SyntheticVideoDataset``) is read directly. ``num_prefix_tokens`` (ViViT's CLS: 1) is
+    added to every count, as the models count it.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
-    collator = ClipCollator(
-        drop="rlt", threshold=threshold, tubelet_size=tubelet_size, patch_size=patch_size,
-        input_scale=input_scale, compare_to=compare_to,
-    )
 
     def count(pixel_values: torch.Tensor) -> torch.Tensor:
         return collator.keep_mask(pixel_values.to(device)).flatten(1).sum(1).cpu() + num_prefix_tokens

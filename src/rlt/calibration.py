@@ -12,10 +12,11 @@ of those few tensors only), so the target stays the vanilla model's output while
 The loss is the KL divergence between the teacher's and the student's softened class distributions
 (temperature ``T``, scaled by ``T**2``); a base model without a head matches the pooled features with MSE.
 
-Data comes through ``rlt.evaluation.clip_source`` (the road ``rlt evaluate`` takes: a clip cache, a video
-folder / CSV / JSON list, a dataset with a ``Video`` column, in-memory uint8 clips) or the generated task
-(``rlt.synthetic.SyntheticVideoDataset``); labels are never used for training, only to report held-out
-top-1 where they exist.
+Data comes through ``rlt.evaluation.clip_source`` and ``clip_batches`` (the road ``rlt evaluate`` takes: a
+clip cache, a video folder / CSV / JSON list, a dataset with a ``Video`` column, in-memory uint8 clips, the
+generated task); labels are never used for training, only to report held-out top-1 where they exist.
+A checkpoint folder is loaded by ``rlt.conversion.model_and_processor`` (a vanilla one converted as
+``rlt convert`` does), and the calibrated folder written by ``rlt.conversion.write_checkpoint``.
 """
 
 from __future__ import annotations
@@ -34,18 +35,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import registry
 from .cache import default_workers, load_processor
-from .common import PixelNormalizer
 from .clip_sources import ClipSource
-from .evaluation import _batches, clip_source, load_classifier
-from .models.configuration_rlt import RUN_EMBEDDING_CHOICES
+from .common import PixelNormalizer
+from .conversion import OutputNotEmptyError, model_and_processor, write_checkpoint
+from .evaluation import clip_batches, clip_source, resolve_device
+from .models.configuration_rlt import check_rlt_setting_names
 
 __all__ = [
     "PARAMETER_GROUPS",
     "CalibrationResult",
     "calibrate",
-    "load_rlt_model",
     "parameters_of_groups",
     "synthetic_clips_for",
 ]
@@ -83,9 +83,9 @@ def parameters_of_groups(model: nn.Module, groups: Sequence[str]) -> dict[str, d
     for module_name, module in model.named_modules():
         for short, parameter in module.named_parameters(recurse=False):
             name = f"{module_name}.{short}" if module_name else short
-            for group in chosen:
+            for group, members in chosen.items():
                 if name not in taken and PARAMETER_GROUPS[group](name, module):
-                    chosen[group][name] = parameter
+                    members[name] = parameter
                     taken.add(name)
     empty = [group for group, parameters in chosen.items() if not parameters]
     if empty:
@@ -96,51 +96,6 @@ def parameters_of_groups(model: nn.Module, groups: Sequence[str]) -> dict[str, d
 
 # ----------------------------------------------------------------------------------------------
 # The model
-
-
-def load_rlt_model(checkpoint: str | os.PathLike):
-    """An RLT model (classifier or base model) and its processor from a checkpoint folder: an RLT one, or a
-    vanilla one of a registered architecture, loaded into the RLT class as ``rlt convert`` would (length
-    table at zero, the processor's input scale)."""
-    folder = Path(checkpoint)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
-    config = json.loads((folder / "config.json").read_text())
-    model_type = config.get("model_type")
-    try:
-        architecture = registry.for_model_type(model_type)
-    except registry.UnsupportedArchitectureError:
-        raise registry.UnsupportedArchitectureError(
-            f"{folder} holds a {model_type!r} model, which has no RLT settings and cannot be converted: rlt calibrate "
-            f"takes RLT checkpoints or {registry.describe_supported()} checkpoints"
-        ) from None
-    if any(name.endswith("ForVideoClassification") for name in config.get("architectures") or []):
-        return load_classifier(folder)
-    processor, _ = load_processor(folder)
-    kwargs = {}
-    if model_type != architecture.model_type:  # vanilla base model: RLT settings at their defaults
-        kwargs["config"] = architecture.rlt_config(config, rlt_input_scale=processor.rlt_input_scale)
-    model, info = architecture.model_class.from_pretrained(str(folder), output_loading_info=True, **kwargs)
-    missing = [key for key in info["missing_keys"] if "length_embeddings" not in key]
-    if missing:
-        raise ValueError(f"{folder} lacks weights of a {architecture.display_name} model: {missing[:5]}")
-    return model.eval(), processor
-
-
-def _model_and_processor(model, processor):
-    if isinstance(model, (str, os.PathLike)):
-        model, checkpoint_processor = load_rlt_model(model)
-        processor = processor or checkpoint_processor
-    elif not hasattr(model.config, "rlt_enabled"):
-        raise TypeError(
-            f"{type(model).__name__} has no RLT settings: pass a checkpoint folder, or an RLT model "
-            "(rlt.from_model(model) makes one of a transformers model)"
-        )
-    if isinstance(processor, (str, os.PathLike)):
-        processor, _ = load_processor(processor)
-    if processor is None:
-        raise ValueError("give the processor the model expects (processor=...)")
-    return model, processor
 
 
 @contextlib.contextmanager
@@ -188,15 +143,6 @@ def _head_output(model, outputs) -> torch.Tensor:
 # The data
 
 
-def _as_clip_data(data):
-    """``SyntheticVideoDataset`` -> in-memory ``(clips, labels, class_names)``; anything else as given."""
-    from .synthetic import SyntheticVideoDataset
-
-    if isinstance(data, SyntheticVideoDataset):
-        return data.clips, data.labels, data.class_names
-    return data
-
-
 def synthetic_clips_for(
     checkpoint: str | os.PathLike, num_clips: int, *, variant: str = "full", seed: int = 0, time_step: float = 1.0,
     device: str | torch.device | None = None,
@@ -217,57 +163,24 @@ def synthetic_clips_for(
 
 def _source(data, processor, model, dataset_options) -> tuple[ClipSource, bool]:
     """The clips of ``data`` and whether their labels are the model's class ids (then top-1 is reported)."""
-    data = _as_clip_data(data)
-    if isinstance(data, (str, os.PathLike)) and not Path(data).exists() and not dataset_options:
-        from .hf_datasets import is_dataset_source
-
-        if not is_dataset_source(data):
-            raise FileNotFoundError(f"no such clip cache, video folder or list: {data}")
     config = model.config
     names = [str(config.id2label[i]) for i in range(config.num_labels)] if _is_classifier(model) else None
     try:
-        source, labelled = clip_source(data, processor, names, dataset_options), names is not None
+        return clip_source(data, processor, config, dataset_options, class_names=names), names is not None
     except ValueError as error:
         if names is None or "not among the model's labels" not in str(error):
             raise
-        source, labelled = clip_source(data, processor, None, dataset_options), False  # labels unused then
-    expected = (config.rlt_num_frames, config.rlt_num_channels, *config.rlt_image_size)
-    if source.clip_shape is not None and tuple(source.clip_shape) != expected:
-        raise ValueError(
-            f"the clips are (frames, channels, height, width) = {tuple(source.clip_shape)}; "
-            f"the model takes {expected}: cache or sample them for this model"
-        )
-    if len(source) == 0:
-        raise ValueError(f"{source.description} holds no clips")
-    return source, labelled
+    return clip_source(data, processor, config, dataset_options), False  # labels unused then
 
 
-class _SubsetClips(ClipSource):
-    """Clips ``indices`` of ``source`` (the training / held-out split of one source)."""
-
-    def __init__(self, source: ClipSource, indices):
-        self.source, self.indices = source, list(indices)
-        self.kind, self.class_names, self.description = source.kind, source.class_names, source.description
-        self.clip_shape, self.in_memory = source.clip_shape, source.in_memory
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def clip(self, i: int):
-        return self.source.clip(self.indices[i])
-
-
-def _subset(source: ClipSource, indices) -> ClipSource:
-    return _SubsetClips(source, indices)
-
-
-def _training_batches(source: ClipSource, batch_size: int, workers: int, pin: bool, seed: int):
-    """Endless uint8 batches ``(B, T, C, H, W)``, reshuffled every pass; unreadable clips are skipped."""
+def _training_batches(source: ClipSource, indices: list[int], batch_size: int, workers: int, pin: bool, seed: int):
+    """Endless uint8 batches ``(B, T, C, H, W)`` of the clips ``indices`` of ``source``, reshuffled every
+    pass; unreadable clips are skipped."""
     generator = torch.Generator().manual_seed(seed)
     while True:
-        order = torch.randperm(len(source), generator=generator).tolist()
+        order = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
         readable = 0
-        for batch in _batches(_subset(source, order), batch_size, workers, pin):
+        for batch in clip_batches(source, batch_size, workers=workers, pin_memory=pin, indices=order):
             for entry in batch.failed:
                 logger.warning("skipping an unreadable video: %s", entry["error"])
             if len(batch):
@@ -336,7 +249,6 @@ def calibrate(
     threshold: float | None = None,
     pooling: str | None = None,
     proportional_attention: bool | None = None,
-    run_embedding: str | None = None,
     eval_data=None,
     holdout: int = 0,
     eval_steps: Sequence[int] = (),
@@ -346,6 +258,7 @@ def calibrate(
     dataset_options=None,
     json_path: str | os.PathLike | None = None,
     progress: bool = True,
+    **rlt_settings,
 ) -> CalibrationResult:
     """Calibrate a training-free RLT model by distilling it with RLT off into itself with RLT on; see the module doc.
 
@@ -364,7 +277,7 @@ def calibrate(
         bf16: autocast the forward passes to bfloat16 on CUDA (the trained parameters stay float32).
         threshold, pooling: ``rlt_threshold`` / ``rlt_pooling`` to calibrate for (default: the model's).
         proportional_attention: set ``rlt_proportional_attention`` on the config (default: as it is).
-        run_embedding: set ``rlt_run_embedding`` on the config, ``"first"`` or ``"mean"`` (default: as it is).
+        rlt_settings: other ``rlt_*`` config fields to calibrate for (default: the model's).
         eval_data: labelled or unlabelled held-out clips (as ``data``); or ``holdout`` clips of ``data``
             set aside (never trained on). Evaluated at step 0 (training-free), at ``eval_steps`` and at the end.
         log_every: the loss curve's resolution (mean loss over each ``log_every`` steps).
@@ -374,42 +287,43 @@ def calibrate(
         ``CalibrationResult``; ``.model`` is the calibrated model, in eval mode on ``device``.
     """
     _check_arguments(steps, train, temperature, lr, batch_size, holdout, eval_steps, log_every)
-    if output_dir is not None and Path(output_dir).is_dir() and any(Path(output_dir).iterdir()) and not overwrite:
-        raise FileExistsError(f"output folder {output_dir} is not empty; pass overwrite=True (--overwrite) to replace it")
+    check_rlt_setting_names(rlt_settings, what="rlt.calibrate")
+    if output_dir is not None:
+        OutputNotEmptyError.check(output_dir, overwrite)
     model_name = str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
-    model, processor = _model_and_processor(model, processor)
+    model, processor = model_and_processor(model, processor)
     config = model.config
     groups = parameters_of_groups(model, list(train))
     source, labelled = _source(data, processor, model, dataset_options)
-    held_out, held_labelled = None, labelled
+    train_indices, held_out, held_indices, held_labelled = list(range(len(source))), None, None, labelled
     if eval_data is not None:
         held_out, held_labelled = _source(eval_data, processor, model, dataset_options)
     elif holdout:
         if holdout >= len(source):
             raise ValueError(f"holdout={holdout} leaves no clip of the {len(source)} to train on")
         order = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed)).tolist()
-        source, held_out = _subset(source, order[holdout:]), _subset(source, order[:holdout])
+        held_out, train_indices, held_indices = source, order[holdout:], order[:holdout]
 
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          "cpu" if device == "auto" else device)
+    device = resolve_device(device)
     if bf16 and device.type != "cuda":
         raise ValueError("bf16 autocast is for CUDA; calibrate in float32 on the CPU")
     workers = default_workers() if workers is None else int(workers)
-    if threshold is not None:
-        config.rlt_threshold = float(threshold)
-    if pooling is not None:
-        config.rlt_pooling = pooling
-    if proportional_attention is not None:  # a thin pass-through to the config switch
-        config.rlt_proportional_attention = bool(proportional_attention)
-    if run_embedding is not None:
-        if run_embedding not in RUN_EMBEDDING_CHOICES:
-            raise ValueError(f"run_embedding must be one of {RUN_EMBEDDING_CHOICES}, got {run_embedding!r}")
-        config.rlt_run_embedding = run_embedding
+    # What the model is calibrated for: these settings on the config (None: as the model has it), recorded.
+    overrides = {"rlt_threshold": threshold, "rlt_pooling": pooling,
+                 "rlt_proportional_attention": proportional_attention, **rlt_settings}
+    before = {name: getattr(config, name, None) for name in overrides}
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(config, name, value)
+    try:
+        config.validate_rlt_settings()  # the config's own checks, with their messages
+    except ValueError:
+        for name, value in before.items():
+            setattr(config, name, value)
+        raise
     config.rlt_enabled = True
-    settings = {"rlt_threshold": config.rlt_threshold, "rlt_pooling": config.rlt_pooling,
-                "rlt_proportional_attention": getattr(config, "rlt_proportional_attention", None),
-                "rlt_run_embedding": getattr(config, "rlt_run_embedding", None),
-                "temperature": temperature, "lr": lr, "batch_size": batch_size, "bf16": bf16, "seed": seed}
+    settings = {name: getattr(config, name, None) for name in overrides}
+    settings.update(temperature=temperature, lr=lr, batch_size=batch_size, bf16=bf16, seed=seed)
 
     model.to(device).eval()  # eval: no dropout, so the teacher and the student differ by RLT alone
     trained = {name: parameter for parameters in groups.values() for name, parameter in parameters.items()}
@@ -445,7 +359,8 @@ def calibrate(
     )
     reference = None
     if held_out is not None:
-        reference = _teacher_reference(held_out, teacher, normalizer, batch_size, workers, pin, device, held_labelled)
+        batches = clip_batches(held_out, batch_size, workers=workers, pin_memory=pin, indices=held_indices)
+        reference = _teacher_reference(batches, held_out.description, teacher, normalizer, device, held_labelled)
         if "top1" in reference:
             result.teacher = {"top1": reference["top1"]}
         result.evaluations.append(_evaluate(0, reference, student, classifier, temperature))
@@ -455,7 +370,7 @@ def calibrate(
 
     start, window = time.perf_counter(), []
     try:
-        batches = _training_batches(source, batch_size, workers, pin, seed)
+        batches = _training_batches(source, train_indices, batch_size, workers, pin, seed)
         for step in tqdm(range(1, steps + 1), desc="calibrating", unit="step", disable=not progress):
             pixel_values = normalizer(next(batches).to(device, non_blocking=True))
             target = teacher(pixel_values)
@@ -480,7 +395,7 @@ def calibrate(
         raise RuntimeError(f"calibration changed frozen parameters {touched[:5]}")
     logger.info("%s", result)
     if output_dir is not None:
-        _save(model, processor, output_dir, model_name, result)
+        _write(model, processor, output_dir, model_name, result)
         result.output_dir = str(output_dir)
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
@@ -505,11 +420,11 @@ def _check_arguments(steps, train, temperature, lr, batch_size, holdout, eval_st
 
 
 @torch.no_grad()
-def _teacher_reference(source, teacher, normalizer, batch_size, workers, pin, device, labelled) -> dict:
-    """The held-out clips on the device (uint8: a quarter of their float size) with the teacher's outputs,
-    computed once: the teacher is fixed."""
+def _teacher_reference(batches, description: str, teacher, normalizer, device, labelled) -> dict:
+    """The held-out clips (``clip_batches``) on the device (uint8: a quarter of their float size) with the
+    teacher's outputs, computed once: the teacher is fixed."""
     clips, targets, labels = [], [], []
-    for clip_batch in _batches(source, batch_size, workers, pin):
+    for clip_batch in batches:
         for entry in clip_batch.failed:
             logger.warning("skipping an unreadable held-out video: %s", entry["error"])
         if len(clip_batch):
@@ -518,7 +433,7 @@ def _teacher_reference(source, teacher, normalizer, batch_size, workers, pin, de
             targets.append(teacher(normalizer(batch)))
             labels.append(batch_labels)
     if not clips:
-        raise ValueError(f"no readable clip in the held-out {source.description}")
+        raise ValueError(f"no readable clip in the held-out {description}")
     reference = {"clips": clips, "targets": targets, "labels": labels, "normalizer": normalizer}
     if labelled and targets[0].dim() == 2:
         predictions = torch.cat([target.argmax(-1).cpu() for target in targets])
@@ -542,19 +457,10 @@ def _evaluate(step, reference, student, classifier, temperature) -> dict:
             "top1": correct / count if "top1" in reference else None}
 
 
-def _save(model, processor, output_dir, source_name: str, result: CalibrationResult) -> None:
+def _write(model, processor, output_dir, source_name: str, result: CalibrationResult) -> None:
     """A self-contained checkpoint folder, as ``rlt convert`` writes one, whose card says what was calibrated."""
-    from .conversion import code_files_of
-    from .hub import write_model_card
-
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
-    missing_code = [name for name in code_files_of(model, processor) if not (output_dir / name).is_file()]
-    if missing_code:
-        raise RuntimeError(f"{output_dir} lacks the code files {missing_code} that trust_remote_code loading needs")
     trained = ", ".join(f"`{group}` ({count:,} values)" for group, count in result.trained.items())
+    calibrated_for = ", ".join(f"{name} `{value}`" for name, value in result.settings.items() if name.startswith("rlt_"))
     final = f"{result.final_loss:.4g}" if result.final_loss is not None else "-"
     rows = [
         f"| Parameters trained | {trained}; every other parameter as in the base model |",
@@ -562,9 +468,7 @@ def _save(model, processor, output_dir, source_name: str, result: CalibrationRes
         f"| Steps | {result.steps} (batch {result.settings['batch_size']}, AdamW lr {result.settings['lr']:g}) |",
         f"| Loss | {result.loss}, teacher: this model with RLT off |",
         f"| Final loss | {final} (mean of the last logged steps) |",
-        f"| Calibrated for | rlt_threshold {result.settings['rlt_threshold']}, pooling `{result.settings['rlt_pooling']}`, "
-        f"proportional attention {result.settings['rlt_proportional_attention']}, "
-        f"run embedding `{result.settings.get('rlt_run_embedding')}` |",
+        f"| Calibrated for | {calibrated_for} |",
     ]
     if result.evaluations:
         first, last = result.evaluations[0], result.evaluations[-1]
@@ -576,5 +480,5 @@ def _save(model, processor, output_dir, source_name: str, result: CalibrationRes
     summary = (f"A video transformer with Run-Length Tokenization (RLT), converted training-free from `{source_name}` "
                f"and then calibrated without labels (`rlt calibrate`): {trained} were trained for {result.steps} "
                "steps to match the model's own output with RLT off; every other weight is the base model's.")
-    write_model_card(output_dir, source=source_name if Path(source_name).is_dir() else None, summary=summary,
-                     sections=[section], tags=["rlt-calibrated"])
+    write_checkpoint(output_dir, model, processor, source=source_name if Path(source_name).is_dir() else None,
+                     summary=summary, sections=[section], tags=["rlt-calibrated"])

@@ -4,6 +4,9 @@
   checkpoint folder that loads with ``trust_remote_code`` where ``rlt`` is not installed.
 - ``from_model(model)``: a model already in memory (e.g. the one a pipeline loaded) -> the matching
   RLT model sharing its weights, with no disk round trip.
+- ``load_rlt(source)``: the one vanilla -> RLT load from a checkpoint, behind ``convert``, ``rlt evaluate``,
+  ``rlt calibrate`` (through ``model_and_processor``) and the training script.
+- ``write_checkpoint``: the self-contained folder ``convert`` and ``rlt calibrate`` write.
 
 Which RLT classes a model maps to comes from ``rlt.registry``.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import re
 from itertools import chain
 from pathlib import Path
@@ -34,7 +38,9 @@ __all__ = [
     "convert",
     "from_model",
     "load_rlt",
+    "model_and_processor",
     "read_processor_config",
+    "write_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,13 +57,21 @@ class OutputNotEmptyError(FileExistsError):
         super().__init__(f"output folder {folder} is not empty; pass overwrite=True to replace it")
         self.folder = folder
 
+    @classmethod
+    def check(cls, folder: str | Path, overwrite: bool) -> None:
+        """Raise unless ``folder`` is absent or empty, or ``overwrite`` allows replacing what it holds."""
+        folder = Path(folder)
+        if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+            raise cls(folder)
 
-def _architecture_of(model_type: str) -> registry.Architecture:
+
+def _architecture_of(model_type: str, source) -> registry.Architecture:
     try:
         return registry.for_model_type(model_type)
     except registry.UnsupportedArchitectureError:
         raise registry.UnsupportedArchitectureError(
-            f"cannot convert a {model_type!r} checkpoint: rlt converts {registry.describe_supported()} checkpoints"
+            f"{source} holds a {model_type!r} model, which has no RLT settings and cannot be converted: rlt converts "
+            f"{registry.describe_supported()} checkpoints"
         ) from None
 
 
@@ -93,14 +107,16 @@ def read_processor_config(source: str | Path, **hub_kwargs) -> tuple[str | None,
     return None, {}
 
 
-def _vanilla_defaults(config, processor_config: dict | None) -> dict:
-    """The RLT settings a vanilla config starts from: a zero length table (the model's function unchanged)
-    and the input scale of the processor it was trained with (none for an RLT config: it has its own)."""
-    if hasattr(config, "rlt_input_scale"):
-        return {}
-    channels = registry.as_rlt_config(config).rlt_num_channels
-    scale = input_scale_from_processor(processor_config or {}, channels)
-    return {"rlt_length_encoding_init": "zeros", "rlt_input_scale": scale}
+def _rlt_config(architecture: registry.Architecture, config, processor_config: dict | None, rlt_settings: dict):
+    """The RLT config of ``config`` with ``rlt_settings``. A vanilla config starts from a zero length table
+    (the model's function unchanged) and the input scale of the processor it was trained with (an RLT
+    config has its own)."""
+    defaults = {}
+    if not hasattr(config, "rlt_input_scale"):
+        channels = registry.as_rlt_config(config).rlt_num_channels
+        scale = input_scale_from_processor(processor_config or {}, channels)
+        defaults = {"rlt_length_encoding_init": "zeros", "rlt_input_scale": scale}
+    return architecture.rlt_config(config, **{**defaults, **rlt_settings})
 
 
 def check_loaded_keys(rlt_class: type, missing, source, *, unexpected=None) -> None:
@@ -123,25 +139,53 @@ def check_loaded_keys(rlt_class: type, missing, source, *, unexpected=None) -> N
 
 def load_rlt(source: str | Path, *, processor_config: dict | None = None, classifier_only=False, **rlt_settings):
     """A checkpoint (folder or Hub id; vanilla of a registered architecture, or RLT) loaded into its RLT class:
-    the one vanilla -> RLT load behind ``convert``, ``rlt evaluate`` and the training script.
+    the one vanilla -> RLT load behind ``convert``, ``rlt evaluate``, ``rlt calibrate`` and the training script.
 
     A vanilla checkpoint gets a zero length table and the input scale of ``processor_config`` (its
     processor's config dict); ``rlt_settings`` override the config's RLT fields. ``classifier_only``
     refuses a checkpoint that holds no video classifier. Returns the model in eval mode.
     """
     vanilla_config = AutoConfig.from_pretrained(str(source))
-    architecture = _architecture_of(vanilla_config.model_type)
+    architecture = _architecture_of(vanilla_config.model_type, source)
     is_classifier = any(name.endswith("ForVideoClassification") for name in vanilla_config.architectures or [])
     if classifier_only and not is_classifier:
         raise ValueError(
             f"{source} holds no video classifier (architectures {vanilla_config.architectures}); give a fine-tuned one"
         )
-    settings = {**_vanilla_defaults(vanilla_config, processor_config), **rlt_settings}
-    config = architecture.rlt_config(vanilla_config, **settings)
+    config = _rlt_config(architecture, vanilla_config, processor_config, rlt_settings)
     rlt_class = architecture.rlt_class(is_classifier)
     model, info = rlt_class.from_pretrained(str(source), config=config, output_loading_info=True)
     check_loaded_keys(rlt_class, info["missing_keys"], source)
     return model.eval()
+
+
+def model_and_processor(model, processor=None, *, classifier_only: bool = False) -> tuple:
+    """``(RLT model, its processor)`` from what a tool was given (``rlt evaluate``, ``rlt calibrate``).
+
+    ``model``: a checkpoint folder (RLT, or vanilla of a registered architecture: ``load_rlt`` with its
+    processor's input scale) or an RLT model in memory (then give ``processor``). ``processor``: an
+    ``RLTVideoProcessor`` or a processor folder; default the checkpoint's.
+    """
+    from .cache import load_processor  # the processor a checkpoint folder implies (vanilla ones translated)
+
+    checkpoint_processor = None
+    if isinstance(model, (str, os.PathLike)):
+        folder = Path(model)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
+        checkpoint_processor, _ = load_processor(folder)
+        model = load_rlt(folder, processor_config=checkpoint_processor.to_dict(), classifier_only=classifier_only)
+    elif not hasattr(getattr(model, "config", None), "rlt_enabled"):
+        raise TypeError(
+            f"{type(model).__name__} has no RLT settings: pass a checkpoint folder, or an RLT model "
+            "(rlt.from_model(model) makes one of a transformers model)"
+        )
+    if isinstance(processor, (str, os.PathLike)):
+        processor, _ = load_processor(processor)
+    processor = processor or checkpoint_processor
+    if processor is None:
+        raise ValueError("give the processor the model expects (processor=...)")
+    return model, processor
 
 
 def convert(
@@ -173,8 +217,7 @@ def convert(
     output_dir = Path(output_dir)
     if Path(source).exists() and output_dir.resolve() == Path(source).resolve():
         raise ValueError(f"output folder {output_dir} is the source checkpoint; choose another folder")
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise OutputNotEmptyError(output_dir)
+    OutputNotEmptyError.check(output_dir, overwrite)
 
     processor_file, processor_config = read_processor_config(source)
     if processor_file is None:
@@ -187,16 +230,24 @@ def convert(
     processor = RLTVideoProcessor.from_source_config(
         processor_config, num_frames=config.rlt_num_frames, image_size=config.rlt_image_size
     )
+    write_checkpoint(output_dir, model, processor, source=source)
+    return model
+
+
+def write_checkpoint(output_dir: str | Path, model, processor, **card) -> None:
+    """Save ``model`` and ``processor`` as a self-contained RLT folder (config with ``auto_map``, the code
+    for ``trust_remote_code``, safetensors weights, processor config) with its model card (``card``: the
+    arguments of ``rlt.hub.write_model_card``)."""
+    from .hub import write_model_card  # the Hub-ready card (README.md)
+
+    output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     missing_code = [name for name in code_files_of(model, processor) if not (output_dir / name).is_file()]
     if missing_code:  # save_pretrained copies them; a folder without them fails only on the user's machine
         raise RuntimeError(f"{output_dir} lacks the code files {missing_code} that trust_remote_code loading needs")
-    from .hub import write_model_card  # the Hub-ready card (README.md)
-
-    write_model_card(output_dir, source=source)
-    return model
+    write_model_card(output_dir, **card)
 
 
 def from_model(model, threshold: float = 0.1, *, processor=None, **rlt_settings):
@@ -244,8 +295,7 @@ def from_model(model, threshold: float = 0.1, *, processor=None, **rlt_settings)
     if processor is None:
         processor = architecture.processor()
     processor_config = processor if isinstance(processor, dict) else processor.to_dict()
-    settings = {"rlt_threshold": threshold, **_vanilla_defaults(model.config, processor_config), **rlt_settings}
-    config = architecture.rlt_config(model.config, **settings)
+    config = _rlt_config(architecture, model.config, processor_config, {"rlt_threshold": threshold, **rlt_settings})
     kwargs = {"attn_implementation": model.config._attn_implementation}
     if "add_pooling_layer" in inspect.signature(rlt_class.__init__).parameters:  # transformers' base models
         kwargs["add_pooling_layer"] = getattr(model, "pooler", None) is not None

@@ -2,7 +2,8 @@
 
 ``evaluate(model, data, thresholds=[0, 0.05, 0.1, 0.2])`` (``rlt evaluate MODEL DATA``) runs a
 video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT one, which is loaded into the RLT
-class in memory) over labelled clips at each threshold and pooling, and reports top-1 / top-5
+class in memory) over labelled clips at each threshold, pooling and RLT switch (``AXES``: the comparison
+rule, proportional attention), and reports top-1 / top-5
 accuracy, the tokens kept, the model's clips/s and the change against the baseline. Threshold 0
 is the baseline: RLT off, every token, the vanilla model's function.
 
@@ -20,23 +21,24 @@ many of their sampled frames repeat the one before.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from . import registry
-from .cache import default_workers, load_processor
+from .cache import default_workers
 from .clip_sources import SYNTHETIC_PREFIX, CacheClips, ClipDataset, ClipSource, open_clips
 from .collator import ClipCollator
 from .common import PixelNormalizer, plural, synchronize
-from .conversion import load_rlt
+from .conversion import model_and_processor
 from .hf_datasets import is_dataset_source
 from .models.configuration_rlt import RUN_EMBEDDING_CHOICES
 from .models.modeling_rlt import run_length_tokenize_for
@@ -45,13 +47,16 @@ from .models.video_processing_rlt import RLTVideoProcessor
 
 __all__ = [
     "ATTENTIONS",
+    "AXES",
     "DEFAULT_THRESHOLDS",
     "DTYPES",
     "POOLINGS",
     "EvaluationReport",
+    "check_data_exists",
+    "clip_batches",
     "clip_source",
     "evaluate",
-    "load_classifier",
+    "resolve_device",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,81 +64,79 @@ logger = logging.getLogger(__name__)
 DEFAULT_THRESHOLDS = (0.0, 0.05, 0.1, 0.2)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 POOLINGS = ("mean", "length_weighted")
-ATTENTIONS = ("plain", "proportional")  # rlt_proportional_attention off / on
-
-
-# ----------------------------------------------------------------------------------------------
-# The model
-
-
-def load_classifier(checkpoint: str | os.PathLike):
-    """An RLT video classifier and its processor from a checkpoint folder (RLT, or vanilla of a registered
-    architecture: VideoMAE, ViViT, ...).
-
-    A vanilla checkpoint is loaded into the RLT class (same weights, length table at zero, so with
-    RLT off it computes what the vanilla model does), with ``rlt_input_scale`` from its processor.
-    """
-    folder = Path(checkpoint)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no such model folder: {folder}")
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
-    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
-    try:
-        registry.for_model_type(model_type)
-    except registry.UnsupportedArchitectureError:
-        raise registry.UnsupportedArchitectureError(
-            f"{folder} holds a {model_type!r} model; rlt evaluate takes classifiers of {registry.describe_supported()}"
-        ) from None
-    processor, _ = load_processor(folder)
-    model = load_rlt(folder, processor_config=processor.to_dict(), classifier_only=True)
-    return model.eval(), processor
-
-
-def _mean_pooling(model) -> bool:
-    """Whether ``rlt_pooling`` changes the model's head (the registry says; a CLS head it does not)."""
-    return registry.for_model(model).rlt_pooling_applies(model.config)
+# The RLT switches evaluate runs as table axes, each RLT row under every combination: the axis's
+# name (its row key and column) -> the config field it sets and the field's value for each choice.
+# A new switch is one line here and one argument of ``evaluate`` (and the CLI's flag).
+AXES = {
+    "compare_to": ("rlt_compare_to", {rule: rule for rule in COMPARE_TO_CHOICES}),
+    "attention": ("rlt_proportional_attention", {"plain": False, "proportional": True}),
+    "run_embedding": ("rlt_run_embedding", {kind: kind for kind in RUN_EMBEDDING_CHOICES}),
+}
+ATTENTIONS = tuple(AXES["attention"][1])
 
 
 # ----------------------------------------------------------------------------------------------
 # The data
 
 
+def check_data_exists(data, dataset_options=None) -> None:
+    """A clear error for a path that names nothing (before a model is loaded for it)."""
+    if not isinstance(data, (str, os.PathLike)) or Path(data).exists() or str(data).startswith(SYNTHETIC_PREFIX):
+        return
+    if not dataset_options and not is_dataset_source(data):
+        raise FileNotFoundError(f"no such clip cache, video folder or list: {data}")
+
+
 def clip_source(
-    data, processor: RLTVideoProcessor, class_names: Sequence[str] | None = None, dataset_options=None
+    data, processor: RLTVideoProcessor, config, dataset_options=None, *, class_names: Sequence[str] | None = None
 ) -> ClipSource:
-    """The clips ``evaluate`` reads: ``rlt.clip_sources.open_clips``, checked for what a baseline needs.
+    """The clips a model is run on: ``rlt.clip_sources.open_clips``, checked against what ``config``'s model takes.
 
     ``data``: a clip cache folder (``rlt cache``) or ``ClipCache`` (full clips, not keep-only); a
     labelled video folder or CSV / JSON list (decoded with ``processor``); a ``datasets.Dataset`` from
     ``load_video_dataset``; a Hugging Face dataset with a ``Video`` column (opened with
     ``dataset_options``: split, config, video_column, label_column; read by row, so not streamed);
-    ``"synthetic:N"`` (the generated task); or in-memory clips ``(clips, labels)`` /
-    ``(clips, labels, class_names)`` with uint8 clips ``(N, T, C, H, W)`` already sized for the model.
+    ``"synthetic:N"`` or a ``SyntheticVideoDataset`` (the generated task); or in-memory clips
+    ``(clips, labels)`` / ``(clips, labels, class_names)`` with uint8 clips ``(N, T, C, H, W)`` already
+    sized for the model. ``class_names``: the model's, to which the data's labels are matched by name.
     """
+    check_data_exists(data, dataset_options)
     source = open_clips(data, processor, class_names, dataset_options)
     if isinstance(source, CacheClips):
         cache = source.cache
         if cache.keep_only_threshold is not None:
             raise ValueError(
                 f"{cache.folder} holds only the tubelets RLT keeps at tau={cache.keep_only_threshold}; "
-                "evaluate needs full clips for its baseline: cache them without --keep-only-threshold"
+                "a baseline with RLT off needs full clips: cache them without --keep-only-threshold"
             )
         _warn_if_sampling_differs(cache, processor)
+    expected = (config.rlt_num_frames, config.rlt_num_channels, *config.rlt_image_size)
+    if source.clip_shape is not None and tuple(source.clip_shape) != expected:
+        raise ValueError(
+            f"the clips are (frames, channels, height, width) = {tuple(source.clip_shape)}; "
+            f"the model takes {expected}: cache or sample them for this model"
+        )
+    if len(source) == 0:
+        raise ValueError(f"{source.description} holds no clips")
     return source
 
 
-def _batches(source: ClipSource, batch_size: int, workers: int, pin_memory: bool):
-    """A loader of ``ClipBatch`` es (unreadable clips listed, not raised) over ``source``."""
+def clip_batches(source: ClipSource, batch_size: int, *, workers: int = 0, pin_memory: bool = False, indices=None):
+    """A ``DataLoader`` of ``ClipBatch`` es (uint8 clips) over ``source``, or over its clips ``indices`` in
+    that order; clips are read in ``workers`` processes (none for clips held in memory). Unreadable clips
+    are listed in each batch's ``failed``, never raised, so a batch may be empty."""
+    dataset = ClipDataset(source)
+    if indices is not None:
+        dataset = torch.utils.data.Subset(dataset, list(indices))
     workers = 0 if source.in_memory else workers
-    collate = functools.partial(ClipCollator().collate, allow_empty=True)
     return torch.utils.data.DataLoader(
-        ClipDataset(source), batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+        collate_fn=functools.partial(ClipCollator().collate, allow_empty=True),
         pin_memory=pin_memory, persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
     )
 
 
-def _warn_if_sampling_differs(cache: ClipCache, processor: RLTVideoProcessor) -> None:
+def _warn_if_sampling_differs(cache, processor: RLTVideoProcessor) -> None:
     made_with = cache.index["settings"]["processor"]
     if made_with.get("do_sample_frames") is False:
         return  # clips written as they were given (write_clip_cache without a processor)
@@ -143,6 +146,38 @@ def _warn_if_sampling_differs(cache: ClipCache, processor: RLTVideoProcessor) ->
                 "%s was made with %s=%r, the model's processor uses %r: the clips are not sampled as the model expects",
                 cache.folder, key, made_with.get(key), getattr(processor, key, None),
             )
+
+
+class _Batches:
+    """``(uint8 clips, labels)`` of ``source``, read through ``clip_batches``; counts the clips and the
+    seconds spent waiting for the loader, and (``record``) notes unreadable and padded clips."""
+
+    def __init__(self, source: ClipSource, batch_size: int, workers: int, pin: bool, record: bool = False):
+        self.loader = clip_batches(source, batch_size, workers=workers, pin_memory=pin)
+        self.record = record
+        self.failed: list[dict] = []
+        self.padded: list[dict] = []
+        self.clips, self.wait_seconds = 0, 0.0
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        iterator = iter(self.loader)
+        while True:
+            start = time.perf_counter()
+            batch = next(iterator, None)
+            self.wait_seconds += time.perf_counter() - start
+            if batch is None:
+                return
+            if self.record:
+                self.failed += batch.failed
+                self.padded += batch.padded
+                for entry in batch.failed:
+                    logger.warning("skipping an unreadable video: %s", entry["error"])
+            self.clips += len(batch)
+            if len(batch):
+                yield batch.pixel_values, batch.labels
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,22 +214,16 @@ class EvaluationReport:
         }
 
     def to_dict(self) -> dict:
+        """The report as JSON: every field (``rows`` as ``results``, ``padded`` as ``padding()``) and the versions."""
         import transformers
 
+        fields = {key: value for key, value in asdict(self).items() if key != "rows"}
         return {
-            "model": self.model,
-            "data": self.data,
-            "device": self.device,
+            **fields,
             "device_name": torch.cuda.get_device_name(0) if self.device.startswith("cuda") else "cpu",
-            "dtype": self.dtype,
-            "batch_size": self.batch_size,
-            "num_clips": self.num_clips,
-            "num_classes": self.num_classes,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
-            "loader": self.loader,
             "results": self.rows,
-            "failed": self.failed,
             "padded": self.padding(),
         }
 
@@ -225,25 +254,15 @@ class EvaluationReport:
         if padding["unknown"]:
             unknown = plural(padding["unknown"], "clip")
             lines.append(f"padded: unknown for {unknown} (a clip cache older than the count)")
-        rules = len({row.get("compare_to") for row in self.rows if row["rlt_enabled"]}) > 1
-        header = ["threshold", "pooling", "top-1", "top-5", "tokens kept", "model clips/s", "d top-1", "speed-up",
-                  "agree"]
-        if rules:
-            header.insert(2, "compare_to")
-        attention_kinds = len({row.get("attention") for row in self.rows if row["rlt_enabled"]}) > 1
-        if attention_kinds:
-            header.insert(2, "attention")
-        run_embeddings = len({row.get("run_embedding") for row in self.rows if row["rlt_enabled"]}) > 1
-        if run_embeddings:
-            header.insert(2, "run embedding")
+        varied = [axis for axis in AXES if len({row.get(axis) for row in self.rows if row["rlt_enabled"]}) > 1]
+        header = ["threshold", "pooling", *varied, "top-1", "top-5", "tokens kept", "model clips/s", "d top-1",
+                  "speed-up", "agree"]
         table = [header]
         for row in self.rows:
             table.append([
                 f"{row['threshold']:g}" + (" (off)" if not row["rlt_enabled"] else ""),
                 row["pooling"],
-                *([row.get("run_embedding", "-")] if run_embeddings else []),
-                *([row.get("attention", "-")] if attention_kinds else []),
-                *([row.get("compare_to", "-")] if rules else []),
+                *[str(row.get(axis, "-")) for axis in varied],
                 f"{100 * row['top1']:.2f}",
                 f"{100 * row['top5']:.2f}",
                 f"{row['tokens_kept_pct']:.1f}%",
@@ -253,8 +272,8 @@ class EvaluationReport:
                 f"{100 * row['agreement']:.1f}%",
             ])
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        text_columns = 2 + len(varied)
         for r in table:
-            text_columns = 2 + rules + attention_kinds + run_embeddings
             cells = [cell.ljust(w) if i < text_columns else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))]
             lines.append("  ".join(cells))
         lines.append(f"top-5 is top-{self.num_classes} with {self.num_classes} classes" if self.num_classes < 5 else "")
@@ -263,7 +282,8 @@ class EvaluationReport:
         return "\n".join(line for line in lines if line)
 
 
-def _device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"``: CUDA when torch sees it, else the CPU; a CUDA device asked for without CUDA is an error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -315,6 +335,8 @@ def evaluate(
             each threshold and pooling is run under each rule.
         attentions: ``"plain"`` and / or ``"proportional"`` (``rlt_proportional_attention``: each key's
             score plus the log of its run length): each RLT setting is run under each.
+        run_embeddings: ``"first"`` and / or ``"mean"`` (``rlt_run_embedding``: a kept token is its run's first
+            tubelet, or the mean of the run's tubelets with their positions): each RLT setting is run under each.
         dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"``: the model's weights and inputs (RLT's keep mask
             is computed from the float32 clip, in the timed region). A checkpoint folder is loaded in
             this dtype; a model passed in must already be in it (it is not cast, and returns to its device).
@@ -328,31 +350,20 @@ def evaluate(
         dataset_options: ``split``, ``config``, ``video_column``, ``label_column`` of a dataset
             (``rlt.hf_datasets.open_video_dataset``).
     """
-    missing = isinstance(data, (str, os.PathLike)) and not Path(data).exists()
-    missing = missing and not str(data).startswith(SYNTHETIC_PREFIX)
-    if missing and not dataset_options and not is_dataset_source(data):  # before loading the model
-        raise FileNotFoundError(f"no such clip cache, video folder or list: {data}")
+    check_data_exists(data, dataset_options)  # before loading the model
     loaded_here = isinstance(model, (str, os.PathLike))
-    model, model_name, processor = _model_and_processor(model, processor)
-    thresholds = _check_settings(dtype, batch_size, thresholds, poolings, compare_to)
-    if not attentions or any(attention not in ATTENTIONS for attention in attentions):
-        raise ValueError(f"attentions must be among {ATTENTIONS}, got {list(attentions)}")
-    if not run_embeddings or any(kind not in RUN_EMBEDDING_CHOICES for kind in run_embeddings):
-        raise ValueError(f"run_embeddings must be among {RUN_EMBEDDING_CHOICES}, got {list(run_embeddings)}")
-    device = _device(device)
+    model_name = str(model) if loaded_here else type(model).__name__
+    model, processor = model_and_processor(model, processor, classifier_only=True)
+    axes = {"compare_to": compare_to, "attention": attentions, "run_embedding": run_embeddings}
+    thresholds = _check_settings(dtype, batch_size, thresholds, poolings, axes)
+    device = resolve_device(device)
     workers = default_workers() if workers is None else int(workers)
 
     config = model.config
     names = [str(config.id2label[i]) for i in range(config.num_labels)] if config.id2label else None
-    source = clip_source(data, processor, names, dataset_options)
-    expected = (config.rlt_num_frames, config.rlt_num_channels, *config.rlt_image_size)
-    if source.clip_shape is not None and tuple(source.clip_shape) != expected:
-        raise ValueError(
-            f"the clips are (frames, channels, height, width) = {tuple(source.clip_shape)}; "
-            f"the model takes {expected}: cache or sample them for this model"
-        )
-    original = (config.rlt_enabled, config.rlt_threshold, config.rlt_pooling, config.rlt_compare_to)
-    original_attention = config.rlt_proportional_attention, config.rlt_run_embedding
+    source = clip_source(data, processor, config, dataset_options, class_names=names)
+    original = {name: getattr(config, name) for name in ("rlt_enabled", "rlt_threshold", "rlt_pooling")}
+    original.update({name: getattr(config, name) for name, _ in AXES.values()})
     # A model the caller holds is not cast (a round trip through bf16 would round its weights, and it may
     # share them with another model: rlt.from_model), and goes back to its device afterwards.
     home = next(model.parameters()).device
@@ -365,63 +376,41 @@ def evaluate(
         model.to(device=device, dtype=DTYPES[dtype])
         normalizer = PixelNormalizer.from_processor(processor)
         pin = device.type == "cuda"
-
         budget = (max_memory_gb * (1 << 30)) if max_memory_gb is not None else _available_memory() / 2
         clip_bytes = math.prod(source.clip_shape) if source.clip_shape else float("inf")
         hold = source.in_memory or len(source) * clip_bytes <= budget
-        failed: list[dict] = []
-        padded: list[dict] = []
-        loader_stats = {
-            "kind": source.kind, "workers": 0 if source.in_memory else workers, "held_in_memory": hold
-        }
+        # The first pass (reading into memory, or the baseline's) notes the unreadable and padded clips.
+        first = _Batches(source, batch_size, workers, pin, record=True)
         held = None
         if hold:
-            held, seconds = _read_all(source, batch_size, workers, pin, failed, progress, padded)
-            clips = sum(len(labels) for _, labels in held)
-            loader_stats.update(
-                clips=clips, seconds=seconds, clips_per_s=clips / seconds if seconds > 0 else float("inf")
-            )
-        if hold and not held:
-            raise ValueError(f"no readable clip in {source.description}")
+            from tqdm.auto import tqdm
 
-        report = EvaluationReport(model_name, source.description, str(device), dtype, batch_size,
-                                  0, config.num_labels, loader_stats, failed=failed, padded=padded)
+            held = list(tqdm(first, total=len(first), unit="batch", desc=f"reading {source.kind}", disable=not progress))
+            if not held:
+                raise ValueError(f"no readable clip in {source.description}")
+        loader_stats = {"kind": source.kind, "workers": 0 if source.in_memory else workers, "held_in_memory": hold}
+        report = EvaluationReport(model_name, source.description, str(device), dtype, batch_size, 0,
+                                  config.num_labels, loader_stats, failed=first.failed, padded=first.padded)
         baseline = None
-        settings = [
-            (*setting, attention, run_embedding)
-            for setting in _settings(model, thresholds, poolings, compare_to)
-            for run_embedding in (run_embeddings if setting[2] else ["-"])
-            for attention in (attentions if setting[2] else ["-"])
-        ]
-        for tau, pooling, enabled, rule, attention, run_embedding in settings:
-            config.rlt_enabled, config.rlt_threshold = enabled, tau if enabled else config.rlt_threshold
-            if enabled:
-                config.rlt_compare_to = rule
-                config.rlt_proportional_attention = attention == "proportional"
-                config.rlt_run_embedding = run_embedding
-            if pooling in POOLINGS:
-                config.rlt_pooling = pooling
-            if held is not None:
-                batches, wait = held, None
+        for setting in _settings(model, thresholds, poolings, axes):
+            _apply(config, setting)
+            batches = held if hold else first if baseline is None else _Batches(source, batch_size, workers, pin)
+            if setting["rlt_enabled"]:
+                desc = " ".join([f"tau={setting['threshold']:g}", setting["pooling"], *(setting[a] for a in AXES)])
             else:
-                first_pass = baseline is None
-                batches, wait = _Streamed(source, batch_size, workers, pin, failed if first_pass else [],
-                                          padded if first_pass else []), None
-            desc = f"tau={tau:g} {pooling} {attention} {run_embedding}" if enabled else "baseline (RLT off)"
+                desc = "baseline (RLT off)"
             result = _run_setting(model, batches, normalizer, device, DTYPES[dtype], warmup, desc, progress)
-            if held is None:
-                wait = batches.wait_seconds
-                if baseline is None:
-                    loader_stats.update(clips=result["clips"], seconds=wait,
-                                        clips_per_s=result["clips"] / wait if wait > 0 else float("inf"))
             if baseline is None:
                 baseline = result
-                report.num_clips = result["clips"]
-            row = _row(tau, pooling, enabled, result, baseline, config.rlt_tokens_per_clip, wait)
-            report.rows.append({**row, "compare_to": rule, "attention": attention, "run_embedding": run_embedding})
+                report.num_clips = result.clips
+                seconds = first.wait_seconds
+                loader_stats.update(clips=first.clips, seconds=seconds,
+                                    clips_per_s=first.clips / seconds if seconds > 0 else float("inf"))
+            wait = None if hold else batches.wait_seconds
+            report.rows.append(_row(setting, result, baseline, config.rlt_tokens_per_clip, wait))
     finally:
-        config.rlt_enabled, config.rlt_threshold, config.rlt_pooling, config.rlt_compare_to = original
-        config.rlt_proportional_attention, config.rlt_run_embedding = original_attention
+        for name, value in original.items():
+            setattr(config, name, value)
         if not loaded_here:
             model.to(home)
     if json_path is not None:
@@ -430,29 +419,8 @@ def evaluate(
     return report
 
 
-def _model_and_processor(model, processor) -> tuple:
-    """``(RLT classifier, its name for the report, its processor)`` from what ``evaluate`` was given."""
-    if isinstance(model, (str, os.PathLike)):
-        model_name = str(model)
-        model, checkpoint_processor = load_classifier(model)
-    else:
-        model_name, checkpoint_processor = type(model).__name__, None
-        if not hasattr(model.config, "rlt_enabled"):
-            raise TypeError(
-                f"{type(model).__name__} is not an RLT model; pass a checkpoint folder or an RLT classifier "
-                "(rlt.from_model(model) makes one of a transformers model)"
-            )
-    if isinstance(processor, (str, os.PathLike)):
-        processor, _ = load_processor(processor)
-    processor = processor or checkpoint_processor
-    if processor is None:
-        raise ValueError("give the processor the model expects (processor=...)")
-    return model, model_name, processor
-
-
-def _check_settings(
-    dtype: str, batch_size, thresholds: Sequence[float], poolings: Sequence[str], compare_to: Sequence[str]
-) -> list[float]:
+def _check_settings(dtype: str, batch_size, thresholds: Sequence[float], poolings: Sequence[str], axes: dict
+                    ) -> list[float]:
     """Clear errors for bad arguments; returns the thresholds sorted, with the baseline 0 added."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -461,97 +429,71 @@ def _check_settings(
     thresholds = sorted({float(t) for t in thresholds} | {0.0})
     if any(not math.isfinite(t) or t < 0 for t in thresholds):
         raise ValueError(f"thresholds must be finite numbers >= 0, got {thresholds}")
-    bad = [p for p in poolings if p not in POOLINGS]
-    if bad or not poolings:
-        raise ValueError(f"pooling must be among {POOLINGS}, got {list(poolings)}")
-    bad = [rule for rule in compare_to if rule not in COMPARE_TO_CHOICES]
-    if bad or not compare_to:
-        raise ValueError(f"compare_to must be among {COMPARE_TO_CHOICES}, got {list(compare_to)}")
+    for name, values, choices in (("pooling", poolings, POOLINGS),
+                                  *((axis, axes[axis], tuple(AXES[axis][1])) for axis in AXES)):
+        if not values or any(value not in choices for value in values):
+            raise ValueError(f"{name} must be among {choices}, got {list(values)}")
     return thresholds
 
 
-def _settings(
-    model, thresholds: list[float], poolings: Sequence[str], compare_to: Sequence[str]
-) -> list[tuple[float, str, bool, str]]:
-    """``(threshold, pooling, rlt_enabled, compare_to)`` to run, the baseline first (RLT off: every token,
-    so both poolings are the plain mean and no rule applies); heads that do not mean-pool get one row
-    per threshold and rule."""
-    settings = [(0.0, "-", False, "-")]
-    for rule in compare_to:
-        for tau in thresholds:
-            if tau > 0:
-                for pooling in (poolings if _mean_pooling(model) else ["cls"]):
-                    settings.append((tau, pooling, True, rule))
+def _settings(model, thresholds: list[float], poolings: Sequence[str], axes: dict) -> list[dict]:
+    """The settings to run (a report row's keys), the baseline first (RLT off: every token, so both poolings
+    are the plain mean and no RLT switch applies); heads that do not mean-pool get one row per threshold
+    and combination of the switches."""
+    settings = [{"threshold": 0.0, "rlt_enabled": False, "pooling": "-", **{axis: "-" for axis in AXES}}]
+    if not registry.for_model(model).rlt_pooling_applies(model.config):
+        poolings = ["cls"]
+    for choices in itertools.product(*(axes[axis] for axis in AXES)):
+        for tau in thresholds[1:]:  # sorted, the baseline's 0 first
+            for pooling in poolings:
+                settings.append({"threshold": tau, "rlt_enabled": True, "pooling": pooling, **dict(zip(AXES, choices))})
     return settings
 
 
-def _row(tau, pooling, enabled, result: dict, baseline: dict, tokens_per_clip: int, wait: float | None) -> dict:
+def _apply(config, setting: dict) -> None:
+    """Set ``config`` as ``setting`` says; the baseline only turns RLT off."""
+    config.rlt_enabled = setting["rlt_enabled"]
+    if not setting["rlt_enabled"]:
+        return
+    config.rlt_threshold = setting["threshold"]
+    if setting["pooling"] in POOLINGS:
+        config.rlt_pooling = setting["pooling"]
+    for axis, (name, values) in AXES.items():
+        setattr(config, name, values[setting[axis]])
+
+
+@dataclass
+class _Result:
+    """A setting's pass over the clips."""
+
+    clips: int
+    top1: float
+    top5: float
+    tokens: int
+    seconds: float
+    predictions: torch.Tensor  # top-1 class per clip
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.clips / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _row(setting: dict, result: _Result, baseline: _Result, tokens_per_clip: int, wait: float | None) -> dict:
     """One row of the report: a setting's result against the baseline's."""
     row = {
-        "threshold": tau,
-        "rlt_enabled": enabled,
-        "pooling": pooling,
-        "top1": result["top1"],
-        "top5": result["top5"],
-        "tokens_kept_pct": 100.0 * result["tokens"] / (result["clips"] * tokens_per_clip),
-        "model_clips_per_s": result["clips_per_s"],
-        "model_seconds": result["seconds"],
-        "delta_top1": 100.0 * (result["top1"] - baseline["top1"]),
-        "throughput_gain": result["clips_per_s"] / baseline["clips_per_s"],
-        "agreement": float((result["predictions"] == baseline["predictions"]).float().mean()),
+        **setting,
+        "top1": result.top1,
+        "top5": result.top5,
+        "tokens_kept_pct": 100.0 * result.tokens / (result.clips * tokens_per_clip),
+        "model_clips_per_s": result.clips_per_s,
+        "model_seconds": result.seconds,
+        "delta_top1": 100.0 * (result.top1 - baseline.top1),
+        "throughput_gain": result.clips_per_s / baseline.clips_per_s,
+        "agreement": float((result.predictions == baseline.predictions).float().mean()),
     }
     if wait is not None:
         row["loader_wait_seconds"] = wait
     return row
-
-
-def _read_all(source: ClipSource, batch_size, workers, pin, failed, progress, padded=None):
-    """Decode / read every clip once: ``[(uint8 clips, labels)]`` and the seconds it took.
-
-    Appends unreadable videos to ``failed`` and clips with repeated frames to ``padded``.
-    """
-    from tqdm.auto import tqdm
-
-    held = []
-    start = time.perf_counter()
-    with tqdm(total=len(source), unit="clip", desc=f"reading {source.kind}", disable=not progress) as bar:
-        for batch in _batches(source, batch_size, workers, pin):
-            failed += batch.failed
-            if padded is not None:
-                padded += batch.padded
-            for entry in batch.failed:
-                logger.warning("skipping an unreadable video: %s", entry["error"])
-            if len(batch):
-                held.append((batch.pixel_values, batch.labels))
-            bar.update(len(batch) + len(batch.failed))
-    return held, time.perf_counter() - start
-
-
-class _Streamed:
-    """Batches read again from the source, timing the waits."""
-
-    def __init__(self, source, batch_size, workers, pin, failed, padded=None):
-        self.loader = _batches(source, batch_size, workers, pin)
-        self.failed = failed
-        self.padded = padded if padded is not None else []
-        self.wait_seconds = 0.0
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        iterator = iter(self.loader)
-        while True:
-            start = time.perf_counter()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            self.wait_seconds += time.perf_counter() - start
-            self.failed += batch.failed
-            self.padded += batch.padded
-            if len(batch):
-                yield batch.pixel_values, batch.labels
 
 
 def _forward(model, pixel_values: torch.Tensor, dtype: torch.dtype):
@@ -565,7 +507,7 @@ def _forward(model, pixel_values: torch.Tensor, dtype: torch.dtype):
 
 
 @torch.inference_mode()
-def _run_setting(model, batches, normalizer, device, dtype, warmup, desc, progress) -> dict:
+def _run_setting(model, batches, normalizer, device, dtype, warmup, desc, progress) -> _Result:
     from tqdm.auto import tqdm
 
     seconds, clips, correct1, correct5, tokens = 0.0, 0, 0, 0, 0
@@ -592,12 +534,4 @@ def _run_setting(model, batches, normalizer, device, dtype, warmup, desc, progre
         clips += len(labels)
     if clips == 0:
         raise ValueError("no readable clip to evaluate")
-    return {
-        "clips": clips,
-        "top1": correct1 / clips,
-        "top5": correct5 / clips,
-        "tokens": tokens,
-        "seconds": seconds,
-        "clips_per_s": clips / seconds if seconds > 0 else float("inf"),
-        "predictions": torch.cat(predictions),
-    }
+    return _Result(clips, correct1 / clips, correct5 / clips, tokens, seconds, torch.cat(predictions))

@@ -1,18 +1,16 @@
-"""Fine-tuning with transformers' ``Trainer``: collator, metrics, on-device normalisation, timing.
+"""Fine-tuning with transformers' ``Trainer``: the trainer, its metrics and its compile settings.
 
-- ``ClipCollator`` (from ``rlt.collator``, re-exported): stacks clips (uint8 frames or normalised floats)
-  and labels; optionally adds a ``keep_mask``: RLT's own (computed in the loader workers) or, as an
-  ablation, a random one that keeps exactly as many tokens per clip as RLT would.
-- ``PixelNormalizer``: a processor's rescale + mean/std as one multiply-add, run on the accelerator so
-  that uint8 clips (4x less host-to-device traffic than float32) can be fed straight from memory.
-- ``RLTTrainer``: a ``Trainer`` that normalises uint8 ``pixel_values`` on the device, batches by a
-  token budget (``rlt.batching.TokenBudgetBatchSampler``) when given one, and measures what a
-  speed claim needs: wall-clock per epoch, clips per second, time waiting for the data loader apart
-  from the step, tokens kept per clip (``training_stats()``). Compiled (``compile_arguments``:
-  transformers' own ``torch_compile`` / ``torch_compile_mode`` fields) it also compiles evaluation,
-  and with CUDA graphs it keeps what the ``Trainer`` holds across steps out of the graphs' memory
-  and reports the seconds spent compiling (``compile_stats()``).
+- ``RLTTrainer``: a ``Trainer`` that normalises uint8 clips on the device (``rlt.common.PixelNormalizer``:
+  4x less host-to-device traffic than float32), batches by a token budget
+  (``rlt.batching.TokenBudgetBatchSampler``) when given one, and measures what a speed claim needs:
+  wall-clock per epoch, clips per second, time waiting for the data loader apart from the step, tokens
+  kept per clip (``training_stats()``). Compiled (``compile_arguments``: transformers' own
+  ``torch_compile`` / ``torch_compile_mode`` fields) it also compiles evaluation, and with CUDA graphs it
+  keeps what the ``Trainer`` holds across steps out of the graphs' memory and reports the seconds spent
+  compiling (``compile_stats()``).
 - ``compute_metrics``: top-1 / top-5 accuracy with numpy (``evaluate.load`` would need the Hub).
+
+Its batches come from ``rlt.collator.ClipCollator`` (re-exported here with ``PixelNormalizer``).
 """
 
 from __future__ import annotations
@@ -20,24 +18,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
-from .collator import DROP_CHOICES, ClipCollator, random_drop_keep_mask
+from .collator import ClipCollator
 from .common import PixelNormalizer, synchronize
 
 __all__ = [
     "COMPILE_CHOICES",
-    "DROP_CHOICES",
     "ClipCollator",
     "PixelNormalizer",
     "RLTTrainer",
     "compile_arguments",
     "compute_metrics",
-    "random_drop_keep_mask",
     "resolve_compile",
     "top_k_accuracy",
 ]
@@ -313,18 +308,19 @@ class RLTTrainer(Trainer):
         """``Trainer.evaluate``, adding ``eval_mean_tokens_kept`` (over the processes) to the metrics."""
         self._eval_tokens, self._eval_clips = None, 0
         metrics = super().evaluate(*args, **kwargs)
-        totals = torch.tensor(
-            [float(self._eval_clips), float(self._eval_tokens.item() if self._eval_tokens is not None else 0)],
-            device=self.args.device,
-            dtype=torch.float64,
-        )
-        if self.args.world_size > 1:
-            totals = self.accelerator.reduce(totals, reduction="sum")
-        clips, tokens = totals.tolist()
+        clips, tokens = self._summed(self._eval_clips, self._eval_tokens)
         if clips:
             prefix = kwargs.get("metric_key_prefix", "eval")
             metrics[f"{prefix}_mean_tokens_kept"] = tokens / clips
         return metrics
+
+    def _summed(self, clips: int, tokens: torch.Tensor | None) -> tuple[float, float]:
+        """``(clips, tokens)`` summed over the processes; ``tokens`` is a device tensor (or None: no step yet)."""
+        totals = torch.tensor([float(clips), float(tokens.item() if tokens is not None else 0)],
+                              device=self.args.device, dtype=torch.float64)
+        if self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        return tuple(totals.tolist())
 
     def train(self, *args, **kwargs):
         synchronize(self.args.device)
@@ -336,15 +332,7 @@ class RLTTrainer(Trainer):
 
     def training_stats(self) -> dict:
         """Throughput and token counts of the training so far, summed over processes (call on all ranks)."""
-        device = self.args.device
-        totals = torch.tensor(
-            [float(self._train_clips), float(self._train_tokens.item() if self._train_tokens is not None else 0)],
-            device=device,
-            dtype=torch.float64,
-        )
-        if self.args.world_size > 1:
-            totals = self.accelerator.reduce(totals, reduction="sum")
-        clips, tokens = (float(x) for x in totals.tolist())
+        clips, tokens = self._summed(self._train_clips, self._train_tokens)
         epochs = self.epoch_stats
         train_time = sum(e["wall_s"] for e in epochs) or self._train_wall
         stats = {
