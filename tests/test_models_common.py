@@ -483,10 +483,7 @@ def test_padding_tokens_never_reach_the_outputs(case, backend, monkeypatch):
         hidden_states = torch.cat([hidden_states[:real], 1e4 + hidden_states[real:] * 1e3])
         return run_encoder(layers, hidden_states, packed, output_hidden_states)
 
-    for module in model.modules():
-        module_globals = getattr(type(module).forward, "__globals__", {})
-        if module_globals.get("run_encoder") is run_encoder:
-            monkeypatch.setitem(module_globals, "run_encoder", poison_padding)
+    monkeypatch.setattr(modeling_rlt, "run_encoder", poison_padding)  # the one encoder loop, every architecture's
     output, gradients = forward_and_gradients(model, case, clips, labels)
     assert poisoned
     torch.testing.assert_close(output.logits, expected.logits, atol=1e-5, rtol=1e-5)
