@@ -10,6 +10,7 @@ only: this file travels into checkpoint folders for ``trust_remote_code``.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, fields
 from typing import ClassVar, NamedTuple
 
@@ -98,12 +99,12 @@ class RLTVideoClassifierOutput(ModelOutput):
 class RLTPreTrainedMixin:
     """What every RLT ``PreTrainedModel`` adds: legacy weight names, length-table init, a full ``auto_map``.
 
-    Mixed in before the transformers ``...PreTrainedModel`` class. Subclasses set ``auto_class_names``
-    (Auto class -> class name in the same modeling file) and ``legacy_key_mapping``.
+    Mixed in before the transformers ``...PreTrainedModel`` class. Subclasses set ``legacy_key_mapping``;
+    the model classes of the modeling file register for their Auto class (``register_for_auto_class``).
     """
 
-    auto_class_names: ClassVar[dict[str, str]] = {}
     legacy_key_mapping: ClassVar[dict[str, str]] = {}
+    _can_record_outputs: ClassVar[dict] = {}  # the packed layers' outputs are collected by ``run_encoder``
     # Vanilla checkpoints have no length table; it starts as configured (zeros: training-free).
     _keys_to_ignore_on_load_missing: ClassVar[list[str]] = [r"length_embeddings"]
 
@@ -125,9 +126,10 @@ class RLTPreTrainedMixin:
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Each class registers for one Auto class; a checkpoint folder must serve all of them.
-        module = type(self).__module__.rsplit(".", 1)[-1]
+        module = type(self).__module__
+        models = [model for model in vars(sys.modules[module]).values() if _registered_rlt_model(model, module)]
         auto_map = dict(getattr(self.config, "auto_map", None) or {})
-        auto_map.update({auto: f"{module}.{name}" for auto, name in self.auto_class_names.items()})
+        auto_map.update({model._auto_class: f"{module.rsplit('.', 1)[-1]}.{model.__name__}" for model in models})
         self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 
@@ -138,6 +140,16 @@ class RLTPreTrainedMixin:
                 init.zeros_(module.weight)
             else:
                 init.trunc_normal_(module.weight, std=0.02)
+
+
+def _registered_rlt_model(value, module: str) -> bool:
+    """``value`` is an RLT model class of ``module`` registered for an Auto class (``register_for_auto_class``)."""
+    return (
+        isinstance(value, type)
+        and issubclass(value, RLTPreTrainedMixin)
+        and value.__module__ == module
+        and bool(vars(value).get("_auto_class"))
+    )
 
 
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")

@@ -109,12 +109,7 @@ class RLTVideoMAEPreTrainedModel(RLTPreTrainedMixin, VideoMAEPreTrainedModel):
     config_class = RLTVideoMAEConfig
     config: RLTVideoMAEConfig
     _no_split_modules: ClassVar[list[str]] = ["RLTVideoMAEEmbeddings", "RLTVideoMAELayer"]
-    _can_record_outputs: ClassVar[dict] = {}
     legacy_key_mapping = LEGACY_KEY_MAPPING
-    auto_class_names: ClassVar[dict[str, str]] = {
-        "AutoModel": "RLTVideoMAEModel",
-        "AutoModelForVideoClassification": "RLTVideoMAEForVideoClassification",
-    }
 
     def _init_weights(self, module):
         super()._init_weights(module)

@@ -94,12 +94,7 @@ class RLTVivitPreTrainedModel(RLTPreTrainedMixin, VivitPreTrainedModel):
     config_class = RLTVivitConfig
     config: RLTVivitConfig
     _no_split_modules: ClassVar[list[str]] = ["RLTVivitEmbeddings", "RLTVivitLayer"]
-    _can_record_outputs: ClassVar[dict] = {}
     legacy_key_mapping = LEGACY_KEY_MAPPING
-    auto_class_names: ClassVar[dict[str, str]] = {
-        "AutoModel": "RLTVivitModel",
-        "AutoModelForVideoClassification": "RLTVivitForVideoClassification",
-    }
 
 
 class RLTVivitModel(RLTVideoModelMixin, RLTVivitPreTrainedModel):

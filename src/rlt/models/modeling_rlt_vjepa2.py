@@ -280,13 +280,8 @@ class RLTVJEPA2PreTrainedModel(RLTPreTrainedMixin, VJEPA2PreTrainedModel):
         "RLTVJEPA2PoolerSelfAttentionLayer",
         "RLTVJEPA2PoolerCrossAttentionLayer",
     ]
-    _can_record_outputs: ClassVar[dict] = {}
     # The JEPA predictor is not built (see the module docstring): its weights are skipped on load.
     _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"(^|\.)predictor\."]
-    auto_class_names: ClassVar[dict[str, str]] = {
-        "AutoModel": "RLTVJEPA2Model",
-        "AutoModelForVideoClassification": "RLTVJEPA2ForVideoClassification",
-    }
 
 
 class RLTVJEPA2Model(RLTVideoModelMixin, RLTVJEPA2PreTrainedModel):
