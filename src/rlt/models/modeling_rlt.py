@@ -185,8 +185,12 @@ class LengthEncoding(nn.Embedding):
 
     def forward(self, run_lengths: torch.Tensor) -> torch.Tensor:
         # One-hot times the table: the backward is a small matmul, where an embedding lookup's
-        # backward would scatter tens of thousands of rows into a handful of table rows.
-        one_hot = F.one_hot(run_lengths - 1, self.num_embeddings).to(self.weight.dtype)
+        # backward would scatter tens of thousands of rows into a handful of table rows. The one-hot
+        # is made by one comparison, straight in the dtype the matmul runs in (autocast's, if on).
+        device_type = run_lengths.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else self.weight.dtype
+        lengths = torch.arange(1, self.num_embeddings + 1, device=run_lengths.device)
+        one_hot = (run_lengths.unsqueeze(-1) == lengths).to(dtype)
         return one_hot @ self.weight
 
 
@@ -462,7 +466,7 @@ class EncodedClips:
     @property
     def tokens_kept(self) -> torch.Tensor:
         """Tokens each clip ran with, prefix (CLS) tokens included, int64 ``(B,)``."""
-        return self.tokens.counts + self.packed.num_prefix_tokens
+        return self.packed.device_lengths
 
     def to_output(self, **extra) -> RLTModelOutput:
         """The base model's output; ``extra`` sets further fields (``pooler_output``)."""
