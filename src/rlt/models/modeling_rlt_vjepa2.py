@@ -82,13 +82,48 @@ def rope_positions(token_ids: torch.Tensor, grid_size: int) -> tuple[torch.Tenso
     """Original (frame, height, width) of tokens from their ids: int64 ``(total,)`` -> three ``(total, 1, 1)``.
 
     V-JEPA 2 numbers a clip's tokens ``t * g^2 + h * g + w`` (``g = crop_size // patch_size``), which are
-    the packing's ``source_positions``. The trailing dims broadcast over heads against queries laid out
-    ``(total, heads, 1, head_dim)``.
+    the packing's ``source_positions``. The trailing dims broadcast over heads against packed queries
+    ``(total, heads, head_dim)``.
     """
     ids = token_ids.view(-1, 1, 1)
     tokens_per_frame = grid_size * grid_size
     within_frame = ids % tokens_per_frame
     return ids // tokens_per_frame, within_frame // grid_size, within_frame % grid_size
+
+
+def rope_tables(
+    token_ids: torch.Tensor, grid_size: int, dims: tuple[int, int, int], dtype: torch.dtype
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """V-JEPA 2's rotation, ``(cos, sin)`` per axis (frame, height, width), each ``(total, 1, dim)``.
+
+    The angles depend on the positions only, so they are computed once per forward (per dtype) and the
+    layers share them, where transformers' ``rotate_queries_or_keys`` recomputes them for the queries
+    and keys of every layer. Its operations, in its order and dtype, so that the values are its values.
+    """
+    tables = []
+    for positions, dim in zip(rope_positions(token_ids, grid_size), dims):
+        omega = torch.arange(dim // 2, dtype=dtype, device=token_ids.device)
+        omega /= dim / 2.0
+        omega = 1.0 / 10000**omega
+        angles = positions * omega  # (total, 1, dim / 2)
+        tables.append((angles.cos().repeat(1, 1, 2), angles.sin().repeat(1, 1, 2)))
+    return tables
+
+
+def rotate_packed(x: torch.Tensor, tables: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """``rope_tables``' rotation of packed queries or keys ``(total, heads, head_dim)``: the leading head
+    dims split into the frame, height and width parts, each turned as ``rotate_queries_or_keys`` does; the
+    dims left over stay as they are."""
+    parts, start = [], 0
+    for cos, sin in tables:
+        part = x[..., start : start + cos.shape[-1]]
+        first, second = part.unflatten(-1, (-1, 2)).unbind(dim=-1)
+        turned = torch.stack((-second, first), dim=-1).flatten(-2)
+        parts.append((part * cos) + (turned * sin))
+        start += cos.shape[-1]
+    if start < x.shape[-1]:
+        parts.append(x[..., start:])
+    return torch.cat(parts, dim=-1)
 
 
 class RLTVJEPA2Embeddings(VJEPA2Embeddings):
@@ -121,12 +156,12 @@ class RLTVJEPA2RopeAttention(PackedSelfAttentionMixin, VJEPA2RopeAttention):
         return PackedAttentionLayout(projections, self.proj, self.attention_head_size, self.scaling, self.dropout_prob)
 
     def rotate(self, query: torch.Tensor, key: torch.Tensor, packed: PackedSequence):
-        # The same for every layer: computed once per forward.
-        grid = self.grid_size
-        positions = packed.cached(("rope_positions", grid), lambda: rope_positions(packed.source_positions, grid))
-        # (total, heads, 1, head_dim): transformers' rotation takes (batch, heads, tokens, head_dim) and
-        # broadcasts positions; one token per "batch" row keeps the packed layout without transposes.
-        return (self.apply_rotary_embeddings(tensor.unsqueeze(2), positions).squeeze(2) for tensor in (query, key))
+        dims = (self.d_dim, self.h_dim, self.w_dim)
+        cache_key = ("rope_tables", self.grid_size, dims, query.dtype)
+        tables = packed.cached(
+            cache_key, lambda: rope_tables(packed.source_positions, self.grid_size, dims, query.dtype)
+        )
+        return rotate_packed(query, tables), rotate_packed(key, tables)
 
 
 def drop_clip_path(hidden_states: torch.Tensor, drop_path: nn.Module, packed: PackedSequence) -> torch.Tensor:
