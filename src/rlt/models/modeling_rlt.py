@@ -403,13 +403,16 @@ class PackedSelfAttentionMixin:
     its class keeps the projections (``packed_layout``) and, for rotary positions, rotates queries and
     keys (``rotate``). Without ``packed`` the transformers forward runs unchanged.
 
-    Not a function registered in transformers' ``AttentionInterface``: that interface is called from
-    transformers' own forward with ``(batch, heads, tokens, head_dim)`` tensors and an attention mask.
-    VideoMAE's forward takes no further arguments, so the packing could only reach a registered
-    function through state kept on the module; V-JEPA 2's forward rotates by positions it computes as
-    ``arange(tokens)``, not the kept tokens' original positions; and ``config._attn_implementation``,
-    which selects the registered function, is the user's choice of kernel family that ``rlt_attention``
-    "auto" follows (``packing.resolve_backend``), and the vanilla path (no packing) still runs with it.
+    Not a function registered in transformers' ``AttentionInterface``, because that interface does not
+    fit the packed layout: a registered function is called from transformers' own attention forward,
+    which (1) takes no packing: VideoMAE's ``VideoMAESelfAttention.forward(hidden_states)`` and its layer
+    pass nothing further, so the packing could reach the function only through state left on the module
+    between calls; (2) hands it ``(batch, heads, tokens, head_dim)`` views of ``(batch, tokens, hidden)``
+    states, where the packed states are ``(total, hidden)``; (3) in V-JEPA 2 recomputes the RoPE angles
+    in every layer, where the packed path computes them once per forward (``rope_tables``); and (4) is
+    chosen by ``config._attn_implementation``, one key for the whole model, which is the user's choice of
+    kernel family: ``rlt_attention="auto"`` follows it (``packing.resolve_backend``) and the unpacked
+    path (``packed=None``) runs with it, so registering an RLT function under it would take it over.
     """
 
     def packed_layout(self) -> PackedAttentionLayout:
