@@ -44,15 +44,16 @@ class ModelCase:
             (transformers starts biases, ViViT's CLS token and position table at zero), so that a
             weight that failed to load, or a row taken from the wrong place, shows.
         config_fields: extra vanilla config fields.
-        rotary_attention: ``(module, class name)`` of the transformers attention class that rotates
-            queries and keys by position (V-JEPA 2's RoPE), whose ``apply_rotary_embeddings`` a test
-            without positions replaces with the identity; None for architectures with a position table.
+        rotary_attention: ``(module, class name, method)`` of each attention class that rotates queries
+            and keys by position (V-JEPA 2's RoPE: transformers' ``apply_rotary_embeddings`` for the
+            vanilla model, the RLT class's ``rotate`` for the packed one), which a test without positions
+            replaces with the identity; empty for architectures with a position table.
     """
 
     name: str
     randomised: tuple[str, ...] = ("bias",)
     config_fields: tuple[tuple[str, object], ...] = ()
-    rotary_attention: tuple[str, str] | None = None
+    rotary_attention: tuple[tuple[str, str, str], ...] = ()
 
     def __str__(self) -> str:
         return self.name
@@ -141,6 +142,9 @@ CASES = [
             ("pred_num_hidden_layers", 1),
             ("pred_num_attention_heads", 2),
         ),
-        rotary_attention=("transformers.models.vjepa2.modeling_vjepa2", "VJEPA2RopeAttention"),
+        rotary_attention=(
+            ("transformers.models.vjepa2.modeling_vjepa2", "VJEPA2RopeAttention", "apply_rotary_embeddings"),
+            ("rlt.models.modeling_rlt_vjepa2", "RLTVJEPA2RopeAttention", "rotate"),
+        ),
     ),
 ]

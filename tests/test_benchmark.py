@@ -127,7 +127,7 @@ def test_host_keep_mask_rows_run_the_same_token_choice(report):
 
 def test_host_keep_mask_rows_hand_the_model_host_masks(clip_file, tmp_path, monkeypatch):
     """The rlt_hostkeep rows call the model with keep_mask= on the host; the rlt rows let it choose."""
-    import rlt.models.modeling_rlt_videomae as modeling
+    import rlt.models.modeling_rlt as modeling
 
     seen = []
 

@@ -100,13 +100,11 @@ def test_proportional_attention_on_exact_repeats_reproduces_vanilla_logits(case,
     (and, attending alike, stay copies through every layer); a prefix token (ViViT's CLS) is one key of
     weight 1 in both models. So RLT at tau 0 with proportional attention and length-weighted pooling
     computes the vanilla model's function on clips that repeat in time; plain attention does not."""
-    if case.rotary_attention is not None:
-        # RoPE rotates each copy by its own time step, so copies differ from the first layer on: with
-        # the rotation the identity (in both models: the RLT class inherits it) positions play no part.
-        module, name = case.rotary_attention
-        monkeypatch.setattr(
-            getattr(importlib.import_module(module), name), "apply_rotary_embeddings", lambda self, qk, pos_ids: qk
-        )
+    # RoPE rotates each copy by its own time step, so copies differ from the first layer on: with the
+    # rotation the identity (in both models) positions play no part.
+    identities = {"apply_rotary_embeddings": lambda self, qk, pos_ids: qk, "rotate": lambda self, q, k, packed: (q, k)}
+    for module, name, method in case.rotary_attention:
+        monkeypatch.setattr(getattr(importlib.import_module(module), name), method, identities[method])
     clips = clips_repeating_in_time(ragged=backend != "dense")  # "dense" needs clips of equal length
     settings = {"rlt_threshold": 0.0, "rlt_pooling": "length_weighted", "rlt_attention": backend,
                 "rlt_run_embedding": run_embedding}
@@ -523,10 +521,7 @@ def test_padding_tokens_never_reach_the_outputs(case, backend, monkeypatch):
         hidden_states = torch.cat([hidden_states[:real], 1e4 + hidden_states[real:] * 1e3])
         return run_encoder(layers, hidden_states, packed, output_hidden_states)
 
-    for module in model.modules():
-        module_globals = getattr(type(module).forward, "__globals__", {})
-        if module_globals.get("run_encoder") is run_encoder:
-            monkeypatch.setitem(module_globals, "run_encoder", poison_padding)
+    monkeypatch.setattr(modeling_rlt, "run_encoder", poison_padding)  # the one encoder loop, every architecture's
     output, gradients = forward_and_gradients(model, case, clips, labels)
     assert poisoned
     torch.testing.assert_close(output.logits, expected.logits, atol=1e-5, rtol=1e-5)

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import noise_clips, randomise, run_without_rlt, vanilla_and_rlt
 from conftest import clips_with_repeats as _clips_with_repeats
+from conftest import noise_clips, randomise, run_without_rlt, vanilla_and_rlt
 from safetensors import safe_open
 from transformers import AutoModelForVideoClassification, VJEPA2Config, VJEPA2ForVideoClassification, VJEPA2Model
 from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Embeddings, VJEPA2Layer, VJEPA2PoolerCrossAttentionLayer
@@ -122,6 +122,25 @@ def test_kept_tokens_are_rotated_by_their_original_positions():
     for ours, theirs, wrong in zip(output.per_clip(), expected, unrotated):
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
         assert (ours - wrong).abs().max() > 0.1  # positions 0, 1, 2, ... would be wrong
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_rotation_is_transformers_rotation_to_the_bit(dtype):
+    """The rotation tables computed once per forward give exactly what transformers' rotation, which
+    recomputes the angles in every layer, gives for the same token ids (head dims left over included)."""
+    from rlt.models.modeling_rlt_vjepa2 import rope_positions, rope_tables, rotate_packed
+
+    config = RLTVJEPA2Config(**{**TINY_VJEPA2, "hidden_size": 4 * 20, "num_attention_heads": 4})  # 20 = 3 * 6 + 2
+    attention = RLTVJEPA2Model(config).encoder.layer[0].attention
+    grid = attention.grid_size
+    ids = torch.tensor([0, 1, grid, grid * grid + 3, 2 * grid * grid - 1, 3 * grid * grid + grid + 1])
+    queries = torch.randn(len(ids), 4, 20, generator=torch.Generator().manual_seed(0)).to(dtype)
+    dims = (attention.d_dim, attention.h_dim, attention.w_dim)
+    ours = rotate_packed(queries, rope_tables(ids, grid, dims, dtype))
+    theirs = attention.apply_rotary_embeddings(queries.unsqueeze(2), rope_positions(ids, grid)).squeeze(2)
+    assert ours.dtype == theirs.dtype
+    assert torch.equal(ours, theirs)
+    assert not torch.equal(ours, queries)
 
 
 def test_length_encoding_is_added_per_token_run_length():

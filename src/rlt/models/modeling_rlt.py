@@ -1,22 +1,25 @@
 """What every RLT architecture shares on the model side: choosing the tokens, embedding only the
 kept tubelets, the length encoding, packed self-attention, pooling and output types.
 
-The architecture files (``modeling_rlt_videomae.py``, ``modeling_rlt_vivit.py``) subclass
-transformers' own modules and use these pieces for what RLT changes. Single-dot relative imports
+The architecture files (``modeling_rlt_videomae.py``, ``modeling_rlt_vivit.py``,
+``modeling_rlt_vjepa2.py``) subclass transformers' own modules, and their models run the templates
+here (``RLTVideoModelMixin``, ``RLTVideoClassifierMixin``) with per-architecture hooks. Single-dot relative imports
 only: this file travels into checkpoint folders for ``trust_remote_code``.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_rlt import RLTSettings, check_rlt_setting_names
 from .packing import PackedSequence, packed_attention, to_device_without_waiting
@@ -34,21 +37,23 @@ from .tokenizer import (
 __all__ = [
     "EncodedClips",
     "LengthEncoding",
+    "PackedAttentionLayout",
     "PackedSelfAttentionMixin",
     "RLTModelOutput",
     "RLTPreTrainedMixin",
+    "RLTVideoClassifierMixin",
     "RLTVideoClassifierOutput",
+    "RLTVideoModelMixin",
     "check_pixel_values",
     "choose_tokens",
-    "classification_output",
     "embed_kept_tubelets",
     "embed_tubelets",
     "packed_run_lengths",
-    "with_proportional_attention",
     "reject_unsupported",
     "run_encoder",
     "run_length_tokenize_for",
     "tubelet_patches",
+    "with_proportional_attention",
 ]
 
 logger = logging.getLogger(__name__)
@@ -95,12 +100,12 @@ class RLTVideoClassifierOutput(ModelOutput):
 class RLTPreTrainedMixin:
     """What every RLT ``PreTrainedModel`` adds: legacy weight names, length-table init, a full ``auto_map``.
 
-    Mixed in before the transformers ``...PreTrainedModel`` class. Subclasses set ``auto_class_names``
-    (Auto class -> class name in the same modeling file) and ``legacy_key_mapping``.
+    Mixed in before the transformers ``...PreTrainedModel`` class. Subclasses set ``legacy_key_mapping``;
+    the model classes of the modeling file register for their Auto class (``register_for_auto_class``).
     """
 
-    auto_class_names: ClassVar[dict[str, str]] = {}
     legacy_key_mapping: ClassVar[dict[str, str]] = {}
+    _can_record_outputs: ClassVar[dict] = {}  # the packed layers' outputs are collected by ``run_encoder``
     # Vanilla checkpoints have no length table; it starts as configured (zeros: training-free).
     _keys_to_ignore_on_load_missing: ClassVar[list[str]] = [r"length_embeddings"]
 
@@ -122,9 +127,10 @@ class RLTPreTrainedMixin:
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Each class registers for one Auto class; a checkpoint folder must serve all of them.
-        module = type(self).__module__.rsplit(".", 1)[-1]
+        module = type(self).__module__
+        models = [model for model in vars(sys.modules[module]).values() if _registered_rlt_model(model, module)]
         auto_map = dict(getattr(self.config, "auto_map", None) or {})
-        auto_map.update({auto: f"{module}.{name}" for auto, name in self.auto_class_names.items()})
+        auto_map.update({model._auto_class: f"{module.rsplit('.', 1)[-1]}.{model.__name__}" for model in models})
         self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 
@@ -135,6 +141,16 @@ class RLTPreTrainedMixin:
                 init.zeros_(module.weight)
             else:
                 init.trunc_normal_(module.weight, std=0.02)
+
+
+def _registered_rlt_model(value, module: str) -> bool:
+    """``value`` is an RLT model class of ``module`` registered for an Auto class (``register_for_auto_class``)."""
+    return (
+        isinstance(value, type)
+        and issubclass(value, RLTPreTrainedMixin)
+        and value.__module__ == module
+        and bool(vars(value).get("_auto_class"))
+    )
 
 
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
@@ -171,8 +187,12 @@ class LengthEncoding(nn.Embedding):
 
     def forward(self, run_lengths: torch.Tensor) -> torch.Tensor:
         # One-hot times the table: the backward is a small matmul, where an embedding lookup's
-        # backward would scatter tens of thousands of rows into a handful of table rows.
-        one_hot = F.one_hot(run_lengths - 1, self.num_embeddings).to(self.weight.dtype)
+        # backward would scatter tens of thousands of rows into a handful of table rows. The one-hot
+        # is made by one comparison, straight in the dtype the matmul runs in (autocast's, if on).
+        device_type = run_lengths.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else self.weight.dtype
+        lengths = torch.arange(1, self.num_embeddings + 1, device=run_lengths.device)
+        one_hot = (run_lengths.unsqueeze(-1) == lengths).to(dtype)
         return one_hot @ self.weight
 
 
@@ -418,41 +438,65 @@ def embed_tubelets(
     return prefix_rows.index_copy(0, packed.content_rows(), means)
 
 
+class PackedAttentionLayout(NamedTuple):
+    """Where a transformers attention module keeps what packed self-attention needs (their names
+    differ between architectures, the computation does not)."""
+
+    projections: tuple[nn.Module, nn.Module, nn.Module]  # query, key, value
+    output_projection: nn.Module | None  # None where transformers projects in a sibling module (VideoMAE)
+    head_dim: int
+    scaling: float
+    dropout: float  # the training-time attention dropout
+
+
 class PackedSelfAttentionMixin:
-    """Self-attention over packed tokens, for transformers' ViT-style attention modules.
+    """Self-attention over packed tokens, for transformers' attention modules.
 
     Mixed in before the transformers class (``class X(PackedSelfAttentionMixin, VideoMAESelfAttention)``),
     it keeps that class's projection layers and weight names and replaces only how attention is
-    computed: ``(total, hidden) -> (total, hidden)``, block-diagonal per clip. Both of transformers'
-    layouts work: ``query``/``key``/``value`` with the output projection in a sibling module
-    (VideoMAE; returns the attention context), and ``q_proj``/``k_proj``/``v_proj``/``o_proj`` in one
-    module (ViViT; returns the projected output).
+    computed: ``(total, hidden) -> (total, hidden)``, block-diagonal per clip. The subclass says where
+    its class keeps the projections (``packed_layout``) and, for rotary positions, rotates queries and
+    keys (``rotate``). Without ``packed`` the transformers forward runs unchanged.
+
+    Not a function registered in transformers' ``AttentionInterface``, because that interface does not
+    fit the packed layout: a registered function is called from transformers' own attention forward,
+    which (1) takes no packing: VideoMAE's ``VideoMAESelfAttention.forward(hidden_states)`` and its layer
+    pass nothing further, so the packing could reach the function only through state left on the module
+    between calls; (2) hands it ``(batch, heads, tokens, head_dim)`` views of ``(batch, tokens, hidden)``
+    states, where the packed states are ``(total, hidden)``; (3) in V-JEPA 2 recomputes the RoPE angles
+    in every layer, where the packed path computes them once per forward (``rope_tables``); and (4) is
+    chosen by ``config._attn_implementation``, one key for the whole model, which is the user's choice of
+    kernel family: ``rlt_attention="auto"`` follows it (``packing.resolve_backend``) and the unpacked
+    path (``packed=None``) runs with it, so registering an RLT function under it would take it over.
     """
+
+    def packed_layout(self) -> PackedAttentionLayout:
+        raise NotImplementedError(f"{type(self).__name__} must say where its projections are (packed_layout)")
+
+    def rotate(self, query: torch.Tensor, key: torch.Tensor, packed: PackedSequence):
+        """Rotary position embedding of ``(total, heads, head_dim)`` queries and keys; none by default."""
+        return query, key
 
     def forward(self, hidden_states: torch.Tensor, *args, packed: PackedSequence | None = None, **kwargs):
         if packed is None:
             return super().forward(hidden_states, *args, **kwargs)
-        if hasattr(self, "q_proj"):
-            projections, output_projection = (self.q_proj, self.k_proj, self.v_proj), self.o_proj
-            head_dim, dropout = self.head_dim, self.attention_dropout
-        else:
-            projections, output_projection = (self.query, self.key, self.value), None
-            head_dim, dropout = self.attention_head_size, self.dropout_prob
-        shape = (hidden_states.shape[0], -1, head_dim)
-        query, key, value = (projection(hidden_states).view(shape) for projection in projections)
+        layout = self.packed_layout()
+        shape = (hidden_states.shape[0], -1, layout.head_dim)
+        query, key, value = (projection(hidden_states).view(shape) for projection in layout.projections)
+        query, key = self.rotate(query, key, packed)
         context = packed_attention(
             query,
             key,
             value,
             packed,
-            scaling=getattr(self, "scaling", head_dim**-0.5),
-            dropout=dropout if self.training else 0.0,
+            scaling=layout.scaling,
+            dropout=layout.dropout if self.training else 0.0,
             backend=self.config.rlt_attention,
             attn_implementation=self.config._attn_implementation,
         )
         context = context.reshape(hidden_states.shape[0], -1)
-        if output_projection is not None:
-            context = output_projection(context)
+        if layout.output_projection is not None:
+            context = layout.output_projection(context)
         return context, None
 
 
@@ -480,7 +524,7 @@ class EncodedClips:
     @property
     def tokens_kept(self) -> torch.Tensor:
         """Tokens each clip ran with, prefix (CLS) tokens included, int64 ``(B,)``."""
-        return self.tokens.counts + self.packed.num_prefix_tokens
+        return self.packed.device_lengths
 
     def to_output(self, **extra) -> RLTModelOutput:
         """The base model's output; ``extra`` sets further fields (``pooler_output``)."""
@@ -512,18 +556,6 @@ def packed_run_lengths(tokens: RunLengthTokens, packed: PackedSequence) -> torch
     return packed.gather(lengths)
 
 
-def classification_output(model, logits: torch.Tensor, labels, encoded: EncodedClips, kwargs: dict):
-    """An RLT classifier's output: the loss as transformers computes it (with Trainer's
-    ``num_items_in_batch`` when given), the logits, and the tokens each clip kept."""
-    loss = None
-    if labels is not None:
-        loss_kwargs = {key: kwargs[key] for key in ("num_items_in_batch",) if key in kwargs}
-        loss = model.loss_function(labels, logits, model.config, **loss_kwargs)
-    return RLTVideoClassifierOutput(
-        loss=loss, logits=logits, hidden_states=encoded.unpadded_hidden_states(), tokens_kept=encoded.tokens_kept
-    )
-
-
 def run_encoder(
     layers: nn.ModuleList, hidden_states: torch.Tensor, packed: PackedSequence, output_hidden_states: bool
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
@@ -534,6 +566,117 @@ def run_encoder(
         if all_states is not None:
             all_states.append(hidden_states)
     return hidden_states, (tuple(s.unsqueeze(0) for s in all_states) if all_states is not None else None)
+
+
+class RLTVideoModelMixin:
+    """The base model's ``forward`` and ``encode``: one template for every architecture.
+
+    Mixed in before the architecture's ``RLT...PreTrainedModel``. The architecture says where its
+    modules are (``encoder_parts``), and where it needs to, how it takes its video (``take_video``)
+    and what its output adds (``output_extras``).
+    """
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        keep_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> RLTModelOutput:
+        """
+        Args:
+            pixel_values: ``(B, T, C, H, W)``, normalised as the checkpoint's processor does.
+            keep_mask: optional bool ``(B, T', H', W')`` computed ahead (``rlt.run_length_tokenize``
+                in a data loader); by default the model tokenizes with its config's threshold.
+            output_hidden_states: also return every layer's packed hidden states.
+            return_dict: False (or ``config.return_dict`` False) returns a tuple of the output's fields
+                that are set, ``last_hidden_state`` first, as transformers' models do.
+        """
+        encoded = self.encode(pixel_values, keep_mask, output_hidden_states, **kwargs)
+        return encoded.to_output(**self.output_extras(encoded))
+
+    def encode(
+        self,
+        clips: torch.Tensor | None = None,
+        /,
+        keep_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> EncodedClips:
+        """The forward pass, returning the packing alongside the states for the heads to pool with.
+
+        ``clips`` positionally or under the model's input name (``config.rlt_input_name``)."""
+        clips = self.take_video(clips, kwargs)
+        reject_unsupported(kwargs)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        tokens, packed = choose_tokens(self.config, clips, keep_mask)
+        embeddings, layers, final_norm = self.encoder_parts()
+        hidden_states = embeddings(clips, tokens, packed)
+        hidden_states, all_hidden_states = run_encoder(layers, hidden_states, packed, output_hidden_states)
+        if final_norm is not None:
+            hidden_states = final_norm(hidden_states)
+        return EncodedClips(hidden_states, all_hidden_states, tokens, packed)
+
+    def encoder_parts(self) -> tuple[nn.Module, nn.ModuleList, nn.Module | None]:
+        """The modules ``encode`` runs in turn: the embeddings (``(clips, tokens, packed) -> (total,
+        hidden)``), the transformer layers, and the final norm (None where the model has none)."""
+        raise NotImplementedError(f"{type(self).__name__} must say where its modules are (encoder_parts)")
+
+    def take_video(self, clips: torch.Tensor | None, kwargs: dict) -> torch.Tensor:
+        """The clips ``encode`` runs on: given positionally or under ``config.rlt_input_name`` in ``kwargs``."""
+        name = self.config.rlt_input_name
+        named = kwargs.pop(name, None)
+        if clips is not None and named is not None:
+            raise ValueError(f"pass the clips once: positionally or as {name}, not both")
+        clips = clips if clips is not None else named
+        if clips is None:
+            raise ValueError(f"pass the clips as {name}: a float tensor (batch, frames, channels, height, width)")
+        return clips
+
+    def output_extras(self, encoded: EncodedClips) -> dict:
+        """Further ``RLTModelOutput`` fields the architecture sets (ViViT: ``pooler_output``)."""
+        return {}
+
+
+class RLTVideoClassifierMixin:
+    """The video classifier's ``forward``: one template for every architecture.
+
+    Mixed in before the architecture's ``RLT...PreTrainedModel``; the base model is the one
+    transformers' ``base_model`` names, and the architecture's head turns encoded clips into logits
+    (``clip_logits``).
+    """
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        keep_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> RLTVideoClassifierOutput:
+        """Like transformers' ``...ForVideoClassification.forward``; ``keep_mask`` and ``return_dict`` (a
+        tuple: ``(loss, logits, ...)``, or ``(logits, ...)`` without labels) as in the base model."""
+        encoded = self.base_model.encode(pixel_values, keep_mask, output_hidden_states, **kwargs)
+        return self.classification_output(encoded, labels, kwargs)
+
+    def clip_logits(self, encoded: EncodedClips) -> torch.Tensor:
+        """``(B, num_labels)`` from the encoded clips: the architecture's pooling and head."""
+        raise NotImplementedError(f"{type(self).__name__} must define its head (clip_logits)")
+
+    def classification_output(self, encoded: EncodedClips, labels, kwargs: dict) -> RLTVideoClassifierOutput:
+        """The logits, the loss as transformers computes it (with Trainer's ``num_items_in_batch`` when
+        given), and the tokens each clip kept."""
+        logits = self.clip_logits(encoded)
+        loss = None
+        if labels is not None:
+            loss_kwargs = {key: kwargs[key] for key in ("num_items_in_batch",) if key in kwargs}
+            loss = self.loss_function(labels, logits, self.config, **loss_kwargs)
+        return RLTVideoClassifierOutput(
+            loss=loss, logits=logits, hidden_states=encoded.unpadded_hidden_states(), tokens_kept=encoded.tokens_kept
+        )
 
 
 def reject_unsupported(kwargs: dict) -> None:

@@ -19,21 +19,17 @@ from transformers.models.videomae.modeling_videomae import (
     VideoMAEPreTrainedModel,
     VideoMAESelfAttention,
 )
-from transformers.utils.generic import can_return_tuple
 
 from .configuration_rlt_videomae import RLTVideoMAEConfig
 from .modeling_rlt import (
     EncodedClips,
     LengthEncoding,
+    PackedAttentionLayout,
     PackedSelfAttentionMixin,
-    RLTModelOutput,
     RLTPreTrainedMixin,
-    RLTVideoClassifierOutput,
-    choose_tokens,
-    classification_output,
+    RLTVideoClassifierMixin,
+    RLTVideoModelMixin,
     embed_tubelets,
-    reject_unsupported,
-    run_encoder,
 )
 from .packing import PackedSequence
 from .tokenizer import RunLengthTokens
@@ -94,7 +90,10 @@ class RLTVideoMAEEmbeddings(nn.Module):
 
 
 class RLTVideoMAESelfAttention(PackedSelfAttentionMixin, VideoMAESelfAttention):
-    pass
+    def packed_layout(self) -> PackedAttentionLayout:
+        # The output projection is VideoMAESelfOutput's, a sibling module: this one returns the context.
+        projections = (self.query, self.key, self.value)
+        return PackedAttentionLayout(projections, None, self.attention_head_size, self.scaling, self.dropout_prob)
 
 
 class RLTVideoMAELayer(VideoMAELayer):
@@ -104,26 +103,20 @@ class RLTVideoMAELayer(VideoMAELayer):
 
 
 class RLTVideoMAEEncoder(nn.Module):
+    """``VideoMAEEncoder``'s layers and weight names; ``RLTVideoModelMixin.encode`` runs them over packed tokens."""
+
     def __init__(self, config: RLTVideoMAEConfig):
         super().__init__()
         self.config = config
         self.layer = nn.ModuleList([RLTVideoMAELayer(config) for _ in range(config.num_hidden_layers)])
         self.gradient_checkpointing = False
 
-    def forward(self, hidden_states: torch.Tensor, packed: PackedSequence, output_hidden_states: bool = False):
-        return run_encoder(self.layer, hidden_states, packed, output_hidden_states)
-
 
 class RLTVideoMAEPreTrainedModel(RLTPreTrainedMixin, VideoMAEPreTrainedModel):
     config_class = RLTVideoMAEConfig
     config: RLTVideoMAEConfig
     _no_split_modules: ClassVar[list[str]] = ["RLTVideoMAEEmbeddings", "RLTVideoMAELayer"]
-    _can_record_outputs: ClassVar[dict] = {}
     legacy_key_mapping = LEGACY_KEY_MAPPING
-    auto_class_names: ClassVar[dict[str, str]] = {
-        "AutoModel": "RLTVideoMAEModel",
-        "AutoModelForVideoClassification": "RLTVideoMAEForVideoClassification",
-    }
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -131,7 +124,7 @@ class RLTVideoMAEPreTrainedModel(RLTPreTrainedMixin, VideoMAEPreTrainedModel):
             init.copy_(module.position_embeddings, sinusoid_position_table(module.num_patches, self.config.hidden_size))
 
 
-class RLTVideoMAEModel(RLTVideoMAEPreTrainedModel):
+class RLTVideoMAEModel(RLTVideoModelMixin, RLTVideoMAEPreTrainedModel):
     """VideoMAE encoder over run-length tokens. Returns packed hidden states (see ``RLTModelOutput``)."""
 
     def __init__(self, config: RLTVideoMAEConfig):
@@ -146,45 +139,11 @@ class RLTVideoMAEModel(RLTVideoMAEPreTrainedModel):
     def get_input_embeddings(self):
         return self.embeddings.patch_embeddings
 
-    @can_return_tuple
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        keep_mask: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
-    ) -> RLTModelOutput:
-        """
-        Args:
-            pixel_values: ``(B, T, C, H, W)``, normalised as the checkpoint's processor does.
-            keep_mask: optional bool ``(B, T', H', W')`` computed ahead (``rlt.run_length_tokenize``
-                in a data loader); by default the model tokenizes with its config's threshold.
-            output_hidden_states: also return every layer's packed hidden states.
-            return_dict: False (or ``config.return_dict`` False) returns a tuple of the output's fields
-                that are set, ``last_hidden_state`` first, as transformers' models do.
-        """
-        return self.encode(pixel_values, keep_mask, output_hidden_states, **kwargs).to_output()
-
-    def encode(
-        self,
-        pixel_values: torch.Tensor,
-        keep_mask: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
-    ) -> EncodedClips:
-        """The forward pass, returning the packing alongside the states for the heads to pool with."""
-        reject_unsupported(kwargs)
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        tokens, packed = choose_tokens(self.config, pixel_values, keep_mask)
-        hidden_states = self.embeddings(pixel_values, tokens, packed)
-        hidden_states, all_hidden_states = self.encoder(hidden_states, packed, output_hidden_states)
-        if self.layernorm is not None:
-            hidden_states = self.layernorm(hidden_states)
-        return EncodedClips(hidden_states, all_hidden_states, tokens, packed)
+    def encoder_parts(self):
+        return self.embeddings, self.encoder.layer, self.layernorm
 
 
-class RLTVideoMAEForVideoClassification(RLTVideoMAEPreTrainedModel):
+class RLTVideoMAEForVideoClassification(RLTVideoClassifierMixin, RLTVideoMAEPreTrainedModel):
     """VideoMAE video classifier over run-length tokens; the head pools each clip's own tokens."""
 
     def __init__(self, config: RLTVideoMAEConfig):
@@ -195,23 +154,10 @@ class RLTVideoMAEForVideoClassification(RLTVideoMAEPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
-    @can_return_tuple
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        keep_mask: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
-    ) -> RLTVideoClassifierOutput:
-        """Like ``VideoMAEForVideoClassification.forward``; ``keep_mask`` and ``return_dict`` (a tuple:
-        ``(loss, logits, ...)``, or ``(logits, ...)`` without labels) as in ``RLTVideoMAEModel``."""
-        encoded = self.videomae.encode(pixel_values, keep_mask, output_hidden_states, **kwargs)
+    def clip_logits(self, encoded: EncodedClips) -> torch.Tensor:
         if self.fc_norm is not None:
-            pooled = self.fc_norm(encoded.pool("mean", self.config.rlt_pooling))
-        else:
-            pooled = encoded.pool("first")
-        return classification_output(self, self.classifier(pooled), labels, encoded, kwargs)
+            return self.classifier(self.fc_norm(encoded.pool("mean", self.config.rlt_pooling)))
+        return self.classifier(encoded.pool("first"))
 
 
 RLTVideoMAEModel.register_for_auto_class("AutoModel")

@@ -20,22 +20,18 @@ from transformers.models.vivit.modeling_vivit import (
     VivitPooler,
     VivitPreTrainedModel,
 )
-from transformers.utils.generic import can_return_tuple
 
 from .configuration_rlt_vivit import RLTVivitConfig
 from .modeling_rlt import (
     EncodedClips,
     LengthEncoding,
+    PackedAttentionLayout,
     PackedSelfAttentionMixin,
-    RLTModelOutput,
     RLTPreTrainedMixin,
-    RLTVideoClassifierOutput,
-    choose_tokens,
-    classification_output,
+    RLTVideoClassifierMixin,
+    RLTVideoModelMixin,
     embed_tubelets,
     packed_run_lengths,
-    reject_unsupported,
-    run_encoder,
 )
 from .packing import PackedSequence
 from .tokenizer import RunLengthTokens
@@ -90,7 +86,9 @@ class RLTVivitEmbeddings(VivitEmbeddings):
 
 
 class RLTVivitAttention(PackedSelfAttentionMixin, VivitAttention):
-    pass
+    def packed_layout(self) -> PackedAttentionLayout:
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        return PackedAttentionLayout(projections, self.o_proj, self.head_dim, self.scaling, self.attention_dropout)
 
 
 class RLTVivitLayer(VivitLayer):
@@ -103,15 +101,10 @@ class RLTVivitPreTrainedModel(RLTPreTrainedMixin, VivitPreTrainedModel):
     config_class = RLTVivitConfig
     config: RLTVivitConfig
     _no_split_modules: ClassVar[list[str]] = ["RLTVivitEmbeddings", "RLTVivitLayer"]
-    _can_record_outputs: ClassVar[dict] = {}
     legacy_key_mapping = LEGACY_KEY_MAPPING
-    auto_class_names: ClassVar[dict[str, str]] = {
-        "AutoModel": "RLTVivitModel",
-        "AutoModelForVideoClassification": "RLTVivitForVideoClassification",
-    }
 
 
-class RLTVivitModel(RLTVivitPreTrainedModel):
+class RLTVivitModel(RLTVideoModelMixin, RLTVivitPreTrainedModel):
     """ViViT encoder over run-length tokens. Returns packed hidden states (see ``RLTModelOutput``):
     each clip's CLS token first, then its kept tokens; ``pooler_output`` from the CLS tokens."""
 
@@ -126,46 +119,15 @@ class RLTVivitModel(RLTVivitPreTrainedModel):
     def get_input_embeddings(self):
         return self.embeddings.patch_embeddings
 
-    @can_return_tuple
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        keep_mask: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
-    ) -> RLTModelOutput:
-        """
-        Args:
-            pixel_values: ``(B, T, C, H, W)``, normalised as the checkpoint's processor does.
-            keep_mask: optional bool ``(B, T', H', W')`` computed ahead (``rlt.run_length_tokenize``
-                in a data loader); by default the model tokenizes with its config's threshold.
-            output_hidden_states: also return every layer's packed hidden states.
-            return_dict: False (or ``config.return_dict`` False) returns a tuple of the output's fields
-                that are set, ``last_hidden_state`` first, as transformers' models do.
-        """
-        encoded = self.encode(pixel_values, keep_mask, output_hidden_states, **kwargs)
+    def encoder_parts(self):
+        return self.embeddings, self.layers, self.layernorm
+
+    def output_extras(self, encoded: EncodedClips) -> dict:
         pooled = self.pooler(encoded.pool("first").unsqueeze(1)) if self.pooler is not None else None
-        return encoded.to_output(pooler_output=pooled)
-
-    def encode(
-        self,
-        pixel_values: torch.Tensor,
-        keep_mask: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
-    ) -> EncodedClips:
-        """The forward pass, returning the packing alongside the states for the heads to pool with."""
-        reject_unsupported(kwargs)
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        tokens, packed = choose_tokens(self.config, pixel_values, keep_mask)
-        hidden_states = self.embeddings(pixel_values, tokens, packed)
-        hidden_states, all_hidden_states = run_encoder(self.layers, hidden_states, packed, output_hidden_states)
-        hidden_states = self.layernorm(hidden_states)
-        return EncodedClips(hidden_states, all_hidden_states, tokens, packed)
+        return {"pooler_output": pooled}
 
 
-class RLTVivitForVideoClassification(RLTVivitPreTrainedModel):
+class RLTVivitForVideoClassification(RLTVideoClassifierMixin, RLTVivitPreTrainedModel):
     """ViViT video classifier over run-length tokens; the head reads each clip's own CLS token."""
 
     def __init__(self, config: RLTVivitConfig):
@@ -175,19 +137,8 @@ class RLTVivitForVideoClassification(RLTVivitPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
-    @can_return_tuple
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        keep_mask: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
-    ) -> RLTVideoClassifierOutput:
-        """Like ``VivitForVideoClassification.forward``; ``keep_mask`` and ``return_dict`` (a tuple:
-        ``(loss, logits, ...)``, or ``(logits, ...)`` without labels) as in ``RLTVivitModel``."""
-        encoded = self.vivit.encode(pixel_values, keep_mask, output_hidden_states, **kwargs)
-        return classification_output(self, self.classifier(encoded.pool("first")), labels, encoded, kwargs)
+    def clip_logits(self, encoded: EncodedClips) -> torch.Tensor:
+        return self.classifier(encoded.pool("first"))
 
 
 RLTVivitModel.register_for_auto_class("AutoModel")

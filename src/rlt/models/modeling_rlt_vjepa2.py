@@ -43,16 +43,16 @@ from .configuration_rlt_vjepa2 import RLTVJEPA2Config
 from .modeling_rlt import (
     EncodedClips,
     LengthEncoding,
+    PackedAttentionLayout,
+    PackedSelfAttentionMixin,
     RLTModelOutput,
     RLTPreTrainedMixin,
+    RLTVideoClassifierMixin,
     RLTVideoClassifierOutput,
-    choose_tokens,
-    classification_output,
+    RLTVideoModelMixin,
     embed_tubelets,
-    reject_unsupported,
-    run_encoder,
 )
-from .packing import PackedSequence, packed_attention, packed_cross_attention
+from .packing import PackedSequence, packed_cross_attention
 from .tokenizer import RunLengthTokens
 
 __all__ = [
@@ -60,20 +60,6 @@ __all__ = [
     "RLTVJEPA2Model",
     "RLTVJEPA2PreTrainedModel",
 ]
-
-
-def take_video_input(pixel_values_videos: torch.Tensor | None, kwargs: dict) -> torch.Tensor:
-    """The clips, under transformers' V-JEPA 2 name or under ``pixel_values`` (what ``rlt``'s video
-    processor, collators and the VideoMAE / ViViT models use), which is accepted as an alias."""
-    alias = kwargs.pop("pixel_values", None)
-    if pixel_values_videos is not None and alias is not None:
-        raise ValueError("pass the clips once: as pixel_values_videos (V-JEPA 2's name) or as pixel_values, not both")
-    clips = pixel_values_videos if pixel_values_videos is not None else alias
-    if clips is None:
-        raise ValueError(
-            "pass the clips as pixel_values_videos: a float tensor (batch, frames, channels, height, width)"
-        )
-    return clips
 
 
 def reject_predictor_arguments(kwargs: dict) -> None:
@@ -96,13 +82,48 @@ def rope_positions(token_ids: torch.Tensor, grid_size: int) -> tuple[torch.Tenso
     """Original (frame, height, width) of tokens from their ids: int64 ``(total,)`` -> three ``(total, 1, 1)``.
 
     V-JEPA 2 numbers a clip's tokens ``t * g^2 + h * g + w`` (``g = crop_size // patch_size``), which are
-    the packing's ``source_positions``. The trailing dims broadcast over heads against queries laid out
-    ``(total, heads, 1, head_dim)``.
+    the packing's ``source_positions``. The trailing dims broadcast over heads against packed queries
+    ``(total, heads, head_dim)``.
     """
     ids = token_ids.view(-1, 1, 1)
     tokens_per_frame = grid_size * grid_size
     within_frame = ids % tokens_per_frame
     return ids // tokens_per_frame, within_frame // grid_size, within_frame % grid_size
+
+
+def rope_tables(
+    token_ids: torch.Tensor, grid_size: int, dims: tuple[int, int, int], dtype: torch.dtype
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """V-JEPA 2's rotation, ``(cos, sin)`` per axis (frame, height, width), each ``(total, 1, dim)``.
+
+    The angles depend on the positions only, so they are computed once per forward (per dtype) and the
+    layers share them, where transformers' ``rotate_queries_or_keys`` recomputes them for the queries
+    and keys of every layer. Its operations, in its order and dtype, so that the values are its values.
+    """
+    tables = []
+    for positions, dim in zip(rope_positions(token_ids, grid_size), dims):
+        omega = torch.arange(dim // 2, dtype=dtype, device=token_ids.device)
+        omega /= dim / 2.0
+        omega = 1.0 / 10000**omega
+        angles = positions * omega  # (total, 1, dim / 2)
+        tables.append((angles.cos().repeat(1, 1, 2), angles.sin().repeat(1, 1, 2)))
+    return tables
+
+
+def rotate_packed(x: torch.Tensor, tables: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """``rope_tables``' rotation of packed queries or keys ``(total, heads, head_dim)``: the leading head
+    dims split into the frame, height and width parts, each turned as ``rotate_queries_or_keys`` does; the
+    dims left over stay as they are."""
+    parts, start = [], 0
+    for cos, sin in tables:
+        part = x[..., start : start + cos.shape[-1]]
+        first, second = part.unflatten(-1, (-1, 2)).unbind(dim=-1)
+        turned = torch.stack((-second, first), dim=-1).flatten(-2)
+        parts.append((part * cos) + (turned * sin))
+        start += cos.shape[-1]
+    if start < x.shape[-1]:
+        parts.append(x[..., start:])
+    return torch.cat(parts, dim=-1)
 
 
 class RLTVJEPA2Embeddings(VJEPA2Embeddings):
@@ -128,38 +149,21 @@ class RLTVJEPA2Embeddings(VJEPA2Embeddings):
         return embeddings
 
 
-class RLTVJEPA2RopeAttention(VJEPA2RopeAttention):
+class RLTVJEPA2RopeAttention(PackedSelfAttentionMixin, VJEPA2RopeAttention):
     """V-JEPA 2's RoPE self-attention over packed tokens: ``(total, hidden) -> (total, hidden)``,
     block-diagonal per clip, each token rotated by its original (t, h, w) position."""
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        position_mask: torch.Tensor | None = None,
-        packed: PackedSequence | None = None,
-    ):
-        if packed is None:
-            return super().forward(hidden_states, position_mask=position_mask)
-        # (total, heads, 1, head_dim): transformers' rotation takes (batch, heads, tokens, head_dim) and
-        # broadcasts positions; one token per "batch" row keeps the packed layout without transposes.
-        shape = (hidden_states.shape[0], self.num_attention_heads, 1, self.attention_head_size)
-        query, key, value = (projection(hidden_states).view(shape) for projection in (self.query, self.key, self.value))
-        # The same for every layer: computed once per forward.
-        grid = self.grid_size
-        positions = packed.cached(("rope_positions", grid), lambda: rope_positions(packed.source_positions, grid))
-        query = self.apply_rotary_embeddings(query, positions)
-        key = self.apply_rotary_embeddings(key, positions)
-        context = packed_attention(
-            query.squeeze(2),
-            key.squeeze(2),
-            value.squeeze(2),
-            packed,
-            scaling=self.scaling,
-            dropout=self.dropout_prob if self.training else 0.0,
-            backend=self.config.rlt_attention,
-            attn_implementation=self.config._attn_implementation,
+    def packed_layout(self) -> PackedAttentionLayout:
+        projections = (self.query, self.key, self.value)
+        return PackedAttentionLayout(projections, self.proj, self.attention_head_size, self.scaling, self.dropout_prob)
+
+    def rotate(self, query: torch.Tensor, key: torch.Tensor, packed: PackedSequence):
+        dims = (self.d_dim, self.h_dim, self.w_dim)
+        cache_key = ("rope_tables", self.grid_size, dims, query.dtype)
+        tables = packed.cached(
+            cache_key, lambda: rope_tables(packed.source_positions, self.grid_size, dims, query.dtype)
         )
-        return self.proj(context.reshape(hidden_states.shape[0], self.all_head_size)), None
+        return rotate_packed(query, tables), rotate_packed(key, tables)
 
 
 def drop_clip_path(hidden_states: torch.Tensor, drop_path: nn.Module, packed: PackedSequence) -> torch.Tensor:
@@ -195,7 +199,8 @@ class RLTVJEPA2Layer(VJEPA2Layer):
 
 
 class RLTVJEPA2Encoder(nn.Module):
-    """``VJEPA2Encoder``'s modules and weight names (``embeddings``, ``layer``, ``layernorm``) over packed tokens."""
+    """``VJEPA2Encoder``'s modules and weight names (``embeddings``, ``layer``, ``layernorm``); ``RLTVideoModelMixin.encode``
+    runs them over packed tokens."""
 
     def __init__(self, config: RLTVJEPA2Config):
         super().__init__()
@@ -212,44 +217,13 @@ class RLTVJEPA2Encoder(nn.Module):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.gradient_checkpointing = False
 
-    def forward(
-        self,
-        pixel_values_videos: torch.Tensor,
-        tokens: RunLengthTokens,
-        packed: PackedSequence,
-        output_hidden_states: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """``-> ((total, hidden), per-layer states or None)``; the states before the final layer norm."""
-        hidden_states = self.embeddings(pixel_values_videos, tokens, packed)
-        hidden_states, all_hidden_states = run_encoder(self.layer, hidden_states, packed, output_hidden_states)
-        return self.layernorm(hidden_states), all_hidden_states
 
-
-class RLTVJEPA2PoolerSelfAttention(VJEPA2PoolerSelfAttention):
+class RLTVJEPA2PoolerSelfAttention(PackedSelfAttentionMixin, VJEPA2PoolerSelfAttention):
     """The pooler's self-attention (no RoPE) over packed tokens, block-diagonal per clip."""
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        packed: PackedSequence | None = None,
-    ):
-        if packed is None:
-            return super().forward(hidden_states, attention_mask=attention_mask)
-        shape = (hidden_states.shape[0], self.num_heads, self.head_dim)
+    def packed_layout(self) -> PackedAttentionLayout:
         projections = (self.q_proj, self.k_proj, self.v_proj)
-        query, key, value = (projection(hidden_states).view(shape) for projection in projections)
-        context = packed_attention(
-            query,
-            key,
-            value,
-            packed,
-            scaling=self.scale,
-            dropout=self.dropout if self.training else 0.0,
-            backend=self.config.rlt_attention,
-            attn_implementation=self.config._attn_implementation,
-        )
-        return self.out_proj(context.reshape(hidden_states.shape[0], self.embed_dim)), None
+        return PackedAttentionLayout(projections, self.out_proj, self.head_dim, self.scale, self.dropout)
 
 
 class RLTVJEPA2PoolerCrossAttention(VJEPA2PoolerCrossAttention):
@@ -343,16 +317,11 @@ class RLTVJEPA2PreTrainedModel(RLTPreTrainedMixin, VJEPA2PreTrainedModel):
         "RLTVJEPA2PoolerSelfAttentionLayer",
         "RLTVJEPA2PoolerCrossAttentionLayer",
     ]
-    _can_record_outputs: ClassVar[dict] = {}
     # The JEPA predictor is not built (see the module docstring): its weights are skipped on load.
     _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"(^|\.)predictor\."]
-    auto_class_names: ClassVar[dict[str, str]] = {
-        "AutoModel": "RLTVJEPA2Model",
-        "AutoModelForVideoClassification": "RLTVJEPA2ForVideoClassification",
-    }
 
 
-class RLTVJEPA2Model(RLTVJEPA2PreTrainedModel):
+class RLTVJEPA2Model(RLTVideoModelMixin, RLTVJEPA2PreTrainedModel):
     """V-JEPA 2 encoder over run-length tokens. Returns packed hidden states (see ``RLTModelOutput``)."""
 
     def __init__(self, config: RLTVJEPA2Config):
@@ -383,27 +352,25 @@ class RLTVJEPA2Model(RLTVJEPA2PreTrainedModel):
         """
         return self.encode(pixel_values_videos, keep_mask, output_hidden_states, **kwargs).to_output()
 
-    def encode(
-        self,
-        pixel_values_videos: torch.Tensor | None = None,
-        keep_mask: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
-    ) -> EncodedClips:
-        """The forward pass, returning the packing alongside the states for the heads to pool with."""
-        clips = take_video_input(pixel_values_videos, kwargs)
+    def encoder_parts(self):
+        return self.encoder.embeddings, self.encoder.layer, self.encoder.layernorm
+
+    def take_video(self, clips: torch.Tensor | None, kwargs: dict) -> torch.Tensor:
+        """The clips, under transformers' V-JEPA 2 name or under ``pixel_values`` (what ``rlt``'s video
+        processor, collators and the VideoMAE / ViViT models use), which is accepted as an alias."""
+        alias = kwargs.pop("pixel_values", None)
+        if clips is not None and alias is not None:
+            raise ValueError(
+                "pass the clips once: as pixel_values_videos (V-JEPA 2's name) or as pixel_values, not both"
+            )
+        clips = super().take_video(clips if clips is not None else alias, kwargs)
         reject_predictor_arguments(kwargs)
-        reject_unsupported(kwargs)
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
         if isinstance(clips, torch.Tensor) and clips.dim() == 5 and clips.shape[1] < self.config.tubelet_size:
             clips = clips.repeat(1, self.config.tubelet_size, 1, 1, 1)  # as transformers does for images
-        tokens, packed = choose_tokens(self.config, clips, keep_mask)
-        hidden_states, all_hidden_states = self.encoder(clips, tokens, packed, output_hidden_states)
-        return EncodedClips(hidden_states, all_hidden_states, tokens, packed)
+        return clips
 
 
-class RLTVJEPA2ForVideoClassification(RLTVJEPA2PreTrainedModel):
+class RLTVJEPA2ForVideoClassification(RLTVideoClassifierMixin, RLTVJEPA2PreTrainedModel):
     """V-JEPA 2 video classifier over run-length tokens: the attentive probe pools each clip's own tokens.
 
     With ``rlt_pooling="length_weighted"`` a token counts ``L`` times in the probe's query attention
@@ -431,9 +398,11 @@ class RLTVJEPA2ForVideoClassification(RLTVJEPA2PreTrainedModel):
         ``return_dict=False`` returns ``RLTVideoClassifierOutput.to_tuple()``: ``(loss, logits, ...)``
         with labels, ``(logits, ...)`` without, as transformers does."""
         encoded = self.vjepa2.encode(pixel_values_videos, keep_mask, output_hidden_states, **kwargs)
+        return self.classification_output(encoded, labels, kwargs)
+
+    def clip_logits(self, encoded: EncodedClips) -> torch.Tensor:
         key_weights = encoded.run_lengths().float() if self.config.rlt_pooling == "length_weighted" else None
-        pooled = self.pooler(encoded.last_hidden_state, encoded.packed, key_weights=key_weights)
-        return classification_output(self, self.classifier(pooled), labels, encoded, kwargs)
+        return self.classifier(self.pooler(encoded.last_hidden_state, encoded.packed, key_weights=key_weights))
 
 
 RLTVJEPA2Model.register_for_auto_class("AutoModel")

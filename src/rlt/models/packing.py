@@ -126,6 +126,8 @@ class PackedSequence:
             (copies of a real token, in dummy segments no clip attends to), and every per-token tensor
             has a size from a fixed set: dynamo makes that size symbolic after the second one (one
             graph), and CUDA graphs are recorded once per size.
+        device_lengths: int64 ``(B,)`` on the tokens' device, ``lengths`` as a tensor (prefix tokens
+            included): what a model reports as the tokens each clip kept, without another reduction.
 
     Code that runs per layer reads only tensors and the static fields (``capacity``, the flags,
     ``batch_size``), never ``lengths``: under ``torch.compile`` the packed length is then a dynamic
@@ -145,6 +147,7 @@ class PackedSequence:
     segment_cu_seqlens: torch.Tensor | None = None
     bucketed: bool = False
     key_bias: torch.Tensor | None = None
+    device_lengths: torch.Tensor | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -189,7 +192,7 @@ class PackedSequence:
             if device_counts is None:
                 counts = to_device_without_waiting(torch.tensor(lengths), keep.device)
             else:
-                counts = device_counts + num_prefix_tokens
+                counts = device_counts + num_prefix_tokens if num_prefix_tokens else device_counts
         if 0 in lengths:  # a clip without tokens has no mean and no first token
             raise ValueError(f"clip {lengths.index(0)} keeps no token; every clip needs at least one")
         (batch, capacity), total = keep.shape, sum(lengths)
@@ -200,10 +203,11 @@ class PackedSequence:
         else:
             # The total is known on the host, so the gather needs no second sync; padding rows point at token 0.
             token_index = torch.nonzero_static(keep.flatten(), size=size, fill_value=0).squeeze(-1)
-        cu_seqlens = F.pad(counts.cumsum(0), (1, 0)).to(torch.int32)
+        starts = F.pad(counts.cumsum(0), (1, 0))  # int64: indexes without a cast back from cu_seqlens' int32
+        cu_seqlens = starts.to(torch.int32)
         clip_ids = token_index // capacity
         row = torch.arange(size, device=keep.device)
-        positions = row - cu_seqlens[:-1].to(torch.int64)[clip_ids]
+        positions = row - starts[clip_ids]
         segment_cu_seqlens = cu_seqlens
         if buckets:
             segments = padding_segments(keep.numel(), capacity, buckets)
@@ -228,6 +232,7 @@ class PackedSequence:
             keeps_all=keeps_all,
             segment_cu_seqlens=segment_cu_seqlens,
             bucketed=bool(buckets),
+            device_lengths=counts,
         )
         if not keeps_all and not buckets:
             for tensor in (token_index, packed.source_positions, clip_ids, positions):
@@ -252,6 +257,7 @@ class PackedSequence:
             capacity=capacity,
             is_uniform=True,
             keeps_all=True,
+            device_lengths=torch.full((batch,), capacity, device=device),
         )
 
     @property
@@ -379,10 +385,12 @@ class PackedSequence:
         """Per-clip mean of ``(total, D)`` -> ``(B, D)``; ``weights`` ``(total,)`` makes it a weighted mean."""
         # A (B, total) matrix of per-clip weights times the tokens: one matmul forward and backward,
         # where a scatter-add would serialise on B rows of atomics.
-        if weights is None:
-            weights = torch.ones(packed.shape[0], dtype=torch.float32, device=packed.device)
         clips = torch.arange(self.batch_size, device=packed.device).unsqueeze(1)
-        matrix = torch.where(self.clip_ids.unsqueeze(0) == clips, weights.float().unsqueeze(0), 0.0)
+        same_clip = self.clip_ids.unsqueeze(0) == clips
+        if weights is None:  # the 0/1 matrix itself, cast once (its row sums accumulate in float32 all the same)
+            matrix = same_clip.to(packed.dtype)
+            return (matrix @ packed) / matrix.sum(1, keepdim=True)
+        matrix = torch.where(same_clip, weights.float().unsqueeze(0), 0.0)
         # Integer weights (counts, run lengths) are exact even in bf16; divide by the totals after.
         sums = matrix.to(packed.dtype) @ packed
         return sums / matrix.sum(1, keepdim=True).to(packed.dtype)

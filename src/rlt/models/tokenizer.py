@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 __all__ = [
     "COMPARE_TO_CHOICES",
@@ -175,7 +176,10 @@ def _mean_abs_difference(
     """Mean over channels and the ``p x p`` pixels of ``|a - b|``: ``(..., C, H, W) -> (..., H', W')``."""
     diff = (a - b).abs()
     if any(w != 1.0 for w in weights):
-        diff = diff * torch.tensor(weights, dtype=diff.dtype, device=diff.device).view(-1, 1, 1)
+        # Not torch.tensor(..., device=...): a blocking copy to a GPU waits for the stream (a host sync per
+        # forward). From pageable memory a non-blocking copy is staged at once, so the list may go.
+        factors = torch.tensor(weights, dtype=diff.dtype).to(diff.device, non_blocking=True)
+        diff = diff * factors.view(-1, 1, 1)
     *lead, channels, height, width = diff.shape
     diff = diff.reshape(*lead, channels, height // patch_h, patch_h, width // patch_w, patch_w)
     return diff.float().mean(dim=(-5, -3, -1))
@@ -191,10 +195,10 @@ def run_lengths_from_keep_mask(keep_mask: torch.Tensor) -> torch.Tensor:
     steps = keep_mask.shape[1]
     time = torch.arange(steps, device=keep_mask.device).view(1, steps, 1, 1)
     # Index of the next kept step at or after k (steps if none), by a reverse running minimum.
-    own_index = torch.where(keep_mask, time, torch.full_like(time, steps))
+    own_index = torch.where(keep_mask, time, steps)
     next_kept = own_index.flip(1).cummin(1).values.flip(1)
-    next_after = torch.cat([next_kept[:, 1:], torch.full_like(next_kept[:, :1], steps)], dim=1)
-    return torch.where(keep_mask, next_after - time, torch.zeros_like(time))
+    next_after = F.pad(next_kept[:, 1:], (0, 0, 0, 0, 0, 1), value=steps)  # the step after the last: none kept
+    return torch.where(keep_mask, next_after - time, 0)
 
 
 def check_keep_mask(keep_mask: torch.Tensor, grid: tuple[int, int, int] | None = None) -> None:
@@ -211,7 +215,9 @@ def finite_clips(pixel_values: torch.Tensor) -> torch.Tensor:
     host sync (integer clips, such as uint8 ones, are finite by construction)."""
     if not pixel_values.is_floating_point():
         return torch.ones(pixel_values.shape[0], dtype=torch.bool, device=pixel_values.device)
-    return torch.isfinite(pixel_values).flatten(1).all(1)
+    # x * 0 is 0 exactly when x is finite (inf * 0 and NaN * 0 are NaN): two passes over the video where
+    # torch.isfinite makes four (abs, ne, eq, and).
+    return pixel_values.mul(0).eq(0).flatten(1).all(1)
 
 
 def check_finite_pixels(
@@ -282,12 +288,11 @@ def run_length_tokenize(
 
     first_frames = pixel_values[:, ::tubelet_size]  # (B, T', C, H, W)
     last_frames = pixel_values[:, tubelet_size - 1 :: tubelet_size]
-    always = torch.ones(batch, 1, grid_h, grid_w, dtype=torch.bool, device=pixel_values.device)
     if steps == 1:
-        keep = always
+        keep = torch.ones(batch, 1, grid_h, grid_w, dtype=torch.bool, device=pixel_values.device)
     elif compare_to == "previous":
         difference = _mean_abs_difference(last_frames[:, 1:], first_frames[:, :-1], weights, patch_h, patch_w)
-        keep = torch.cat([always, difference > threshold], dim=1)
+        keep = F.pad(difference > threshold, (0, 0, 0, 0, 1, 0), value=True)  # time step 0 is always kept
     else:
         keep = _keep_against_last_kept(first_frames, last_frames, weights, patch_h, patch_w, threshold)
     return RunLengthTokens(keep_mask=keep, lengths=run_lengths_from_keep_mask(keep))
