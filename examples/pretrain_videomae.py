@@ -56,7 +56,7 @@ from transformers import TrainingArguments, VideoMAEConfig, VideoMAEForPreTraini
 from transformers.trainer_utils import get_last_checkpoint
 
 import rlt
-from rlt.clip_sources import ClipDataset, SyntheticClips, VideoFileClips
+from rlt.clip_sources import ClipDataset, DecodedClips, SyntheticClips
 from rlt.collator import ClipCollator
 from rlt.common import PixelNormalizer
 from rlt.synthetic import add_task_arguments
@@ -289,7 +289,7 @@ def load_data(args, device) -> tuple[torch.utils.data.Dataset, rlt.RLTVideoProce
         return ClipDataset(SyntheticClips(dataset)), processor, info
     # Decoded in the loader workers; a file that cannot be read is skipped by the collator with a warning naming it.
     paths = list_videos(args.train)
-    videos = VideoFileClips(paths, [0] * len(paths), processor, ["video"], args.train)
+    videos = DecodedClips.of_files(paths, [0] * len(paths), processor, ["video"], args.train)
     return ClipDataset(videos), processor, {"data": "videos", "train": args.train}
 
 
