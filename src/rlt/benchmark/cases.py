@@ -356,7 +356,8 @@ class Bench:
 
         compiled = torch.compile(model, backend=s.compile_backend, mode=s.compile_mode)
         model.train(train)
-        call = self.train_step(model, compiled) if train else self.forward(compiled, s.inference_precision == "autocast")
+        autocast = s.inference_precision == "autocast"
+        call = self.train_step(model, compiled) if train else self.forward(compiled, autocast)
 
         per_batch = []
         try:
@@ -527,7 +528,8 @@ class Bench:
         case(model, "rlt", s.tau, "auto", tok)
         if "core" in s.parts:
             masks = host_keep_masks(config, inputs)
-            case(model, "rlt_hostkeep", s.tau, "auto", self.token_stats(config, inputs, cls_tokens, s.tau, masks), masks)
+            host_tok = self.token_stats(config, inputs, cls_tokens, s.tau, masks)
+            case(model, "rlt_hostkeep", s.tau, "auto", host_tok, masks)
         if s.pack_buckets:
             self.set_rlt(config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
             case(model, f"rlt_b{s.pack_buckets}", s.tau, "auto", tok)
