@@ -176,25 +176,20 @@ class Bench:
         ``keep_masks`` when given); ``cls_tokens``: prefix tokens per clip, never dropped. ``config`` may be
         the vanilla model's."""
         config = registry.as_rlt_config(config)
-        tubelet, patch = config.rlt_tubelet_size, config.rlt_patch_size
-        kept = full = 0
-        for i, x in enumerate(inputs):
-            grid = (x.shape[1] // tubelet) * (x.shape[3] // patch[0]) * (x.shape[4] // patch[1])
-            full += x.shape[0] * (grid + cls_tokens)
-            if tau is None:
-                kept_tubelets = x.shape[0] * grid
-            elif keep_masks is not None:
-                kept_tubelets = int(keep_masks[i].sum())
-            else:
-                kept_tubelets = int(run_length_tokenize_for(config, x, threshold=tau).counts.sum())
-            kept += kept_tubelets + x.shape[0] * cls_tokens
-        tubelets_full = full - cls_tokens * sum(x.shape[0] for x in inputs)
-        tubelets_kept = kept - cls_tokens * sum(x.shape[0] for x in inputs)
+        tubelet, (patch_h, patch_w) = config.rlt_tubelet_size, config.rlt_patch_size
+        prefix = cls_tokens * sum(x.shape[0] for x in inputs)
+        tubelets = sum(x.shape[0] * (x.shape[1] // tubelet) * (x.shape[3] // patch_h) * (x.shape[4] // patch_w)
+                       for x in inputs)
+        if tau is None:
+            kept = tubelets
+        else:
+            masks = keep_masks or [run_length_tokenize_for(config, x, threshold=tau).keep_mask for x in inputs]
+            kept = sum(int(mask.sum()) for mask in masks)
         return {
-            "kept_frac": tubelets_kept / tubelets_full,
-            "ideal": full / kept,
-            "tokens_full": full,
-            "tokens_kept": kept,
+            "kept_frac": kept / tubelets,
+            "ideal": (tubelets + prefix) / (kept + prefix),
+            "tokens_full": tubelets + prefix,
+            "tokens_kept": kept + prefix,
         }
 
     def resolved_backend(self, model, x: torch.Tensor, dtype: torch.dtype) -> str:
@@ -273,19 +268,12 @@ class Bench:
 
     def tokenizer_timing(self, model, inputs, forward_ms: float) -> dict:
         config = model.config
-
-        def tokenize(x):
-            return run_length_tokenize_for(config, x)
-
-        def select_and_pack(x):
-            return choose_tokens(config, x)
-
         timing = {"device": self.s.device, "warmup": self.s.warmup, "iters": self.s.iters}
         with torch.inference_mode():
-            tok = measure(tokenize, inputs, **timing)["ms"]
+            tok = measure(lambda x: run_length_tokenize_for(config, x), inputs, **timing)["ms"]
             result = {"tokenizer_ms": tok, "tokenizer_pct": 100 * tok / forward_ms}
             try:  # rlt's internal token choice + packing, as the model's forward runs it
-                pack = measure(select_and_pack, inputs, **timing)["ms"]
+                pack = measure(lambda x: choose_tokens(config, x), inputs, **timing)["ms"]
                 result.update(select_pack_ms=pack, select_pack_pct=100 * pack / forward_ms)
             except Exception as error:  # noqa: BLE001 - an internal API change must not stop the run
                 result["select_pack_error"] = f"{type(error).__name__}: {error}"
@@ -376,13 +364,9 @@ class Bench:
                     start = time.perf_counter()
                     call(batch)
                     synchronize(s.device)
-                    per_batch.append(
-                        {
-                            "s": time.perf_counter() - start,
-                            "new_graphs": recorder.graphs - graphs,
-                            "recompiles": len(recorder.reasons) - reasons,
-                        }
-                    )
+                    seconds = time.perf_counter() - start
+                    new_graphs, recompiles = recorder.graphs - graphs, len(recorder.reasons) - reasons
+                    per_batch.append({"s": seconds, "new_graphs": new_graphs, "recompiles": recompiles})
                     del batch
                     if time.perf_counter() - loop_start > s.compile_budget_s or self.out_of_time():
                         break
@@ -547,15 +531,8 @@ class Bench:
         self.set_rlt(config, enabled=True, tau=s.tau)
 
     @staticmethod
-    def set_rlt(
-        config,
-        *,
-        enabled: bool,
-        tau: float | None = None,
-        attention: str = "auto",
-        buckets: int = 0,
-        proportional: bool = False,
-    ) -> None:
+    def set_rlt(config, *, enabled: bool, tau=None, attention="auto", buckets=0, proportional=False) -> None:
+        """The RLT settings of one case; those not named go back to their defaults (``tau``: stays)."""
         config.rlt_enabled = enabled
         if tau is not None:
             config.rlt_threshold = float(tau)
