@@ -34,6 +34,8 @@ __all__ = [
     "plot_kept_fraction",
     "render_keep_mask",
     "run_inspection",
+    "run_video_llm_inspection",
+    "sampling_processor",
 ]
 
 SAMPLE_VIDEO = Path(__file__).resolve().parent / "assets" / "bigbuckbunny_sample.mp4"
@@ -85,6 +87,19 @@ class ClipReport:
         )
 
 
+def sampling_processor(num_frames: int, frame_stride: int | None, fps: float | None, size: int,
+                       resize: int | None = None) -> RLTVideoProcessor:
+    """ImageNet normalisation, ``num_frames`` frames at ``frame_stride`` (or ``fps``; both None: uniform over
+    the clip), short side resized to ``resize`` (default ``size``) and centre-cropped to ``size`` x ``size``."""
+    return RLTVideoProcessor(
+        num_frames=num_frames,
+        frame_stride=frame_stride if fps is None else None,
+        fps=fps,
+        size={"shortest_edge": size if resize is None else resize},
+        crop_size={"height": size, "width": size},
+    )
+
+
 def _name_of(video) -> str:
     if isinstance(video, (str, os.PathLike)):
         return Path(video).name
@@ -111,9 +126,7 @@ def inspect_video(
         video: a path, bytes, file object, array or tensor (anything ``RLTVideoProcessor`` takes,
             a ``datasets`` Video row included).
         thresholds: ``tau`` values (reference units: pixels in [0, 1], ImageNet std).
-        processor: decodes and normalises; default: ImageNet normalisation, short side and
-            centre crop ``size``, ``num_frames`` frames at ``frame_stride`` (or ``fps``; both None:
-            uniform over the clip).
+        processor: decodes and normalises; default: ``sampling_processor(num_frames, frame_stride, fps, size)``.
         name: what the reports call the clip (default: the file's name).
 
     Returns:
@@ -122,14 +135,7 @@ def inspect_video(
     """
     if not thresholds:
         raise ValueError("give at least one threshold")
-    if processor is None:
-        processor = RLTVideoProcessor(
-            num_frames=num_frames,
-            frame_stride=frame_stride if fps is None else None,
-            fps=fps,
-            size={"shortest_edge": size},
-            crop_size={"height": size, "width": size},
-        )
+    processor = processor or sampling_processor(num_frames, frame_stride, fps, size)
     frames, padded = prepare_clip(processor, video, return_padded_frames=True)
     pixel_values = processor.normalize_frames(frames.float()).unsqueeze(0)
     settings = KeepMaskSettings(
@@ -141,16 +147,11 @@ def inspect_video(
     reports = []
     for threshold in thresholds:
         tokens = run_length_tokenize_for(settings, pixel_values, threshold=threshold)
-        reports.append(
-            ClipReport(
-                name=name or _name_of(video),
-                threshold=float(threshold),
-                tokens_total=tokens.tokens_per_clip,
-                tokens_kept=int(tokens.counts[0]),
-                keep_mask=tokens.keep_mask[0],
-                padded_frames=padded,
-            )
+        report = ClipReport(
+            name=name or _name_of(video), threshold=float(threshold), tokens_total=tokens.tokens_per_clip,
+            tokens_kept=int(tokens.counts[0]), keep_mask=tokens.keep_mask[0], padded_frames=padded,
         )
+        reports.append(report)
     return frames, reports
 
 
@@ -286,13 +287,7 @@ def run_inspection(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    processor = RLTVideoProcessor(
-        num_frames=num_frames,
-        frame_stride=frame_stride if fps is None else None,
-        fps=fps,
-        size={"shortest_edge": size if resize is None else resize},
-        crop_size={"height": size, "width": size},
-    )
+    processor = sampling_processor(num_frames, frame_stride, fps, size, resize)
     if use_sample:
         print(f"no video given: inspecting the bundled sample clip ({SAMPLE_ATTRIBUTION})", file=stream)
     sampling = f"{num_frames} frames, " + (
@@ -307,15 +302,8 @@ def run_inspection(
     for video, name in tqdm(list(zip(videos, names)), desc="rlt inspect", unit="clip", disable=not show or None,
                             file=sys.stderr):
         try:
-            frames, reports = inspect_video(
-                video,
-                thresholds,
-                processor=processor,
-                tubelet_size=tubelet_size,
-                patch_size=patch_size,
-                compare_to=compare_to,
-                name=name,
-            )
+            frames, reports = inspect_video(video, thresholds, processor=processor, tubelet_size=tubelet_size,
+                                            patch_size=patch_size, compare_to=compare_to, name=name)
         except (OSError, ValueError, TypeError) as error:
             if on_error is None:
                 raise
