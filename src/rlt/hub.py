@@ -215,7 +215,6 @@ def model_card_facts(folder: Path, config: dict) -> dict:
         "length_encoding": length_encoding,
         "training_free": bool(zero) or not config.get("rlt_use_length_encoding", True),
         "pooling": pooling,
-        "pooling_description": pooling.split(":")[0],
         "pooling_sentence": pooling_sentence,
         "position_encoding": entry.position_encoding,
         "input_size_limitation": input_size_limitation,

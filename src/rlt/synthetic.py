@@ -466,16 +466,8 @@ class SyntheticVideoDataset(torch.utils.data.Dataset):
         chunk_size: clips rendered per batch.
     """
 
-    def __init__(
-        self,
-        num_clips: int,
-        *,
-        seed: int = 0,
-        config: SyntheticVideoConfig | None = None,
-        device: str | torch.device | None = None,
-        chunk_size: int = 32,
-        start: int = 0,
-    ):
+    def __init__(self, num_clips: int, *, seed: int = 0, config: SyntheticVideoConfig | None = None,
+                 device: str | torch.device | None = None, chunk_size: int = 32, start: int = 0):
         self.config = config or SyntheticVideoConfig()
         self.seed = seed
         size, frames = self.config.image_size, self.config.num_frames
@@ -527,15 +519,8 @@ def write_mp4(path: str | Path, frames: torch.Tensor | np.ndarray, *, fps: int =
     return path
 
 
-def write_synthetic_cache(
-    out: str | Path,
-    num_clips: int,
-    *,
-    seed: int = 0,
-    config: SyntheticVideoConfig | None = None,
-    device: str | torch.device | None = None,
-    chunk_size: int = 64,
-) -> Path:
+def write_synthetic_cache(out: str | Path, num_clips: int, *, seed: int = 0, config: SyntheticVideoConfig | None = None,
+                          device: str | torch.device | None = None, chunk_size: int = 64) -> Path:
     """Write ``num_clips`` clips as a clip cache (``rlt.cache``) at ``out``: uint8 as rendered, no PyAV.
 
     Rendered a chunk at a time, so the split never sits in memory whole. Returns ``out``.
@@ -552,18 +537,9 @@ def write_synthetic_cache(
     return Path(out)
 
 
-def write_synthetic_split(
-    root: str | Path,
-    split: str,
-    num_clips: int,
-    *,
-    seed: int = 0,
-    config: SyntheticVideoConfig | None = None,
-    device: str | torch.device | None = None,
-    chunk_size: int = 16,
-    fps: int = 25,
-    crf: int = 18,
-) -> Path:
+def write_synthetic_split(root: str | Path, split: str, num_clips: int, *, seed: int = 0,
+                          config: SyntheticVideoConfig | None = None, device: str | torch.device | None = None,
+                          chunk_size: int = 16, fps: int = 25, crf: int = 18) -> Path:
     """Write ``num_clips`` clips as ``root/split/<class>/<split>_<index>.mp4`` and list them in ``root/split.csv``.
 
     Also writes ``root/labels.csv`` (``id,label``). Returns the CSV's path; ``rlt.load_video_dataset``
