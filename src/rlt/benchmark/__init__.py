@@ -36,12 +36,12 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import torch
 
 from ..models.packing import ATTENTION_BACKENDS
-from .cases import MODELS, PARTS, TINY_MODELS, Bench, ModelSpec, Settings, build_models
+from .cases import MODELS, PARTS, TINY_MODELS, Bench, ModelSpec, Settings, build_models, error_text
 from .clips import DEFAULT_CLIPS_CACHE, INPUT_KINDS, InputFactory, cut_windows, load_clips, prepare_clips
 from .report import NOTES, TINY_NOTE, environment, format_table, write_outputs
 
@@ -236,14 +236,11 @@ def run(args, argv: Sequence[str] | None = None) -> dict:
     bench = Bench(s, deadline=deadline, on_row=lambda b: write_outputs(args.out, report_of(b)))
     # The --full-models first (eager cases, then torch.compile), then the inference-only models, so
     # that --deadline-s cuts what matters least.
-    full_models = [name for name in args.models if name in args.full_models]
-    schedule = [(name, phase) for name in full_models for phase in ("eager", "compile")]
+    phases = ("eager", "compile") if "compile" in s.parts else ("eager",)
+    schedule = [(name, phase) for name in args.models if name in args.full_models for phase in phases]
     schedule += [(name, "eager") for name in args.models if name not in args.full_models]
     for name, phase in schedule:
-        full = name in args.full_models
-        if phase == "compile" and "compile" not in s.parts:
-            continue
-        bench.s = s if full else Settings(**{**s.__dict__, "parts": ["core"]})
+        bench.s = s if name in args.full_models else replace(s, parts=["core"])
         try:
             bench.run_model(name, specs[name], clips, phase)
         except Exception as error:  # noqa: BLE001 - one model's failure must not lose the others' results
@@ -251,7 +248,7 @@ def run(args, argv: Sequence[str] | None = None) -> dict:
 
             traceback.print_exc()
             row = bench.base_row(name, phase, None, None, "-", "-", 0)
-            bench.add_row(**row, error=f"{type(error).__name__}: {error}".splitlines()[0])
+            bench.add_row(**row, error=error_text(error))
             if s.device.type == "cuda":
                 torch.cuda.empty_cache()
     bench.s = s

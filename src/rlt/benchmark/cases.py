@@ -22,7 +22,9 @@ from .clips import InputFactory, cut_windows, normalize
 from .report import add_speedups
 from .timing import RecompileRecorder, busy_fraction, measure, peak_memory_gb, reset_peak_memory, synchronize
 
-__all__ = ["MODELS", "PARTS", "TINY_MODELS", "Bench", "ModelSpec", "Settings", "build_models", "config_kwargs"]
+__all__ = [
+    "MODELS", "PARTS", "TINY_MODELS", "Bench", "ModelSpec", "Settings", "build_models", "config_kwargs", "error_text",
+]
 
 PARTS = ("core", "sweep", "backends", "train", "compile")
 
@@ -442,7 +444,7 @@ class Bench:
         data_dtype = dtype if to_bf16 else torch.float32
         if phase == "eager":
             self.eager_cases(model_name, vanilla, model, factory, cls_tokens, to_bf16, data_dtype)
-        elif "compile" in s.parts:
+        else:  # "compile", scheduled only when --parts has it
             # With --pack-buckets the compiled RLT model packs to bucket sizes: static shapes, what
             # CUDA graphs (--compile-mode reduce-overhead) need.
             rlt_variant = f"rlt_b{s.pack_buckets}" if s.pack_buckets else "rlt"
