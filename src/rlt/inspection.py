@@ -51,7 +51,7 @@ class ClipReport:
     Attributes:
         name: the clip's file name (or a description of the input).
         threshold: ``tau``.
-        tokens_total: tokens before RLT (``T' * H' * W'``).
+        tokens_per_clip: tokens before RLT (``T' * H' * W'``).
         tokens_kept: tokens RLT keeps.
         keep_mask: bool ``(T', H', W')``.
         padded_frames: sampled frames that repeat the one before them because the clip is shorter
@@ -60,14 +60,14 @@ class ClipReport:
 
     name: str
     threshold: float
-    tokens_total: int
+    tokens_per_clip: int
     tokens_kept: int
     keep_mask: torch.Tensor
     padded_frames: int = 0
 
     @property
     def kept_fraction(self) -> float:
-        return self.tokens_kept / self.tokens_total
+        return self.tokens_kept / self.tokens_per_clip
 
     @property
     def reduction(self) -> float:
@@ -76,13 +76,13 @@ class ClipReport:
 
     @property
     def mean_run_length(self) -> float:
-        """Time steps a kept token stands for, on average (``tokens_total / tokens_kept``)."""
-        return self.tokens_total / self.tokens_kept
+        """Time steps a kept token stands for, on average (``tokens_per_clip / tokens_kept``)."""
+        return self.tokens_per_clip / self.tokens_kept
 
     def summary(self) -> str:
         padded = f", {self.padded_frames} repeated frames (clip too short)" if self.padded_frames else ""
         return (
-            f"{self.name}: tau={self.threshold:g} kept {self.tokens_kept}/{self.tokens_total} tokens, "
+            f"{self.name}: tau={self.threshold:g} kept {self.tokens_kept}/{self.tokens_per_clip} tokens, "
             f"{self.reduction:.1f}% fewer, mean run length {self.mean_run_length:.2f}{padded}"
         )
 
@@ -148,7 +148,7 @@ def inspect_video(
     for threshold in thresholds:
         tokens = run_length_tokenize_for(settings, pixel_values, threshold=threshold)
         report = ClipReport(
-            name=name or _name_of(video), threshold=float(threshold), tokens_total=tokens.tokens_per_clip,
+            name=name or _name_of(video), threshold=float(threshold), tokens_per_clip=tokens.tokens_per_clip,
             tokens_kept=int(tokens.counts[0]), keep_mask=tokens.keep_mask[0], padded_frames=padded,
         )
         reports.append(report)
@@ -311,7 +311,7 @@ def run_inspection(
             continue
         results.append(reports)
         for report in reports:
-            kept = f"{report.tokens_kept}/{report.tokens_total}"
+            kept = f"{report.tokens_kept}/{report.tokens_per_clip}"
             print(
                 f"{report.name[:32]:<32} {report.threshold:>6g} {kept:>13} {report.reduction:>9.1f}% "
                 f"{report.mean_run_length:>9.2f} {report.padded_frames:>7}",

@@ -240,7 +240,7 @@ def run(args, argv: Sequence[str] | None = None) -> dict:
     schedule = [(name, phase) for name in args.models if name in args.full_models for phase in phases]
     schedule += [(name, "eager") for name in args.models if name not in args.full_models]
     for name, phase in schedule:
-        bench.s = s if name in args.full_models else replace(s, parts=["core"])
+        bench.settings = s if name in args.full_models else replace(s, parts=["core"])
         try:
             bench.run_model(name, specs[name], clips, phase)
         except Exception as error:  # noqa: BLE001 - one model's failure must not lose the others' results
@@ -251,7 +251,7 @@ def run(args, argv: Sequence[str] | None = None) -> dict:
             bench.add_row(**row, error=error_text(error))
             if s.device.type == "cuda":
                 torch.cuda.empty_cache()
-    bench.s = s
+    bench.settings = s
     report = report_of(bench)
     json_path, md_path = write_outputs(args.out, report)
     print()

@@ -147,7 +147,7 @@ class Bench:
     """Runs one model's cases under ``settings`` and collects one row (a dict) per case in ``rows``."""
 
     def __init__(self, settings: Settings, deadline: float | None = None, on_row: Callable | None = None):
-        self.s = settings
+        self.settings = settings
         self.rows: list[dict] = []
         self.model_info: dict = {}
         self.deadline = deadline  # time.perf_counter() value after which cases are skipped
@@ -169,7 +169,7 @@ class Bench:
         print(f"{blank}[{time.perf_counter() - self.started:6.1f} s] {message.lstrip()}", flush=True)
 
     def autocast(self, enabled: bool):
-        return torch.autocast(self.s.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(self.settings.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def token_stats(
         self, config, inputs: list[torch.Tensor], cls_tokens: int, tau: float | None, keep_masks=None
@@ -224,10 +224,10 @@ class Bench:
             self.on_row(self)
         return row
 
-    def base_row(self, model_name, variant, tau, attention, mode, input_kind, batch_size, compiled=False):
+    def base_row(self, model_name, variant, tau, attention, mode, kind, batch_size, compiled=False):
         return {
             "model": model_name, "variant": variant, "tau": tau, "attention": attention, "mode": mode,
-            "compiled": compiled, "input": input_kind, "batch_size": batch_size,
+            "compiled": compiled, "input": kind, "batch_size": batch_size,
         }  # fmt: skip
 
     # ---- cases -----------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ class Bench:
         """Time ``model``'s forward pass over ``inputs`` (``model`` already in inference precision), or with
         ``labels`` (one tensor per input) forward + backward + AdamW step (bf16 autocast on GPU). With
         ``keep_masks`` (one per input, on the host), each call gets its input's mask as ``keep_mask=``."""
-        s = self.s
+        s = self.settings
         train = labels is not None
         mode = "train" if train else "inference"
         row = self.base_row(model_name, variant, tau, attention, mode, kind, inputs[0].shape[0])
@@ -270,7 +270,7 @@ class Bench:
 
     def tokenizer_timing(self, model, inputs, forward_ms: float) -> dict:
         config = model.config
-        timing = {"device": self.s.device, "warmup": self.s.warmup, "iters": self.s.iters}
+        timing = {"device": self.settings.device, "warmup": self.settings.warmup, "iters": self.settings.iters}
         with torch.inference_mode():
             tok = measure(lambda x: run_length_tokenize_for(config, x), inputs, **timing)["ms"]
             result = {"tokenizer_ms": tok, "tokenizer_pct": 100 * tok / forward_ms}
@@ -283,10 +283,10 @@ class Bench:
 
     def busy(self, fn, inputs) -> dict:
         """The device's busy fraction over a few profiled calls (``--busy-fraction``), or nothing."""
-        if not self.s.busy_fraction:
+        if not self.settings.busy_fraction:
             return {}
         try:
-            return busy_fraction(fn, inputs, device=self.s.device)
+            return busy_fraction(fn, inputs, device=self.settings.device)
         except Exception as error:  # noqa: BLE001 - a profiler problem must not lose the timing
             return {"busy_error": error_text(error)}
 
@@ -302,7 +302,7 @@ class Bench:
     def train_step(self, model, forward=None):
         """One training step on ``call`` (the video, ``labels``, and a host keep mask for the rlt_hostkeep rows):
         ``forward`` (default ``model``, else e.g. its compiled version), backward, AdamW step."""
-        s = self.s
+        s = self.settings
         forward = model if forward is None else forward
         fused = s.device.type == "cuda"
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=fused)
@@ -327,7 +327,7 @@ class Bench:
         """
         import torch._dynamo
 
-        s = self.s
+        s = self.settings
         attention = "sdpa" if variant == "vanilla" else "auto"
         row = self.base_row(model_name, variant, tau, attention, mode, kind, batch_size, compiled=True)
         if (skipped := self.skip_if_late(row)) is not None:
@@ -412,7 +412,7 @@ class Bench:
     def run_model(self, model_name: str, spec: ModelSpec, clips: dict, phase: str) -> None:
         """One model's ``phase``: "eager" (inference on ``inputs``, training step on ``train_inputs``) or
         "compile" (torch.compile on ``compile_inputs``)."""
-        s = self.s
+        s = self.settings
         self.log(f"\n== {model_name} ({phase}): {spec}")
         if self.out_of_time():
             row = self.base_row(model_name, phase, None, None, "-", "-", 0)
@@ -474,7 +474,7 @@ class Bench:
 
     def eager_cases(self, model_name, vanilla, model, factory, cls_tokens, to_bf16, data_dtype) -> None:
         """Inference on every ``inputs`` kind and batch size, then the training step on ``train_inputs``."""
-        s = self.s
+        s = self.settings
         inf_vanilla = copy.deepcopy(vanilla).to(s.dtype).eval() if to_bf16 else vanilla.eval()
         inf_model = copy.deepcopy(model).to(s.dtype).eval() if to_bf16 else model.eval()
         for batch_size in s.batch_sizes:
@@ -497,7 +497,7 @@ class Bench:
         off (real clips: it does not depend on the input), RLT at ``tau``, and as the settings ask, RLT
         with host keep masks, bucketed packing, proportional attention; inference also the ``tau``
         sweep and the attention backends (real clips)."""
-        s = self.s
+        s = self.settings
         config = model.config
         real = kind == "real"
 
@@ -544,12 +544,12 @@ class Bench:
 
     def parity(self, vanilla, model, factory: InputFactory) -> dict:
         """Largest logit difference between the RLT model with RLT off and the vanilla model (float32)."""
-        x = normalize(factory.batch("real", 2, 0).to(self.s.device), torch.float32)
+        x = normalize(factory.batch("real", 2, 0).to(self.settings.device), torch.float32)
         self.set_rlt(model.config, enabled=False)
         with torch.inference_mode():
             reference = vanilla.eval()(**_video(vanilla.config, x)).logits.float()
             logits = model.eval()(**_video(model.config, x)).logits.float()
-        self.set_rlt(model.config, enabled=True, tau=self.s.tau)
+        self.set_rlt(model.config, enabled=True, tau=self.settings.tau)
         return {
             "max_abs_diff": float((logits - reference).abs().max()),
             "rel_norm_diff": float((logits - reference).norm() / reference.norm()),
@@ -563,12 +563,12 @@ class Bench:
             frames = [w.frames for w in windows if w.video == name]
             if not frames:
                 continue
-            x = normalize(torch.stack(frames).to(self.s.device), torch.float32)
+            x = normalize(torch.stack(frames).to(self.settings.device), torch.float32)
             result[name] = {
                 f"{tau:g}": float(
                     run_length_tokenize_for(config, x, threshold=tau).kept_fraction.mean()
                 )
-                for tau in [self.s.tau, *self.s.sweep]
+                for tau in [self.settings.tau, *self.settings.sweep]
             }
         return result
 
