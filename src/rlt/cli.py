@@ -80,6 +80,8 @@ _SHARED_FLAGS = {
     "processor": {"metavar": "FOLDER", "help": "processor folder (default: the checkpoint's)"},
     "overwrite": {"action": "store_true", "help": "replace a non-empty output folder"},
     "no_progress": {"action": "store_true", "help": "no progress bars"},
+    "private": {"action": "store_true", "help": "create the Hub repo as private"},
+    "commit_message": {"default": "Upload RLT checkpoint", "help": "commit message of the upload"},
 }
 
 
@@ -107,16 +109,15 @@ def _add_convert(subparsers) -> None:
     parser.add_argument("source", help="checkpoint folder or Hub model id")
     parser.add_argument("output_dir", help="folder to write the RLT checkpoint to")
     parser.add_argument("--threshold", type=float, default=0.1, help="rlt_threshold tau (default 0.1)")
-    parser.add_argument(
-        "--pooling", choices=["mean", "length_weighted"], default="mean", help="how mean-pooling heads average tokens"
-    )
-    parser.add_argument(
-        "--proportional-attention",
-        action="store_true",
-        help="rlt_proportional_attention=True: each key's attention score + log of its run length (default off)",
-    )
+    parser.add_argument("--pooling", choices=["mean", "length_weighted"], default="mean",
+                        help="how mean-pooling heads average tokens")
+    parser.add_argument("--proportional-attention", action="store_true",
+                        help="rlt_proportional_attention=True: each key's attention score + log of its run length "
+                        "(default off)")
     _add_shared(parser, "overwrite")
-    _add_push_options(parser, "--push-to-hub", "then upload the folder to this Hub repo (e.g. user/name)")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID",
+                        help="then upload the folder to this Hub repo (e.g. user/name)")
+    _add_shared(parser, "private", "commit_message")
 
 
 def _run_convert(args) -> None:
@@ -138,13 +139,6 @@ def _run_convert(args) -> None:
         _push(args.output_dir, args.push_to_hub, args)
 
 
-def _add_push_options(parser, repo_flag: str | None, repo_help: str) -> None:
-    if repo_flag:
-        parser.add_argument(repo_flag, metavar="REPO_ID", help=repo_help)
-    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    parser.add_argument("--commit-message", default="Upload RLT checkpoint", help="commit message of the upload")
-
-
 def _push(folder, repo_id: str, args) -> None:
     from .hub import push_to_hub
 
@@ -157,7 +151,7 @@ def _add_push(subparsers) -> None:
                       help="upload an RLT checkpoint folder (converted or fine-tuned) to the Hub")
     parser.add_argument("folder", help="checkpoint folder (config.json with auto_map, code files, weights)")
     parser.add_argument("repo_id", help="Hub repo to upload to, e.g. user/name (created if needed)")
-    _add_push_options(parser, None, "")
+    _add_shared(parser, "private", "commit_message")
 
 
 def _run_push(args) -> None:
@@ -237,7 +231,6 @@ def _run_inspect(args) -> None:
     clip with the dropped tubelets greyed out. With several thresholds, also a plot of the kept fraction against the
     threshold. With no VIDEO, a bundled sample clip (Big Buck Bunny, (c) Blender Foundation, CC-BY 3.0) is used;
     --dataset inspects rows of a dataset."""
-
     from .inspection import run_inspection, run_video_llm_inspection
 
     if args.video_llm is not None:
@@ -334,7 +327,6 @@ def _run_cache(args) -> None:
     N) in safetensors shards under OUT. Unreadable files and rows are listed and skipped; running the command again
     on the same OUT resumes an interrupted run and rewrites any shard that is missing or damaged (its size or CRC-32
     differs from the index). `rlt cache --verify OUT` checks a cache without writing."""
-
     from .cache import ClipCache, cache_clips
 
     if args.verify:
@@ -390,7 +382,6 @@ def _run_evaluate(args) -> None:
     over labelled clips (a video folder / CSV / JSON list, a Hugging Face dataset with a Video column, or a cache
     from `rlt cache`) at each threshold, and print top-1 / top-5, tokens kept, model clips/s and the change against
     threshold 0 (RLT off, the baseline). The clips are decoded once and reused for every threshold."""
-
     from .evaluation import evaluate
 
     check_local_argument(args.model, "the classifier to evaluate", checkpoint=True)
@@ -457,7 +448,6 @@ def _run_calibrate(args) -> None:
     output with RLT off (KL of the class distributions; MSE of pooled features for a base model), on unlabelled
     clips. Every other parameter stays as it was. Writes a checkpoint folder like `rlt convert`'s, whose model card
     says what was calibrated."""
-
     from .calibration import calibrate, synthetic_clips_for
 
     data = args.data
