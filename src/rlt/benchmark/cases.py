@@ -458,13 +458,9 @@ class Bench:
                     self.compile_case(model_name, rlt_net, rlt_variant, s.tau, mode, **case)
 
             # The inference copies (bf16) live only for their own cases, as in the eager phase.
-            compile_cases(
-                "inference",
-                copy.deepcopy(vanilla).to(dtype) if to_bf16 else vanilla,
-                copy.deepcopy(model).to(dtype) if to_bf16 else model,
-                s.batch_sizes[-1],
-                data_dtype,
-            )
+            inference_nets = [copy.deepcopy(net).to(dtype) if to_bf16 else net for net in (vanilla, model)]
+            compile_cases("inference", *inference_nets, s.batch_sizes[-1], data_dtype)
+            del inference_nets
             if "train" in s.parts:
                 compile_cases("train", vanilla, model, s.train_batch_size, torch.float32)
             self.set_rlt(model.config, enabled=True, tau=s.tau)
@@ -564,12 +560,9 @@ class Bench:
             if not frames:
                 continue
             x = normalize(torch.stack(frames).to(self.settings.device), torch.float32)
-            result[name] = {
-                f"{tau:g}": float(
-                    run_length_tokenize_for(config, x, threshold=tau).kept_fraction.mean()
-                )
-                for tau in [self.settings.tau, *self.settings.sweep]
-            }
+            taus = [self.settings.tau, *self.settings.sweep]
+            result[name] = {f"{tau:g}": float(run_length_tokenize_for(config, x, threshold=tau).kept_fraction.mean())
+                            for tau in taus}
         return result
 
     # ---- summary ---------------------------------------------------------------------------------
