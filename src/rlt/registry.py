@@ -239,9 +239,7 @@ def for_model(model) -> Architecture:
 def as_rlt_config(config):
     """A config that answers the ``rlt_*`` token geometry: an RLT config as it is, a vanilla one (object
     or dict) converted with default RLT settings. For reading geometry; the model keeps its own config."""
-    if isinstance(config, Mapping):
-        return for_config(config).rlt_config(config)
-    if hasattr(config, "rlt_token_grid"):
+    if not isinstance(config, Mapping) and hasattr(config, "rlt_token_grid"):
         return config
     return for_config(config).rlt_config(config)
 
