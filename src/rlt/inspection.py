@@ -106,20 +106,10 @@ def _name_of(video) -> str:
     return f"<{type(video).__name__}>"
 
 
-def inspect_video(
-    video,
-    thresholds: Sequence[float] = (0.1,),
-    *,
-    processor: RLTVideoProcessor | None = None,
-    num_frames: int = 16,
-    frame_stride: int | None = 2,
-    fps: float | None = None,
-    size: int = 224,
-    tubelet_size: int = 2,
-    patch_size: int | Sequence[int] = 16,
-    compare_to: str = "previous",
-    name: str | None = None,
-) -> tuple[torch.Tensor, list[ClipReport]]:
+def inspect_video(video, thresholds: Sequence[float] = (0.1,), *, processor: RLTVideoProcessor | None = None,
+                  num_frames: int = 16, frame_stride: int | None = 2, fps: float | None = None, size: int = 224,
+                  tubelet_size: int = 2, patch_size: int | Sequence[int] = 16, compare_to: str = "previous",
+                  name: str | None = None) -> tuple[torch.Tensor, list[ClipReport]]:
     """Sample a clip and tokenize it at each threshold.
 
     Args:
@@ -244,24 +234,12 @@ def _png_name(name: str, threshold: float, several: bool) -> str:
     return f"{stem}_tau{threshold:g}.png" if several else f"{stem}.png"
 
 
-def run_inspection(
-    videos: Sequence | None = None,
-    thresholds: Sequence[float] = (0.1,),
-    *,
-    out_dir: str | os.PathLike | None = "rlt-inspect",
-    num_frames: int = 16,
-    frame_stride: int | None = 2,
-    fps: float | None = None,
-    size: int = 224,
-    resize: int | None = None,
-    tubelet_size: int = 2,
-    patch_size: int = 16,
-    compare_to: str = "previous",
-    progress: bool | None = None,
-    stream=None,
-    on_error=None,
-    names: Sequence[str] | None = None,
-) -> list[list[ClipReport]]:
+def run_inspection(videos: Sequence | None = None, thresholds: Sequence[float] = (0.1,), *,
+                   out_dir: str | os.PathLike | None = "rlt-inspect", num_frames: int = 16,
+                   frame_stride: int | None = 2, fps: float | None = None, size: int = 224, resize: int | None = None,
+                   tubelet_size: int = 2, patch_size: int = 16, compare_to: str = "previous",
+                   progress: bool | None = None, stream=None, on_error=None,
+                   names: Sequence[str] | None = None) -> list[list[ClipReport]]:
     """Inspect clips (the bundled sample when ``videos`` is empty), print a table, write PNGs.
 
     ``names`` (one per video, e.g. ``row-3`` for a dataset's rows) name the clips in the table and

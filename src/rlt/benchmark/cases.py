@@ -349,27 +349,24 @@ class Bench:
         autocast = s.inference_precision == "autocast"
         call = self.train_step(model, compiled) if train else self.forward(compiled, autocast)
 
+        def timed_call(seed: int, recorder: RecompileRecorder) -> dict:
+            """One call on batch ``seed``: its seconds, and the graphs and recompiles it caused."""
+            batch = item(seed)
+            graphs, reasons = recorder.graphs, len(recorder.reasons)
+            start = time.perf_counter()
+            call(batch)
+            synchronize(s.device)
+            seconds = time.perf_counter() - start
+            return {"s": seconds, "new_graphs": recorder.graphs - graphs, "recompiles": len(recorder.reasons) - reasons}
+
         per_batch = []
         try:
             with RecompileRecorder() as recorder:
-                first = item(0)
-                start = time.perf_counter()
-                call(first)
-                synchronize(s.device)
-                compile_s = time.perf_counter() - start
-                del first
-                graphs_first = recorder.graphs
+                first = timed_call(0, recorder)  # the compilation
+                compile_s, graphs_first = first["s"], first["new_graphs"]
                 loop_start = time.perf_counter()
                 for seed in range(1, s.compile_batches):
-                    batch = item(seed)
-                    graphs, reasons = recorder.graphs, len(recorder.reasons)
-                    start = time.perf_counter()
-                    call(batch)
-                    synchronize(s.device)
-                    seconds = time.perf_counter() - start
-                    new_graphs, recompiles = recorder.graphs - graphs, len(recorder.reasons) - reasons
-                    per_batch.append({"s": seconds, "new_graphs": new_graphs, "recompiles": recompiles})
-                    del batch
+                    per_batch.append(timed_call(seed, recorder))
                     if time.perf_counter() - loop_start > s.compile_budget_s or self.out_of_time():
                         break
                 reset_peak_memory(s.device)
