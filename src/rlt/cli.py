@@ -188,11 +188,9 @@ def _add_inspect(subparsers) -> None:
     parser.add_argument("--patch-size", type=int, default=None, help="tubelet side in pixels (default 16)")
     parser.add_argument("--compare-to", choices=["previous", "last_kept"], default="previous",
                         help="RLT's comparison rule")
-    parser.add_argument(
-        "--video-llm", choices=["qwen2_5_vl", "qwen3_vl"], default=None,
-        help="show what this video LLM keeps instead: LLM tokens (2x2 patch groups) per slice of 2 frames, at "
-        "--fps (default 2) for --num-frames frames, in the model processor's own resize",
-    )
+    parser.add_argument("--video-llm", choices=["qwen2_5_vl", "qwen3_vl"], default=None,
+                        help="show what this video LLM keeps instead: LLM tokens (2x2 patch groups) per slice of 2 "
+                        "frames, at --fps (default 2) for --num-frames frames, in the model processor's own resize")
     add_dataset_arguments(parser)
 
 
