@@ -59,10 +59,10 @@ class UnsupportedArchitectureError(ValueError):
 
 @dataclass(frozen=True)
 class ModelShape:
-    """A model's size and input geometry in words that do not depend on the architecture.
+    """A model's size and input geometry, spelled one way for every architecture (VideoMAE's config field names).
 
-    The fields are VideoMAE's config fields; ``Architecture.config_fields(shape)`` spells them in another
-    architecture's (ViViT's ``tubelet_size`` is ``[t, p, p]``, V-JEPA 2 says ``frames_per_clip`` and ``crop_size``).
+    ``Architecture.config_fields(shape)`` spells it in an architecture's own config fields (ViViT's
+    ``tubelet_size`` is ``[t, p, p]``, V-JEPA 2 says ``frames_per_clip`` and ``crop_size``).
     """
 
     hidden_size: int = 768
