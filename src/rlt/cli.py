@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import inspect
 import sys
 from pathlib import Path
 
+from . import registry
 from .common import plural
 from .hf_datasets import add_dataset_arguments, dataset_options
 
@@ -57,16 +59,48 @@ def check_local_argument(value: str, what: str, *, hub: bool = True, checkpoint:
 
 def _supported_architectures() -> str:
     """``"VideoMAE, ViViT or V-JEPA 2"``: the registry's architectures, for help texts."""
-    from . import registry
-
     names = [entry.display_name for entry in registry.architectures()]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def _command(subparsers, name: str, run, *, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    """The parser of sub-command ``name``, which ``run(args)`` carries out; its description is ``run``'s docstring
+    unless given."""
+    description = description or inspect.getdoc(run)
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.set_defaults(run=run)
+    return parser
+
+
+# Flags that several commands share, worded once; a command may reword one's help (``_add_shared``'s ``helps``).
+_SHARED_FLAGS = {
+    "batch_size": {"type": int, "default": 16, "help": "clips per batch (default 16)"},
+    "device": {"default": "auto", "help": "auto (cuda when available), cpu, cuda, cuda:1 ..."},
+    "workers": {"type": int, "default": None, "help": "loader processes (default: one per core)"},
+    "processor": {"metavar": "FOLDER", "help": "processor folder (default: the checkpoint's)"},
+    "overwrite": {"action": "store_true", "help": "replace a non-empty output folder"},
+    "no_progress": {"action": "store_true", "help": "no progress bars"},
+    "private": {"action": "store_true", "help": "create the Hub repo as private"},
+    "commit_message": {"default": "Upload RLT checkpoint", "help": "commit message of the upload"},
+}
+
+
+def _flags(args, *names: str) -> dict:
+    """``{name: args.name}``: the flags a command hands on to the keyword arguments of the same names."""
+    return {name: getattr(args, name) for name in names}
+
+
+def _add_shared(parser, *names: str, **helps: str) -> None:
+    """Add the shared flags ``names`` (``"no_progress"`` is ``--no-progress``), ``helps[name]`` as help where given."""
+    for name in names:
+        options = _SHARED_FLAGS[name] | ({"help": helps[name]} if name in helps else {})
+        parser.add_argument("--" + name.replace("_", "-"), **options)
+
+
 def _add_convert(subparsers) -> None:
     supported = _supported_architectures()
-    parser = subparsers.add_parser(
-        "convert",
+    parser = _command(
+        subparsers, "convert", _run_convert,
         help=f"turn a {supported} checkpoint into an RLT checkpoint folder",
         description=f"Turn a vanilla {supported} checkpoint (folder or Hub id; a base model or a video classifier) "
         "into an RLT checkpoint folder that loads with AutoModel / AutoModelForVideoClassification.from_pretrained("
@@ -75,24 +109,18 @@ def _add_convert(subparsers) -> None:
     parser.add_argument("source", help="checkpoint folder or Hub model id")
     parser.add_argument("output_dir", help="folder to write the RLT checkpoint to")
     parser.add_argument("--threshold", type=float, default=0.1, help="rlt_threshold tau (default 0.1)")
-    parser.add_argument(
-        "--pooling", choices=["mean", "length_weighted"], default="mean", help="how mean-pooling heads average tokens"
-    )
-    parser.add_argument(
-        "--proportional-attention",
-        action="store_true",
-        help="rlt_proportional_attention=True: each key's attention score + log of its run length (default off)",
-    )
-    parser.add_argument(
-        "--run-embedding",
-        choices=["first", "mean"],
-        default="first",
-        help="rlt_run_embedding: a kept token is the first tubelet of its run (default, the paper's) or the mean of "
-        "the run's tubelets with their positions (mean: for training-free use)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    _add_push_options(parser, "--push-to-hub", "then upload the folder to this Hub repo (e.g. user/name)")
-    parser.set_defaults(run=_run_convert)
+    parser.add_argument("--pooling", choices=["mean", "length_weighted"], default="mean",
+                        help="how mean-pooling heads average tokens")
+    parser.add_argument("--proportional-attention", action="store_true",
+                        help="rlt_proportional_attention=True: each key's attention score + log of its run length "
+                        "(default off)")
+    parser.add_argument("--run-embedding", choices=["first", "mean"], default="first",
+                        help="rlt_run_embedding: a kept token is the first tubelet of its run (default, the paper's) "
+                        "or the mean of the run's tubelets with their positions (mean: for training-free use)")
+    _add_shared(parser, "overwrite")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID",
+                        help="then upload the folder to this Hub repo (e.g. user/name)")
+    _add_shared(parser, "private", "commit_message")
 
 
 def _run_convert(args) -> None:
@@ -114,13 +142,6 @@ def _run_convert(args) -> None:
         _push(args.output_dir, args.push_to_hub, args)
 
 
-def _add_push_options(parser, repo_flag: str | None, repo_help: str) -> None:
-    if repo_flag:
-        parser.add_argument(repo_flag, metavar="REPO_ID", help=repo_help)
-    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    parser.add_argument("--commit-message", default="Upload RLT checkpoint", help="commit message of the upload")
-
-
 def _push(folder, repo_id: str, args) -> None:
     from .hub import push_to_hub
 
@@ -129,82 +150,51 @@ def _push(folder, repo_id: str, args) -> None:
 
 
 def _add_push(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "push",
-        help="upload an RLT checkpoint folder (converted or fine-tuned) to the Hub",
-        description="Upload a complete RLT checkpoint folder to the Hugging Face Hub, writing its model card "
-        "(README.md) if it has none. The token comes from HF_TOKEN or `hf auth login`.",
-    )
+    parser = _command(subparsers, "push", _run_push,
+                      help="upload an RLT checkpoint folder (converted or fine-tuned) to the Hub")
     parser.add_argument("folder", help="checkpoint folder (config.json with auto_map, code files, weights)")
     parser.add_argument("repo_id", help="Hub repo to upload to, e.g. user/name (created if needed)")
-    _add_push_options(parser, None, "")
-    parser.set_defaults(run=_run_push)
+    _add_shared(parser, "private", "commit_message")
 
 
 def _run_push(args) -> None:
+    """Upload a complete RLT checkpoint folder to the Hugging Face Hub, writing its model card (README.md) if it has
+    none. The token comes from HF_TOKEN or `hf auth login`."""
     check_local_argument(args.folder, "the checkpoint folder to upload", hub=False)
     _push(args.folder, args.repo_id, args)
 
 
 def _add_inspect(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "inspect",
-        help="show how many tokens RLT keeps for videos, with pictures of what it drops",
-        description="Print, per clip, the tokens RLT keeps of the total, the reduction and the mean run "
-        "length, and write a PNG per clip with the dropped tubelets greyed out. With several thresholds, "
-        "also a plot of the kept fraction against the threshold. With no VIDEO, a bundled sample clip "
-        "(Big Buck Bunny, (c) Blender Foundation, CC-BY 3.0) is used; --dataset inspects rows of a dataset.",
-    )
+    parser = _command(subparsers, "inspect", _run_inspect,
+                      help="show how many tokens RLT keeps for videos, with pictures of what it drops")
     parser.add_argument("videos", nargs="*", metavar="VIDEO", help="video files (default: the bundled sample clip)")
     parser.add_argument("--dataset", metavar="DATA", help="inspect rows of a dataset with a Video column instead: a "
                         "save_to_disk folder, parquet / webdataset shards or a Hub id")
     parser.add_argument("--rows", type=int, nargs="+", metavar="N", help="with --dataset: the rows to inspect "
                         "(default: the first four)")
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        nargs="+",
-        default=[0.1],
-        metavar="TAU",
-        help="one or more thresholds tau (default 0.1)",
-    )
-    parser.add_argument(
-        "--out", default="rlt-inspect", metavar="DIR", help="folder for the PNGs (default ./rlt-inspect)"
-    )
+    parser.add_argument("--threshold", type=float, nargs="+", default=[0.1], metavar="TAU",
+                        help="one or more thresholds tau (default 0.1)")
+    parser.add_argument("--out", default="rlt-inspect", metavar="DIR",
+                        help="folder for the PNGs (default ./rlt-inspect)")
     parser.add_argument("--no-png", action="store_true", help="print the statistics only")
-    parser.add_argument(
-        "--arch",
-        choices=_architecture_names(),
-        default=None,
-        help="take the frame count, size, tubelet and patch of this architecture's default config "
-        "(the flags below override); without it: 16 frames, 224 px, 2x16x16 tubelets",
-    )
+    parser.add_argument("--arch", choices=registry.names(), default=None,
+                        help="take the frame count, size, tubelet and patch of this architecture's default config "
+                        "(the flags below override); without it: 16 frames, 224 px, 2x16x16 tubelets")
     parser.add_argument("--num-frames", type=int, default=None, help="frames sampled per clip (default 16)")
     sampling = parser.add_mutually_exclusive_group()
     sampling.add_argument("--frame-stride", type=int, default=2, help="take every N-th frame (default 2)")
     sampling.add_argument("--fps", type=float, default=None, help="take frames at this rate instead of a stride")
     sampling.add_argument("--uniform", action="store_true", help="spread the frames over the whole clip")
-    parser.add_argument(
-        "--size", type=int, default=None, help="short side resize and square crop in pixels (default 224)"
-    )
+    parser.add_argument("--size", type=int, default=None,
+                        help="short side resize and square crop in pixels (default 224)")
     parser.add_argument("--tubelet-size", type=int, default=None, help="frames per tubelet (default 2)")
     parser.add_argument("--patch-size", type=int, default=None, help="tubelet side in pixels (default 16)")
-    parser.add_argument(
-        "--compare-to", choices=["previous", "last_kept"], default="previous", help="RLT's comparison rule"
-    )
-    parser.add_argument(
-        "--video-llm", choices=["qwen2_5_vl", "qwen3_vl"], default=None,
-        help="show what this video LLM keeps instead: LLM tokens (2x2 patch groups) per slice of 2 frames, at "
-        "--fps (default 2) for --num-frames frames, in the model processor's own resize",
-    )
+    parser.add_argument("--compare-to", choices=["previous", "last_kept"], default="previous",
+                        help="RLT's comparison rule")
+    parser.add_argument("--video-llm", choices=["qwen2_5_vl", "qwen3_vl"], default=None,
+                        help="show what this video LLM keeps instead: LLM tokens (2x2 patch groups) per slice of 2 "
+                        "frames, at --fps (default 2) for --num-frames frames, in the model processor's own resize")
     add_dataset_arguments(parser)
-    parser.set_defaults(run=_run_inspect)
-
-
-def _architecture_names() -> list[str]:
-    from . import registry
-
-    return registry.names()
 
 
 def _inspect_geometry(args) -> None:
@@ -215,9 +205,8 @@ def _inspect_geometry(args) -> None:
     defaults = {"num_frames": 16, "size": 224, "tubelet_size": 2, "patch_size": 16}
     args.resize = None
     if args.arch is not None:
-        from . import registry
-
-        config = registry.get(args.arch).config_class()
+        architecture = registry.get(args.arch)
+        config = architecture.config_class()
         patch_h, patch_w = config.rlt_patch_size
         if patch_h != patch_w:
             raise ValueError(f"rlt inspect draws square patches; {args.arch} uses {patch_h}x{patch_w}")
@@ -227,8 +216,8 @@ def _inspect_geometry(args) -> None:
             "tubelet_size": config.rlt_tubelet_size,
             "patch_size": patch_h,
         }
-        resize = registry.get(args.arch).processor_defaults.get("size", {}).get("shortest_edge")
-        crop = registry.get(args.arch).processor_defaults.get("crop_size", {})
+        resize = architecture.processor_defaults.get("size", {}).get("shortest_edge")
+        crop = architecture.processor_defaults.get("crop_size", {})
         # The checkpoints' resize only where their crop is the config's frame size (ViViT's processor
         # crops 224 from 256 for a 224 model: the same rule then; a config of another size: no resize rule).
         if args.size is None and resize and crop.get("height") == crop.get("width") == defaults["size"]:
@@ -239,6 +228,10 @@ def _inspect_geometry(args) -> None:
 
 
 def _run_inspect(args) -> None:
+    """Print, per clip, the tokens RLT keeps of the total, the reduction and the mean run length, and write a PNG per
+    clip with the dropped tubelets greyed out. With several thresholds, also a plot of the kept fraction against the
+    threshold. With no VIDEO, a bundled sample clip (Big Buck Bunny, (c) Blender Foundation, CC-BY 3.0) is used;
+    --dataset inspects rows of a dataset."""
     from .inspection import run_inspection, run_video_llm_inspection
 
     if args.video_llm is not None:
@@ -265,20 +258,12 @@ def _run_inspect(args) -> None:
         failures.append(video)
         print(f"rlt inspect: error: {error}", file=sys.stderr)
 
+    sampling = _flags(args, "num_frames", "fps", "size", "resize", "compare_to")
     run_inspection(
-        videos,
-        args.threshold,
-        out_dir=None if args.no_png else args.out,
-        num_frames=args.num_frames,
+        videos, args.threshold, out_dir=None if args.no_png else args.out,
         frame_stride=None if args.uniform or args.fps is not None else args.frame_stride,
-        fps=args.fps,
-        size=args.size,
-        resize=args.resize,
-        tubelet_size=args.tubelet_size,
-        patch_size=args.patch_size,
-        compare_to=args.compare_to,
-        on_error=report if len(videos) > 1 else None,
-        names=names,
+        tubelet_size=args.tubelet_size, patch_size=args.patch_size, on_error=report if len(videos) > 1 else None,
+        names=names, **sampling,
     )
     if failures:
         raise ValueError(f"{len(failures)} of {plural(len(videos), 'video')} could not be inspected")
@@ -301,29 +286,20 @@ def _dataset_rows(args) -> tuple[list, list[str]]:
 def _add_bench(subparsers) -> None:
     from .benchmark import add_arguments, run
 
-    parser = subparsers.add_parser(
-        "bench",
+    parser = _command(
+        subparsers, "bench", run,
         help="benchmark RLT against vanilla transformers video models (speed, tokens, memory, compile)",
         description="Side-by-side speed benchmark of RLT and vanilla VideoMAE / ViViT on real clips; "
         "prints a table and writes bench.json and bench.md under --out. "
         "`rlt bench --prepare-clips FILE` only decodes the clips (needs PyAV).",
     )
     add_arguments(parser)
-    parser.set_defaults(run=run)
 
 
 def _add_cache(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "cache",
-        help="decode a labelled video folder, list or dataset once into a cache of uint8 clips (safetensors shards)",
-        description="Decode DATA (a folder with one sub-folder per class, a CSV / JSON list of path,label, or a "
-        "Hugging Face dataset with a Video column, streamed with --streaming) once, in parallel, sample, resize and "
-        "crop each clip as the checkpoint's processor does, and write uint8 (T, C, H, W) clips with labels and "
-        "source paths (a dataset's: row N) in safetensors shards under OUT. Unreadable files and rows are listed "
-        "and skipped; running the command again on the same OUT resumes an interrupted run and rewrites any shard "
-        "that is missing or damaged (its size or CRC-32 differs from the index). `rlt cache --verify OUT` checks a "
-        "cache without writing.",
-    )
+    parser = _command(subparsers, "cache", _run_cache,
+                      help="decode a labelled video folder, list or dataset once into a cache of uint8 clips "
+                      "(safetensors shards)")
     parser.add_argument("data", help="video folder (one sub-folder per class), CSV / JSON list, or a dataset: a "
                         "save_to_disk folder, parquet / webdataset shards or a Hub id")
     parser.add_argument("out", nargs="?", help="cache folder to write (or to resume or repair)")
@@ -332,22 +308,26 @@ def _add_cache(subparsers) -> None:
     parser.add_argument("--num-frames", type=int, help="frames per clip (default: the processor's)")
     parser.add_argument("--frame-stride", type=int, help="take every N-th frame (default: the processor's sampling)")
     parser.add_argument("--size", type=int, help="short side resize and square crop in pixels (default: processor's)")
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per core)")
     parser.add_argument("--shard-size", type=int, default=256, help="clips per shard file (default 256)")
     parser.add_argument("--keep-only-threshold", type=float, default=None, metavar="TAU",
                         help="store only the tubelets RLT keeps at TAU, plus keep masks (for training at that TAU)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a cache of other data or settings in OUT")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_shared(parser, "workers", "overwrite", "no_progress", workers="decoding processes (default: one per core)",
+                overwrite="replace a cache of other data or settings in OUT")
     parser.add_argument("--verify", action="store_true", help="check the cache at OUT (or the one folder given): "
                         "every shard's size and CRC-32 against the index; writes nothing")
     parser.add_argument("--class-names", nargs="+", metavar="NAME",
                         help="the classes in id order (e.g. the model's), so that caches of several splits number "
                         "them alike; labels are mapped to them by name (default: the data's own classes)")
     add_dataset_arguments(parser)
-    parser.set_defaults(run=_run_cache)
 
 
 def _run_cache(args) -> None:
+    """Decode DATA (a folder with one sub-folder per class, a CSV / JSON list of path,label, or a Hugging Face dataset
+    with a Video column, streamed with --streaming) once, in parallel, sample, resize and crop each clip as the
+    checkpoint's processor does, and write uint8 (T, C, H, W) clips with labels and source paths (a dataset's: row
+    N) in safetensors shards under OUT. Unreadable files and rows are listed and skipped; running the command again
+    on the same OUT resumes an interrupted run and rewrites any shard that is missing or damaged (its size or CRC-32
+    differs from the index). `rlt cache --verify OUT` checks a cache without writing."""
     from .cache import ClipCache, cache_clips
 
     if args.verify:
@@ -362,10 +342,9 @@ def _run_cache(args) -> None:
     check_local_argument(args.data, "the data to cache")
 
     summary = cache_clips(
-        args.data, args.out, processor=args.processor, num_frames=args.num_frames, frame_stride=args.frame_stride,
-        size=args.size, workers=args.workers, shard_size=args.shard_size,
-        keep_only_threshold=args.keep_only_threshold, overwrite=args.overwrite, progress=not args.no_progress,
-        dataset_options=dataset_options(args), class_names=args.class_names,
+        args.data, args.out, progress=not args.no_progress, dataset_options=dataset_options(args),
+        **_flags(args, "processor", "num_frames", "frame_stride", "size", "workers", "shard_size",
+                 "keep_only_threshold", "overwrite", "class_names"),
     )
     print(summary)
 
@@ -373,15 +352,8 @@ def _run_cache(args) -> None:
 def _add_evaluate(subparsers) -> None:
     from .evaluation import ATTENTIONS, DEFAULT_THRESHOLDS, DTYPES, POOLINGS
 
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="accuracy, tokens kept and speed of a fine-tuned classifier at several RLT thresholds",
-        description="Run a fine-tuned video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT one, "
-        "converted in memory) over labelled clips (a video folder / CSV / JSON list, a Hugging Face dataset with a "
-        "Video column, or a cache from `rlt cache`) "
-        "at each threshold, and print top-1 / top-5, tokens kept, model clips/s and the change against "
-        "threshold 0 (RLT off, the baseline). The clips are decoded once and reused for every threshold.",
-    )
+    parser = _command(subparsers, "evaluate", _run_evaluate,
+                      help="accuracy, tokens kept and speed of a fine-tuned classifier at several RLT thresholds")
     parser.add_argument("model", help="checkpoint folder of a fine-tuned video classifier")
     parser.add_argument("data", help="clip cache folder, video folder (one sub-folder per class), CSV / JSON list, "
                         "or a dataset: a save_to_disk folder, parquet / webdataset shards or a Hub id")
@@ -398,21 +370,22 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("--run-embedding", nargs="+", choices=["first", "mean"], default=["first"],
                         help="what a kept token carries: the first tubelet of its run, and / or the mean of the run's "
                         "tubelets (rlt_run_embedding); several give one row each (default first)")
-    parser.add_argument("--batch-size", type=int, default=16, help="clips per batch (default 16)")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
+    _add_shared(parser, "batch_size", "device")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model precision (default fp32)")
-    parser.add_argument("--workers", type=int, default=None, help="loader processes (default: one per core)")
-    parser.add_argument("--processor", metavar="FOLDER", help="processor folder (default: the checkpoint's)")
+    _add_shared(parser, "workers", "processor")
     parser.add_argument("--max-memory-gb", type=float, default=None,
                         help="hold decoded clips in memory up to this size (default: half the free memory)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed passes on the first batch per setting")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to this file")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_shared(parser, "no_progress")
     add_dataset_arguments(parser, streaming=False)
-    parser.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args) -> None:
+    """Run a fine-tuned video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT one, converted in memory)
+    over labelled clips (a video folder / CSV / JSON list, a Hugging Face dataset with a Video column, or a cache
+    from `rlt cache`) at each threshold, and print top-1 / top-5, tokens kept, model clips/s and the change against
+    threshold 0 (RLT off, the baseline). The clips are decoded once and reused for every threshold."""
     from .evaluation import evaluate
 
     check_local_argument(args.model, "the classifier to evaluate", checkpoint=True)
@@ -421,10 +394,10 @@ def _run_evaluate(args) -> None:
         check_local_argument(args.processor, "the processor folder", hub=False)
 
     report = evaluate(
-        args.model, args.data, thresholds=args.threshold, poolings=args.pooling, compare_to=args.compare_to,
-        attentions=args.attention, run_embeddings=args.run_embedding, batch_size=args.batch_size,
-        device=args.device, dtype=args.dtype, workers=args.workers, processor=args.processor,
-        max_memory_gb=args.max_memory_gb, warmup=args.warmup, json_path=args.json, progress=not args.no_progress,
+        args.model, args.data, thresholds=args.threshold, poolings=args.pooling, attentions=args.attention,
+        run_embeddings=args.run_embedding, json_path=args.json, progress=not args.no_progress,
+        **_flags(args, "compare_to", "batch_size", "device", "dtype", "workers", "processor", "max_memory_gb",
+                 "warmup"),
         dataset_options=dataset_options(args),
     )
     print(report)
@@ -437,15 +410,9 @@ def _add_calibrate(subparsers) -> None:
     from .evaluation import POOLINGS
     from .synthetic import add_task_arguments
 
-    parser = subparsers.add_parser(
-        "calibrate",
-        help="label-free calibration of a training-free RLT model: distil it with RLT off into itself with RLT on",
-        description="Train a small named set of parameters (default: the length encoding) of an RLT model (an RLT "
-        "checkpoint, or a vanilla classifier / base model converted on the fly) for --steps steps so that with RLT on "
-        "it matches its own output with RLT off (KL of the class distributions; MSE of pooled features for a base "
-        "model), on unlabelled clips. Every other parameter stays as it was. Writes a checkpoint folder like "
-        "`rlt convert`'s, whose model card says what was calibrated.",
-    )
+    parser = _command(subparsers, "calibrate", _run_calibrate,
+                      help="label-free calibration of a training-free RLT model: distil it with RLT off into itself "
+                      "with RLT on")
     parser.add_argument("model", help="checkpoint folder (RLT, or vanilla of a supported architecture)")
     parser.add_argument("output_dir", help="folder to write the calibrated checkpoint to")
     data = parser.add_mutually_exclusive_group(required=True)
@@ -454,7 +421,8 @@ def _add_calibrate(subparsers) -> None:
     data.add_argument("--synthetic", type=int, metavar="N", help="N clips of the generated task (rlt.synthetic)")
     parser.add_argument("--steps", type=int, required=True, help="optimiser steps (batches)")
     parser.add_argument("--train", nargs="+", default=["length_encoding"], metavar="GROUP",
-                        help=f"parameter groups to train, among {', '.join(PARAMETER_GROUPS)} (default length_encoding)")
+                        help=f"parameter groups to train, among {', '.join(PARAMETER_GROUPS)} "
+                        "(default length_encoding)")
     parser.add_argument("--eval-data", metavar="DATA", help="held-out clips (as --data) to evaluate on; labelled ones "
                         "also give top-1")
     parser.add_argument("--holdout", type=int, default=0, metavar="N",
@@ -470,38 +438,39 @@ def _add_calibrate(subparsers) -> None:
                         help="rlt_run_embedding to calibrate for (default: the model's)")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the KL (default 1)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    parser.add_argument("--batch-size", type=int, default=16, help="clips per step (default 16)")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
+    _add_shared(parser, "batch_size", "device", batch_size="clips per step (default 16)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA")
-    parser.add_argument("--workers", type=int, default=None, help="loader processes (default: one per core)")
     parser.add_argument("--log-every", type=int, default=10, help="steps per point of the loss curve (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data order and the holdout (default 0)")
-    parser.add_argument("--processor", metavar="FOLDER", help="processor folder (default: the checkpoint's)")
     parser.add_argument("--json", metavar="OUT", help="also write the loss curve and evaluations as JSON here")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_shared(parser, "workers", "processor", "overwrite", "no_progress")
     add_task_arguments(parser.add_argument_group("the generated task (with --synthetic)"))
     add_dataset_arguments(parser, streaming=False)
-    parser.set_defaults(run=_run_calibrate)
 
 
 def _run_calibrate(args) -> None:
+    """Train a small named set of parameters (default: the length encoding) of an RLT model (an RLT checkpoint, or a
+    vanilla classifier / base model converted on the fly) for --steps steps so that with RLT on it matches its own
+    output with RLT off (KL of the class distributions; MSE of pooled features for a base model), on unlabelled
+    clips. Every other parameter stays as it was. Writes a checkpoint folder like `rlt convert`'s, whose model card
+    says what was calibrated."""
     from .calibration import calibrate, synthetic_clips_for
+    from .conversion import OutputNotEmptyError
 
     data = args.data
     if args.synthetic is not None:
         data = synthetic_clips_for(args.model, args.synthetic, variant=args.synthetic_variant, seed=args.data_seed,
                                    time_step=args.synthetic_time_step, device=args.synthetic_device)
-    result = calibrate(
-        args.model, data, steps=args.steps, train=args.train, output_dir=args.output_dir, overwrite=args.overwrite,
-        temperature=args.temperature, lr=args.lr, batch_size=args.batch_size, device=args.device, bf16=args.bf16,
-        workers=args.workers, threshold=args.threshold, pooling=args.pooling,
-        proportional_attention=args.proportional_attention, rlt_run_embedding=args.run_embedding,
-        eval_data=args.eval_data,
-        holdout=args.holdout, eval_steps=args.eval_steps, log_every=args.log_every, seed=args.seed,
-        processor=args.processor, dataset_options=dataset_options(args), json_path=args.json,
-        progress=not args.no_progress,
-    )
+    try:
+        result = calibrate(
+            args.model, data, dataset_options=dataset_options(args), json_path=args.json,
+            rlt_run_embedding=args.run_embedding, progress=not args.no_progress,
+            **_flags(args, "steps", "train", "output_dir", "overwrite", "temperature", "lr", "batch_size", "device",
+                     "bf16", "workers", "threshold", "pooling", "proportional_attention", "eval_data", "holdout",
+                     "eval_steps", "log_every", "seed", "processor"),
+        )
+    except OutputNotEmptyError as error:  # the Python message names overwrite=True; here it is the flag
+        raise FileExistsError(f"output folder {error.folder} is not empty; add --overwrite to replace it") from None
     print(result)
     print(f"wrote the calibrated checkpoint to {args.output_dir}" + (f" and {args.json}" if args.json else ""))
 

@@ -215,7 +215,6 @@ def model_card_facts(folder: Path, config: dict) -> dict:
         "length_encoding": length_encoding,
         "training_free": bool(zero) or not config.get("rlt_use_length_encoding", True),
         "pooling": pooling,
-        "pooling_description": pooling.split(":")[0],
         "pooling_sentence": pooling_sentence,
         "position_encoding": entry.position_encoding,
         "input_size_limitation": input_size_limitation,
@@ -295,7 +294,7 @@ def model_card(
     config = json.loads((folder / "config.json").read_text())
     facts = model_card_facts(folder, config)
     existing = _read_card_data(folder / "README.md")
-    source_card = _source_card_data(source) if source is not None else {}
+    source_card = _source_card_data(source)
     base_model = base_model or existing.get("base_model") or (base_model_of(source) if source is not None else None)
     license = license or existing.get("license") or source_card.get("license")
     datasets = datasets or existing.get("datasets") or source_card.get("datasets")

@@ -34,6 +34,8 @@ __all__ = [
     "plot_kept_fraction",
     "render_keep_mask",
     "run_inspection",
+    "run_video_llm_inspection",
+    "sampling_processor",
 ]
 
 SAMPLE_VIDEO = Path(__file__).resolve().parent / "assets" / "bigbuckbunny_sample.mp4"
@@ -49,7 +51,7 @@ class ClipReport:
     Attributes:
         name: the clip's file name (or a description of the input).
         threshold: ``tau``.
-        tokens_total: tokens before RLT (``T' * H' * W'``).
+        tokens_per_clip: tokens before RLT (``T' * H' * W'``).
         tokens_kept: tokens RLT keeps.
         keep_mask: bool ``(T', H', W')``.
         padded_frames: sampled frames that repeat the one before them because the clip is shorter
@@ -58,14 +60,14 @@ class ClipReport:
 
     name: str
     threshold: float
-    tokens_total: int
+    tokens_per_clip: int
     tokens_kept: int
     keep_mask: torch.Tensor
     padded_frames: int = 0
 
     @property
     def kept_fraction(self) -> float:
-        return self.tokens_kept / self.tokens_total
+        return self.tokens_kept / self.tokens_per_clip
 
     @property
     def reduction(self) -> float:
@@ -74,15 +76,28 @@ class ClipReport:
 
     @property
     def mean_run_length(self) -> float:
-        """Time steps a kept token stands for, on average (``tokens_total / tokens_kept``)."""
-        return self.tokens_total / self.tokens_kept
+        """Time steps a kept token stands for, on average (``tokens_per_clip / tokens_kept``)."""
+        return self.tokens_per_clip / self.tokens_kept
 
     def summary(self) -> str:
         padded = f", {self.padded_frames} repeated frames (clip too short)" if self.padded_frames else ""
         return (
-            f"{self.name}: tau={self.threshold:g} kept {self.tokens_kept}/{self.tokens_total} tokens, "
+            f"{self.name}: tau={self.threshold:g} kept {self.tokens_kept}/{self.tokens_per_clip} tokens, "
             f"{self.reduction:.1f}% fewer, mean run length {self.mean_run_length:.2f}{padded}"
         )
+
+
+def sampling_processor(num_frames: int, frame_stride: int | None, fps: float | None, size: int,
+                       resize: int | None = None) -> RLTVideoProcessor:
+    """ImageNet normalisation, ``num_frames`` frames at ``frame_stride`` (or ``fps``; both None: uniform over
+    the clip), short side resized to ``resize`` (default ``size``) and centre-cropped to ``size`` x ``size``."""
+    return RLTVideoProcessor(
+        num_frames=num_frames,
+        frame_stride=frame_stride if fps is None else None,
+        fps=fps,
+        size={"shortest_edge": size if resize is None else resize},
+        crop_size={"height": size, "width": size},
+    )
 
 
 def _name_of(video) -> str:
@@ -91,29 +106,17 @@ def _name_of(video) -> str:
     return f"<{type(video).__name__}>"
 
 
-def inspect_video(
-    video,
-    thresholds: Sequence[float] = (0.1,),
-    *,
-    processor: RLTVideoProcessor | None = None,
-    num_frames: int = 16,
-    frame_stride: int | None = 2,
-    fps: float | None = None,
-    size: int = 224,
-    tubelet_size: int = 2,
-    patch_size: int | Sequence[int] = 16,
-    compare_to: str = "previous",
-    name: str | None = None,
-) -> tuple[torch.Tensor, list[ClipReport]]:
+def inspect_video(video, thresholds: Sequence[float] = (0.1,), *, processor: RLTVideoProcessor | None = None,
+                  num_frames: int = 16, frame_stride: int | None = 2, fps: float | None = None, size: int = 224,
+                  tubelet_size: int = 2, patch_size: int | Sequence[int] = 16, compare_to: str = "previous",
+                  name: str | None = None) -> tuple[torch.Tensor, list[ClipReport]]:
     """Sample a clip and tokenize it at each threshold.
 
     Args:
         video: a path, bytes, file object, array or tensor (anything ``RLTVideoProcessor`` takes,
             a ``datasets`` Video row included).
         thresholds: ``tau`` values (reference units: pixels in [0, 1], ImageNet std).
-        processor: decodes and normalises; default: ImageNet normalisation, short side and
-            centre crop ``size``, ``num_frames`` frames at ``frame_stride`` (or ``fps``; both None:
-            uniform over the clip).
+        processor: decodes and normalises; default: ``sampling_processor(num_frames, frame_stride, fps, size)``.
         name: what the reports call the clip (default: the file's name).
 
     Returns:
@@ -122,14 +125,7 @@ def inspect_video(
     """
     if not thresholds:
         raise ValueError("give at least one threshold")
-    if processor is None:
-        processor = RLTVideoProcessor(
-            num_frames=num_frames,
-            frame_stride=frame_stride if fps is None else None,
-            fps=fps,
-            size={"shortest_edge": size},
-            crop_size={"height": size, "width": size},
-        )
+    processor = processor or sampling_processor(num_frames, frame_stride, fps, size)
     frames, padded = prepare_clip(processor, video, return_padded_frames=True)
     pixel_values = processor.normalize_frames(frames.float()).unsqueeze(0)
     settings = KeepMaskSettings(
@@ -141,16 +137,11 @@ def inspect_video(
     reports = []
     for threshold in thresholds:
         tokens = run_length_tokenize_for(settings, pixel_values, threshold=threshold)
-        reports.append(
-            ClipReport(
-                name=name or _name_of(video),
-                threshold=float(threshold),
-                tokens_total=tokens.tokens_per_clip,
-                tokens_kept=int(tokens.counts[0]),
-                keep_mask=tokens.keep_mask[0],
-                padded_frames=padded,
-            )
+        report = ClipReport(
+            name=name or _name_of(video), threshold=float(threshold), tokens_per_clip=tokens.tokens_per_clip,
+            tokens_kept=int(tokens.counts[0]), keep_mask=tokens.keep_mask[0], padded_frames=padded,
         )
+        reports.append(report)
     return frames, reports
 
 
@@ -243,24 +234,12 @@ def _png_name(name: str, threshold: float, several: bool) -> str:
     return f"{stem}_tau{threshold:g}.png" if several else f"{stem}.png"
 
 
-def run_inspection(
-    videos: Sequence | None = None,
-    thresholds: Sequence[float] = (0.1,),
-    *,
-    out_dir: str | os.PathLike | None = "rlt-inspect",
-    num_frames: int = 16,
-    frame_stride: int | None = 2,
-    fps: float | None = None,
-    size: int = 224,
-    resize: int | None = None,
-    tubelet_size: int = 2,
-    patch_size: int = 16,
-    compare_to: str = "previous",
-    progress: bool | None = None,
-    stream=None,
-    on_error=None,
-    names: Sequence[str] | None = None,
-) -> list[list[ClipReport]]:
+def run_inspection(videos: Sequence | None = None, thresholds: Sequence[float] = (0.1,), *,
+                   out_dir: str | os.PathLike | None = "rlt-inspect", num_frames: int = 16,
+                   frame_stride: int | None = 2, fps: float | None = None, size: int = 224, resize: int | None = None,
+                   tubelet_size: int = 2, patch_size: int = 16, compare_to: str = "previous",
+                   progress: bool | None = None, stream=None, on_error=None,
+                   names: Sequence[str] | None = None) -> list[list[ClipReport]]:
     """Inspect clips (the bundled sample when ``videos`` is empty), print a table, write PNGs.
 
     ``names`` (one per video, e.g. ``row-3`` for a dataset's rows) name the clips in the table and
@@ -286,13 +265,7 @@ def run_inspection(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    processor = RLTVideoProcessor(
-        num_frames=num_frames,
-        frame_stride=frame_stride if fps is None else None,
-        fps=fps,
-        size={"shortest_edge": size if resize is None else resize},
-        crop_size={"height": size, "width": size},
-    )
+    processor = sampling_processor(num_frames, frame_stride, fps, size, resize)
     if use_sample:
         print(f"no video given: inspecting the bundled sample clip ({SAMPLE_ATTRIBUTION})", file=stream)
     sampling = f"{num_frames} frames, " + (
@@ -307,15 +280,8 @@ def run_inspection(
     for video, name in tqdm(list(zip(videos, names)), desc="rlt inspect", unit="clip", disable=not show or None,
                             file=sys.stderr):
         try:
-            frames, reports = inspect_video(
-                video,
-                thresholds,
-                processor=processor,
-                tubelet_size=tubelet_size,
-                patch_size=patch_size,
-                compare_to=compare_to,
-                name=name,
-            )
+            frames, reports = inspect_video(video, thresholds, processor=processor, tubelet_size=tubelet_size,
+                                            patch_size=patch_size, compare_to=compare_to, name=name)
         except (OSError, ValueError, TypeError) as error:
             if on_error is None:
                 raise
@@ -323,7 +289,7 @@ def run_inspection(
             continue
         results.append(reports)
         for report in reports:
-            kept = f"{report.tokens_kept}/{report.tokens_total}"
+            kept = f"{report.tokens_kept}/{report.tokens_per_clip}"
             print(
                 f"{report.name[:32]:<32} {report.threshold:>6g} {kept:>13} {report.reduction:>9.1f}% "
                 f"{report.mean_run_length:>9.2f} {report.padded_frames:>7}",

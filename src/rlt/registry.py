@@ -17,7 +17,7 @@ call below (PEFT's ``register_peft_method`` habit).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import transformers
@@ -59,9 +59,9 @@ class UnsupportedArchitectureError(ValueError):
 
 @dataclass(frozen=True)
 class ModelShape:
-    """A model's size and input geometry in words that do not depend on the architecture.
+    """A model's size and input geometry, spelled one way for every architecture (VideoMAE's config field names).
 
-    ``Architecture.config_fields(shape)`` spells it in that architecture's config fields (ViViT's
+    ``Architecture.config_fields(shape)`` spells it in an architecture's own config fields (ViViT's
     ``tubelet_size`` is ``[t, p, p]``, V-JEPA 2 says ``frames_per_clip`` and ``crop_size``).
     """
 
@@ -239,39 +239,20 @@ def for_model(model) -> Architecture:
 def as_rlt_config(config):
     """A config that answers the ``rlt_*`` token geometry: an RLT config as it is, a vanilla one (object
     or dict) converted with default RLT settings. For reading geometry; the model keeps its own config."""
-    if isinstance(config, Mapping):
-        return for_config(config).rlt_config(config)
-    if hasattr(config, "rlt_token_grid"):
+    if not isinstance(config, Mapping) and hasattr(config, "rlt_token_grid"):
         return config
     return for_config(config).rlt_config(config)
 
 
 # ---------------------------------------------------------------------------------------- entries
-
-
-def _videomae_fields(shape: ModelShape) -> dict:
-    return {
-        "hidden_size": shape.hidden_size,
-        "num_hidden_layers": shape.num_hidden_layers,
-        "num_attention_heads": shape.num_attention_heads,
-        "intermediate_size": shape.intermediate_size,
-        "num_frames": shape.num_frames,
-        "image_size": shape.image_size,
-        "tubelet_size": shape.tubelet_size,
-        "patch_size": shape.patch_size,
-    }
+# Each entry: its name, display name and vanilla model_type(s); the RLT config, base model and classifier
+# classes; transformers' base model and classifier classes; then what differs from the defaults.
 
 
 def _vivit_fields(shape: ModelShape) -> dict:
-    return {
-        "hidden_size": shape.hidden_size,
-        "num_hidden_layers": shape.num_hidden_layers,
-        "num_attention_heads": shape.num_attention_heads,
-        "intermediate_size": shape.intermediate_size,
-        "num_frames": shape.num_frames,
-        "image_size": shape.image_size,
-        "tubelet_size": [shape.tubelet_size, shape.patch_size, shape.patch_size],
-    }
+    fields = asdict(shape)
+    patch = fields.pop("patch_size")
+    return fields | {"tubelet_size": [shape.tubelet_size, patch, patch]}
 
 
 def _vjepa2_pooling(config: Mapping) -> str:
@@ -287,86 +268,61 @@ def _vjepa2_pooling(config: Mapping) -> str:
 
 
 def _vjepa2_fields(shape: ModelShape) -> dict:
-    return {
-        "hidden_size": shape.hidden_size,
-        "num_hidden_layers": shape.num_hidden_layers,
-        "num_attention_heads": shape.num_attention_heads,
+    renamed = ("intermediate_size", "num_frames", "image_size")
+    fields = {name: value for name, value in asdict(shape).items() if name not in renamed}
+    return fields | {
         "mlp_ratio": shape.intermediate_size / shape.hidden_size,
         "frames_per_clip": shape.num_frames,
         "crop_size": shape.image_size,
-        "tubelet_size": shape.tubelet_size,
-        "patch_size": shape.patch_size,
+    }
+
+
+def _processor_defaults(num_frames: int, short_side: int, crop: int, *, rescale_factor: float = 1 / 255,
+                        rescale_offset: float = 0.0, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD) -> dict:
+    """``RLTVideoProcessor`` settings: ``num_frames`` frames, short side resized to ``short_side``, square
+    centre crop ``crop``; pixels scaled by ``rescale_factor`` (plus ``rescale_offset``), then normalised
+    by ``mean`` / ``std``."""
+    return {
+        "num_frames": num_frames,
+        "size": {"shortest_edge": short_side},
+        "crop_size": {"height": crop, "width": crop},
+        "rescale_factor": rescale_factor,
+        "rescale_offset": rescale_offset,
+        "image_mean": list(mean),
+        "image_std": list(std),
     }
 
 
 register(
     Architecture(
-        name="videomae",
-        display_name="VideoMAE",
-        vanilla_model_types=("videomae",),
-        config_class=RLTVideoMAEConfig,
-        model_class=RLTVideoMAEModel,
-        classifier_class=RLTVideoMAEForVideoClassification,
-        vanilla_model_class=transformers.VideoMAEModel,
-        vanilla_classifier_class=transformers.VideoMAEForVideoClassification,
+        "videomae", "VideoMAE", ("videomae",),
+        RLTVideoMAEConfig, RLTVideoMAEModel, RLTVideoMAEForVideoClassification,
+        transformers.VideoMAEModel, transformers.VideoMAEForVideoClassification,
         # The public Kinetics / SSv2 checkpoints (MCG-NJU/videomae-*): ImageNet statistics, 16 frames, 224 px.
-        processor_defaults={
-            "num_frames": 16,
-            "size": {"shortest_edge": 224},
-            "crop_size": {"height": 224, "width": 224},
-            "rescale_factor": 1 / 255,
-            "rescale_offset": 0.0,
-            "image_mean": list(IMAGENET_DEFAULT_MEAN),
-            "image_std": list(IMAGENET_DEFAULT_STD),
-        },
-        config_fields=_videomae_fields,
+        processor_defaults=_processor_defaults(16, 224, 224),
+        config_fields=asdict,  # ModelShape's names are VideoMAE's
         rlt_pooling_applies=lambda config: bool(getattr(config, "use_mean_pooling", True)),
     )
 )
 register(
     Architecture(
-        name="vivit",
-        display_name="ViViT",
-        vanilla_model_types=("vivit",),
-        config_class=RLTVivitConfig,
-        model_class=RLTVivitModel,
-        classifier_class=RLTVivitForVideoClassification,
-        vanilla_model_class=transformers.VivitModel,
-        vanilla_classifier_class=transformers.VivitForVideoClassification,
+        "vivit", "ViViT", ("vivit",),
+        RLTVivitConfig, RLTVivitModel, RLTVivitForVideoClassification,
+        transformers.VivitModel, transformers.VivitForVideoClassification,
         # google/vivit-b-16x2-kinetics400: pixels to [-1, 1] (1/127.5, offset -1), then mean = std = 0.5.
-        processor_defaults={
-            "num_frames": 32,
-            "size": {"shortest_edge": 256},
-            "crop_size": {"height": 224, "width": 224},
-            "rescale_factor": 1 / 127.5,
-            "rescale_offset": -1.0,
-            "image_mean": [0.5, 0.5, 0.5],
-            "image_std": [0.5, 0.5, 0.5],
-        },
+        processor_defaults=_processor_defaults(32, 256, 224, rescale_factor=1 / 127.5, rescale_offset=-1.0,
+                                              mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
         config_fields=_vivit_fields,
     )
 )
 register(
     Architecture(
-        name="vjepa2",
-        display_name="V-JEPA 2",
-        vanilla_model_types=("vjepa2",),
-        config_class=RLTVJEPA2Config,
-        model_class=RLTVJEPA2Model,
-        classifier_class=RLTVJEPA2ForVideoClassification,
-        vanilla_model_class=transformers.VJEPA2Model,
-        vanilla_classifier_class=transformers.VJEPA2ForVideoClassification,
+        "vjepa2", "V-JEPA 2", ("vjepa2",),
+        RLTVJEPA2Config, RLTVJEPA2Model, RLTVJEPA2ForVideoClassification,
+        transformers.VJEPA2Model, transformers.VJEPA2ForVideoClassification,
         # facebook/vjepa2-*-256: short side int(256 * 256 / 224) = 292, centre crop 256, ImageNet statistics;
         # the encoders take 64 frames (fpc64), the SSv2 / Diving-48 classifiers 16 / 32.
-        processor_defaults={
-            "num_frames": 64,
-            "size": {"shortest_edge": 292},
-            "crop_size": {"height": 256, "width": 256},
-            "rescale_factor": 1 / 255,
-            "rescale_offset": 0.0,
-            "image_mean": list(IMAGENET_DEFAULT_MEAN),
-            "image_std": list(IMAGENET_DEFAULT_STD),
-        },
+        processor_defaults=_processor_defaults(64, 292, 256),
         config_fields=_vjepa2_fields,
         rlt_pooling_applies=lambda config: True,  # the probe's query counts each token its run length times
         position_encoding="its original (t, h, w) place in every layer's 3D RoPE (V-JEPA 2 has no position table)",
@@ -390,7 +346,8 @@ class VideoLLMArchitecture:
     model_class: type
 
 
-def _video_llm_entries() -> tuple[VideoLLMArchitecture, ...]:
+def video_llms() -> tuple[VideoLLMArchitecture, ...]:
+    """The video LLMs rlt supports."""
     from .models.configuration_rlt_qwen_vl import RLTQwen2_5_VLConfig, RLTQwen3VLConfig
     from .models.modeling_rlt_qwen2_5_vl import RLTQwen2_5_VLForConditionalGeneration
     from .models.modeling_rlt_qwen3_vl import RLTQwen3VLForConditionalGeneration
@@ -401,11 +358,6 @@ def _video_llm_entries() -> tuple[VideoLLMArchitecture, ...]:
         VideoLLMArchitecture("qwen3_vl", "Qwen3-VL", transformers.Qwen3VLForConditionalGeneration,
                              RLTQwen3VLConfig, RLTQwen3VLForConditionalGeneration),
     )
-
-
-def video_llms() -> tuple[VideoLLMArchitecture, ...]:
-    """The video LLMs rlt supports."""
-    return _video_llm_entries()
 
 
 def video_llm_for_model(model) -> VideoLLMArchitecture | None:

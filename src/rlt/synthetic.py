@@ -38,7 +38,7 @@ import csv
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -226,14 +226,15 @@ class _Sprite:
     visible: np.ndarray  # (B, T) bool
 
 
-def _texture(rng, num_images):
-    return (
-        int(rng.integers(num_images)),
-        rng.uniform(-0.7, 0.7, 2),
-        rng.uniform(0.06, 0.25),
-        rng.uniform(0, 255, 3),
-        rng.uniform(0.0, 0.7),
-    )
+def _texture(rng, num_images) -> dict:
+    """A sprite's texture: a patch of one photograph, tinted (the ``_Sprite`` fields of that name)."""
+    return {
+        "image": int(rng.integers(num_images)),
+        "tex_center": rng.uniform(-0.7, 0.7, 2),
+        "tex_scale": rng.uniform(0.06, 0.25),
+        "tint": rng.uniform(0, 255, 3),
+        "tint_weight": rng.uniform(0.0, 0.7),
+    }
 
 
 def label_of(index: int, config: SyntheticVideoConfig) -> int:
@@ -294,7 +295,7 @@ def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_im
     high = size - r_max - margin - np.maximum(travel, 0)
     start = rng.uniform(low, np.maximum(high, low))
     target = {
-        "texture": _texture(rng, num_images),
+        **_texture(rng, num_images),
         "shape": int(rng.integers(len(SHAPES))),
         "position": start + np.outer(t, velocity) - camera,
         "radius": np.stack([radius, radius], axis=1),
@@ -309,7 +310,7 @@ def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_im
     d_wave = np.sin(2 * math.pi * t / rng.uniform(4, 10) + rng.uniform(0, 2 * math.pi))
     d_start = rng.uniform(d_radius + d_amplitude, size - d_radius - d_amplitude, 2)
     distractor = {
-        "texture": _texture(rng, num_images),
+        **_texture(rng, num_images),
         "shape": int(rng.integers(len(SHAPES))),
         "position": d_start + np.outer(d_amplitude * d_wave, [math.cos(d_angle), math.sin(d_angle)]) - camera,
         "radius": np.full((frames, 2), d_radius),
@@ -320,7 +321,7 @@ def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_im
     if rng.random() < 0.5:
         half_w, half_h = half_h, half_w
     occluder = {
-        "texture": _texture(rng, num_images),
+        **_texture(rng, num_images),
         "shape": SHAPES.index("square"),
         "position": np.broadcast_to(rng.uniform(0.2 * size, 0.8 * size, 2), (frames, 2)),
         "radius": np.broadcast_to(np.array([half_w, half_h]) / 0.8, (frames, 2)),  # "square" fills |u| < 0.8
@@ -339,18 +340,7 @@ def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_im
 
 def _stack_sprites(params: list[dict], slot: int) -> _Sprite:
     sprites = [p["sprites"][slot] for p in params]
-    return _Sprite(
-        present=np.array([s["present"] for s in sprites]),
-        image=np.array([s["texture"][0] for s in sprites]),
-        tex_center=np.stack([s["texture"][1] for s in sprites]),
-        tex_scale=np.array([s["texture"][2] for s in sprites]),
-        tint=np.stack([s["texture"][3] for s in sprites]),
-        tint_weight=np.array([s["texture"][4] for s in sprites]),
-        shape=np.array([s["shape"] for s in sprites]),
-        position=np.stack([s["position"] for s in sprites]),
-        radius=np.stack([s["radius"] for s in sprites]),
-        visible=np.stack([s["visible"] for s in sprites]),
-    )
+    return _Sprite(**{field.name: np.stack([sprite[field.name] for sprite in sprites]) for field in fields(_Sprite)})
 
 
 # ---------------------------------------------------------------------------------------- rendering
@@ -476,16 +466,8 @@ class SyntheticVideoDataset(torch.utils.data.Dataset):
         chunk_size: clips rendered per batch.
     """
 
-    def __init__(
-        self,
-        num_clips: int,
-        *,
-        seed: int = 0,
-        config: SyntheticVideoConfig | None = None,
-        device: str | torch.device | None = None,
-        chunk_size: int = 32,
-        start: int = 0,
-    ):
+    def __init__(self, num_clips: int, *, seed: int = 0, config: SyntheticVideoConfig | None = None,
+                 device: str | torch.device | None = None, chunk_size: int = 32, start: int = 0):
         self.config = config or SyntheticVideoConfig()
         self.seed = seed
         size, frames = self.config.image_size, self.config.num_frames
@@ -537,15 +519,8 @@ def write_mp4(path: str | Path, frames: torch.Tensor | np.ndarray, *, fps: int =
     return path
 
 
-def write_synthetic_cache(
-    out: str | Path,
-    num_clips: int,
-    *,
-    seed: int = 0,
-    config: SyntheticVideoConfig | None = None,
-    device: str | torch.device | None = None,
-    chunk_size: int = 64,
-) -> Path:
+def write_synthetic_cache(out: str | Path, num_clips: int, *, seed: int = 0, config: SyntheticVideoConfig | None = None,
+                          device: str | torch.device | None = None, chunk_size: int = 64) -> Path:
     """Write ``num_clips`` clips as a clip cache (``rlt.cache``) at ``out``: uint8 as rendered, no PyAV.
 
     Rendered a chunk at a time, so the split never sits in memory whole. Returns ``out``.
@@ -562,18 +537,9 @@ def write_synthetic_cache(
     return Path(out)
 
 
-def write_synthetic_split(
-    root: str | Path,
-    split: str,
-    num_clips: int,
-    *,
-    seed: int = 0,
-    config: SyntheticVideoConfig | None = None,
-    device: str | torch.device | None = None,
-    chunk_size: int = 16,
-    fps: int = 25,
-    crf: int = 18,
-) -> Path:
+def write_synthetic_split(root: str | Path, split: str, num_clips: int, *, seed: int = 0,
+                          config: SyntheticVideoConfig | None = None, device: str | torch.device | None = None,
+                          chunk_size: int = 16, fps: int = 25, crf: int = 18) -> Path:
     """Write ``num_clips`` clips as ``root/split/<class>/<split>_<index>.mp4`` and list them in ``root/split.csv``.
 
     Also writes ``root/labels.csv`` (``id,label``). Returns the CSV's path; ``rlt.load_video_dataset``

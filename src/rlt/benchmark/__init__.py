@@ -36,11 +36,12 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import fields, replace
 
 import torch
 
 from ..models.packing import ATTENTION_BACKENDS
-from .cases import MODELS, PARTS, TINY_MODELS, Bench, ModelSpec, Settings, build_models
+from .cases import MODELS, PARTS, TINY_MODELS, Bench, ModelSpec, Settings, build_models, error_text
 from .clips import DEFAULT_CLIPS_CACHE, INPUT_KINDS, InputFactory, cut_windows, load_clips, prepare_clips
 from .report import NOTES, TINY_NOTE, environment, format_table, write_outputs
 
@@ -135,54 +136,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tiny configs (32 px, 4 frames, 2 layers), batch 2, few calls: a CPU smoke run")
 
 
+# The settings that are not a flag's value as it is.
+_DERIVED = ("device", "dtype", "inference_precision", "train_autocast")
+
+
 def settings_from_args(args) -> Settings:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    on_gpu = device.type == "cuda"
     for name, values, allowed in (
         ("--parts", args.parts, PARTS),
         ("--inputs", args.inputs, INPUT_KINDS),
         ("--train-inputs", args.train_inputs, INPUT_KINDS),
         ("--compile-inputs", args.compile_inputs, INPUT_KINDS),
+        ("--backends", args.backends, ATTENTION_BACKENDS),
+        ("--models", args.models, list(MODELS)),
     ):
         unknown = set(values) - set(allowed)
         if unknown:
             raise ValueError(f"{name}: unknown {sorted(unknown)}; choose from {allowed}")
-    unknown = set(args.backends) - set(ATTENTION_BACKENDS)
-    if unknown:
-        raise ValueError(f"--backends: unknown {sorted(unknown)}; choose from {ATTENTION_BACKENDS}")
-    unknown = set(args.models) - set(MODELS)
-    if unknown:
-        raise ValueError(f"--models: unknown {sorted(unknown)}; choose from {list(MODELS)}")
     if args.pack_buckets < 0:
         raise ValueError(f"--pack-buckets must be >= 0 (0 = off), got {args.pack_buckets}")
-    tiny = args.tiny
-    return Settings(
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    on_gpu = device.type == "cuda"
+    # Every other setting is the flag of the same name.
+    values = {field.name: getattr(args, field.name) for field in fields(Settings) if field.name not in _DERIVED}
+    values.update(
         device=device,
         dtype=torch.bfloat16 if on_gpu else torch.float32,
         inference_precision=args.inference_precision if on_gpu else "fp32",
         train_autocast=on_gpu,
-        batch_sizes=[2] if tiny and args.batch_sizes == [32] else args.batch_sizes,
-        train_batch_size=2 if tiny and args.train_batch_size == 16 else args.train_batch_size,
-        warmup=min(args.warmup, 1) if tiny else args.warmup,
-        iters=min(args.iters, 3) if tiny else args.iters,
-        input_sets=min(args.input_sets, 2) if tiny else args.input_sets,
-        tau=args.tau,
-        sweep=args.sweep,
-        backends=args.backends,
-        inputs=args.inputs,
-        train_inputs=args.train_inputs,
-        compile_inputs=args.compile_inputs,
-        parts=args.parts,
-        compile_batches=min(args.compile_batches, 4) if tiny else args.compile_batches,
-        compile_budget_s=args.compile_budget_s,
-        compile_backend=args.compile_backend or ("eager" if tiny else "inductor"),
-        compile_mode=args.compile_mode,
-        num_labels=10 if tiny and args.num_labels == 400 else args.num_labels,
-        window_hop=args.window_hop,
-        pack_buckets=args.pack_buckets,
-        proportional_attention=args.proportional_attention,
-        busy=args.busy_fraction,
+        compile_backend=args.compile_backend or ("eager" if args.tiny else "inductor"),
     )
+    if args.tiny:  # a CPU smoke run: defaults become tiny, counts given are capped
+        values.update(
+            batch_sizes=[2] if args.batch_sizes == [32] else args.batch_sizes,
+            train_batch_size=2 if args.train_batch_size == 16 else args.train_batch_size,
+            num_labels=10 if args.num_labels == 400 else args.num_labels,
+            warmup=min(args.warmup, 1),
+            iters=min(args.iters, 3),
+            input_sets=min(args.input_sets, 2),
+            compile_batches=min(args.compile_batches, 4),
+        )
+    return Settings(**values)
 
 
 def precision_text(s: Settings) -> str:
@@ -243,14 +236,11 @@ def run(args, argv: Sequence[str] | None = None) -> dict:
     bench = Bench(s, deadline=deadline, on_row=lambda b: write_outputs(args.out, report_of(b)))
     # The --full-models first (eager cases, then torch.compile), then the inference-only models, so
     # that --deadline-s cuts what matters least.
-    full_models = [name for name in args.models if name in args.full_models]
-    schedule = [(name, phase) for name in full_models for phase in ("eager", "compile")]
+    phases = ("eager", "compile") if "compile" in s.parts else ("eager",)
+    schedule = [(name, phase) for name in args.models if name in args.full_models for phase in phases]
     schedule += [(name, "eager") for name in args.models if name not in args.full_models]
     for name, phase in schedule:
-        full = name in args.full_models
-        if phase == "compile" and "compile" not in s.parts:
-            continue
-        bench.s = s if full else Settings(**{**s.__dict__, "parts": ["core"]})
+        bench.settings = s if name in args.full_models else replace(s, parts=["core"])
         try:
             bench.run_model(name, specs[name], clips, phase)
         except Exception as error:  # noqa: BLE001 - one model's failure must not lose the others' results
@@ -258,10 +248,10 @@ def run(args, argv: Sequence[str] | None = None) -> dict:
 
             traceback.print_exc()
             row = bench.base_row(name, phase, None, None, "-", "-", 0)
-            bench.add_row(**row, error=f"{type(error).__name__}: {error}".splitlines()[0])
+            bench.add_row(**row, error=error_text(error))
             if s.device.type == "cuda":
                 torch.cuda.empty_cache()
-    bench.s = s
+    bench.settings = s
     report = report_of(bench)
     json_path, md_path = write_outputs(args.out, report)
     print()

