@@ -15,6 +15,7 @@
 #   speed  vanilla vs RLT, each alone on the GPU, SPEED_EPOCHS epochs: wall-clock per epoch, clips/s;
 #          also at twice the frame rate (dense sampling: --synthetic-time-step 0.5).
 #   seeds  vanilla and RLT again with SEED2 (concurrently), for the spread.
+#   rlt-prop  RLT trained as in `train` with proportional attention on (issue 20: should trained models use it?).
 #   pretrain  VideoMAE self-supervised pretraining (examples/pretrain_videomae.py, tube masking 0.9) on the
 #          training clips for PRETRAIN_EPOCHS, then vanilla and RLT fine-tuned from it side by side
 #          (concurrently, as in `train`): does pretraining make the full task (VARIANT=full) learnable?
@@ -93,6 +94,9 @@ for part in $PARTS; do
       "$PYTHON" examples/compare_runs.py "$RESULTS/$tag-speed-vanilla-ts$step.json" "$RESULTS/$tag-speed-rlt-ts$step.json" \
         --markdown "$RESULTS/$tag-speed-ts$step.md"
     done ;;
+  rlt-prop)
+    say "rlt-prop: RLT with proportional attention, $EPOCHS epochs"
+    train "$tag-rlt-prop" "${COMMON[@]}" --seed 0 --epochs "$EPOCHS" --eval-strategy epoch --proportional-attention ;;
   seeds)
     say "seeds: vanilla and RLT with seed $SEED2"
     train "$tag-vanilla-seed$SEED2" "${COMMON[@]}" --seed "$SEED2" --epochs "$EPOCHS" --eval-strategy epoch --vanilla &

@@ -46,7 +46,11 @@ VANILLA="$MODELS/$tag-vanilla-alone" EVAL_CACHE="$MODELS/$VARIANT-$IMAGE-$FRAMES
 say() { echo "[$(date +%T)] $1${2:+ (exit $2)}"; }
 SECONDS=0
 
-# 1. The vanilla model (accuracy_evidence.sh's `vanilla` part: same recipe, same place).
+# 1. The vanilla model (accuracy_evidence.sh's `vanilla` part: same recipe, same place). With TRAINED_PROP=1, an RLT
+#    model trained with proportional attention (its `rlt-prop` part) alongside it, on the same GPU.
+if [ "${TRAINED_PROP:-0}" = 1 ]; then
+  PARTS=rlt-prop bash benchmarks/accuracy_evidence.sh &
+fi
 if [ "${RETRAIN:-0}" = 1 ] || [ ! -f "$VANILLA/config.json" ]; then
   PARTS=vanilla bash benchmarks/accuracy_evidence.sh
 else
@@ -88,6 +92,8 @@ for run in $CAL_RUNS; do
     --json "$RESULTS/$name.json" > "$RESULTS/$name.log" 2>&1
   say "$name finished after ${SECONDS}s" $?
 done
+
+wait  # the rlt-prop run, if any
 
 # 4. One summary: the evaluation table and the calibration curves.
 "$PYTHON" - "$RESULTS" "$tag" > "$RESULTS/$tag-summary.md" <<'EOF'

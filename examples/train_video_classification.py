@@ -112,6 +112,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--random-drop", action="store_true", help="ablation: random tokens at RLT's per-clip budget")
     model.add_argument("--compare-to", choices=["previous", "last_kept"], default="previous", help="RLT's rule")
     model.add_argument("--attention", default="auto", help="rlt_attention backend (default auto)")
+    model.add_argument("--proportional-attention", action="store_true",
+                       help="rlt_proportional_attention: each key's attention score + log of its run length")
+    model.add_argument("--run-embedding", choices=["first", "mean"], default="first",
+                       help="rlt_run_embedding: a kept token is its run's first tubelet (default) or the run's mean")
     model.add_argument(
         "--keep-mask-in-loader",
         action="store_true",
@@ -205,6 +209,8 @@ def rlt_settings(args) -> dict:
         "rlt_compare_to": args.compare_to,
         "rlt_attention": args.attention,
         "rlt_pack_buckets": args.pack_buckets,
+        "rlt_proportional_attention": args.proportional_attention,
+        "rlt_run_embedding": args.run_embedding,
     }
 
 
@@ -468,7 +474,8 @@ def main(argv=None) -> dict:
         "model_class": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
         "rlt": {k: getattr(config, k) for k in ("rlt_enabled", "rlt_threshold", "rlt_use_length_encoding",
-                                                "rlt_compare_to", "rlt_attention")} if is_rlt else None,
+                                                "rlt_compare_to", "rlt_attention", "rlt_proportional_attention",
+                                                "rlt_run_embedding")} if is_rlt else None,
         "token_budget": args.token_budget,
         "compile": args.compile,
         "compile_mode": training_args.torch_compile_mode if training_args.torch_compile else None,
