@@ -193,6 +193,24 @@ def test_batch_with_different_kept_counts_matches_one_by_one(vanilla):
             assert torch.equal(batched[row, -3:], single[0, -3:])
 
 
+@pytest.mark.parametrize("expansion", [{"do_sample": True, "top_k": 1, "num_return_sequences": 2},
+                                       {"num_beams": 2, "num_return_sequences": 2, "do_sample": False}])
+def test_generation_expands_each_prompts_keep_mask(vanilla, expansion):
+    # num_return_sequences and beam search repeat every prompt: its videos' groups must be repeated with it.
+    model = rlt.from_model(vanilla, threshold=0.1)
+    processor = processor_for(model, 0.1)
+    inputs = processor([PROMPT, "a " + PROMPT], videos=[half_static_video(), moving_video(seed=3)])
+    assert not bool(inputs["video_keep_mask"].all())
+    settings = {"max_new_tokens": 2, "output_logits": True, "return_dict_in_generate": True}
+    with torch.no_grad():
+        single = model.generate(**inputs, do_sample=False, **settings)
+        repeated = model.generate(**inputs, **expansion, **settings)
+    # The first step sees each prompt's own video in every copy of it.
+    torch.testing.assert_close(repeated.logits[0], single.logits[0].repeat_interleave(2, 0))
+    if expansion.get("do_sample"):  # top-1 sampling is greedy
+        assert torch.equal(repeated.sequences, single.sequences.repeat_interleave(2, 0))
+
+
 def test_video_and_image_in_one_prompt_and_text_only(vanilla, family):
     model = rlt.from_model(vanilla, threshold=0.1)
     processor = processor_for(model, 0.1)

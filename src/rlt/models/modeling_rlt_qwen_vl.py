@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AttentionInterface
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .packing import varlen_available
 
@@ -227,6 +226,28 @@ class RLTQwenVLModelMixin:
                 "one placeholder per group, kept or not)"
             )
 
+    def _groups_per_prompt(
+        self, input_ids: torch.Tensor, keep: torch.Tensor, video_grid_thw: torch.Tensor
+    ) -> list[int]:
+        """How many groups of the keep mask belong to each prompt's videos, in order (a prompt's
+        placeholders count its videos' kept groups)."""
+        groups = self._groups_per_video(video_grid_thw)
+        kept_per_video = [int(part.sum()) for part in torch.split(keep.cpu(), groups)]
+        per_prompt, video = [], 0
+        for placeholders in (input_ids == self.config.video_token_id).sum(1).tolist():
+            first, kept = video, 0
+            while kept < placeholders and video < len(groups):
+                kept, video = kept + kept_per_video[video], video + 1
+            if kept != placeholders:
+                raise ValueError(
+                    f"prompt {len(per_prompt)} holds {placeholders} video placeholders, its videos keep {kept} groups: "
+                    "build input_ids and video_keep_mask together with RLTQwenVLProcessor"
+                )
+            per_prompt.append(sum(groups[first:video]))
+        if video != len(groups):
+            raise ValueError("video_keep_mask has groups for more videos than the prompts have placeholders for")
+        return per_prompt
+
     # -- vision features ---------------------------------------------------------------------------
 
     def get_video_features(self, pixel_values_videos, video_grid_thw=None, **kwargs):
@@ -394,6 +415,24 @@ class RLTQwenVLForConditionalGenerationMixin:
         self.model = self.rlt_model_class(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
+
+    def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
+        """transformers' expansion for ``num_return_sequences`` and beam search (every prompt repeated
+        ``expand_size`` times, its videos with it), plus the RLT inputs: each prompt's groups repeated
+        with its videos. (transformers 5.2x encodes the videos before it expands and has no RLT
+        input left here; 5.17 would repeat every group in place.)"""
+        rlt_inputs = {name: model_kwargs.pop(name) for name in RLT_VIDEO_INPUTS if model_kwargs.get(name) is not None}
+        if expand_size > 1 and rlt_inputs and input_ids is not None and model_kwargs.get("video_grid_thw") is not None:
+            keep = rlt_inputs["video_keep_mask"]
+            per_prompt = self.model._groups_per_prompt(input_ids, keep, model_kwargs["video_grid_thw"])
+            rlt_inputs = {
+                name: torch.cat([part.repeat(expand_size) for part in torch.split(value, per_prompt)])
+                for name, value in rlt_inputs.items()
+            }
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(
+            expand_size=expand_size, is_encoder_decoder=is_encoder_decoder, input_ids=input_ids, **model_kwargs
+        )
+        return input_ids, {**model_kwargs, **rlt_inputs}
 
     @classmethod
     def _vanilla_class(cls) -> type:
