@@ -33,8 +33,10 @@ from .packing import varlen_available
 __all__ = [
     "PACKED_VISION_ATTENTION",
     "RLTQwenVLModelMixin",
+    "expose_rlt_video_inputs",
     "packed_vision_attention_forward",
     "use_packed_vision_attention",
+    "vanilla_class",
     "with_rlt_video_parameters",
 ]
 
@@ -120,6 +122,25 @@ def with_rlt_video_parameters(function):
     return signature.replace(parameters=[*parameters, *added, *variadic])
 
 
+def vanilla_class(cls: type) -> type:
+    """The transformers class an RLT class subclasses (``Qwen2_5_VLModel``, ``Qwen3VLForConditionalGeneration``...)."""
+    return next(base for base in cls.__mro__[1:] if base.__module__.startswith("transformers."))
+
+
+def expose_rlt_video_inputs(cls: type, name: str, implementation) -> None:
+    """Give ``cls`` a method ``name`` that runs ``implementation`` under the signature of its
+    transformers class's ``name`` plus the RLT inputs (``with_rlt_video_parameters``): a function
+    of its own per class, since each family's transformers signature differs."""
+
+    def method(self, *args, **kwargs):
+        return implementation(self, *args, **kwargs)
+
+    method.__name__, method.__qualname__ = name, f"{cls.__qualname__}.{name}"
+    method.__doc__ = implementation.__doc__
+    method.__signature__ = with_rlt_video_parameters(getattr(vanilla_class(cls), name))
+    setattr(cls, name, method)
+
+
 class RunLengthEmbedding(nn.Module):
     """A learned embedding of each kept token's run length (in slices), added after the merger.
 
@@ -146,12 +167,18 @@ class RLTQwenVLModelMixin:
     _keys_to_ignore_on_load_missing = [r"rlt_length_embedding"]  # noqa: RUF012 (transformers reads a list)
     _deepstack_per_video = False  # Qwen3-VL's DeepStack features are split per video (set by the family)
 
-    def _init_rlt(self, config) -> None:
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        expose_rlt_video_inputs(cls, "get_video_features", RLTQwenVLModelMixin.get_video_features)
+
+    def __init__(self, config):
+        super().__init__(config)
         self._rlt_video_inputs: tuple[torch.Tensor, torch.Tensor | None] | None = None
         if config.rlt_use_length_encoding:
             self.rlt_length_embedding = RunLengthEmbedding(
                 config.rlt_max_run_length, config.vision_config.out_hidden_size
             )
+        self.post_init()
 
     # -- geometry ----------------------------------------------------------------------------------
 
@@ -408,10 +435,15 @@ class RLTQwenVLForConditionalGenerationMixin:
     checks the names, see ``with_rlt_video_parameters``) and passes them on to the base model."""
 
     rlt_model_class: type  # the family's RLT base model
+    _keys_to_ignore_on_load_missing = RLTQwenVLModelMixin._keys_to_ignore_on_load_missing
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        expose_rlt_video_inputs(cls, "forward", vanilla_class(cls).forward)
 
     def __init__(self, config):
         # transformers' __init__ builds its own base model first; build ours in its place instead.
-        super(self._vanilla_class(), self).__init__(config)
+        super(vanilla_class(type(self)), self).__init__(config)
         self.model = self.rlt_model_class(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
@@ -434,10 +466,6 @@ class RLTQwenVLForConditionalGenerationMixin:
         )
         return input_ids, {**model_kwargs, **rlt_inputs}
 
-    @classmethod
-    def _vanilla_class(cls) -> type:
-        """The transformers generation class this one subclasses."""
-        return next(base for base in cls.__mro__[1:] if base.__module__.startswith("transformers."))
 
 
 def _flat(features) -> torch.Tensor:

@@ -28,26 +28,19 @@ from .tokenizer import COMPARE_TO_CHOICES, _channel_weights, check_threshold, ru
 
 __all__ = ["QWEN_VL_VIDEO_DEFAULTS", "RLTQwenVLProcessor", "keep_mask_from_patches", "patchify", "unpatchify"]
 
+
+def _video_defaults(patch_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> dict:
+    """A Qwen video processor's defaults: slices of 2 frames, 2x2 patches per LLM token, frames resized to
+    between 128 and 768 LLM tokens' worth of pixels."""
+    token_side = 2 * patch_size
+    return {"patch_size": patch_size, "temporal_patch_size": 2, "merge_size": 2, "image_mean": mean, "image_std": std,
+            "min_pixels": 128 * token_side**2, "max_pixels": 768 * token_side**2}
+
+
 # transformers' video processor defaults per family (Qwen2VLVideoProcessor, Qwen3VLVideoProcessor).
 QWEN_VL_VIDEO_DEFAULTS = {
-    "qwen2_5_vl": {
-        "patch_size": 14,
-        "temporal_patch_size": 2,
-        "merge_size": 2,
-        "image_mean": (0.48145466, 0.4578275, 0.40821073),
-        "image_std": (0.26862954, 0.26130258, 0.27577711),
-        "min_pixels": 128 * 28 * 28,
-        "max_pixels": 768 * 28 * 28,
-    },
-    "qwen3_vl": {
-        "patch_size": 16,
-        "temporal_patch_size": 2,
-        "merge_size": 2,
-        "image_mean": (0.5, 0.5, 0.5),
-        "image_std": (0.5, 0.5, 0.5),
-        "min_pixels": 128 * 32 * 32,
-        "max_pixels": 768 * 32 * 32,
-    },
+    "qwen2_5_vl": _video_defaults(14, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "qwen3_vl": _video_defaults(16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 
 
