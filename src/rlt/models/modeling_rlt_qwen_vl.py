@@ -227,11 +227,13 @@ class RLTQwenVLModelMixin:
                 f"video, as RLTQwenVLProcessor returns it), got shape {shape} dtype {dtype}"
             )
         # The first slice of every video is always kept (its groups start every run).
-        starts = F.pad(torch.tensor(self._groups_per_video(video_grid_thw)).cumsum(0)[:-1], (1, 0))
-        first = self._groups_per_slice(video_grid_thw)[F.pad(video_grid_thw[:, 0].cumsum(0)[:-1], (1, 0))]
-        for start, count in zip(starts.tolist(), first.tolist()):
-            if not bool(keep[start : start + count].all()):
-                raise ValueError("video_keep_mask drops groups of a video's first slice: slice 0 is always kept")
+        grid = video_grid_thw.to(keep.device)
+        groups = grid.prod(-1) // self._merge_unit
+        video = torch.repeat_interleave(torch.arange(len(grid), device=keep.device), groups)
+        place = torch.arange(total, device=keep.device) - F.pad(groups.cumsum(0)[:-1], (1, 0))[video]
+        first_slice = place < (grid[:, 1] * grid[:, 2] // self._merge_unit)[video]
+        if not bool((keep | ~first_slice).all()):
+            raise ValueError("video_keep_mask drops groups of a video's first slice: slice 0 is always kept")
         return keep
 
     @contextlib.contextmanager
@@ -344,58 +346,58 @@ class RLTQwenVLModelMixin:
 
         Returns ``full_ids`` / ``full_types`` / ``full_mask`` ``(B, L_full)`` (right-padded where rows
         grow by different amounts), ``index`` int64 ``(B, L)``: each token's place in its full row,
-        and ``dropped`` int64 ``(B,)``: placeholders put back per row.
+        and ``dropped`` int64 ``(B,)``: placeholders put back per row. Computed on the host, in
+        one pass over every run of placeholders (the prompts are small; the sizes come from the host).
         """
         video_token = self.config.video_token_id
-        units = torch.split(keep.cpu(), self._placeholder_units(video_grid_thw))
-        unit_iter = iter(units)
-        rows, indices, dropped = [], [], []
-        for row in range(input_ids.shape[0]):
-            ids, types = input_ids[row].cpu(), mm_token_type_ids[row].cpu()
-            mask = torch.ones_like(ids) if attention_mask is None else attention_mask[row].cpu().long()
-            is_video = (ids == video_token) & mask.bool()
-            # Runs of consecutive placeholders: one per unit (a video, or a slice for Qwen3-VL).
-            edges = torch.diff(F.pad(is_video.int(), (1, 1)))
-            starts, ends = (edges == 1).nonzero().flatten(), (edges == -1).nonzero().flatten()
-            put_back = torch.zeros(len(ids) + 1, dtype=torch.long)  # placeholders put back at each place
-            within = torch.zeros(len(ids), dtype=torch.long)  # a kept placeholder's offset in its run
-            for start, end in zip(starts.tolist(), ends.tolist()):
-                unit = next(unit_iter, None)
-                if unit is None or int(unit.sum()) != end - start:
-                    raise ValueError(
-                        f"a run of {end - start} video placeholders in prompt {row} does not match the next video's "
-                        f"kept groups ({None if unit is None else int(unit.sum())}): build input_ids and "
-                        "video_keep_mask together with RLTQwenVLProcessor"
-                    )
-                within[start:end] = unit.nonzero().flatten() - torch.arange(end - start)
-                put_back[end] += len(unit) - (end - start)
-            index = torch.arange(len(ids)) + put_back.cumsum(0)[:-1] + within
-            full_length = len(ids) + int(put_back.sum())
-            full_ids = torch.full((full_length,), video_token, dtype=ids.dtype)
-            full_types = torch.full((full_length,), 2, dtype=types.dtype)
-            full_mask = torch.ones(full_length, dtype=mask.dtype)
-            full_ids[index], full_types[index], full_mask[index] = ids, types, mask
-            rows.append((full_ids, full_types, full_mask))
-            indices.append(index)
-            dropped.append(full_length - len(ids))
-        if next(unit_iter, None) is not None:
+        ids, types, keep = input_ids.cpu(), mm_token_type_ids.cpu(), keep.cpu()
+        mask = torch.ones_like(ids) if attention_mask is None else attention_mask.cpu().long()
+        batch, length = ids.shape
+        # Runs of consecutive placeholders, in prompt order: one per unit (a video, or a slice for Qwen3-VL).
+        is_video = (ids == video_token) & mask.bool()
+        edges = torch.diff(F.pad(is_video.int(), (1, 1)), dim=1)  # a zero column between rows
+        run_rows, run_starts = (edges == 1).nonzero(as_tuple=True)
+        run_ends = (edges == -1).nonzero(as_tuple=True)[1]
+        units = torch.tensor(self._placeholder_units(video_grid_thw))
+        unit_starts = F.pad(units.cumsum(0), (1, 0))
+        kept = F.pad(keep.long().cumsum(0), (1, 0))[unit_starts]  # kept groups before each unit boundary
+        kept_per_unit = kept[1:] - kept[:-1]
+        runs = run_ends - run_starts
+        if len(runs) < len(units) and torch.equal(runs, kept_per_unit[: len(runs)]):
             raise ValueError(
                 "video_keep_mask has groups for more videos than the prompts have placeholder runs: build input_ids "
                 "and video_keep_mask together with RLTQwenVLProcessor"
             )
-        width = max(len(full_ids) for full_ids, _, _ in rows)
-        pad = [width - len(full_ids) for full_ids, _, _ in rows]
+        if len(runs) != len(units) or not torch.equal(runs, kept_per_unit):
+            bad = next(i for i in range(len(runs)) if i >= len(units) or runs[i] != kept_per_unit[i])
+            expected = int(kept_per_unit[bad]) if bad < len(units) else None
+            raise ValueError(
+                f"a run of {int(runs[bad])} video placeholders in prompt {int(run_rows[bad])} does not match the next "
+                f"video's kept groups ({expected}): build input_ids and video_keep_mask together with RLTQwenVLProcessor"
+            )
+        # Each unit's dropped groups go back at the end of its run; a kept placeholder moves past the
+        # dropped groups before it in its unit.
+        put_back = torch.zeros(batch, length + 1, dtype=torch.long)
+        put_back.index_put_((run_rows, run_ends), units - kept_per_unit, accumulate=True)
+        kept_groups = keep.nonzero().flatten()
+        unit = torch.repeat_interleave(torch.arange(len(units)), units)[kept_groups]
+        within = torch.zeros(batch, length, dtype=torch.long)
+        within[is_video] = (kept_groups - unit_starts[unit]) - (torch.arange(len(kept_groups)) - kept[unit])
+        index = torch.arange(length) + put_back.cumsum(1)[:, :-1] + within
+        dropped = put_back.sum(1)
+        width = length + int(dropped.max())
+        inside = torch.arange(width) < (length + dropped).unsqueeze(1)  # the rest pads the shorter rows
+        full_ids = torch.where(inside, video_token, 0).to(ids.dtype).scatter_(1, index, ids)
+        full_types = torch.where(inside, 2, 0).to(types.dtype).scatter_(1, index, types)
+        full_mask = inside.to(mask.dtype).scatter_(1, index, mask)
+        needs_mask = attention_mask is not None or bool((dropped != dropped.max()).any())
         device = input_ids.device
-        full_ids = torch.stack([F.pad(r[0], (0, p)) for r, p in zip(rows, pad)]).to(device)
-        full_types = torch.stack([F.pad(r[1], (0, p)) for r, p in zip(rows, pad)]).to(device)
-        full_mask = torch.stack([F.pad(r[2], (0, p)) for r, p in zip(rows, pad)]).to(device)
-        needs_mask = attention_mask is not None or any(pad)
         return (
-            full_ids,
-            full_types,
-            full_mask if needs_mask else None,
-            torch.stack(indices).to(device),
-            torch.tensor(dropped, device=device),
+            full_ids.to(device),
+            full_types.to(device),
+            full_mask.to(device) if needs_mask else None,
+            index.to(device),
+            dropped.to(device),
         )
 
     # -- forward -----------------------------------------------------------------------------------
