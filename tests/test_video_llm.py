@@ -339,6 +339,15 @@ def test_packed_vision_attention_is_exact_on_cpu(vanilla):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_run_length_embedding_starts_at_zero(vanilla):
+    # Zero-initialised: a converted model with the table computes what it did without it.
+    model = rlt.from_model(vanilla, threshold=0.1, rlt_use_length_encoding=True)
+    assert torch.equal(model.model.rlt_length_embedding.weight, torch.zeros_like(model.model.rlt_length_embedding.weight))
+    inputs = processor_for(model, 0.1)(PROMPT, videos=[half_static_video()])
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, rlt.from_model(vanilla, threshold=0.1)(**inputs).logits)
+
+
 def test_saved_folder_loads_without_rlt(vanilla, tmp_path):
     model = rlt.from_model(vanilla, threshold=0.1, rlt_use_length_encoding=True)
     model.save_pretrained(tmp_path)

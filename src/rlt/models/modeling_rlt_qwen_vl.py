@@ -156,7 +156,17 @@ class RunLengthEmbedding(nn.Module):
         return self.weight[(run_lengths - 1).clamp(0, self.weight.shape[0] - 1)]
 
 
-class RLTQwenVLModelMixin:
+class RunLengthEmbeddingInit:
+    """``_init_weights`` that zeroes the run-length table, for the base and the generation class alike:
+    ``from_model`` and ``from_pretrained`` initialise new weights through the top-level model's."""
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, RunLengthEmbedding):
+            nn.init.zeros_(module.weight)
+
+
+class RLTQwenVLModelMixin(RunLengthEmbeddingInit):
     """RLT for a Qwen-VL base model (``Qwen2_5_VLModel`` / ``Qwen3VLModel``); see the module docstring.
 
     A family's class defines ``_placeholder_units`` (how the groups of the batch are cut into
@@ -426,13 +436,8 @@ class RLTQwenVLModelMixin:
         with self._video_tokens(keep, video_run_lengths):
             return super().forward(input_ids, **kwargs)
 
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if isinstance(module, RunLengthEmbedding):
-            nn.init.zeros_(module.weight)
 
-
-class RLTQwenVLForConditionalGenerationMixin:
+class RLTQwenVLForConditionalGenerationMixin(RunLengthEmbeddingInit):
     """The generation class over an RLT base model; ``forward`` must name the RLT inputs (``generate``
     checks the names, see ``with_rlt_video_parameters``) and passes them on to the base model."""
 
