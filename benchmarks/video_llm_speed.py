@@ -5,11 +5,10 @@ whole prompt with the video, logits of the last token only), peak GPU memory dur
 LLM's token count, and RLT's own overhead: what RLT adds to the vanilla path on the same inputs,
 (1) the keep mask (``processor.keep_mask`` on the prepared rows) and (2) the 3D positions beyond
 what the vanilla model's take (``get_rope_index`` of the RLT prompt minus that of the full prompt).
-The keep mask is timed where the rows are: on the host, where ``RLTQwenVLProcessor`` prepares
-videos (``keep_mask_host_ms``, next to ``processor_ms``, the vanilla processor's own video
-preparation), and on the GPU with the rows already there (``keep_mask_device_ms``, as for a video
-processor that runs on the GPU; the copy of the rows to the GPU is not counted, the vanilla path
-makes it too). ``overhead_pct`` is (device keep mask + extra positions) / RLT's prefill,
+The keep mask is timed where the processor prepares the rows: on the host, by default
+(``keep_mask_host_ms``, next to ``processor_ms``, the vanilla processor's own video preparation
+there), and on the GPU with ``RLTQwenVLProcessor(..., device="cuda")`` (``keep_mask_device_ms``,
+next to ``processor_device_ms``; the rows are then on the GPU already, as the model needs them). ``overhead_pct`` is (device keep mask + extra positions) / RLT's prefill,
 ``overhead_host_pct`` the same with the host keep mask. Settings: the vanilla model with ``sdpa``
 and with the packed varlen vision attention (``rlt.use_packed_vision_attention``), and RLT
 ``after_encoder`` / ``before_encoder`` at tau 0.05 and 0.1 (packed attention).
@@ -182,9 +181,8 @@ def measure(model, inputs: dict, device: torch.device, repeats: int) -> dict:
             "llm_tokens": int(inputs["input_ids"].shape[1]), "positions_ms": positions * 1e3}
 
 
-def keep_mask_times(processor, prepared: dict, device: torch.device) -> dict:
-    """The keep mask of prepared rows timed on the host and on ``device`` (rows copied there first, untimed)."""
-    on_device = {k: v.to(device) for k, v in prepared.items()}
+def keep_mask_times(processor, prepared: dict, on_device: dict, device: torch.device) -> dict:
+    """The keep mask of rows prepared on the host and on ``device`` (the processor's two places), timed there."""
     host_s, _ = timed(lambda: processor.keep_mask(**prepared), torch.device("cpu"), CHEAP_REPEATS)
     device_s, _ = timed(lambda: processor.keep_mask(**on_device), device, CHEAP_REPEATS)
     return {"keep_mask_host_ms": host_s * 1e3, "keep_mask_device_ms": device_s * 1e3}
@@ -243,6 +241,9 @@ def measure_family(family: str, clips: dict, args, device, dtype, earlier: list[
         full_processor = rlt.RLTQwenVLProcessor.from_model_config(
             tokenizer, rlt_config_class(**config), threshold=0.0, **pixels)
         processor_s, prepared = timed(partial(full_processor.prepare_videos, [clip]), torch.device("cpu"), 1)
+        device_processor = rlt.RLTQwenVLProcessor.from_model_config(
+            tokenizer, rlt_config_class(**config), threshold=0.0, device=device, **pixels)
+        processor_device_s, on_device = timed(partial(device_processor.prepare_videos, [clip]), device, 1)
         full = dict(full_processor(PROMPT, videos=[clip], fps=fps))
         if not bool(full["video_keep_mask"].all()):  # exact repeats: give the vanilla model all of them
             full = vanilla_inputs(full, full_processor)
@@ -251,14 +252,15 @@ def measure_family(family: str, clips: dict, args, device, dtype, earlier: list[
         for name, mode, tau, packed in settings:
             model = vanilla if mode is None else rlt.from_model(vanilla, threshold=tau, rlt_mode=mode)
             rlt.use_packed_vision_attention(model, enabled=packed)
-            row = {"model": family, "clip": variant, "setting": name, "processor_ms": processor_s * 1e3}
+            row = {"model": family, "clip": variant, "setting": name, "processor_ms": processor_s * 1e3,
+                   "processor_device_ms": processor_device_s * 1e3}
             if mode is None:
                 row |= measure(model, full, device, args.repeats)
                 vanilla_positions_ms = row["positions_ms"]
             else:
                 processor = rlt.RLTQwenVLProcessor.from_model_config(tokenizer, model.config, threshold=tau, **pixels)
                 row |= measure(model, dict(processor(PROMPT, videos=[clip], fps=fps)), device, args.repeats)
-                row |= keep_mask_times(processor, prepared, device)
+                row |= keep_mask_times(processor, prepared, on_device, device)
                 row["positions_extra_ms"] = row["positions_ms"] - vanilla_positions_ms
                 for key, keep_ms in (("overhead_pct", "keep_mask_device_ms"),
                                      ("overhead_host_pct", "keep_mask_host_ms")):
@@ -293,9 +295,9 @@ def print_table(rows: list[dict]) -> None:
                          f"{r['positions_extra_ms']:.2f} | {r['overhead_pct']:.1f} / {r['overhead_host_pct']:.1f} |")
         print(f"| {r['model']} | {r['clip']} | {r['setting']} | {r['llm_tokens']} | {r['tower_ms']:.1f} | "
               f"{r['prefill_ms']:.1f} | {r['peak_gib']:.1f} {rlt_cells}")
-    clips = {(r["model"], r["clip"]): r["processor_ms"] for r in rows}
-    print("\nThe vanilla processor's video preparation on the host (ms): "
-          + ", ".join(f"{model} {clip} {ms:.1f}" for (model, clip), ms in clips.items()))
+    clips = {(r["model"], r["clip"]): (r["processor_ms"], r["processor_device_ms"]) for r in rows}
+    print("\nThe vanilla processor's video preparation, host / GPU (ms): "
+          + ", ".join(f"{model} {clip} {host:.1f} / {gpu:.1f}" for (model, clip), (host, gpu) in clips.items()))
 
 
 if __name__ == "__main__":
