@@ -2,9 +2,15 @@
 
 For each clip and setting: vision-tower time, prefill time (time to first token: one forward of the
 whole prompt with the video, logits of the last token only), peak GPU memory during the prefill, the
-LLM's token count, and RLT's own overhead (the keep mask from the processor's pixels, on the device,
-plus the 3D positions beyond what the vanilla model's take) as a share of RLT's prefill. Settings: the vanilla model with
-``sdpa`` and with the packed varlen vision attention (``rlt.use_packed_vision_attention``), and RLT
+LLM's token count, and RLT's own overhead: what RLT adds to the vanilla path on the same inputs,
+(1) the keep mask (``processor.keep_mask`` on the prepared rows) and (2) the 3D positions beyond
+what the vanilla model's take (``get_rope_index`` of the RLT prompt minus that of the full prompt).
+The keep mask is timed where the processor prepares the rows: on the host, by default
+(``keep_mask_host_ms``, next to ``processor_ms``, the vanilla processor's own video preparation
+there), and on the GPU with ``RLTQwenVLProcessor(..., device="cuda")`` (``keep_mask_device_ms``,
+next to ``processor_device_ms``; the rows are then on the GPU already, as the model needs them). ``overhead_pct`` is (device keep mask + extra positions) / RLT's prefill,
+``overhead_host_pct`` the same with the host keep mask. Settings: the vanilla model with ``sdpa``
+and with the packed varlen vision attention (``rlt.use_packed_vision_attention``), and RLT
 ``after_encoder`` / ``before_encoder`` at tau 0.05 and 0.1 (packed attention).
 
 Clips: the still-camera task and the full task (camera shake, distractors, sensor noise) generated
@@ -26,6 +32,7 @@ import json
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -151,6 +158,10 @@ def timed(fn, device: torch.device, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+# The cheap steps (positions, keep masks) are timed over more runs: a few ms or less each, noisy.
+CHEAP_REPEATS = 20
+
+
 def measure(model, inputs: dict, device: torch.device, repeats: int) -> dict:
     inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     video_inputs = {k: inputs[k] for k in ("video_keep_mask", "video_run_lengths") if k in inputs}
@@ -165,9 +176,16 @@ def measure(model, inputs: dict, device: torch.device, repeats: int) -> dict:
         rope = {k: inputs[k] for k in ("video_grid_thw", "second_per_grid_ts", "attention_mask", "video_keep_mask")
                 if k in inputs}
         positions, _ = timed(lambda: model.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
-                                                                **rope), device, repeats)
+                                                                **rope), device, CHEAP_REPEATS)
     return {"tower_ms": tower * 1e3, "prefill_ms": prefill * 1e3, "peak_gib": peak,
             "llm_tokens": int(inputs["input_ids"].shape[1]), "positions_ms": positions * 1e3}
+
+
+def keep_mask_times(processor, prepared: dict, on_device: dict, device: torch.device) -> dict:
+    """The keep mask of rows prepared on the host and on ``device`` (the processor's two places), timed there."""
+    host_s, _ = timed(lambda: processor.keep_mask(**prepared), torch.device("cpu"), CHEAP_REPEATS)
+    device_s, _ = timed(lambda: processor.keep_mask(**on_device), device, CHEAP_REPEATS)
+    return {"keep_mask_host_ms": host_s * 1e3, "keep_mask_device_ms": device_s * 1e3}
 
 
 def main(argv=None) -> None:
@@ -213,35 +231,40 @@ def measure_family(family: str, clips: dict, args, device, dtype, earlier: list[
     print(f"{family} built in {time.perf_counter() - start:.1f} s on {device} ({transformers.__version__})",
           flush=True)
     tokenizer = qwen_tokenizer(config)
-    fps = 2.0
+    fps, pixels = 2.0, {"min_pixels": 16, "max_pixels": args.size * args.size}
+    settings = [("vanilla sdpa", None, None, False), ("vanilla packed", None, None, True)]
+    settings += [(f"{mode} tau={tau}", mode, tau, True) for mode in ("after_encoder", "before_encoder")
+                 for tau in (0.05, 0.1)]
     rows = []
     for variant, clip in clips.items():
-        settings = [("vanilla sdpa", None, None, False), ("vanilla packed", None, None, True)]
-        settings += [(f"{mode} tau={tau}", mode, tau, True) for mode in ("after_encoder", "before_encoder")
-                     for tau in (0.05, 0.1)]
+        # The vanilla processor's inputs: every group, one placeholder each.
+        full_processor = rlt.RLTQwenVLProcessor.from_model_config(
+            tokenizer, rlt_config_class(**config), threshold=0.0, **pixels)
+        processor_s, prepared = timed(partial(full_processor.prepare_videos, [clip]), torch.device("cpu"), 1)
+        device_processor = rlt.RLTQwenVLProcessor.from_model_config(
+            tokenizer, rlt_config_class(**config), threshold=0.0, device=device, **pixels)
+        processor_device_s, on_device = timed(partial(device_processor.prepare_videos, [clip]), device, 1)
+        full = dict(full_processor(PROMPT, videos=[clip], fps=fps))
+        if not bool(full["video_keep_mask"].all()):  # exact repeats: give the vanilla model all of them
+            full = vanilla_inputs(full, full_processor)
+        full.pop("video_keep_mask"), full.pop("video_run_lengths")
+        vanilla_positions_ms = None
         for name, mode, tau, packed in settings:
             model = vanilla if mode is None else rlt.from_model(vanilla, threshold=tau, rlt_mode=mode)
             rlt.use_packed_vision_attention(model, enabled=packed)
-            processor = rlt.RLTQwenVLProcessor.from_model_config(
-                tokenizer, model.config if mode else rlt_config_class(**config), threshold=tau or 0.0,
-                min_pixels=16, max_pixels=args.size * args.size)
-            inputs = dict(processor(PROMPT, videos=[clip], fps=fps))
-            pixels, grid = inputs["pixel_values_videos"], inputs["video_grid_thw"]
-            # On the device, as a GPU pipeline would run it (a data loader's CPU workers are the other choice).
-            keep_seconds, _ = timed(lambda: processor.keep_mask(pixels.to(device), grid), device, args.repeats)
-            if mode is None:  # the vanilla processor's inputs: every group
-                inputs = dict(rlt.RLTQwenVLProcessor.from_model_config(
-                    tokenizer, rlt_config_class(**config), threshold=0.0, min_pixels=16,
-                    max_pixels=args.size * args.size)(PROMPT, videos=[clip], fps=fps))
-                if not bool(inputs["video_keep_mask"].all()):  # exact repeats: give the vanilla model all of them
-                    inputs = vanilla_inputs(inputs, processor)
-                inputs.pop("video_keep_mask"), inputs.pop("video_run_lengths")
-            row = {"model": family, "clip": variant, "setting": name, **measure(model, inputs, device, args.repeats),
-                   "keep_mask_ms": keep_seconds * 1e3}
+            row = {"model": family, "clip": variant, "setting": name, "processor_ms": processor_s * 1e3,
+                   "processor_device_ms": processor_device_s * 1e3}
             if mode is None:
+                row |= measure(model, full, device, args.repeats)
                 vanilla_positions_ms = row["positions_ms"]
-            extra = row["keep_mask_ms"] + row["positions_ms"] - vanilla_positions_ms
-            row["overhead_pct"] = 100 * extra / row["prefill_ms"] if mode else 0.0
+            else:
+                processor = rlt.RLTQwenVLProcessor.from_model_config(tokenizer, model.config, threshold=tau, **pixels)
+                row |= measure(model, dict(processor(PROMPT, videos=[clip], fps=fps)), device, args.repeats)
+                row |= keep_mask_times(processor, prepared, on_device, device)
+                row["positions_extra_ms"] = row["positions_ms"] - vanilla_positions_ms
+                for key, keep_ms in (("overhead_pct", "keep_mask_device_ms"),
+                                     ("overhead_host_pct", "keep_mask_host_ms")):
+                    row[key] = 100 * (row[keep_ms] + row["positions_extra_ms"]) / row["prefill_ms"]
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.json:  # after every row: a run cut by its time limit keeps what it measured
@@ -262,11 +285,19 @@ def vanilla_inputs(inputs: dict, processor) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\n| model | clip | setting | LLM tokens | vision tower ms | prefill (TTFT) ms | peak GiB | RLT overhead % |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| model | clip | setting | LLM tokens | vision tower ms | prefill (TTFT) ms | peak GiB "
+          "| keep mask ms (GPU / host) | extra positions ms | RLT overhead % (GPU / host keep mask) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['clip']} | {r['setting']} | {r['llm_tokens']} | {r['tower_ms']:.1f} | {r['prefill_ms']:.1f} | "
-              f"{r['peak_gib']:.1f} | {r['overhead_pct']:.1f} |")
+        rlt_cells = "| | | |"
+        if "overhead_pct" in r:
+            rlt_cells = (f"| {r['keep_mask_device_ms']:.2f} / {r['keep_mask_host_ms']:.1f} | "
+                         f"{r['positions_extra_ms']:.2f} | {r['overhead_pct']:.1f} / {r['overhead_host_pct']:.1f} |")
+        print(f"| {r['model']} | {r['clip']} | {r['setting']} | {r['llm_tokens']} | {r['tower_ms']:.1f} | "
+              f"{r['prefill_ms']:.1f} | {r['peak_gib']:.1f} {rlt_cells}")
+    clips = {(r["model"], r["clip"]): (r["processor_ms"], r["processor_device_ms"]) for r in rows}
+    print("\nThe vanilla processor's video preparation, host / GPU (ms): "
+          + ", ".join(f"{model} {clip} {host:.1f} / {gpu:.1f}" for (model, clip), (host, gpu) in clips.items()))
 
 
 if __name__ == "__main__":

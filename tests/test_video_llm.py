@@ -160,6 +160,33 @@ def test_static_half_drops_groups_before_the_tower(vanilla, family):
     assert int(deltas) == int(vanilla_deltas) + int((~keep).sum())
 
 
+def test_batch_positions_are_the_vanilla_positions_at_kept_places(vanilla):
+    # Left-padded prompts of different lengths, videos with different kept counts (Qwen3-VL: a run per slice).
+    model = rlt.from_model(vanilla, threshold=0.1)
+    videos = [half_static_video(), moving_video(seed=3), half_static_video(frames=6)]
+    prompts = [PROMPT, "a b c " + PROMPT, PROMPT + " " + PROMPT]
+    videos.append(moving_video(frames=6, seed=4))
+    inputs = processor_for(model, 0.1)(prompts, videos=videos)
+    full = KeepEverything.from_model_config(TOKENIZER, model.config, min_pixels=16, max_pixels=10**7)(
+        prompts, videos=videos)
+    extra = {k: inputs[k] for k in ("second_per_grid_ts",) if k in inputs}
+    positions, deltas = model.model.get_rope_index(
+        inputs["input_ids"], inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"],
+        attention_mask=inputs["attention_mask"], video_keep_mask=inputs["video_keep_mask"], **extra)
+    vanilla_positions, vanilla_deltas = vanilla.model.get_rope_index(
+        full["input_ids"], full["mm_token_type_ids"], video_grid_thw=full["video_grid_thw"],
+        attention_mask=full["attention_mask"], **extra)
+    per_prompt = model.model._groups_per_prompt(inputs["input_ids"], inputs["video_keep_mask"],
+                                                inputs["video_grid_thw"])
+    video_token = model.config.video_token_id
+    for row, keep in enumerate(torch.split(inputs["video_keep_mask"], per_prompt)):
+        ours = inputs["attention_mask"][row].bool()
+        theirs = full["attention_mask"][row].bool()
+        places = kept_token_places(full["input_ids"][row][theirs], video_token, keep)
+        assert torch.equal(positions[:, row][:, ours], vanilla_positions[:, row][:, theirs][:, places])
+        assert int(deltas[row]) == int(vanilla_deltas[row]) + int((~keep).sum())
+
+
 def kept_token_places(full_ids: torch.Tensor, video_token: int, keep: torch.Tensor) -> torch.Tensor:
     """Indices into a full prompt of the tokens an RLT prompt keeps (every text token, the kept placeholders)."""
     is_video = full_ids == video_token
@@ -191,6 +218,24 @@ def test_batch_with_different_kept_counts_matches_one_by_one(vanilla):
         for row, (prompt, video) in enumerate(zip(prompts, videos)):
             single = model.generate(**processor(prompt, videos=[video]), max_new_tokens=3, do_sample=False)
             assert torch.equal(batched[row, -3:], single[0, -3:])
+
+
+@pytest.mark.parametrize("expansion", [{"do_sample": True, "top_k": 1, "num_return_sequences": 2},
+                                       {"num_beams": 2, "num_return_sequences": 2, "do_sample": False}])
+def test_generation_expands_each_prompts_keep_mask(vanilla, expansion):
+    # num_return_sequences and beam search repeat every prompt: its videos' groups must be repeated with it.
+    model = rlt.from_model(vanilla, threshold=0.1)
+    processor = processor_for(model, 0.1)
+    inputs = processor([PROMPT, "a " + PROMPT], videos=[half_static_video(), moving_video(seed=3)])
+    assert not bool(inputs["video_keep_mask"].all())
+    settings = {"max_new_tokens": 2, "output_logits": True, "return_dict_in_generate": True}
+    with torch.no_grad():
+        single = model.generate(**inputs, do_sample=False, **settings)
+        repeated = model.generate(**inputs, **expansion, **settings)
+    # The first step sees each prompt's own video in every copy of it.
+    torch.testing.assert_close(repeated.logits[0], single.logits[0].repeat_interleave(2, 0))
+    if expansion.get("do_sample"):  # top-1 sampling is greedy
+        assert torch.equal(repeated.sequences, single.sequences.repeat_interleave(2, 0))
 
 
 def test_video_and_image_in_one_prompt_and_text_only(vanilla, family):
@@ -239,6 +284,35 @@ def test_processor_rows_round_trip(family):
     assert torch.equal(unpatchify(rows, (2, 4, 6), patch, 2, 2), video)
 
 
+@pytest.mark.parametrize("compare_to", ["previous", "last_kept"])
+def test_keep_mask_from_rows_is_run_length_tokenize_on_frames(family, compare_to):
+    # The processor reads the rule from its rows; run_length_tokenize applies it to the frames themselves.
+    processor = RLTQwenVLProcessor(None, family, threshold=0.1, compare_to=compare_to, min_pixels=16,
+                                   max_pixels=10**7)
+    video = half_static_video(frames=12, size=64)
+    video[3:6, :32] = video[2, :32]  # still top half for a while: per-place runs within slices that change
+    video[7] = video[6] // 2 + 64  # a small change the rule may or may not keep
+    prepared = processor.prepare_videos([video, moving_video(4, 64, seed=5)])
+    keep, lengths = processor.keep_mask(**prepared)
+    settings = processor.video_settings
+    patch, slice_frames, merge = settings["patch_size"], settings["temporal_patch_size"], settings["merge_size"]
+    expected_keep, expected_lengths, start = [], [], 0
+    for grid in prepared["video_grid_thw"].tolist():
+        rows = prepared["pixel_values_videos"][start : start + grid[0] * grid[1] * grid[2]]
+        start += len(rows)
+        frames = unpatchify(rows, grid, patch, slice_frames, merge)
+        tokens = rlt.run_length_tokenize(frames.unsqueeze(0), tubelet_size=slice_frames, patch_size=patch * merge,
+                                         threshold=0.1, input_scale=processor.input_scale, compare_to=compare_to)
+        mask = tokens.keep_mask.clone()
+        if family == "qwen3_vl":
+            mask[..., 0, 0] |= ~mask.flatten(2).any(-1)
+        expected_keep.append(mask.flatten())
+        expected_lengths.append(rlt.models.tokenizer.run_lengths_from_keep_mask(mask).flatten())
+    assert torch.equal(keep, torch.cat(expected_keep))
+    assert torch.equal(lengths, torch.cat(expected_lengths))
+    assert 0 < int(keep.sum()) < len(keep)
+
+
 def test_processor_matches_transformers_video_processor(family):
     pytest.importorskip("torchvision")
     video_processor_class = {"qwen2_5_vl": "Qwen2VLVideoProcessor", "qwen3_vl": "Qwen3VLVideoProcessor"}[family]
@@ -263,6 +337,15 @@ def test_packed_vision_attention_is_exact_on_cpu(vanilla):
         finally:
             use_packed_vision_attention(model, enabled=False)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_run_length_embedding_starts_at_zero(vanilla):
+    # Zero-initialised: a converted model with the table computes what it did without it.
+    model = rlt.from_model(vanilla, threshold=0.1, rlt_use_length_encoding=True)
+    assert torch.equal(model.model.rlt_length_embedding.weight, torch.zeros_like(model.model.rlt_length_embedding.weight))
+    inputs = processor_for(model, 0.1)(PROMPT, videos=[half_static_video()])
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, rlt.from_model(vanilla, threshold=0.1)(**inputs).logits)
 
 
 def test_saved_folder_loads_without_rlt(vanilla, tmp_path):

@@ -15,7 +15,6 @@ from .modeling_rlt_qwen_vl import (
     RLTQwenVLForConditionalGenerationMixin,
     RLTQwenVLModelMixin,
     kept_window_index,
-    with_rlt_video_parameters,
 )
 
 __all__ = ["RLTQwen2_5_VLForConditionalGeneration", "RLTQwen2_5_VLModel"]
@@ -26,11 +25,6 @@ class RLTQwen2_5_VLModel(RLTQwenVLModelMixin, Qwen2_5_VLModel):
 
     config_class = RLTQwen2_5_VLConfig
     config: RLTQwen2_5_VLConfig
-
-    def __init__(self, config: RLTQwen2_5_VLConfig):
-        super().__init__(config)
-        self._init_rlt(config)
-        self.post_init()
 
     def _placeholder_units(self, video_grid_thw: torch.Tensor) -> list[int]:
         return self._groups_per_video(video_grid_thw)  # one run of placeholders per video
@@ -52,12 +46,6 @@ class RLTQwen2_5_VLModel(RLTQwenVLModelMixin, Qwen2_5_VLModel):
             "cu_window_seqlens": cu_window_seqlens,
         }
 
-    def get_video_features(self, pixel_values_videos, video_grid_thw=None, **kwargs):
-        return super().get_video_features(pixel_values_videos, video_grid_thw, **kwargs)
-
-    get_video_features.__signature__ = with_rlt_video_parameters(Qwen2_5_VLModel.get_video_features)
-    get_video_features.__doc__ = RLTQwenVLModelMixin.get_video_features.__doc__
-
 
 class RLTQwen2_5_VLForConditionalGeneration(RLTQwenVLForConditionalGenerationMixin, Qwen2_5_VLForConditionalGeneration):
     """``Qwen2_5_VLForConditionalGeneration`` over ``RLTQwen2_5_VLModel``: ``generate(**processor_outputs)``."""
@@ -65,12 +53,6 @@ class RLTQwen2_5_VLForConditionalGeneration(RLTQwenVLForConditionalGenerationMix
     config_class = RLTQwen2_5_VLConfig
     config: RLTQwen2_5_VLConfig
     rlt_model_class = RLTQwen2_5_VLModel
-    _keys_to_ignore_on_load_missing = RLTQwenVLModelMixin._keys_to_ignore_on_load_missing
-
-    def forward(self, *args, **kwargs):
-        return super().forward(*args, **kwargs)
-
-    forward.__signature__ = with_rlt_video_parameters(Qwen2_5_VLForConditionalGeneration.forward)
 
 
 RLTQwen2_5_VLForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")

@@ -19,7 +19,6 @@ from .modeling_rlt_qwen_vl import (
     RLTQwenVLForConditionalGenerationMixin,
     RLTQwenVLModelMixin,
     splits_deepstack_per_video,
-    with_rlt_video_parameters,
 )
 
 __all__ = ["RLTQwen3VLForConditionalGeneration", "RLTQwen3VLModel"]
@@ -31,11 +30,6 @@ class RLTQwen3VLModel(RLTQwenVLModelMixin, Qwen3VLModel):
     config_class = RLTQwen3VLConfig
     config: RLTQwen3VLConfig
     _deepstack_per_video = splits_deepstack_per_video(Qwen3VLModel.get_image_features)
-
-    def __init__(self, config: RLTQwen3VLConfig):
-        super().__init__(config)
-        self._init_rlt(config)
-        self.post_init()
 
     def _placeholder_units(self, video_grid_thw: torch.Tensor) -> list[int]:
         # Qwen3-VL writes each slice's placeholders between its timestamp and vision start / end tokens.
@@ -59,12 +53,6 @@ class RLTQwen3VLModel(RLTQwenVLModelMixin, Qwen3VLModel):
             "interp_weights": interp_weights[rows],
         }
 
-    def get_video_features(self, pixel_values_videos, video_grid_thw=None, **kwargs):
-        return super().get_video_features(pixel_values_videos, video_grid_thw, **kwargs)
-
-    get_video_features.__signature__ = with_rlt_video_parameters(Qwen3VLModel.get_video_features)
-    get_video_features.__doc__ = RLTQwenVLModelMixin.get_video_features.__doc__
-
 
 class RLTQwen3VLForConditionalGeneration(RLTQwenVLForConditionalGenerationMixin, Qwen3VLForConditionalGeneration):
     """``Qwen3VLForConditionalGeneration`` over ``RLTQwen3VLModel``: ``generate(**processor_outputs)``."""
@@ -72,12 +60,6 @@ class RLTQwen3VLForConditionalGeneration(RLTQwenVLForConditionalGenerationMixin,
     config_class = RLTQwen3VLConfig
     config: RLTQwen3VLConfig
     rlt_model_class = RLTQwen3VLModel
-    _keys_to_ignore_on_load_missing = RLTQwenVLModelMixin._keys_to_ignore_on_load_missing
-
-    def forward(self, *args, **kwargs):
-        return super().forward(*args, **kwargs)
-
-    forward.__signature__ = with_rlt_video_parameters(Qwen3VLForConditionalGeneration.forward)
 
 
 RLTQwen3VLForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")

@@ -27,15 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AttentionInterface
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .packing import varlen_available
 
 __all__ = [
     "PACKED_VISION_ATTENTION",
     "RLTQwenVLModelMixin",
+    "expose_rlt_video_inputs",
     "packed_vision_attention_forward",
     "use_packed_vision_attention",
+    "vanilla_class",
     "with_rlt_video_parameters",
 ]
 
@@ -121,6 +122,25 @@ def with_rlt_video_parameters(function):
     return signature.replace(parameters=[*parameters, *added, *variadic])
 
 
+def vanilla_class(cls: type) -> type:
+    """The transformers class an RLT class subclasses (``Qwen2_5_VLModel``, ``Qwen3VLForConditionalGeneration``...)."""
+    return next(base for base in cls.__mro__[1:] if base.__module__.startswith("transformers."))
+
+
+def expose_rlt_video_inputs(cls: type, name: str, implementation) -> None:
+    """Give ``cls`` a method ``name`` that runs ``implementation`` under the signature of its
+    transformers class's ``name`` plus the RLT inputs (``with_rlt_video_parameters``): a function
+    of its own per class, since each family's transformers signature differs."""
+
+    def method(self, *args, **kwargs):
+        return implementation(self, *args, **kwargs)
+
+    method.__name__, method.__qualname__ = name, f"{cls.__qualname__}.{name}"
+    method.__doc__ = implementation.__doc__
+    method.__signature__ = with_rlt_video_parameters(getattr(vanilla_class(cls), name))
+    setattr(cls, name, method)
+
+
 class RunLengthEmbedding(nn.Module):
     """A learned embedding of each kept token's run length (in slices), added after the merger.
 
@@ -136,7 +156,17 @@ class RunLengthEmbedding(nn.Module):
         return self.weight[(run_lengths - 1).clamp(0, self.weight.shape[0] - 1)]
 
 
-class RLTQwenVLModelMixin:
+class RunLengthEmbeddingInit:
+    """``_init_weights`` that zeroes the run-length table, for the base and the generation class alike:
+    ``from_model`` and ``from_pretrained`` initialise new weights through the top-level model's."""
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, RunLengthEmbedding):
+            nn.init.zeros_(module.weight)
+
+
+class RLTQwenVLModelMixin(RunLengthEmbeddingInit):
     """RLT for a Qwen-VL base model (``Qwen2_5_VLModel`` / ``Qwen3VLModel``); see the module docstring.
 
     A family's class defines ``_placeholder_units`` (how the groups of the batch are cut into
@@ -147,12 +177,18 @@ class RLTQwenVLModelMixin:
     _keys_to_ignore_on_load_missing = [r"rlt_length_embedding"]  # noqa: RUF012 (transformers reads a list)
     _deepstack_per_video = False  # Qwen3-VL's DeepStack features are split per video (set by the family)
 
-    def _init_rlt(self, config) -> None:
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        expose_rlt_video_inputs(cls, "get_video_features", RLTQwenVLModelMixin.get_video_features)
+
+    def __init__(self, config):
+        super().__init__(config)
         self._rlt_video_inputs: tuple[torch.Tensor, torch.Tensor | None] | None = None
         if config.rlt_use_length_encoding:
             self.rlt_length_embedding = RunLengthEmbedding(
                 config.rlt_max_run_length, config.vision_config.out_hidden_size
             )
+        self.post_init()
 
     # -- geometry ----------------------------------------------------------------------------------
 
@@ -201,11 +237,13 @@ class RLTQwenVLModelMixin:
                 f"video, as RLTQwenVLProcessor returns it), got shape {shape} dtype {dtype}"
             )
         # The first slice of every video is always kept (its groups start every run).
-        starts = F.pad(torch.tensor(self._groups_per_video(video_grid_thw)).cumsum(0)[:-1], (1, 0))
-        first = self._groups_per_slice(video_grid_thw)[F.pad(video_grid_thw[:, 0].cumsum(0)[:-1], (1, 0))]
-        for start, count in zip(starts.tolist(), first.tolist()):
-            if not bool(keep[start : start + count].all()):
-                raise ValueError("video_keep_mask drops groups of a video's first slice: slice 0 is always kept")
+        grid = video_grid_thw.to(keep.device)
+        groups = grid.prod(-1) // self._merge_unit
+        video = torch.repeat_interleave(torch.arange(len(grid), device=keep.device), groups)
+        place = torch.arange(total, device=keep.device) - F.pad(groups.cumsum(0)[:-1], (1, 0))[video]
+        first_slice = place < (grid[:, 1] * grid[:, 2] // self._merge_unit)[video]
+        if not bool((keep | ~first_slice).all()):
+            raise ValueError("video_keep_mask drops groups of a video's first slice: slice 0 is always kept")
         return keep
 
     @contextlib.contextmanager
@@ -226,6 +264,28 @@ class RLTQwenVLModelMixin:
                 "build input_ids and video_keep_mask together with RLTQwenVLProcessor (a vanilla processor writes "
                 "one placeholder per group, kept or not)"
             )
+
+    def _groups_per_prompt(
+        self, input_ids: torch.Tensor, keep: torch.Tensor, video_grid_thw: torch.Tensor
+    ) -> list[int]:
+        """How many groups of the keep mask belong to each prompt's videos, in order (a prompt's
+        placeholders count its videos' kept groups)."""
+        groups = self._groups_per_video(video_grid_thw)
+        kept_per_video = [int(part.sum()) for part in torch.split(keep.cpu(), groups)]
+        per_prompt, video = [], 0
+        for placeholders in (input_ids == self.config.video_token_id).sum(1).tolist():
+            first, kept = video, 0
+            while kept < placeholders and video < len(groups):
+                kept, video = kept + kept_per_video[video], video + 1
+            if kept != placeholders:
+                raise ValueError(
+                    f"prompt {len(per_prompt)} holds {placeholders} video placeholders, its videos keep {kept} groups: "
+                    "build input_ids and video_keep_mask together with RLTQwenVLProcessor"
+                )
+            per_prompt.append(sum(groups[first:video]))
+        if video != len(groups):
+            raise ValueError("video_keep_mask has groups for more videos than the prompts have placeholders for")
+        return per_prompt
 
     # -- vision features ---------------------------------------------------------------------------
 
@@ -296,58 +356,58 @@ class RLTQwenVLModelMixin:
 
         Returns ``full_ids`` / ``full_types`` / ``full_mask`` ``(B, L_full)`` (right-padded where rows
         grow by different amounts), ``index`` int64 ``(B, L)``: each token's place in its full row,
-        and ``dropped`` int64 ``(B,)``: placeholders put back per row.
+        and ``dropped`` int64 ``(B,)``: placeholders put back per row. Computed on the host, in
+        one pass over every run of placeholders (the prompts are small; the sizes come from the host).
         """
         video_token = self.config.video_token_id
-        units = torch.split(keep.cpu(), self._placeholder_units(video_grid_thw))
-        unit_iter = iter(units)
-        rows, indices, dropped = [], [], []
-        for row in range(input_ids.shape[0]):
-            ids, types = input_ids[row].cpu(), mm_token_type_ids[row].cpu()
-            mask = torch.ones_like(ids) if attention_mask is None else attention_mask[row].cpu().long()
-            is_video = (ids == video_token) & mask.bool()
-            # Runs of consecutive placeholders: one per unit (a video, or a slice for Qwen3-VL).
-            edges = torch.diff(F.pad(is_video.int(), (1, 1)))
-            starts, ends = (edges == 1).nonzero().flatten(), (edges == -1).nonzero().flatten()
-            put_back = torch.zeros(len(ids) + 1, dtype=torch.long)  # placeholders put back at each place
-            within = torch.zeros(len(ids), dtype=torch.long)  # a kept placeholder's offset in its run
-            for start, end in zip(starts.tolist(), ends.tolist()):
-                unit = next(unit_iter, None)
-                if unit is None or int(unit.sum()) != end - start:
-                    raise ValueError(
-                        f"a run of {end - start} video placeholders in prompt {row} does not match the next video's "
-                        f"kept groups ({None if unit is None else int(unit.sum())}): build input_ids and "
-                        "video_keep_mask together with RLTQwenVLProcessor"
-                    )
-                within[start:end] = unit.nonzero().flatten() - torch.arange(end - start)
-                put_back[end] += len(unit) - (end - start)
-            index = torch.arange(len(ids)) + put_back.cumsum(0)[:-1] + within
-            full_length = len(ids) + int(put_back.sum())
-            full_ids = torch.full((full_length,), video_token, dtype=ids.dtype)
-            full_types = torch.full((full_length,), 2, dtype=types.dtype)
-            full_mask = torch.ones(full_length, dtype=mask.dtype)
-            full_ids[index], full_types[index], full_mask[index] = ids, types, mask
-            rows.append((full_ids, full_types, full_mask))
-            indices.append(index)
-            dropped.append(full_length - len(ids))
-        if next(unit_iter, None) is not None:
+        ids, types, keep = input_ids.cpu(), mm_token_type_ids.cpu(), keep.cpu()
+        mask = torch.ones_like(ids) if attention_mask is None else attention_mask.cpu().long()
+        batch, length = ids.shape
+        # Runs of consecutive placeholders, in prompt order: one per unit (a video, or a slice for Qwen3-VL).
+        is_video = (ids == video_token) & mask.bool()
+        edges = torch.diff(F.pad(is_video.int(), (1, 1)), dim=1)  # a zero column between rows
+        run_rows, run_starts = (edges == 1).nonzero(as_tuple=True)
+        run_ends = (edges == -1).nonzero(as_tuple=True)[1]
+        units = torch.tensor(self._placeholder_units(video_grid_thw))
+        unit_starts = F.pad(units.cumsum(0), (1, 0))
+        kept = F.pad(keep.long().cumsum(0), (1, 0))[unit_starts]  # kept groups before each unit boundary
+        kept_per_unit = kept[1:] - kept[:-1]
+        runs = run_ends - run_starts
+        if len(runs) < len(units) and torch.equal(runs, kept_per_unit[: len(runs)]):
             raise ValueError(
                 "video_keep_mask has groups for more videos than the prompts have placeholder runs: build input_ids "
                 "and video_keep_mask together with RLTQwenVLProcessor"
             )
-        width = max(len(full_ids) for full_ids, _, _ in rows)
-        pad = [width - len(full_ids) for full_ids, _, _ in rows]
+        if len(runs) != len(units) or not torch.equal(runs, kept_per_unit):
+            bad = next(i for i in range(len(runs)) if i >= len(units) or runs[i] != kept_per_unit[i])
+            expected = int(kept_per_unit[bad]) if bad < len(units) else None
+            raise ValueError(
+                f"a run of {int(runs[bad])} video placeholders in prompt {int(run_rows[bad])} does not match the next "
+                f"video's kept groups ({expected}): build input_ids and video_keep_mask together with RLTQwenVLProcessor"
+            )
+        # Each unit's dropped groups go back at the end of its run; a kept placeholder moves past the
+        # dropped groups before it in its unit.
+        put_back = torch.zeros(batch, length + 1, dtype=torch.long)
+        put_back.index_put_((run_rows, run_ends), units - kept_per_unit, accumulate=True)
+        kept_groups = keep.nonzero().flatten()
+        unit = torch.repeat_interleave(torch.arange(len(units)), units)[kept_groups]
+        within = torch.zeros(batch, length, dtype=torch.long)
+        within[is_video] = (kept_groups - unit_starts[unit]) - (torch.arange(len(kept_groups)) - kept[unit])
+        index = torch.arange(length) + put_back.cumsum(1)[:, :-1] + within
+        dropped = put_back.sum(1)
+        width = length + int(dropped.max())
+        inside = torch.arange(width) < (length + dropped).unsqueeze(1)  # the rest pads the shorter rows
+        full_ids = torch.where(inside, video_token, 0).to(ids.dtype).scatter_(1, index, ids)
+        full_types = torch.where(inside, 2, 0).to(types.dtype).scatter_(1, index, types)
+        full_mask = inside.to(mask.dtype).scatter_(1, index, mask)
+        needs_mask = attention_mask is not None or bool((dropped != dropped.max()).any())
         device = input_ids.device
-        full_ids = torch.stack([F.pad(r[0], (0, p)) for r, p in zip(rows, pad)]).to(device)
-        full_types = torch.stack([F.pad(r[1], (0, p)) for r, p in zip(rows, pad)]).to(device)
-        full_mask = torch.stack([F.pad(r[2], (0, p)) for r, p in zip(rows, pad)]).to(device)
-        needs_mask = attention_mask is not None or any(pad)
         return (
-            full_ids,
-            full_types,
-            full_mask if needs_mask else None,
-            torch.stack(indices).to(device),
-            torch.tensor(dropped, device=device),
+            full_ids.to(device),
+            full_types.to(device),
+            full_mask.to(device) if needs_mask else None,
+            index.to(device),
+            dropped.to(device),
         )
 
     # -- forward -----------------------------------------------------------------------------------
@@ -376,29 +436,43 @@ class RLTQwenVLModelMixin:
         with self._video_tokens(keep, video_run_lengths):
             return super().forward(input_ids, **kwargs)
 
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if isinstance(module, RunLengthEmbedding):
-            nn.init.zeros_(module.weight)
 
-
-class RLTQwenVLForConditionalGenerationMixin:
+class RLTQwenVLForConditionalGenerationMixin(RunLengthEmbeddingInit):
     """The generation class over an RLT base model; ``forward`` must name the RLT inputs (``generate``
     checks the names, see ``with_rlt_video_parameters``) and passes them on to the base model."""
 
     rlt_model_class: type  # the family's RLT base model
+    _keys_to_ignore_on_load_missing = RLTQwenVLModelMixin._keys_to_ignore_on_load_missing
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        expose_rlt_video_inputs(cls, "forward", vanilla_class(cls).forward)
 
     def __init__(self, config):
         # transformers' __init__ builds its own base model first; build ours in its place instead.
-        super(self._vanilla_class(), self).__init__(config)
+        super(vanilla_class(type(self)), self).__init__(config)
         self.model = self.rlt_model_class(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
 
-    @classmethod
-    def _vanilla_class(cls) -> type:
-        """The transformers generation class this one subclasses."""
-        return next(base for base in cls.__mro__[1:] if base.__module__.startswith("transformers."))
+    def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
+        """transformers' expansion for ``num_return_sequences`` and beam search (every prompt repeated
+        ``expand_size`` times, its videos with it), plus the RLT inputs: each prompt's groups repeated
+        with its videos. (transformers 5.2x encodes the videos before it expands and has no RLT
+        input left here; 5.17 would repeat every group in place.)"""
+        rlt_inputs = {name: model_kwargs.pop(name) for name in RLT_VIDEO_INPUTS if model_kwargs.get(name) is not None}
+        if expand_size > 1 and rlt_inputs and input_ids is not None and model_kwargs.get("video_grid_thw") is not None:
+            keep = rlt_inputs["video_keep_mask"]
+            per_prompt = self.model._groups_per_prompt(input_ids, keep, model_kwargs["video_grid_thw"])
+            rlt_inputs = {
+                name: torch.cat([part.repeat(expand_size) for part in torch.split(value, per_prompt)])
+                for name, value in rlt_inputs.items()
+            }
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(
+            expand_size=expand_size, is_encoder_decoder=is_encoder_decoder, input_ids=input_ids, **model_kwargs
+        )
+        return input_ids, {**model_kwargs, **rlt_inputs}
+
 
 
 def _flat(features) -> torch.Tensor:
