@@ -390,14 +390,18 @@ def embed_tubelets(
     projection: nn.Conv3d,
     tokens: RunLengthTokens,
     packed: PackedSequence,
+    *,
     run_embedding: str = "first",
     positions: torch.Tensor | None = None,
     prefix_tokens: torch.Tensor | None = None,
+    length_encoding: LengthEncoding | None = None,
 ) -> torch.Tensor:
     """The kept tokens' input embeddings, ``(total, hidden)``: the Conv3d tubelet embedding plus
     ``positions`` (``(N, hidden)``, one row per tubelet slot of a clip; None where positions enter
-    elsewhere, as V-JEPA 2's RoPE), prefix tokens (``(num_prefix_tokens, hidden)``, ViViT's CLS with its
-    position) in each clip's leading rows.
+    elsewhere, as V-JEPA 2's RoPE) plus the run-length encoding (``length_encoding``, None without one), and
+    prefix tokens (``(num_prefix_tokens, hidden)``, ViViT's CLS with its position, no length encoding) in
+    each clip's leading rows. A run longer than the length table (V-JEPA 2 on a clip longer than
+    ``frames_per_clip``) takes its last row, the longest run the checkpoint was trained to encode.
 
     ``run_embedding`` ``"first"``: a kept token is its own tubelet at its own slot (the paper).
     ``"mean"``: the mean over its run of every tubelet's embedding plus position, so that a token standing
@@ -406,15 +410,31 @@ def embed_tubelets(
     """
     if run_embedding == "first" or packed.keeps_all:  # without drops every run is its own tubelet
         embeddings = embed_kept_tubelets(pixel_values, projection, packed, prefix_tokens)
-        if positions is None:
-            return embeddings
-        content = packed.source_positions - packed.num_prefix_tokens
-        if packed.num_prefix_tokens:  # the prefix rows' positions came with prefix_tokens
-            rows = packed.content_rows()
-            return embeddings.index_add(0, rows, positions[content[rows]].to(embeddings.dtype))
-        return embeddings + positions[content].to(embeddings.dtype)
-    if run_embedding != "mean":
+        if positions is not None:
+            slots = packed.source_positions - packed.num_prefix_tokens  # prefix rows: -1, never added
+            embeddings = _add_to_content_rows(embeddings, packed, positions[slots])
+    elif run_embedding == "mean":
+        embeddings = _run_means(pixel_values, projection, tokens, packed, positions, prefix_tokens)
+    else:
         raise ValueError(f"run_embedding must be 'first' or 'mean', got {run_embedding!r}")
+    if length_encoding is not None:
+        lengths = packed_run_lengths(tokens, packed).clamp(max=length_encoding.num_embeddings)
+        embeddings = _add_to_content_rows(embeddings, packed, length_encoding(lengths))
+    return embeddings
+
+
+def _add_to_content_rows(embeddings: torch.Tensor, packed: PackedSequence, values: torch.Tensor) -> torch.Tensor:
+    """``embeddings + values`` (both ``(total, hidden)``) on the tubelet rows; prefix rows keep theirs."""
+    values = values.to(embeddings.dtype)
+    if not packed.num_prefix_tokens:
+        return embeddings + values
+    rows = packed.content_rows()
+    return embeddings.index_add(0, rows, values[rows])
+
+
+def _run_means(pixel_values, projection: nn.Conv3d, tokens: RunLengthTokens, packed: PackedSequence, positions,
+               prefix_tokens) -> torch.Tensor:
+    """``embed_tubelets``' ``"mean"`` rows: each kept token the mean of its run's tubelet embeddings plus positions."""
     tubelet_size, patch_h, patch_w = projection.kernel_size
     weight = projection.weight.flatten(1)
     batch, frames, _, height, width = pixel_values.shape

@@ -383,7 +383,8 @@ class RLTQwenVLModelMixin(RunLengthEmbeddingInit):
             expected = int(kept_per_unit[bad]) if bad < len(units) else None
             raise ValueError(
                 f"a run of {int(runs[bad])} video placeholders in prompt {int(run_rows[bad])} does not match the next "
-                f"video's kept groups ({expected}): build input_ids and video_keep_mask together with RLTQwenVLProcessor"
+                f"video's kept groups ({expected}): build input_ids and video_keep_mask together with "
+                "RLTQwenVLProcessor"
             )
         # Each unit's dropped groups go back at the end of its run; a kept placeholder moves past the
         # dropped groups before it in its unit.

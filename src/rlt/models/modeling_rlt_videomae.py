@@ -75,18 +75,15 @@ class RLTVideoMAEEmbeddings(nn.Module):
         self.config = config  # rlt_run_embedding is read per forward: a converted model can switch it
 
     def forward(self, pixel_values: torch.Tensor, tokens: RunLengthTokens, packed: PackedSequence) -> torch.Tensor:
-        embeddings = embed_tubelets(
+        return embed_tubelets(
             pixel_values,
             self.patch_embeddings.projection,
             tokens,
             packed,
-            self.config.rlt_run_embedding,
+            run_embedding=self.config.rlt_run_embedding,
             positions=self.position_embeddings,
+            length_encoding=self.length_embeddings,
         )
-        if self.length_embeddings is not None:
-            run_lengths = packed.gather(tokens.lengths.flatten(1))
-            embeddings = embeddings + self.length_embeddings(run_lengths).to(embeddings.dtype)
-        return embeddings
 
 
 class RLTVideoMAESelfAttention(PackedSelfAttentionMixin, VideoMAESelfAttention):

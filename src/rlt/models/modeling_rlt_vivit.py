@@ -31,7 +31,6 @@ from .modeling_rlt import (
     RLTVideoClassifierMixin,
     RLTVideoModelMixin,
     embed_tubelets,
-    packed_run_lengths,
 )
 from .packing import PackedSequence
 from .tokenizer import RunLengthTokens
@@ -74,14 +73,11 @@ class RLTVivitEmbeddings(VivitEmbeddings):
             self.patch_embeddings.projection,
             tokens,
             packed,
-            self.config.rlt_run_embedding,
+            run_embedding=self.config.rlt_run_embedding,
             positions=table[1:],
             prefix_tokens=self.cls_token[0] + table[:1],
+            length_encoding=self.length_embeddings,
         )
-        if self.length_embeddings is not None:
-            rows = packed.content_rows()  # the CLS token gets no length encoding
-            lengths = self.length_embeddings(packed_run_lengths(tokens, packed)[rows])
-            embeddings = embeddings.index_add(0, rows, lengths.to(embeddings.dtype))
         return self.dropout(embeddings)
 
 

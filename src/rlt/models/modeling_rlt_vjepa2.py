@@ -138,15 +138,14 @@ class RLTVJEPA2Embeddings(VJEPA2Embeddings):
     def forward(
         self, pixel_values_videos: torch.Tensor, tokens: RunLengthTokens, packed: PackedSequence
     ) -> torch.Tensor:
-        embeddings = embed_tubelets(
-            pixel_values_videos, self.patch_embeddings.proj, tokens, packed, self.config.rlt_run_embedding
+        return embed_tubelets(
+            pixel_values_videos,
+            self.patch_embeddings.proj,
+            tokens,
+            packed,
+            run_embedding=self.config.rlt_run_embedding,
+            length_encoding=self.length_embeddings,
         )
-        if self.length_embeddings is not None:
-            # A clip longer than frames_per_clip can hold longer runs than the table has rows: those
-            # share its last row (the longest run the checkpoint was trained to encode).
-            run_lengths = packed.gather(tokens.lengths.flatten(1)).clamp(max=self.length_embeddings.num_embeddings)
-            embeddings = embeddings + self.length_embeddings(run_lengths).to(embeddings.dtype)
-        return embeddings
 
 
 class RLTVJEPA2RopeAttention(PackedSelfAttentionMixin, VJEPA2RopeAttention):
@@ -199,8 +198,8 @@ class RLTVJEPA2Layer(VJEPA2Layer):
 
 
 class RLTVJEPA2Encoder(nn.Module):
-    """``VJEPA2Encoder``'s modules and weight names (``embeddings``, ``layer``, ``layernorm``); ``RLTVideoModelMixin.encode``
-    runs them over packed tokens."""
+    """``VJEPA2Encoder``'s modules and weight names (``embeddings``, ``layer``, ``layernorm``);
+    ``RLTVideoModelMixin.encode`` runs them over packed tokens."""
 
     def __init__(self, config: RLTVJEPA2Config):
         super().__init__()
