@@ -116,7 +116,7 @@ def _add_convert(subparsers) -> None:
                         "(default off)")
     parser.add_argument("--run-embedding", choices=["first", "mean"], default="first",
                         help="rlt_run_embedding: a kept token is the first tubelet of its run (default, the paper's) "
-                        "or the mean of the run's tubelets with their positions (mean: for training-free use)")
+                        "or the mean of the run's tubelets with their positions (mean: an experiment, measured worse)")
     _add_shared(parser, "overwrite")
     parser.add_argument("--push-to-hub", metavar="REPO_ID",
                         help="then upload the folder to this Hub repo (e.g. user/name)")

@@ -66,7 +66,8 @@ class RLTSettings:
         rlt_run_embedding: what a kept token carries into the encoder: ``"first"`` (default, the paper) the
             embedding of the first tubelet of its run at that tubelet's position; ``"mean"`` the mean of its
             run's tubelet embeddings, each with its own position (V-JEPA 2: the first's RoPE position), as
-            ToMe merges tokens: what the vanilla model's ``L`` near-copies average to, for training-free use.
+            ToMe merges tokens: what the vanilla model's ``L`` near-copies average to. Measured training-free on
+            a still camera it was worse than ``"first"`` (benchmarks/RESULTS.md): an experiment.
         rlt_attention: attention backend for packed batches, see ``rlt.packing``.
         rlt_pack_buckets: 0 (default) packs exactly the kept tokens; ``k > 0`` rounds the packed length
             up to one of ``k`` sizes per batch size (multiples of ``B * tokens_per_clip / k``), the
