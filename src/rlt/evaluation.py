@@ -40,7 +40,7 @@ from .collator import ClipCollator
 from .common import PixelNormalizer, plural, synchronize
 from .conversion import model_and_processor
 from .hf_datasets import is_dataset_source
-from .models.configuration_rlt import RUN_EMBEDDING_CHOICES
+from .models.configuration_rlt import POOLING_CHOICES, RUN_EMBEDDING_CHOICES
 from .models.modeling_rlt import run_length_tokenize_for
 from .models.tokenizer import COMPARE_TO_CHOICES
 from .models.video_processing_rlt import RLTVideoProcessor
@@ -63,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = (0.0, 0.05, 0.1, 0.2)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-POOLINGS = ("mean", "length_weighted")
+POOLINGS = POOLING_CHOICES
 # The RLT switches evaluate runs as table axes, each RLT row under every combination: the axis's
 # name (its row key and column) -> the config field it sets and the field's value for each choice.
 # A new switch is one line here and one argument of ``evaluate`` (and the CLI's flag).
