@@ -384,9 +384,10 @@ def _add_evaluate(subparsers) -> None:
 
 
 def _run_evaluate(args) -> None:
-    """Run a fine-tuned video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT one, converted in memory)
-    over labelled clips (a video folder / CSV / JSON list, a Hugging Face dataset with a Video column, or a cache
-    from `rlt cache`) at each threshold, and print top-1 / top-5, tokens kept, model clips/s and the change against
+    """Run a fine-tuned video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT / V-JEPA 2 one, converted
+    in memory) over labelled clips (a video folder / CSV / JSON list, a Hugging Face dataset with a Video column, or
+    a cache from `rlt cache`) at each threshold (and each --pooling, --compare-to, --attention, --run-embedding
+    given), and print top-1 / top-5, tokens kept, model clips/s and the change against
     threshold 0 (RLT off, the baseline). The clips are decoded once and reused for every threshold."""
     from .evaluation import evaluate
 

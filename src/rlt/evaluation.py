@@ -1,9 +1,9 @@
 """What RLT costs a fine-tuned model on your data: accuracy, tokens kept and speed at several thresholds.
 
 ``evaluate(model, data, thresholds=[0, 0.05, 0.1, 0.2])`` (``rlt evaluate MODEL DATA``) runs a
-video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT one, which is loaded into the RLT
-class in memory) over labelled clips at each threshold, pooling and RLT switch (``AXES``: the comparison
-rule, proportional attention), and reports top-1 / top-5
+video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT / V-JEPA 2 one, which is loaded into the
+RLT class in memory) over labelled clips at each threshold, pooling and RLT switch (``AXES``: the comparison
+rule, proportional attention, the run embedding), and reports top-1 / top-5
 accuracy, the tokens kept, the model's clips/s and the change against the baseline. Threshold 0
 is the baseline: RLT off, every token, the vanilla model's function.
 
@@ -319,10 +319,10 @@ def evaluate(
     progress: bool = True,
     dataset_options=None,
 ) -> EvaluationReport:
-    """Evaluate a video classifier at each threshold (and pooling) on identical inputs; see the module doc.
+    """Evaluate a video classifier at each threshold, pooling and RLT switch on identical inputs; see the module doc.
 
     Args:
-        model: a checkpoint folder (RLT, or vanilla VideoMAE / ViViT: loaded into the RLT class) or
+        model: a checkpoint folder (RLT, or vanilla VideoMAE / ViViT / V-JEPA 2: loaded into the RLT class) or
             an RLT classifier already loaded (then give ``processor``).
         data: see ``clip_source``: a clip cache folder, a labelled video folder / list, a
             ``load_video_dataset`` dataset, a Hugging Face dataset with a ``Video`` column (a
