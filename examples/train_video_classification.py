@@ -66,6 +66,8 @@ from rlt import registry
 from rlt.batching import TokenBudgetBatchSampler, count_kept_tokens
 from rlt.collator import ClipCollator
 from rlt.common import PixelNormalizer
+from rlt.models.configuration_rlt import RUN_EMBEDDING_CHOICES
+from rlt.models.tokenizer import COMPARE_TO_CHOICES
 from rlt.synthetic import add_task_arguments
 from rlt.training import (
     COMPILE_CHOICES,
@@ -110,11 +112,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--threshold", type=float, default=0.1, help="RLT threshold tau (default 0.1)")
     model.add_argument("--no-length-encoding", action="store_true", help="no run-length encoding")
     model.add_argument("--random-drop", action="store_true", help="ablation: random tokens at RLT's per-clip budget")
-    model.add_argument("--compare-to", choices=["previous", "last_kept"], default="previous", help="RLT's rule")
+    model.add_argument("--compare-to", choices=COMPARE_TO_CHOICES, default="previous", help="RLT's rule")
     model.add_argument("--attention", default="auto", help="rlt_attention backend (default auto)")
     model.add_argument("--proportional-attention", action="store_true",
                        help="rlt_proportional_attention: each key's attention score + log of its run length")
-    model.add_argument("--run-embedding", choices=["first", "mean"], default="first",
+    model.add_argument("--run-embedding", choices=RUN_EMBEDDING_CHOICES, default="first",
                        help="rlt_run_embedding: a kept token is its run's first tubelet (default) or the run's mean")
     model.add_argument(
         "--keep-mask-in-loader",

@@ -209,3 +209,25 @@ def test_readme_marks_the_python_blocks_that_need_the_hub():
     for block in blocks:
         if not hub_only.search(block):
             assert not block.startswith("# Needs the Hub"), block.splitlines()[0]
+
+
+def test_the_rlt_setting_flags_offer_exactly_the_configs_choices():
+    """--run-embedding, --compare-to and --pooling take their choices from the settings' own tuples, so a
+    choice added to a setting reaches every command's flag (and none lists one the config refuses)."""
+    from rlt.cli import build_parser
+    from rlt.models.configuration_rlt import POOLING_CHOICES, RUN_EMBEDDING_CHOICES
+    from rlt.models.tokenizer import COMPARE_TO_CHOICES
+
+    expected = {"--run-embedding": RUN_EMBEDDING_CHOICES, "--compare-to": COMPARE_TO_CHOICES,
+                "--pooling": POOLING_CHOICES}
+    commands = next(action for action in build_parser()._actions if action.choices and "convert" in action.choices)
+    seen = set()
+    for name, parser in commands.choices.items():
+        for action in parser._actions:
+            flag = next((option for option in action.option_strings if option in expected), None)
+            if flag is not None:
+                assert tuple(action.choices) == tuple(expected[flag]), (name, flag)
+                seen.add((name, flag))
+    assert {("convert", "--run-embedding"), ("evaluate", "--run-embedding"), ("calibrate", "--run-embedding"),
+            ("inspect", "--compare-to"), ("evaluate", "--compare-to"), ("convert", "--pooling"),
+            ("evaluate", "--pooling"), ("calibrate", "--pooling")} <= seen

@@ -11,6 +11,8 @@ from pathlib import Path
 from . import registry
 from .common import plural
 from .hf_datasets import add_dataset_arguments, dataset_options
+from .models.configuration_rlt import POOLING_CHOICES, RUN_EMBEDDING_CHOICES
+from .models.tokenizer import COMPARE_TO_CHOICES
 
 __all__ = [
     "COMMANDS",
@@ -109,12 +111,12 @@ def _add_convert(subparsers) -> None:
     parser.add_argument("source", help="checkpoint folder or Hub model id")
     parser.add_argument("output_dir", help="folder to write the RLT checkpoint to")
     parser.add_argument("--threshold", type=float, default=0.1, help="rlt_threshold tau (default 0.1)")
-    parser.add_argument("--pooling", choices=["mean", "length_weighted"], default="mean",
+    parser.add_argument("--pooling", choices=POOLING_CHOICES, default="mean",
                         help="how mean-pooling heads average tokens")
     parser.add_argument("--proportional-attention", action="store_true",
                         help="rlt_proportional_attention=True: each key's attention score + log of its run length "
                         "(default off)")
-    parser.add_argument("--run-embedding", choices=["first", "mean"], default="first",
+    parser.add_argument("--run-embedding", choices=RUN_EMBEDDING_CHOICES, default="first",
                         help="rlt_run_embedding: a kept token is the first tubelet of its run (default, the paper's) "
                         "or the mean of the run's tubelets with their positions (mean: an experiment, measured worse)")
     _add_shared(parser, "overwrite")
@@ -189,7 +191,7 @@ def _add_inspect(subparsers) -> None:
                         help="short side resize and square crop in pixels (default 224)")
     parser.add_argument("--tubelet-size", type=int, default=None, help="frames per tubelet (default 2)")
     parser.add_argument("--patch-size", type=int, default=None, help="tubelet side in pixels (default 16)")
-    parser.add_argument("--compare-to", choices=["previous", "last_kept"], default="previous",
+    parser.add_argument("--compare-to", choices=COMPARE_TO_CHOICES, default="previous",
                         help="RLT's comparison rule")
     parser.add_argument("--video-llm", choices=["qwen2_5_vl", "qwen3_vl"], default=None,
                         help="show what this video LLM keeps instead: LLM tokens (2x2 patch groups) per slice of 2 "
@@ -361,13 +363,13 @@ def _add_evaluate(subparsers) -> None:
                         help="thresholds to evaluate; 0 is the baseline, always run (default 0 0.05 0.1 0.2)")
     parser.add_argument("--pooling", nargs="+", choices=POOLINGS, default=["mean"],
                         help="pooling of mean-pooling heads to compare (default mean)")
-    parser.add_argument("--compare-to", nargs="+", choices=["previous", "last_kept"], default=["previous"],
+    parser.add_argument("--compare-to", nargs="+", choices=COMPARE_TO_CHOICES, default=["previous"],
                         help="RLT's rule(s): compare a tubelet with the previous one (the paper's) or with the last "
                         "kept one (drift-safe); several give one row each (default previous)")
     parser.add_argument("--attention", nargs="+", choices=ATTENTIONS, default=["plain"],
                         help="RLT's self-attention: plain, and / or proportional (each key's score + log of its run "
                         "length, rlt_proportional_attention); several give one row each (default plain)")
-    parser.add_argument("--run-embedding", nargs="+", choices=["first", "mean"], default=["first"],
+    parser.add_argument("--run-embedding", nargs="+", choices=RUN_EMBEDDING_CHOICES, default=["first"],
                         help="what a kept token carries: the first tubelet of its run, and / or the mean of the run's "
                         "tubelets (rlt_run_embedding); several give one row each (default first)")
     _add_shared(parser, "batch_size", "device")
@@ -382,9 +384,10 @@ def _add_evaluate(subparsers) -> None:
 
 
 def _run_evaluate(args) -> None:
-    """Run a fine-tuned video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT one, converted in memory)
-    over labelled clips (a video folder / CSV / JSON list, a Hugging Face dataset with a Video column, or a cache
-    from `rlt cache`) at each threshold, and print top-1 / top-5, tokens kept, model clips/s and the change against
+    """Run a fine-tuned video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT / V-JEPA 2 one, converted
+    in memory) over labelled clips (a video folder / CSV / JSON list, a Hugging Face dataset with a Video column, or
+    a cache from `rlt cache`) at each threshold (and each --pooling, --compare-to, --attention, --run-embedding
+    given), and print top-1 / top-5, tokens kept, model clips/s and the change against
     threshold 0 (RLT off, the baseline). The clips are decoded once and reused for every threshold."""
     from .evaluation import evaluate
 
@@ -434,7 +437,7 @@ def _add_calibrate(subparsers) -> None:
     parser.add_argument("--proportional-attention", action=argparse.BooleanOptionalAction, default=None,
                         help="turn rlt_proportional_attention on (a key's score gets + log run length) or off "
                         "(default: as the model has it)")
-    parser.add_argument("--run-embedding", choices=["first", "mean"],
+    parser.add_argument("--run-embedding", choices=RUN_EMBEDDING_CHOICES,
                         help="rlt_run_embedding to calibrate for (default: the model's)")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the KL (default 1)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")

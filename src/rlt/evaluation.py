@@ -1,9 +1,9 @@
 """What RLT costs a fine-tuned model on your data: accuracy, tokens kept and speed at several thresholds.
 
 ``evaluate(model, data, thresholds=[0, 0.05, 0.1, 0.2])`` (``rlt evaluate MODEL DATA``) runs a
-video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT one, which is loaded into the RLT
-class in memory) over labelled clips at each threshold, pooling and RLT switch (``AXES``: the comparison
-rule, proportional attention), and reports top-1 / top-5
+video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT / V-JEPA 2 one, which is loaded into the
+RLT class in memory) over labelled clips at each threshold, pooling and RLT switch (``AXES``: the comparison
+rule, proportional attention, the run embedding), and reports top-1 / top-5
 accuracy, the tokens kept, the model's clips/s and the change against the baseline. Threshold 0
 is the baseline: RLT off, every token, the vanilla model's function.
 
@@ -40,7 +40,7 @@ from .collator import ClipCollator
 from .common import PixelNormalizer, plural, synchronize
 from .conversion import model_and_processor
 from .hf_datasets import is_dataset_source
-from .models.configuration_rlt import RUN_EMBEDDING_CHOICES
+from .models.configuration_rlt import POOLING_CHOICES, RUN_EMBEDDING_CHOICES
 from .models.modeling_rlt import run_length_tokenize_for
 from .models.tokenizer import COMPARE_TO_CHOICES
 from .models.video_processing_rlt import RLTVideoProcessor
@@ -63,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = (0.0, 0.05, 0.1, 0.2)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-POOLINGS = ("mean", "length_weighted")
+POOLINGS = POOLING_CHOICES
 # The RLT switches evaluate runs as table axes, each RLT row under every combination: the axis's
 # name (its row key and column) -> the config field it sets and the field's value for each choice.
 # A new switch is one line here and one argument of ``evaluate`` (and the CLI's flag).
@@ -319,10 +319,10 @@ def evaluate(
     progress: bool = True,
     dataset_options=None,
 ) -> EvaluationReport:
-    """Evaluate a video classifier at each threshold (and pooling) on identical inputs; see the module doc.
+    """Evaluate a video classifier at each threshold, pooling and RLT switch on identical inputs; see the module doc.
 
     Args:
-        model: a checkpoint folder (RLT, or vanilla VideoMAE / ViViT: loaded into the RLT class) or
+        model: a checkpoint folder (RLT, or vanilla VideoMAE / ViViT / V-JEPA 2: loaded into the RLT class) or
             an RLT classifier already loaded (then give ``processor``).
         data: see ``clip_source``: a clip cache folder, a labelled video folder / list, a
             ``load_video_dataset`` dataset, a Hugging Face dataset with a ``Video`` column (a
