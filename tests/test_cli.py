@@ -231,3 +231,12 @@ def test_the_rlt_setting_flags_offer_exactly_the_configs_choices():
     assert {("convert", "--run-embedding"), ("evaluate", "--run-embedding"), ("calibrate", "--run-embedding"),
             ("inspect", "--compare-to"), ("evaluate", "--compare-to"), ("convert", "--pooling"),
             ("evaluate", "--pooling"), ("calibrate", "--pooling")} <= seen
+
+
+def test_inspect_video_llm_refuses_the_flags_it_would_ignore(capsys):
+    """The video LLM's processor decides resize and grouping: --size or --dataset with --video-llm is an error, not
+    silently dropped."""
+    _, err = error_of(["inspect", "--video-llm", "qwen2_5_vl", "--size", "112", "--arch", "videomae"], capsys)
+    assert err.startswith("rlt inspect: error: --arch, --size do not apply with --video-llm")
+    _, err = error_of(["inspect", "--video-llm", "qwen3_vl", "--split", "train"], capsys)
+    assert "the dataset options do not apply with --video-llm" in err

@@ -237,6 +237,15 @@ def _run_inspect(args) -> None:
     from .inspection import run_inspection, run_video_llm_inspection
 
     if args.video_llm is not None:
+        # The video LLM's processor decides the resize, tubelets and groups; the ViT sampling flags do not apply.
+        ignored = {"--dataset": args.dataset, "--rows": args.rows, "--arch": args.arch, "--size": args.size,
+                   "--tubelet-size": args.tubelet_size, "--patch-size": args.patch_size, "--uniform": args.uniform,
+                   "--compare-to": args.compare_to != "previous" or None,
+                   "--frame-stride": args.frame_stride != 2 or None}
+        given = [flag for flag, value in ignored.items() if value]
+        if given or dataset_options(args):
+            raise ValueError(f"{', '.join(given) or 'the dataset options'} do not apply with --video-llm "
+                             "(it takes VIDEO files, --threshold, --fps, --num-frames, --out and --no-png)")
         run_video_llm_inspection(args.videos, args.threshold, family=args.video_llm, fps=args.fps or 2.0,
                                  num_frames=args.num_frames or 16, out_dir=None if args.no_png else args.out)
         return
