@@ -183,7 +183,10 @@ def _warn_if_rlt_settings_missing(cls, checkpoint, kwargs: dict) -> None:
 
 
 class LengthEncoding(nn.Embedding):
-    """Learned embedding of a token's run length ``L`` (``1 <= L <= max_length``), added like a position encoding."""
+    """Learned embedding of a token's run length ``L`` (``1 <= L <= max_length``), added like a position encoding.
+
+    A length outside that range gets a zero row, not an error (checking would cost a host sync every
+    forward): ``embed_tubelets`` clamps runs longer than the table to its last row before calling."""
 
     def forward(self, run_lengths: torch.Tensor) -> torch.Tensor:
         # One-hot times the table: the backward is a small matmul, where an embedding lookup's
