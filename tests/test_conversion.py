@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_VIDEOMAE, noise_clips, run_without_rlt
+from conftest import TINY_VIDEOMAE, noise_clips, randomise, run_without_rlt
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
@@ -32,11 +32,7 @@ def vanilla_folder(tmp_path_factory):
     """A vanilla VideoMAE classifier saved with the legacy q_bias / v_bias weight names."""
     folder = tmp_path_factory.mktemp("vanilla")
     torch.manual_seed(0)
-    model = VideoMAEForVideoClassification(VideoMAEConfig(**TINY_VIDEOMAE)).eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("bias"):
-                parameter.normal_()
+    model = randomise(VideoMAEForVideoClassification(VideoMAEConfig(**TINY_VIDEOMAE)).eval())
     model.save_pretrained(folder)
     weights = load_file(folder / "model.safetensors")
     legacy = {

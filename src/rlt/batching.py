@@ -84,9 +84,7 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         if oversized:
             logger.warning(
                 "%d clips keep more than the %d-token budget (up to %d): each gets a batch of its own",
-                oversized,
-                self.max_tokens,
-                int(self.token_counts.max()),
+                oversized, self.max_tokens, int(self.token_counts.max()),
             )
 
     def set_epoch(self, epoch: int) -> None:
@@ -151,7 +149,7 @@ def count_kept_tokens(
     (``rlt.synthetic.SyntheticVideoDataset``) is read directly. ``num_prefix_tokens`` (ViViT's CLS: 1) is
     added to every count, as the models count it.
     """
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = torch.device(device or "cpu")
 
     def count(pixel_values: torch.Tensor) -> torch.Tensor:
         return collator.keep_mask(pixel_values.to(device)).flatten(1).sum(1).cpu() + num_prefix_tokens

@@ -332,7 +332,7 @@ def calibrate(
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name in trained)
     for name, parameter in trained.items():
-        if not parameter.is_floating_point() or parameter.dtype != torch.float32:
+        if parameter.dtype != torch.float32:
             raise ValueError(f"{name} is {parameter.dtype}: calibrate a float32 model (bf16=True autocasts it)")
     # The teacher's copy of what changes: the calibrated tensors at their start (a few thousand values).
     teacher_parameters = {name: parameter.detach().clone() for name, parameter in trained.items()}

@@ -126,19 +126,16 @@ def _add_convert(subparsers) -> None:
 
 
 def _run_convert(args) -> None:
-    from .conversion import OutputNotEmptyError, convert
+    from .conversion import convert
     from .hub import require_token
 
     check_local_argument(args.source, "the checkpoint to convert", checkpoint=True)
     if args.push_to_hub:
         require_token()  # before converting, not after
-    try:
-        model = convert(
-            args.source, args.output_dir, threshold=args.threshold, overwrite=args.overwrite, rlt_pooling=args.pooling,
-            rlt_proportional_attention=args.proportional_attention, rlt_run_embedding=args.run_embedding,
-        )
-    except OutputNotEmptyError as error:  # the Python message names overwrite=True; here it is the flag
-        raise FileExistsError(f"output folder {error.folder} is not empty; add --overwrite to replace it") from None
+    model = convert(
+        args.source, args.output_dir, threshold=args.threshold, overwrite=args.overwrite, rlt_pooling=args.pooling,
+        rlt_proportional_attention=args.proportional_attention, rlt_run_embedding=args.run_embedding,
+    )
     print(f"wrote {type(model).__name__} (rlt_threshold={model.config.rlt_threshold}) to {args.output_dir}")
     if args.push_to_hub:
         _push(args.output_dir, args.push_to_hub, args)
@@ -467,22 +464,18 @@ def _run_calibrate(args) -> None:
     clips. Every other parameter stays as it was. Writes a checkpoint folder like `rlt convert`'s, whose model card
     says what was calibrated."""
     from .calibration import calibrate, synthetic_clips_for
-    from .conversion import OutputNotEmptyError
 
     data = args.data
     if args.synthetic is not None:
         data = synthetic_clips_for(args.model, args.synthetic, variant=args.synthetic_variant, seed=args.data_seed,
                                    time_step=args.synthetic_time_step, device=args.synthetic_device)
-    try:
-        result = calibrate(
-            args.model, data, dataset_options=dataset_options(args), json_path=args.json,
-            rlt_run_embedding=args.run_embedding, progress=not args.no_progress,
-            **_flags(args, "steps", "train", "output_dir", "overwrite", "temperature", "lr", "batch_size", "device",
-                     "bf16", "workers", "threshold", "pooling", "proportional_attention", "eval_data", "holdout",
-                     "eval_steps", "log_every", "seed", "processor"),
-        )
-    except OutputNotEmptyError as error:  # the Python message names overwrite=True; here it is the flag
-        raise FileExistsError(f"output folder {error.folder} is not empty; add --overwrite to replace it") from None
+    result = calibrate(
+        args.model, data, dataset_options=dataset_options(args), json_path=args.json,
+        rlt_run_embedding=args.run_embedding, progress=not args.no_progress,
+        **_flags(args, "steps", "train", "output_dir", "overwrite", "temperature", "lr", "batch_size", "device",
+                 "bf16", "workers", "threshold", "pooling", "proportional_attention", "eval_data", "holdout",
+                 "eval_steps", "log_every", "seed", "processor"),
+    )
     print(result)
     print(f"wrote the calibrated checkpoint to {args.output_dir}" + (f" and {args.json}" if args.json else ""))
 
@@ -546,6 +539,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except USER_ERRORS as error:
+        from .conversion import OutputNotEmptyError
+
+        if isinstance(error, OutputNotEmptyError):  # its message names overwrite=True; here it is the flag
+            error = f"output folder {error.folder} is not empty; add --overwrite to replace it"
         print(f"rlt {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -65,21 +65,10 @@ class OutputNotEmptyError(FileExistsError):
             raise cls(folder)
 
 
-def _architecture_of(model_type: str, source) -> registry.Architecture:
-    try:
-        return registry.for_model_type(model_type)
-    except registry.UnsupportedArchitectureError:
-        raise registry.UnsupportedArchitectureError(
-            f"{source} holds a {model_type!r} model, which has no RLT settings and cannot be converted: rlt converts "
-            f"{registry.describe_supported()} checkpoints"
-        ) from None
-
-
 def code_files_of(*objects) -> list[str]:
     """The files of ``rlt/models`` that travel with these classes or instances: their modules and
     every module those import (single-dot relative imports), as ``save_pretrained`` copies them."""
-    todo = [f"{type(obj).__module__ if not isinstance(obj, type) else obj.__module__}" for obj in objects]
-    todo = [module.rsplit(".", 1)[-1] + ".py" for module in todo]
+    todo = [(obj if isinstance(obj, type) else type(obj)).__module__.rsplit(".", 1)[-1] + ".py" for obj in objects]
     files: set[str] = set()
     while todo:
         name = todo.pop()
@@ -129,8 +118,8 @@ def check_loaded_keys(rlt_class: type, missing, source, *, unexpected=None) -> N
         patterns = [re.compile(pattern) for pattern in getattr(rlt_class, attribute, None) or ()]
         return [key for key in keys if not any(pattern.search(key) for pattern in patterns)]
 
-    if unexpected is not None and beyond(unexpected, "_keys_to_ignore_on_load_unexpected"):
-        extra = beyond(unexpected, "_keys_to_ignore_on_load_unexpected")
+    extra = beyond(unexpected or [], "_keys_to_ignore_on_load_unexpected")
+    if extra:
         raise ValueError(f"{source} has weights {rlt_class.__name__} does not know: {extra[:5]}")
     lacking = beyond(missing, "_keys_to_ignore_on_load_missing")
     if lacking:
@@ -146,7 +135,13 @@ def load_rlt(source: str | Path, *, processor_config: dict | None = None, classi
     refuses a checkpoint that holds no video classifier. Returns the model in eval mode.
     """
     vanilla_config = AutoConfig.from_pretrained(str(source))
-    architecture = _architecture_of(vanilla_config.model_type, source)
+    try:
+        architecture = registry.for_model_type(vanilla_config.model_type)
+    except registry.UnsupportedArchitectureError:
+        raise registry.UnsupportedArchitectureError(
+            f"{source} holds a {vanilla_config.model_type!r} model, which has no RLT settings and cannot be converted: "
+            f"rlt converts {registry.describe_supported()} checkpoints"
+        ) from None
     is_classifier = any(name.endswith("ForVideoClassification") for name in vanilla_config.architectures or [])
     if classifier_only and not is_classifier:
         raise ValueError(

@@ -236,8 +236,7 @@ class EvaluationReport:
             ),
             (
                 f"loader: {loader['clips_per_s']:.1f} clips/s ({plural(loader['clips'], 'clip')} in "
-                f"{loader['seconds']:.2f} s, "
-                f"{plural(loader['workers'], 'worker')}, "
+                f"{loader['seconds']:.2f} s, {plural(loader['workers'], 'worker')}, "
                 f"{'held in memory' if loader['held_in_memory'] else 'read again for each setting'})"
             ),
         ]
@@ -252,8 +251,7 @@ class EvaluationReport:
                 "so 'tokens kept' counts them as saved (listed under 'padded' in the JSON)"
             )
         if padding["unknown"]:
-            unknown = plural(padding["unknown"], "clip")
-            lines.append(f"padded: unknown for {unknown} (a clip cache older than the count)")
+            lines.append(f"padded: unknown for {plural(padding['unknown'], 'clip')} (a clip cache older than the count)")
         varied = [axis for axis in AXES if len({row.get(axis) for row in self.rows if row["rlt_enabled"]}) > 1]
         header = ["threshold", "pooling", *varied, "top-1", "top-5", "tokens kept", "model clips/s", "d top-1",
                   "speed-up", "agree"]
@@ -362,8 +360,8 @@ def evaluate(
     config = model.config
     names = [str(config.id2label[i]) for i in range(config.num_labels)] if config.id2label else None
     source = clip_source(data, processor, config, dataset_options, class_names=names)
-    original = {name: getattr(config, name) for name in ("rlt_enabled", "rlt_threshold", "rlt_pooling")}
-    original.update({name: getattr(config, name) for name, _ in AXES.values()})
+    changed = ("rlt_enabled", "rlt_threshold", "rlt_pooling", *(name for name, _ in AXES.values()))
+    original = {name: getattr(config, name) for name in changed}
     # A model the caller holds is not cast (a round trip through bf16 would round its weights, and it may
     # share them with another model: rlt.from_model), and goes back to its device afterwards.
     home = next(model.parameters()).device

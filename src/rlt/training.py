@@ -1,13 +1,8 @@
 """Fine-tuning with transformers' ``Trainer``: the trainer, its metrics and its compile settings.
 
-- ``RLTTrainer``: a ``Trainer`` that normalises uint8 clips on the device (``rlt.common.PixelNormalizer``:
-  4x less host-to-device traffic than float32), batches by a token budget
-  (``rlt.batching.TokenBudgetBatchSampler``) when given one, and measures what a speed claim needs:
-  wall-clock per epoch, clips per second, time waiting for the data loader apart from the step, tokens
-  kept per clip (``training_stats()``). Compiled (``compile_arguments``: transformers' own
-  ``torch_compile`` / ``torch_compile_mode`` fields) it also compiles evaluation, and with CUDA graphs it
-  keeps what the ``Trainer`` holds across steps out of the graphs' memory and reports the seconds spent
-  compiling (``compile_stats()``).
+- ``RLTTrainer``: a ``Trainer`` that normalises uint8 clips on the device (4x less host-to-device traffic
+  than float32), batches by a token budget when given one, measures what a speed claim needs
+  (``training_stats()``) and, compiled (``compile_arguments``), compiles evaluation too (``compile_stats()``).
 - ``compute_metrics``: top-1 / top-5 accuracy with numpy (``evaluate.load`` would need the Hub).
 
 Its batches come from ``rlt.collator.ClipCollator`` (re-exported here with ``PixelNormalizer``).
@@ -273,15 +268,14 @@ class RLTTrainer(Trainer):
         if not self.args.torch_compile:
             return {"compile_s": 0.0}
         by_phase = {
-            phase: round(sum(e["s"] for e in self.compile_events if e["phase"] == phase), 2)
+            f"compile_s_{phase}": round(sum(e["s"] for e in self.compile_events if e["phase"] == phase), 2)
             for phase in ("train", "eval")
         }
         from torch._dynamo.utils import counters
 
         return {
             "compile_s": round(sum(by_phase.values()), 2),
-            "compile_s_train": by_phase["train"],
-            "compile_s_eval": by_phase["eval"],
+            **by_phase,
             "compile_steps": list(self.compile_events),
             "graph_breaks": int(sum(counters["graph_break"].values())),
         }

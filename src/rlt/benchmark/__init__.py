@@ -43,7 +43,7 @@ import torch
 from ..models.packing import ATTENTION_BACKENDS
 from .cases import MODELS, PARTS, TINY_MODELS, Bench, ModelSpec, Settings, build_models, error_text
 from .clips import DEFAULT_CLIPS_CACHE, INPUT_KINDS, InputFactory, cut_windows, load_clips, prepare_clips
-from .report import NOTES, TINY_NOTE, environment, format_table, write_outputs
+from .report import NOTES, TINY_NOTE, add_speedups, environment, format_table, write_outputs
 
 __all__ = [
     "MODELS",
@@ -212,7 +212,7 @@ def run(args, argv: Sequence[str] | None = None) -> dict:
     command = shlex.join(sys.argv) if argv is None else shlex.join(["rlt", "bench", *argv])
 
     def report_of(bench: Bench) -> dict:
-        bench.finish()
+        add_speedups(bench.rows)
         return {
             "command": command,
             "settings": {k: str(v) if isinstance(v, (torch.device, torch.dtype)) else v for k, v in s.__dict__.items()},

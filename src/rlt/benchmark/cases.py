@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import registry
+from ..common import synchronize
 from ..models.modeling_rlt import choose_tokens, run_length_tokenize_for
 from ..models.packing import resolve_backend
 from .clips import InputFactory, cut_windows, normalize
-from .report import add_speedups
-from .timing import RecompileRecorder, busy_fraction, measure, peak_memory_gb, reset_peak_memory, synchronize
+from .timing import RecompileRecorder, busy_fraction, measure, peak_memory_gb, reset_peak_memory
 
 __all__ = [
     "MODELS", "PARTS", "TINY_MODELS", "Bench", "ModelSpec", "Settings", "build_models", "config_kwargs", "error_text",
@@ -93,13 +93,9 @@ def build_models(spec: ModelSpec, num_labels: int, device: torch.device, seed: i
     return vanilla.to(device), model.to(device), load_report
 
 
-def _input_name(config) -> str:
-    """The model's video argument: ``pixel_values``, or its architecture's name."""
-    return registry.as_rlt_config(config).rlt_input_name
-
-
 def _video(config, x: torch.Tensor) -> dict:
-    return {_input_name(config): x}
+    """``x`` as the model's video argument: ``pixel_values``, or its architecture's name."""
+    return {registry.as_rlt_config(config).rlt_input_name: x}
 
 
 def error_text(error: Exception) -> str:
@@ -381,7 +377,7 @@ class Bench:
             return self.add_row(**row, error=error_text(error))
         finally:
             model.zero_grad(set_to_none=True)
-        inputs = [call[_input_name(model.config)] for call in sets]
+        inputs = [call[registry.as_rlt_config(model.config).rlt_input_name] for call in sets]
         tok = self.token_stats(model.config, inputs, cls_tokens, tau if variant.startswith("rlt") else None)
         row.update(timing, **tok, **busy, peak_mem_gb=peak_memory_gb(s.device))
         row["compile_mode"] = s.compile_mode
@@ -411,9 +407,7 @@ class Bench:
         "compile" (torch.compile on ``compile_inputs``)."""
         s = self.settings
         self.log(f"\n== {model_name} ({phase}): {spec}")
-        if self.out_of_time():
-            row = self.base_row(model_name, phase, None, None, "-", "-", 0)
-            self.add_row(**row, error="skipped: --deadline-s reached")
+        if self.skip_if_late(self.base_row(model_name, phase, None, None, "-", "-", 0)) is not None:
             return
         try:
             start = time.perf_counter()
@@ -561,9 +555,3 @@ class Bench:
             result[name] = {f"{tau:g}": float(run_length_tokenize_for(config, x, threshold=tau).kept_fraction.mean())
                             for tau in taus}
         return result
-
-    # ---- summary ---------------------------------------------------------------------------------
-
-    def finish(self) -> None:
-        """Speed-up against the matching vanilla row, and realised / ideal."""
-        add_speedups(self.rows)

@@ -19,7 +19,6 @@ __all__ = [
     "measure",
     "peak_memory_gb",
     "reset_peak_memory",
-    "synchronize",
 ]
 
 
