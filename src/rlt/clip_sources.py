@@ -50,6 +50,7 @@ __all__ = [
     "label_mapping",
     "open_clips",
     "prepare_clip",
+    "relabel",
 ]
 
 logger = logging.getLogger(__name__)
@@ -173,6 +174,14 @@ def label_mapping(data_names: Sequence[str], model_names: Sequence[str] | None, 
     raise ValueError(f"{where} has classes {unknown[:5]} that are not among the model's labels {model_names[:10]}")
 
 
+def relabel(labels: Sequence[int], data_names: Sequence[str], model_names: Sequence[str] | None,
+            where: str = "the data") -> tuple[list[str], list[int]]:
+    """``(class names, labels)`` of data labelled by ``data_names``, renumbered to ``model_names`` when given."""
+    mapping = label_mapping(data_names, model_names, where)
+    names = model_names if model_names is not None else data_names
+    return [str(name) for name in names], [mapping[label] for label in labels]
+
+
 # ----------------------------------------------------------------------------------------------
 # The readers
 
@@ -254,10 +263,9 @@ class TensorClips(ClipSource):
             raise ValueError(f"in-memory clips must be uint8 (N, T, C, H, W), got {got}")
         if len(labels) != len(clips):
             raise ValueError(f"{len(clips)} clips but {len(labels)} labels")
+        names = model_class_names
         if class_names is not None:
-            mapping = label_mapping(class_names, model_class_names)
-            labels = [mapping[label] for label in labels]
-        names = model_class_names if model_class_names is not None else class_names
+            names, labels = relabel(labels, class_names, model_class_names)
         self.clips, self.labels = clips, labels
         self.class_names = list(names) if names is not None else [str(i) for i in range(max(labels) + 1)]
         self.description, self.clip_shape = description, tuple(clips.shape[1:])
@@ -335,9 +343,7 @@ def open_clips(data, processor=None, class_names: Sequence[str] | None = None, d
             f"cannot read clips from {type(data).__name__}: give a cache folder, a video folder or list, a dataset, "
             "'synthetic:N', or (clips, labels)"
         )
-    mapping = label_mapping(names, class_names)
-    names = list(class_names) if class_names is not None else list(names)
-    labels = [mapping[label] for label in labels]
+    names, labels = relabel(labels, names, class_names)
     return DecodedClips.of_files(paths, labels, _need(processor, data), names, description)
 
 
