@@ -146,13 +146,6 @@ def prepare_clip(processor, video, *, return_padded_frames: bool = False):
     return (clip, padded) if return_padded_frames else clip
 
 
-def _processor_shape(processor) -> tuple[int, ...] | None:
-    """``(T, C, H, W)`` of the processor's clips when it crops to a fixed size, else None."""
-    if not processor.do_center_crop:
-        return None
-    return processor.num_frames, 3, processor.crop_size.height, processor.crop_size.width
-
-
 def label_mapping(data_names: Sequence[str], model_names: Sequence[str] | None, where: str = "the data") -> list[int]:
     """Data label id -> model label id, by class name (or identity for a model with generic labels).
 
@@ -196,7 +189,8 @@ class DecodedClips(ClipSource):
                  kind: str):
         self.row, self.num_rows, self.processor, self.kind = row, num_rows, processor, kind
         self.class_names, self.description = list(class_names), description
-        self.clip_shape = _processor_shape(processor)
+        if processor.do_center_crop:  # else the clips' size follows each video's
+            self.clip_shape = (processor.num_frames, 3, processor.crop_size.height, processor.crop_size.width)
 
     @classmethod
     def of_files(cls, paths: Sequence, labels: Sequence[int], processor, class_names, description: str):

@@ -293,16 +293,12 @@ class VideoDatasetSource:
         rows without a usable label are left out (a warning names them). The video column is not
         copied: a ``Dataset``'s stays memory-mapped where it was.
         """
-        datasets = _datasets()
-        features = {
-            "label": datasets.ClassLabel(names=self.class_names),
-            "row": datasets.Value("int64"),
-        }
         if self.label_column is None:
             raise ValueError(f"{self.description} has no label column; training and evaluation need one")
+        datasets = _datasets()
+        features = {"label": datasets.ClassLabel(names=self.class_names), "row": datasets.Value("int64")}
         if self.streaming:
-            video_feature = self.dataset.features[self.video_column]
-            wanted = datasets.Features({"video": video_feature, **features})
+            wanted = datasets.Features({"video": self.dataset.features[self.video_column], **features})
 
             def relabel(example, index):
                 row = self._row(index, example)
