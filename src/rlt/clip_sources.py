@@ -50,6 +50,7 @@ __all__ = [
     "label_mapping",
     "open_clips",
     "prepare_clip",
+    "relabel",
 ]
 
 logger = logging.getLogger(__name__)
@@ -145,13 +146,6 @@ def prepare_clip(processor, video, *, return_padded_frames: bool = False):
     return (clip, padded) if return_padded_frames else clip
 
 
-def _processor_shape(processor) -> tuple[int, ...] | None:
-    """``(T, C, H, W)`` of the processor's clips when it crops to a fixed size, else None."""
-    if not processor.do_center_crop:
-        return None
-    return processor.num_frames, 3, processor.crop_size.height, processor.crop_size.width
-
-
 def label_mapping(data_names: Sequence[str], model_names: Sequence[str] | None, where: str = "the data") -> list[int]:
     """Data label id -> model label id, by class name (or identity for a model with generic labels).
 
@@ -173,6 +167,14 @@ def label_mapping(data_names: Sequence[str], model_names: Sequence[str] | None, 
     raise ValueError(f"{where} has classes {unknown[:5]} that are not among the model's labels {model_names[:10]}")
 
 
+def relabel(labels: Sequence[int], data_names: Sequence[str], model_names: Sequence[str] | None,
+            where: str = "the data") -> tuple[list[str], list[int]]:
+    """``(class names, labels)`` of data labelled by ``data_names``, renumbered to ``model_names`` when given."""
+    mapping = label_mapping(data_names, model_names, where)
+    names = model_names if model_names is not None else data_names
+    return [str(name) for name in names], [mapping[label] for label in labels]
+
+
 # ----------------------------------------------------------------------------------------------
 # The readers
 
@@ -187,7 +189,8 @@ class DecodedClips(ClipSource):
                  kind: str):
         self.row, self.num_rows, self.processor, self.kind = row, num_rows, processor, kind
         self.class_names, self.description = list(class_names), description
-        self.clip_shape = _processor_shape(processor)
+        if processor.do_center_crop:  # else the clips' size follows each video's
+            self.clip_shape = (processor.num_frames, 3, processor.crop_size.height, processor.crop_size.width)
 
     @classmethod
     def of_files(cls, paths: Sequence, labels: Sequence[int], processor, class_names, description: str):
@@ -254,10 +257,9 @@ class TensorClips(ClipSource):
             raise ValueError(f"in-memory clips must be uint8 (N, T, C, H, W), got {got}")
         if len(labels) != len(clips):
             raise ValueError(f"{len(clips)} clips but {len(labels)} labels")
+        names = model_class_names
         if class_names is not None:
-            mapping = label_mapping(class_names, model_class_names)
-            labels = [mapping[label] for label in labels]
-        names = model_class_names if model_class_names is not None else class_names
+            names, labels = relabel(labels, class_names, model_class_names)
         self.clips, self.labels = clips, labels
         self.class_names = list(names) if names is not None else [str(i) for i in range(max(labels) + 1)]
         self.description, self.clip_shape = description, tuple(clips.shape[1:])
@@ -335,9 +337,7 @@ def open_clips(data, processor=None, class_names: Sequence[str] | None = None, d
             f"cannot read clips from {type(data).__name__}: give a cache folder, a video folder or list, a dataset, "
             "'synthetic:N', or (clips, labels)"
         )
-    mapping = label_mapping(names, class_names)
-    names = list(class_names) if class_names is not None else list(names)
-    labels = [mapping[label] for label in labels]
+    names, labels = relabel(labels, names, class_names)
     return DecodedClips.of_files(paths, labels, _need(processor, data), names, description)
 
 

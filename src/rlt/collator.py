@@ -44,21 +44,6 @@ class KeepMaskSettings:
     rlt_input_scale: tuple[float, ...] | None = None
     rlt_compare_to: str = "previous"
 
-    @classmethod
-    def from_config(cls, config, input_scale: Sequence[float] | None = None) -> KeepMaskSettings:
-        """From a model config, RLT or vanilla of a registered architecture (tau 0.1 for a vanilla one)."""
-        from . import registry
-
-        geometry = registry.as_rlt_config(config)
-        scale = input_scale if input_scale is not None else getattr(config, "rlt_input_scale", None)
-        return cls(
-            rlt_threshold=getattr(config, "rlt_threshold", 0.1),
-            rlt_tubelet_size=geometry.rlt_tubelet_size,
-            rlt_patch_size=geometry.rlt_patch_size,
-            rlt_input_scale=tuple(scale) if scale is not None else None,
-            rlt_compare_to=getattr(config, "rlt_compare_to", "previous"),
-        )
-
 
 def random_drop_keep_mask(keep_mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """A random keep mask with the same tokens per clip as ``keep_mask``: ``(B, T', H', W')`` bool.
@@ -168,15 +153,24 @@ class ClipCollator:
         """A collator with the token geometry and RLT settings of a model or its config (RLT or vanilla,
         any registered architecture).
 
-        ``drop="auto"`` computes RLT's keep mask when the config has RLT on (never for a vanilla config).
+        ``drop="auto"`` computes RLT's keep mask when the config has RLT on (never for a vanilla config);
+        a vanilla config's tau is 0.1.
         """
         from . import registry
 
         config = getattr(model_or_config, "config", model_or_config)
         if drop == "auto":
             drop = "rlt" if getattr(config, "rlt_enabled", False) else None
-        collator = cls(drop=drop, input_name=registry.as_rlt_config(config).rlt_input_name)
-        collator.settings = KeepMaskSettings.from_config(config, input_scale)
+        geometry = registry.as_rlt_config(config)
+        collator = cls(drop=drop, input_name=geometry.rlt_input_name)
+        scale = input_scale if input_scale is not None else getattr(config, "rlt_input_scale", None)
+        collator.settings = KeepMaskSettings(
+            rlt_threshold=getattr(config, "rlt_threshold", 0.1),
+            rlt_tubelet_size=geometry.rlt_tubelet_size,
+            rlt_patch_size=geometry.rlt_patch_size,
+            rlt_input_scale=tuple(scale) if scale is not None else None,
+            rlt_compare_to=getattr(config, "rlt_compare_to", "previous"),
+        )
         return collator
 
     @property

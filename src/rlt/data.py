@@ -132,13 +132,12 @@ def list_labelled_videos(
     index = {name: i for i, name in enumerate(class_names)}
     ids = []
     for path, label in zip(paths, labels):
-        key = str(label)
-        if key not in index and integer_labels and int(label) < len(class_names):
+        if str(label) in index:
+            ids.append(index[str(label)])
+        elif integer_labels and int(label) < len(class_names):
             ids.append(int(label))
-            continue
-        if key not in index:
+        else:
             raise ValueError(f"{path} has label {label!r}, which is not one of the classes {class_names}")
-        ids.append(index[key])
     return paths, ids, class_names
 
 

@@ -293,16 +293,12 @@ class VideoDatasetSource:
         rows without a usable label are left out (a warning names them). The video column is not
         copied: a ``Dataset``'s stays memory-mapped where it was.
         """
-        datasets = _datasets()
-        features = {
-            "label": datasets.ClassLabel(names=self.class_names),
-            "row": datasets.Value("int64"),
-        }
         if self.label_column is None:
             raise ValueError(f"{self.description} has no label column; training and evaluation need one")
+        datasets = _datasets()
+        features = {"label": datasets.ClassLabel(names=self.class_names), "row": datasets.Value("int64")}
         if self.streaming:
-            video_feature = self.dataset.features[self.video_column]
-            wanted = datasets.Features({"video": video_feature, **features})
+            wanted = datasets.Features({"video": self.dataset.features[self.video_column], **features})
 
             def relabel(example, index):
                 row = self._row(index, example)
@@ -370,16 +366,14 @@ def _label_setup(dataset, column: str, feature, class_names, streaming: bool, de
                 "feature), and a stream cannot be read for them first: load it without streaming, or give the class "
                 "names (class_names=..., rlt cache --class-names)"
             )
-        values = None
-        if given is None:
+        names = given
+        if names is None:
             values = [v for v in dataset.select_columns([column]).to_dict()[column] if v is not None]
-        if kind == "int":
-            names = (
-                given if given is not None else [str(i) for i in range(max((int(v) for v in values), default=-1) + 1)]
-            )
-            return kind, names, {}
-        names = given if given is not None else sorted({str(v) for v in values})
-        return kind, names, {name: i for i, name in enumerate(names)}
+            if kind == "int":
+                names = [str(i) for i in range(max((int(v) for v in values), default=-1) + 1)]
+            else:
+                names = sorted({str(v) for v in values})
+        return kind, names, {} if kind == "int" else {name: i for i, name in enumerate(names)}
     raise ValueError(
         f"column {column!r} of {description} holds {feature}; rlt needs one class per video "
         "(a ClassLabel, integer or string column): name another with --label-column"

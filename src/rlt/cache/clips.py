@@ -55,6 +55,7 @@ def load_processor(
     ``num_frames``, ``frame_stride`` / ``fps`` and ``size`` (short side and square crop) override.
     Without a checkpoint: ``RLTVideoProcessor()``'s defaults (16 frames, 224 px, ImageNet mean/std).
     """
+    from .. import registry
     from ..conversion import read_processor_config
 
     model_config: dict = {}
@@ -67,7 +68,10 @@ def load_processor(
             raise FileNotFoundError(f"no such checkpoint or processor folder: {folder}")
         if (folder / "config.json").is_file():
             model_config = json.loads((folder / "config.json").read_text())
-        geometry = _token_geometry(model_config)
+            try:  # the rlt_* token geometry of a known architecture; else the default token settings apply
+                geometry = registry.as_rlt_config(model_config)
+            except registry.UnsupportedArchitectureError:
+                pass
         name, settings = read_processor_config(folder)
         if name is None and not model_config:
             raise FileNotFoundError(f"{folder} holds neither a processor config nor a config.json")
@@ -114,19 +118,6 @@ def with_overrides(
         processor.size, processor.crop_size = {"shortest_edge": size}, {"height": size, "width": size}
     processor.check_settings()  # frame_stride and fps both given: the error saying they are exclusive
     return processor
-
-
-def _token_geometry(model_config: dict):
-    """A config answering the ``rlt_*`` token geometry for a checkpoint's ``config.json``; None without
-    one, or for an architecture rlt does not know (the default token settings then apply)."""
-    if not model_config:
-        return None
-    from .. import registry
-
-    try:
-        return registry.as_rlt_config(model_config)
-    except registry.UnsupportedArchitectureError:
-        return None
 
 
 def processor_settings(processor: RLTVideoProcessor) -> dict:

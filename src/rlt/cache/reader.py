@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..clip_sources import label_mapping
+from ..clip_sources import relabel
 from ..models.video_processing_rlt import RLTVideoProcessor
 from .format import CACHE_FORMAT, INDEX_FILE, damaged_error, expand_tubelets, repair_command, shard_problem
 
@@ -134,13 +134,6 @@ class ClipCache:
         return handle.get_tensor("clips"), handle.get_tensor("labels")
 
 
-def _relabelled(cache: ClipCache, class_names: Sequence[str] | None) -> tuple[list[str], list[int]]:
-    """``(class names, each clip's label)`` of a cache, renumbered to ``class_names`` by name when given."""
-    mapping = label_mapping(cache.class_names, class_names, where=str(cache.folder))
-    names = [str(name) for name in class_names] if class_names is not None else list(cache.class_names)
-    return names, [mapping[label] for label in cache.labels]
-
-
 class CachedClips(torch.utils.data.Dataset):
     """A clip cache, or some of its clips, as a torch ``Dataset`` of uint8 clips read from the shards when indexed.
 
@@ -177,7 +170,8 @@ class CachedClips(torch.utils.data.Dataset):
             raise IndexError(
                 f"indices must lie in 0..{len(self.cache) - 1}: {self.cache.folder} holds {len(self.cache)} clips"
             )
-        self.class_names, self._labels = _relabelled(self.cache, class_names)
+        cache = self.cache
+        self.class_names, self._labels = relabel(cache.labels, cache.class_names, class_names, str(cache.folder))
         self.with_labels = with_labels
         self.with_keep_masks = with_keep_masks
 
@@ -258,7 +252,7 @@ def load_clip_cache(
     from datasets import ClassLabel, Dataset, Features, Value
 
     cache = ClipCache(folder, verify=verify)
-    names, labels = _relabelled(cache, class_names)
+    names, labels = relabel(cache.labels, cache.class_names, class_names, str(cache.folder))
     features = Features({
         "clip_id": Value("int64"),
         "path": Value("string"),

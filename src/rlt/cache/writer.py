@@ -242,21 +242,16 @@ def _rows_in(rows: Callable[[int], Iterator[VideoRow]], ranges: Iterator[tuple[i
             yield row
 
 
-def _cache_files(folder: Path) -> list[Path]:
-    names = (INDEX_FILE, SOURCES_FILE, PROCESSOR_FILE)
-    return [
-        p for p in folder.iterdir() if p.name in names or (p.name.startswith("clips-") and ".safetensors" in p.name)
-    ]
-
-
 def _prepare_folder(out: Path, settings: dict, overwrite: bool) -> dict | None:
     """The index of a resumable cache of the same settings in ``out``, or None for a fresh start."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"cache folder {out} is a file")
     index_path = out / INDEX_FILE
-    if out.is_dir() and overwrite:
-        for path in _cache_files(out):
-            path.unlink()
+    if out.is_dir() and overwrite:  # the cache's own files only: whatever else lives there stays
+        for path in out.iterdir():
+            shard = path.name.startswith("clips-") and ".safetensors" in path.name  # temporary files too
+            if shard or path.name in (INDEX_FILE, SOURCES_FILE, PROCESSOR_FILE):
+                path.unlink()
     elif index_path.is_file():
         index = json.loads(index_path.read_text())
         if index.get("settings") == settings:
