@@ -324,11 +324,6 @@ def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_im
     }
 
 
-def _stack_sprites(params: list[dict], slot: int) -> _Sprite:
-    sprites = [p["sprites"][slot] for p in params]
-    return _Sprite(**{field.name: np.stack([sprite[field.name] for sprite in sprites]) for field in fields(_Sprite)})
-
-
 # ---------------------------------------------------------------------------------------- rendering
 
 
@@ -420,7 +415,9 @@ def generate_clips(
     with torch.no_grad():
         clips = _render_background(params, bank, size, frames, device)
         for slot in range(3):  # distractor, object, foreground bar
-            clips = _composite_sprite(clips, _stack_sprites(params, slot), bank, size)
+            sprites = [p["sprites"][slot] for p in params]
+            sprite = _Sprite(**{field.name: np.stack([s[field.name] for s in sprites]) for field in fields(_Sprite)})
+            clips = _composite_sprite(clips, sprite, bank, size)
         sigma = _tensor([p["noise"]["sigma"] for p in params], device).view(-1, 1, 1, 1, 1)
         noise_index = _tensor(np.stack([p["noise"]["frames"] for p in params]), device, torch.long)
         clips = clips + _noise_bank(size, device)[noise_index] * sigma
