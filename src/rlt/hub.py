@@ -93,8 +93,8 @@ def base_model_of(source) -> str | None:
     return str(source)
 
 
-def _read_card_data(path: Path | None) -> dict:
-    if path is None or not Path(path).is_file():
+def _read_card_data(path: Path) -> dict:
+    if not path.is_file():
         return {}
     try:
         return ModelCard.load(path, ignore_metadata_errors=True).data.to_dict()
@@ -114,7 +114,7 @@ def _source_card_data(source) -> dict:
         _raise_exceptions_for_missing_entries=False,
         _raise_exceptions_for_connection_errors=False,
     )
-    return _read_card_data(Path(path) if path else None)
+    return _read_card_data(Path(path)) if path else {}
 
 
 def _length_table_is_zero(folder: Path) -> bool | None:
