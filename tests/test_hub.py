@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -223,16 +224,9 @@ def fake_hub():
     server.server_close()
 
 
-def _copy(folder: Path, to: Path) -> Path:
-    to.mkdir()
-    for path in folder.iterdir():
-        (to / path.name).write_bytes(path.read_bytes())
-    return to
-
-
 def test_push_uploads_every_file_of_the_folder(checkpoints, fake_hub, tmp_path):
     endpoint, requests = fake_hub
-    folder = _copy(checkpoints["converted"], tmp_path / "upload")
+    folder = shutil.copytree(checkpoints["converted"], tmp_path / "upload")
     info = push_to_hub(
         folder, "test-user/tiny-rlt", token="hf_fake", private=True, commit_message="Add tiny", endpoint=endpoint
     )
@@ -260,7 +254,7 @@ def test_push_uploads_every_file_of_the_folder(checkpoints, fake_hub, tmp_path):
 
 def test_push_refuses_an_incomplete_folder_before_any_request(checkpoints, fake_hub, tmp_path):
     endpoint, requests = fake_hub
-    folder = _copy(checkpoints["converted"], tmp_path / "incomplete")
+    folder = shutil.copytree(checkpoints["converted"], tmp_path / "incomplete")
     (folder / "tokenizer.py").unlink()  # imported by modeling_rlt.py
     with pytest.raises(ValueError, match=r"missing \['tokenizer.py'\]"):
         push_to_hub(folder, "test-user/tiny-rlt", token="hf_fake", endpoint=endpoint)

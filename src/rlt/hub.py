@@ -93,8 +93,8 @@ def base_model_of(source) -> str | None:
     return str(source)
 
 
-def _read_card_data(path: Path | None) -> dict:
-    if path is None or not Path(path).is_file():
+def _read_card_data(path: Path) -> dict:
+    if not path.is_file():
         return {}
     try:
         return ModelCard.load(path, ignore_metadata_errors=True).data.to_dict()
@@ -114,7 +114,7 @@ def _source_card_data(source) -> dict:
         _raise_exceptions_for_missing_entries=False,
         _raise_exceptions_for_connection_errors=False,
     )
-    return _read_card_data(Path(path) if path else None)
+    return _read_card_data(Path(path)) if path else {}
 
 
 def _length_table_is_zero(folder: Path) -> bool | None:
@@ -123,18 +123,17 @@ def _length_table_is_zero(folder: Path) -> bool | None:
 
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        files = {key: folder / name for key, name in json.loads(index.read_text())["weight_map"].items()}
+        weight_map = json.loads(index.read_text())["weight_map"]
     elif (folder / "model.safetensors").is_file():
         with safe_open(folder / "model.safetensors", framework="pt") as weights:
-            # A safe_open handle has keys() but no __contains__/__iter__.
-            files = {key: folder / "model.safetensors" for key in weights.keys()}  # noqa: SIM118
+            weight_map = dict.fromkeys(weights.keys(), "model.safetensors")
     else:
         return None
-    keys = [key for key in files if key.endswith("length_embeddings.weight")]
-    if not keys:
+    key = next((key for key in weight_map if key.endswith("length_embeddings.weight")), None)
+    if key is None:
         return None
-    with safe_open(files[keys[0]], framework="pt") as weights:
-        return not bool(weights.get_tensor(keys[0]).any())
+    with safe_open(folder / weight_map[key], framework="pt") as weights:
+        return not bool(weights.get_tensor(key).any())
 
 
 def _processor_facts(folder: Path) -> str:
@@ -156,19 +155,29 @@ def model_card_facts(folder: Path, config: dict) -> dict:
     t, (ph, pw) = geometry.rlt_tubelet_size, geometry.rlt_patch_size
     cls_tokens = geometry.rlt_num_prefix_tokens
     num_tokens = geometry.rlt_tokens_per_clip
-    weighting = "run-length-weighted mean" if config.get("rlt_pooling") == "length_weighted" else "plain mean"
     entry = registry.for_config(config)
     is_classifier = architecture.endswith("ForVideoClassification")
     if not is_classifier:
         pooling = "none: a base model without a classification head (packed hidden states)"
-    elif entry.classifier_pooling is not None:
-        pooling = entry.classifier_pooling(config)
-    elif cls_tokens:
-        pooling = "the clip's CLS token"
-    elif config.get("use_mean_pooling", True):
-        pooling = f"{weighting} of the clip's kept tokens, then `fc_norm`"
+        auto_class = "AutoModel"
+        usage_result = "clips = outputs.per_clip()  # one (tokens kept, hidden) tensor per clip"
+        pooling_sentence = (
+            "No classification head: `outputs.last_hidden_state` holds the clips' kept tokens packed end to end\n"
+            "  (`outputs.cu_seqlens` marks where each clip starts; `outputs.per_clip()` splits them)."
+        )
     else:
-        pooling = "the clip's first token"
+        if entry.classifier_pooling is not None:
+            pooling = entry.classifier_pooling(config)
+        elif cls_tokens:
+            pooling = "the clip's CLS token"
+        elif config.get("use_mean_pooling", True):
+            weighting = "run-length-weighted mean" if config.get("rlt_pooling") == "length_weighted" else "plain mean"
+            pooling = f"{weighting} of the clip's kept tokens, then `fc_norm`"
+        else:
+            pooling = "the clip's first token"
+        auto_class = "AutoModelForVideoClassification"
+        usage_result = "print(model.config.id2label[outputs.logits.argmax(-1).item()])"
+        pooling_sentence = f"The classifier pools each clip's own tokens ({pooling.split(':')[0]})."
     zero = _length_table_is_zero(folder)
     if not config.get("rlt_use_length_encoding", True):
         length_encoding = "off"
@@ -184,7 +193,6 @@ def model_card_facts(folder: Path, config: dict) -> dict:
         if scale
         else "not recorded: ImageNet normalisation (`(1/255) / std`) assumed"
     )
-    labels = config.get("id2label") or {}
     if geometry.rlt_fixed_num_frames:
         input_size_limitation = (
             f"Fixed input size: {frames} frames of {height}x{width} (the position embeddings are fixed to that grid;\n"
@@ -194,17 +202,6 @@ def model_card_facts(folder: Path, config: dict) -> dict:
         input_size_limitation = (
             f"Fixed frame size: {height}x{width} (positions are laid out on that grid; `interpolate_pos_encoding`\n"
             f"  is not supported). Clips may hold any multiple of {t} frames; the base model was trained on {frames}."
-        )
-    if is_classifier:
-        auto_class = "AutoModelForVideoClassification"
-        usage_result = "print(model.config.id2label[outputs.logits.argmax(-1).item()])"
-        pooling_sentence = f"The classifier pools each clip's own tokens ({pooling.split(':')[0]})."
-    else:
-        auto_class = "AutoModel"
-        usage_result = "clips = outputs.per_clip()  # one (tokens kept, hidden) tensor per clip"
-        pooling_sentence = (
-            "No classification head: `outputs.last_hidden_state` holds the clips' kept tokens packed end to end\n"
-            "  (`outputs.cu_seqlens` marks where each clip starts; `outputs.per_clip()` splits them)."
         )
     return {
         "architecture": architecture,
@@ -229,7 +226,7 @@ def model_card_facts(folder: Path, config: dict) -> dict:
         "num_tokens": num_tokens,
         "num_tokens_text": f"{num_tokens} tokens without RLT" + (" (CLS token included)" if cls_tokens else ""),
         "input_scale": input_scale,
-        "num_labels": len(labels) if labels else config.get("num_labels", "?"),
+        "num_labels": len(config.get("id2label") or {}) or config.get("num_labels", "?"),
         "processor": _processor_facts(folder),
     }
 
@@ -427,9 +424,9 @@ def push_to_hub(
     validate_repo_id(repo_id)
     check_checkpoint_folder(folder)
     token = require_token(token)
+    readme = folder / "README.md"
     if update_card:
-        existing = _read_card_data(folder / "README.md")
-        if not (folder / "README.md").is_file() or "rlt" in (existing.get("tags") or []):
+        if not readme.is_file() or "rlt" in (_read_card_data(readme).get("tags") or []):
             write_model_card(folder, repo_id=repo_id)
         else:
             logger.info("%s/README.md is not an rlt card: uploading it as it is", folder)

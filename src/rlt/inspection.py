@@ -134,14 +134,14 @@ def inspect_video(video, thresholds: Sequence[float] = (0.1,), *, processor: RLT
         rlt_input_scale=tuple(processor.rlt_input_scale),
         rlt_compare_to=compare_to,
     )
+    name = name or _name_of(video)
     reports = []
     for threshold in thresholds:
         tokens = run_length_tokenize_for(settings, pixel_values, threshold=threshold)
-        report = ClipReport(
-            name=name or _name_of(video), threshold=float(threshold), tokens_per_clip=tokens.tokens_per_clip,
+        reports.append(ClipReport(
+            name=name, threshold=float(threshold), tokens_per_clip=tokens.tokens_per_clip,
             tokens_kept=int(tokens.counts[0]), keep_mask=tokens.keep_mask[0], padded_frames=padded,
-        )
-        reports.append(report)
+        ))
     return frames, reports
 
 
@@ -229,11 +229,6 @@ def plot_kept_fraction(curves: dict[str, list[tuple[float, float]]], size: tuple
     return image
 
 
-def _png_name(name: str, threshold: float, several: bool) -> str:
-    stem = Path(name).stem or "clip"
-    return f"{stem}_tau{threshold:g}.png" if several else f"{stem}.png"
-
-
 def run_inspection(videos: Sequence | None = None, thresholds: Sequence[float] = (0.1,), *,
                    out_dir: str | os.PathLike | None = "rlt-inspect", num_frames: int = 16,
                    frame_stride: int | None = 2, fps: float | None = None, size: int = 224, resize: int | None = None,
@@ -253,7 +248,6 @@ def run_inspection(videos: Sequence | None = None, thresholds: Sequence[float] =
     """
     from tqdm.auto import tqdm
 
-    stream = sys.stdout if stream is None else stream
     use_sample = not videos
     if use_sample and not SAMPLE_VIDEO.exists():
         raise FileNotFoundError(f"the sample clip is missing from the installation: {SAMPLE_VIDEO}")
@@ -300,7 +294,8 @@ def run_inspection(videos: Sequence | None = None, thresholds: Sequence[float] =
                 image = render_keep_mask(
                     frames, report.keep_mask, tubelet_size=tubelet_size, patch_size=patch_size, title=title
                 )
-                image.save(out / _png_name(report.name, report.threshold, several))
+                suffix = f"_tau{report.threshold:g}" if several else ""
+                image.save(out / f"{Path(report.name).stem or 'clip'}{suffix}.png")
     padded = [reports[0] for reports in results if reports[0].padded_frames]
     if padded:
         print(
@@ -338,18 +333,16 @@ def run_video_llm_inspection(
     """
     from .models.processing_rlt_qwen_vl import RLTQwenVLProcessor, unpatchify
 
-    stream = sys.stdout if stream is None else stream
     videos = list(videos) if videos else [SAMPLE_VIDEO]
     thresholds = [check_threshold(t) for t in thresholds]
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     decoder = RLTVideoProcessor(num_frames=num_frames, frame_stride=None, fps=fps)
+    processors = [RLTQwenVLProcessor(None, family, threshold=tau) for tau in thresholds]
     results = []
     for video in videos:
-        frames = decoder.load_frames(video)  # (T, H, W, 3) uint8
-        frames = torch.as_tensor(frames)
-        processors = [RLTQwenVLProcessor(None, family, threshold=tau) for tau in thresholds]
+        frames = torch.as_tensor(decoder.load_frames(video))  # (T, H, W, 3) uint8
         prepared = processors[0].prepare_videos([frames])
         grid = prepared["video_grid_thw"][0].tolist()
         settings = processors[0].video_settings

@@ -256,14 +256,10 @@ def _vivit_fields(shape: ModelShape) -> dict:
 
 
 def _vjepa2_pooling(config: Mapping) -> str:
-    weighting = (
-        ", each token counted its run length times in the query's softmax"
-        if config.get("rlt_pooling") == "length_weighted"
-        else ""
-    )
+    weighted = config.get("rlt_pooling") == "length_weighted"
     return (
-        "V-JEPA 2's attentive probe over the clip's kept tokens: its self-attention layers, then one learned "
-        f"query's cross-attention{weighting}"
+        "V-JEPA 2's attentive probe over the clip's kept tokens: its self-attention layers, then one learned query's "
+        "cross-attention" + (", each token counted its run length times in the query's softmax" if weighted else "")
     )
 
 

@@ -115,10 +115,6 @@ class SyntheticVideoConfig:
             raise ValueError(f"time_step must be positive, got {self.time_step}")
         object.__setattr__(self, "classes", tuple(self.classes))
 
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(enumerate(self.classes))
-
 
 # Named variants of the task, for scripts and benchmarks: the full task, and a still, clean camera
 # (no distractor, occluder, shake or noise; faster, larger objects) where RLT drops the most.
@@ -161,8 +157,8 @@ def task_config(variant: str = "full", **overrides) -> SyntheticVideoConfig:
 
 
 @functools.cache
-def _background_bank() -> torch.Tensor:
-    """The photographs as float ``(K, 3, BANK_SIZE, BANK_SIZE)`` in 0..255 (centre square, resized)."""
+def _background_bank(device: torch.device) -> torch.Tensor:
+    """The photographs as float ``(K, 3, BANK_SIZE, BANK_SIZE)`` in 0..255 on ``device`` (centre square, resized)."""
     try:
         from skimage import data as skdata
     except ImportError as error:
@@ -187,24 +183,14 @@ def _background_bank() -> torch.Tensor:
         images.append(F.interpolate(square, size=(BANK_SIZE, BANK_SIZE), mode="bilinear", antialias=True)[0])
     if len(images) < 4:
         raise RuntimeError(f"scikit-image offered only {len(images)} of the background photographs {BACKGROUND_IMAGES}")
-    return torch.stack(images).clamp_(0, 255)
+    return torch.stack(images).clamp_(0, 255).to(device)
 
 
 @functools.cache
-def _noise_bank(size: int) -> torch.Tensor:
-    """Unit Gaussian noise frames ``(NOISE_FRAMES, 3, size, size)``, the same on every machine."""
+def _noise_bank(size: int, device: torch.device) -> torch.Tensor:
+    """Unit Gaussian noise frames ``(NOISE_FRAMES, 3, size, size)`` on ``device``, the same on every machine."""
     generator = torch.Generator().manual_seed(1234)
-    return torch.randn(NOISE_FRAMES, 3, size, size, generator=generator)
-
-
-_DEVICE_CACHE: dict = {}
-
-
-def _on_device(name: str, tensor_fn, device) -> torch.Tensor:
-    key = (name, str(device))
-    if key not in _DEVICE_CACHE:
-        _DEVICE_CACHE[key] = tensor_fn().to(device)
-    return _DEVICE_CACHE[key]
+    return torch.randn(NOISE_FRAMES, 3, size, size, generator=generator).to(device)
 
 
 # --------------------------------------------------------------------------------------- parameters
@@ -338,11 +324,6 @@ def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_im
     }
 
 
-def _stack_sprites(params: list[dict], slot: int) -> _Sprite:
-    sprites = [p["sprites"][slot] for p in params]
-    return _Sprite(**{field.name: np.stack([sprite[field.name] for sprite in sprites]) for field in fields(_Sprite)})
-
-
 # ---------------------------------------------------------------------------------------- rendering
 
 
@@ -422,10 +403,9 @@ def generate_clips(
     """
     config = config or SyntheticVideoConfig()
     indices = range(indices) if isinstance(indices, int) else indices
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    bank = _on_device("bank", _background_bank, device)
-    noise_bank = _on_device(f"noise{config.image_size}", lambda: _noise_bank(config.image_size), device)
+    device = torch.device(device or "cpu")
     size, frames = config.image_size, config.num_frames
+    bank = _background_bank(device)
     params = [_clip_parameters(seed, int(i), config, bank.shape[0]) for i in indices]
     if not params:
         return (
@@ -435,10 +415,12 @@ def generate_clips(
     with torch.no_grad():
         clips = _render_background(params, bank, size, frames, device)
         for slot in range(3):  # distractor, object, foreground bar
-            clips = _composite_sprite(clips, _stack_sprites(params, slot), bank, size)
+            sprites = [p["sprites"][slot] for p in params]
+            sprite = _Sprite(**{field.name: np.stack([s[field.name] for s in sprites]) for field in fields(_Sprite)})
+            clips = _composite_sprite(clips, sprite, bank, size)
         sigma = _tensor([p["noise"]["sigma"] for p in params], device).view(-1, 1, 1, 1, 1)
         noise_index = _tensor(np.stack([p["noise"]["frames"] for p in params]), device, torch.long)
-        clips = clips + noise_bank[noise_index] * sigma
+        clips = clips + _noise_bank(size, device)[noise_index] * sigma
         clips = clips.round_().clamp_(0, 255).to(torch.uint8)
     labels = torch.tensor([p["label"] for p in params], dtype=torch.long, device=device)
     return clips, labels
