@@ -28,6 +28,24 @@ TINY_VIDEOMAE = {
 }
 
 
+# A processor config that normalises as the public VideoMAE checkpoints do (ImageNet mean and std).
+IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+IMAGENET_PROCESSOR = {"do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, **IMAGENET}
+
+
+def assert_same_random_draws_as_vanilla(vanilla, rlt_model, clips: torch.Tensor) -> None:
+    """In training mode with the same seed (and nothing dropped by RLT), the RLT model draws the vanilla
+    model's dropout masks: equal logits; and dropout is really on: another draw gives other logits."""
+    vanilla.train(), rlt_model.train()
+    torch.manual_seed(1)
+    expected = vanilla(clips).logits
+    torch.manual_seed(1)
+    same_seed = rlt_model(clips).logits
+    other_seed = rlt_model(clips).logits
+    torch.testing.assert_close(same_seed, expected, atol=1e-5, rtol=1e-5)
+    assert (same_seed - other_seed).abs().max() > 1e-3
+
+
 def noise_clips(batch: int, frames: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
     """Random ``(B, T, 3, H, W)`` clips: no two tubelets repeat exactly."""
     generator = torch.Generator().manual_seed(seed)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import SRC, TINY_VIDEOMAE
+from conftest import IMAGENET, SRC, TINY_VIDEOMAE
 from transformers import (
     AutoModelForVideoClassification,
     BertConfig,
@@ -24,7 +24,6 @@ from rlt.cli import main
 from rlt.conversion import model_and_processor
 from rlt.synthetic import CLASS_NAMES, SyntheticVideoDataset, task_config
 
-IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
 PROCESSOR = {
     "image_processor_type": "VideoMAEImageProcessor", "size": {"shortest_edge": 32},
     "crop_size": {"height": 32, "width": 32}, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_VIDEOMAE, noise_clips, randomise, run_without_rlt
+from conftest import IMAGENET_PROCESSOR, TINY_VIDEOMAE, noise_clips, randomise, run_without_rlt
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
@@ -17,14 +17,6 @@ from transformers import (
 import rlt
 from rlt import RLTVideoMAEConfig, RLTVideoMAEForVideoClassification, RLTVideoMAEModel
 from rlt.cli import main
-
-IMAGENET_PROCESSOR = {
-    "do_rescale": True,
-    "rescale_factor": 1 / 255,
-    "do_normalize": True,
-    "image_mean": [0.485, 0.456, 0.406],
-    "image_std": [0.229, 0.224, 0.225],
-}
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_VIDEOMAE
+from conftest import IMAGENET, TINY_VIDEOMAE
 from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 from video_helpers import write_video
 
@@ -18,7 +18,6 @@ from rlt.conversion import model_and_processor
 from rlt.evaluation import evaluate
 
 CLASSES = ["left", "still", "up"]
-IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
 
 
 def class_clip(name: str, rng) -> np.ndarray:

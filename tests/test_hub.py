@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import pytest
 import torch
-from conftest import TINY_VIDEOMAE, noise_clips, run_without_rlt
+from conftest import IMAGENET_PROCESSOR, TINY_VIDEOMAE, noise_clips, run_without_rlt
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import validate_repo_id
 from transformers import VideoMAEConfig, VideoMAEForVideoClassification
@@ -34,13 +34,6 @@ from rlt.hub import PAPER_URL, HubTokenError, check_checkpoint_folder, push_to_h
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_CARDS = ROOT / "model_cards"
 BASE_ID = "test-org/tiny-videomae"
-IMAGENET_PROCESSOR = {
-    "do_rescale": True,
-    "rescale_factor": 1 / 255,
-    "do_normalize": True,
-    "image_mean": [0.485, 0.456, 0.406],
-    "image_std": [0.229, 0.224, 0.225],
-}
 
 
 @pytest.fixture(scope="module")

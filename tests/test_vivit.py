@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import clips_with_repeats, noise_clips, randomise, vanilla_and_rlt
+from conftest import assert_same_random_draws_as_vanilla, clips_with_repeats, noise_clips, randomise, vanilla_and_rlt
 from safetensors import safe_open
 from transformers import AutoModelForVideoClassification, VivitConfig, VivitForVideoClassification, VivitImageProcessor
 from transformers.models.vivit.modeling_vivit import VivitEmbeddings
@@ -91,15 +91,7 @@ def test_dropout_in_training_matches_vanilla():
     # Embedding, attention and hidden dropout: with the same random seed and nothing dropped, the
     # RLT model draws the same masks as vanilla ViViT, and dropout is really on.
     vanilla, rlt_model = make_pair(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3, rlt_threshold=0.0)
-    vanilla.train(), rlt_model.train()
-    clips = noise_clips(2)
-    torch.manual_seed(1)
-    expected = vanilla(clips).logits
-    torch.manual_seed(1)
-    same_seed = rlt_model(clips).logits
-    other_seed = rlt_model(clips).logits
-    torch.testing.assert_close(same_seed, expected, atol=1e-5, rtol=1e-5)
-    assert (same_seed - other_seed).abs().max() > 1e-3
+    assert_same_random_draws_as_vanilla(vanilla, rlt_model, noise_clips(2))
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_random_draws_as_vanilla, noise_clips, randomise, run_without_rlt, vanilla_and_rlt
 from conftest import clips_with_repeats as _clips_with_repeats
-from conftest import noise_clips, randomise, run_without_rlt, vanilla_and_rlt
 from safetensors import safe_open
 from transformers import AutoModelForVideoClassification, VJEPA2Config, VJEPA2ForVideoClassification, VJEPA2Model
 from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Embeddings, VJEPA2Layer, VJEPA2PoolerCrossAttentionLayer
@@ -229,15 +229,7 @@ def test_dropout_and_drop_path_in_training_match_vanilla():
         "rlt_threshold": 0.0,
     }
     vanilla, rlt_model = make_pair(**settings)
-    vanilla.train(), rlt_model.train()
-    clips = noise_clips(4)
-    torch.manual_seed(1)
-    expected = vanilla(clips).logits
-    torch.manual_seed(1)
-    same_seed = rlt_model(clips).logits
-    other_seed = rlt_model(clips).logits
-    torch.testing.assert_close(same_seed, expected, atol=1e-5, rtol=1e-5)
-    assert (same_seed - other_seed).abs().max() > 1e-3
+    assert_same_random_draws_as_vanilla(vanilla, rlt_model, noise_clips(4))
 
 
 @pytest.fixture(scope="module")
