@@ -113,7 +113,8 @@ class RLTSettings:
         self.rlt_threshold = check_threshold(self.rlt_threshold, name="rlt_threshold")
         check_backend(self.rlt_attention)
         if not isinstance(self.rlt_proportional_attention, bool):
-            raise ValueError(
+            # ValueError like every other bad setting here (transformers' config checks raise it too).
+            raise ValueError(  # noqa: TRY004
                 f"rlt_proportional_attention must be True or False, got {self.rlt_proportional_attention!r}"
             )
         buckets = self.rlt_pack_buckets
