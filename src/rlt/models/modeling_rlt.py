@@ -367,12 +367,9 @@ def embed_kept_tubelets(
     """
     tubelet_size, patch_h, patch_w = projection.kernel_size
     weight = projection.weight.flatten(1)
-    prefix = packed.num_prefix_tokens
-    if packed.keeps_all and not prefix:
+    if packed.keeps_all and not packed.num_prefix_tokens:
         patches = tubelet_patches(pixel_values, tubelet_size, (patch_h, patch_w))  # (B, N, K)
         return F.linear(patches.flatten(0, 1).to(weight.dtype), weight, projection.bias)
-    if prefix and (prefix_tokens is None or prefix_tokens.shape[0] != prefix):
-        raise ValueError(f"the packing has {prefix} prefix tokens per clip; pass their embeddings as prefix_tokens")
     # One gather of the kept tubelets straight out of the video, already in Conv3d weight order
     # (C, t, ph, pw): no copy of the whole re-laid-out video, and the cast touches kept pixels only.
     batch, frames, channels, height, width = pixel_values.shape
@@ -380,12 +377,19 @@ def embed_kept_tubelets(
     video = pixel_values.reshape(batch, grid[0], tubelet_size, channels, grid[1], patch_h, grid[2], patch_w)
     video = video.permute(0, 1, 4, 6, 3, 2, 5, 7)  # (B, T', H', W', C, t, ph, pw), a view
     kept = video[packed.tubelet_coordinates(grid)].flatten(1)  # (content rows, K)
-    kept = F.linear(kept.to(weight.dtype), weight, projection.bias)
+    return _with_prefix_rows(F.linear(kept.to(weight.dtype), weight, projection.bias), packed, prefix_tokens)
+
+
+def _with_prefix_rows(content: torch.Tensor, packed: PackedSequence, prefix_tokens) -> torch.Tensor:
+    """Content rows ``(content rows, hidden)`` laid into the packing, ``prefix_tokens`` in each clip's
+    leading rows; as they are when the packing has no prefix tokens."""
+    prefix = packed.num_prefix_tokens
     if not prefix:
-        return kept
-    rows = packed.content_rows()
-    prefix_rows = prefix_tokens.to(kept.dtype)[packed.positions.clamp(max=prefix - 1)]  # (total, hidden)
-    return prefix_rows.index_copy(0, rows, kept)
+        return content
+    if prefix_tokens is None or prefix_tokens.shape[0] != prefix:
+        raise ValueError(f"the packing has {prefix} prefix tokens per clip; pass their embeddings as prefix_tokens")
+    prefix_rows = prefix_tokens.to(content.dtype)[packed.positions.clamp(max=prefix - 1)]  # (total, hidden)
+    return prefix_rows.index_copy(0, packed.content_rows(), content)
 
 
 def embed_tubelets(
@@ -451,14 +455,7 @@ def _run_means(pixel_values, projection: nn.Conv3d, tokens: RunLengthTokens, pac
     clips, steps, rows_h, rows_w = packed.tubelet_coordinates(grid)
     cells, lengths = rows_h * grid[2] + rows_w, tokens.lengths[clips, steps, rows_h, rows_w]
     means = (sums[clips, steps + lengths, cells] - sums[clips, steps, cells]) / lengths.unsqueeze(-1)
-    means = means.to(weight.dtype)
-    prefix = packed.num_prefix_tokens
-    if not prefix:
-        return means
-    if prefix_tokens is None or prefix_tokens.shape[0] != prefix:
-        raise ValueError(f"the packing has {prefix} prefix tokens per clip; pass their embeddings as prefix_tokens")
-    prefix_rows = prefix_tokens.to(means.dtype)[packed.positions.clamp(max=prefix - 1)]  # (total, hidden)
-    return prefix_rows.index_copy(0, packed.content_rows(), means)
+    return _with_prefix_rows(means.to(weight.dtype), packed, prefix_tokens)
 
 
 class PackedAttentionLayout(NamedTuple):
