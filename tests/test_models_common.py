@@ -177,6 +177,9 @@ def test_run_embedding_setting_is_checked_and_passes_through_from_model(case):
     model = rlt.from_model(case.vanilla_and_rlt()[0], threshold=0.0, rlt_run_embedding="mean")
     assert model.config.rlt_run_embedding == "mean"
     assert case.rlt_config().rlt_run_embedding == "first"  # the default: the paper's token
+    model.config.rlt_run_embedding = "average"  # set after the config's checks: the forward names it
+    with pytest.raises(ValueError, match="run_embedding must be 'first' or 'mean', got 'average'"):
+        model(**case.video(clips_with_repeats()))
 
 
 def test_static_clip_keeps_one_time_step(case):
