@@ -12,11 +12,8 @@ of those few tensors only), so the target stays the vanilla model's output while
 The loss is the KL divergence between the teacher's and the student's softened class distributions
 (temperature ``T``, scaled by ``T**2``); a base model without a head matches the pooled features with MSE.
 
-Data comes through ``rlt.evaluation.clip_source`` and ``clip_batches`` (the road ``rlt evaluate`` takes: a
-clip cache, a video folder / CSV / JSON list, a dataset with a ``Video`` column, in-memory uint8 clips, the
-generated task); labels are never used for training, only to report held-out top-1 where they exist.
-A checkpoint folder is loaded by ``rlt.conversion.model_and_processor`` (a vanilla one converted as
-``rlt convert`` does), and the calibrated folder written by ``rlt.conversion.write_checkpoint``.
+Data takes the road ``rlt evaluate`` takes (``rlt.evaluation.clip_source``); labels are never used for
+training, only to report held-out top-1 where they exist.
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ from .cache import default_workers, load_processor
 from .clip_sources import ClipSource
 from .common import PixelNormalizer
 from .conversion import OutputNotEmptyError, model_and_processor, write_checkpoint
-from .evaluation import clip_batches, clip_source, resolve_device
+from .evaluation import class_names, clip_batches, clip_source, resolve_device
 from .models.configuration_rlt import check_rlt_setting_names
 
 __all__ = [
@@ -116,11 +113,7 @@ def _pooled(outputs) -> torch.Tensor:
     """A base model's ``(B, hidden)`` clip features: its pooler's output, else the mean of each clip's tokens."""
     if outputs.pooler_output is not None:
         return outputs.pooler_output
-    hidden = outputs.last_hidden_state[0]
-    counts = outputs.cu_seqlens.diff().long()
-    clip = torch.repeat_interleave(torch.arange(len(counts), device=hidden.device), counts)
-    sums = torch.zeros(len(counts), hidden.shape[-1], device=hidden.device, dtype=hidden.dtype).index_add_(0, clip, hidden)
-    return sums / counts[:, None].to(hidden.dtype)
+    return torch.stack([tokens.mean(0) for tokens in outputs.per_clip()])
 
 
 def _distillation_loss(student: torch.Tensor, teacher: torch.Tensor, classifier: bool, temperature: float):
@@ -164,7 +157,7 @@ def synthetic_clips_for(
 def _source(data, processor, model, dataset_options) -> tuple[ClipSource, bool]:
     """The clips of ``data`` and whether their labels are the model's class ids (then top-1 is reported)."""
     config = model.config
-    names = [str(config.id2label[i]) for i in range(config.num_labels)] if _is_classifier(model) else None
+    names = class_names(config) if _is_classifier(model) else None
     try:
         return clip_source(data, processor, config, dataset_options, class_names=names), names is not None
     except ValueError as error:

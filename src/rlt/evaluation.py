@@ -1,21 +1,17 @@
 """What RLT costs a fine-tuned model on your data: accuracy, tokens kept and speed at several thresholds.
 
-``evaluate(model, data, thresholds=[0, 0.05, 0.1, 0.2])`` (``rlt evaluate MODEL DATA``) runs a
-video classifier (an RLT checkpoint, or a vanilla VideoMAE / ViViT / V-JEPA 2 one, which is loaded into the
-RLT class in memory) over labelled clips at each threshold, pooling and RLT switch (``AXES``: the comparison
-rule, proportional attention, the run embedding), and reports top-1 / top-5
-accuracy, the tokens kept, the model's clips/s and the change against the baseline. Threshold 0
-is the baseline: RLT off, every token, the vanilla model's function.
+``evaluate(model, data, thresholds=[0, 0.05, 0.1, 0.2])`` (``rlt evaluate MODEL DATA``) runs a video
+classifier (an RLT checkpoint, or a vanilla one loaded into the RLT class in memory) over labelled clips at
+each threshold, pooling and RLT switch (``AXES``), and reports top-1 / top-5 accuracy, the tokens kept, the
+model's clips/s and the change against the baseline: threshold 0, RLT off, the vanilla model's function.
 
-Every setting sees identical inputs: the clips are decoded once (or read from a clip cache) and held
-in memory as uint8 when they fit, else read again for each setting (decoding is deterministic).
-The loader's throughput is reported apart from the model's: model time is the forward pass alone
-(normalised clips already on the device, the device synchronised before and after), including RLT's
-tokenizer; loader time is the wait for decoded (or cached) batches.
+Every setting sees identical inputs: the clips are decoded once (or read from a clip cache) and held in
+memory as uint8 when they fit, else read again for each setting (decoding is deterministic). Model time is
+the forward pass alone (normalised clips on the device, synchronised before and after), RLT's tokenizer
+included; the loader's wait for batches is reported apart.
 
-Clips shorter than the sampling needs repeat frames (``RLTVideoProcessor``); RLT drops the repeats,
-which would overstate its token reduction. The report counts them (``padded``): which clips, and how
-many of their sampled frames repeat the one before.
+Clips shorter than the sampling needs repeat frames, and RLT drops the repeats, which overstates its token
+reduction: the report counts them (``padded``).
 """
 
 from __future__ import annotations
@@ -90,16 +86,9 @@ def check_data_exists(data, dataset_options=None) -> None:
 def clip_source(
     data, processor: RLTVideoProcessor, config, dataset_options=None, *, class_names: Sequence[str] | None = None
 ) -> ClipSource:
-    """The clips a model is run on: ``rlt.clip_sources.open_clips``, checked against what ``config``'s model takes.
-
-    ``data``: a clip cache folder (``rlt cache``) or ``ClipCache`` (full clips, not keep-only); a
-    labelled video folder or CSV / JSON list (decoded with ``processor``); a ``datasets.Dataset`` from
-    ``load_video_dataset``; a Hugging Face dataset with a ``Video`` column (opened with
-    ``dataset_options``: split, config, video_column, label_column; read by row, so not streamed);
-    ``"synthetic:N"`` or a ``SyntheticVideoDataset`` (the generated task); or in-memory clips
-    ``(clips, labels)`` / ``(clips, labels, class_names)`` with uint8 clips ``(N, T, C, H, W)`` already
-    sized for the model. ``class_names``: the model's, to which the data's labels are matched by name.
-    """
+    """The clips of ``data`` (``rlt.clip_sources.open_clips``: a clip cache, a video folder / list, a dataset, the
+    generated task or in-memory uint8 clips) checked against what ``config``'s model takes; labels are matched
+    to the model's ``class_names`` by name."""
     check_data_exists(data, dataset_options)
     source = open_clips(data, processor, class_names, dataset_options)
     if isinstance(source, CacheClips):
@@ -280,6 +269,11 @@ class EvaluationReport:
         return "\n".join(line for line in lines if line)
 
 
+def class_names(config) -> list[str] | None:
+    """A classifier config's class names in class id order (None without ``id2label``)."""
+    return [str(config.id2label[i]) for i in range(config.num_labels)] if config.id2label else None
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"``: CUDA when torch sees it, else the CPU; a CUDA device asked for without CUDA is an error."""
     if str(device) == "auto":
@@ -322,19 +316,11 @@ def evaluate(
     Args:
         model: a checkpoint folder (RLT, or vanilla VideoMAE / ViViT / V-JEPA 2: loaded into the RLT class) or
             an RLT classifier already loaded (then give ``processor``).
-        data: see ``clip_source``: a clip cache folder, a labelled video folder / list, a
-            ``load_video_dataset`` dataset, a Hugging Face dataset with a ``Video`` column (a
-            ``save_to_disk`` folder, parquet / webdataset shards, a Hub id), or in-memory uint8 clips
-            ``(clips, labels[, class_names])``.
+        data: labelled clips, as ``clip_source`` takes them.
         thresholds: ``tau`` values; 0 (always run, first) is the baseline with RLT off.
-        poolings: ``"mean"`` and / or ``"length_weighted"`` (heads that ``rlt_pooling`` applies to: a mean or an
-            attentive probe; a CLS head has one row).
-        compare_to: RLT's comparison rule(s), ``"previous"`` and / or ``"last_kept"`` (``rlt_compare_to``):
-            each threshold and pooling is run under each rule.
-        attentions: ``"plain"`` and / or ``"proportional"`` (``rlt_proportional_attention``: each key's
-            score plus the log of its run length): each RLT setting is run under each.
-        run_embeddings: ``"first"`` and / or ``"mean"`` (``rlt_run_embedding``: a kept token is its run's first
-            tubelet, or the mean of the run's tubelets with their positions): each RLT setting is run under each.
+        poolings: ``"mean"`` and / or ``"length_weighted"`` (``rlt_pooling``; a CLS head has one row).
+        compare_to, attentions, run_embeddings: the choices of each RLT switch (``AXES``: ``rlt_compare_to``,
+            ``rlt_proportional_attention``, ``rlt_run_embedding``); each RLT row is run under every combination.
         dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"``: the model's weights and inputs (RLT's keep mask
             is computed from the float32 clip, in the timed region). A checkpoint folder is loaded in
             this dtype; a model passed in must already be in it (it is not cast, and returns to its device).
@@ -358,8 +344,7 @@ def evaluate(
     workers = default_workers() if workers is None else int(workers)
 
     config = model.config
-    names = [str(config.id2label[i]) for i in range(config.num_labels)] if config.id2label else None
-    source = clip_source(data, processor, config, dataset_options, class_names=names)
+    source = clip_source(data, processor, config, dataset_options, class_names=class_names(config))
     changed = ("rlt_enabled", "rlt_threshold", "rlt_pooling", *(name for name, _ in AXES.values()))
     original = {name: getattr(config, name) for name in changed}
     # A model the caller holds is not cast (a round trip through bf16 would round its weights, and it may
@@ -386,10 +371,7 @@ def evaluate(
             held = list(tqdm(first, total=len(first), unit="batch", desc=f"reading {source.kind}", disable=not progress))
             if not held:
                 raise ValueError(f"no readable clip in {source.description}")
-        loader_stats = {"kind": source.kind, "workers": 0 if source.in_memory else workers, "held_in_memory": hold}
-        report = EvaluationReport(model_name, source.description, str(device), dtype, batch_size, 0,
-                                  config.num_labels, loader_stats, failed=first.failed, padded=first.padded)
-        baseline = None
+        rows, baseline = [], None
         for setting in _settings(model, thresholds, poolings, axes):
             _apply(config, setting)
             batches = held if hold else first if baseline is None else _Batches(source, batch_size, workers, pin)
@@ -400,17 +382,18 @@ def evaluate(
             result = _run_setting(model, batches, normalizer, device, DTYPES[dtype], warmup, desc, progress)
             if baseline is None:
                 baseline = result
-                report.num_clips = result.clips
-                seconds = first.wait_seconds
-                loader_stats.update(clips=first.clips, seconds=seconds,
-                                    clips_per_s=first.clips / seconds if seconds > 0 else float("inf"))
             wait = None if hold else batches.wait_seconds
-            report.rows.append(_row(setting, result, baseline, config.rlt_tokens_per_clip, wait))
+            rows.append(_row(setting, result, baseline, config.rlt_tokens_per_clip, wait))
     finally:
         for name, value in original.items():
             setattr(config, name, value)
         if not loaded_here:
             model.to(home)
+    loader = {"kind": source.kind, "workers": 0 if source.in_memory else workers, "held_in_memory": hold,
+              "clips": first.clips, "seconds": first.wait_seconds,
+              "clips_per_s": _per_second(first.clips, first.wait_seconds)}
+    report = EvaluationReport(model_name, source.description, str(device), dtype, batch_size, baseline.clips,
+                              config.num_labels, loader, rows, failed=first.failed, padded=first.padded)
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report.to_dict(), indent=2))
@@ -473,7 +456,11 @@ class _Result:
 
     @property
     def clips_per_s(self) -> float:
-        return self.clips / self.seconds if self.seconds > 0 else float("inf")
+        return _per_second(self.clips, self.seconds)
+
+
+def _per_second(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
 
 
 def _row(setting: dict, result: _Result, baseline: _Result, tokens_per_clip: int, wait: float | None) -> dict:
