@@ -166,6 +166,15 @@ def _source(data, processor, model, dataset_options) -> tuple[ClipSource, bool]:
     return clip_source(data, processor, config, dataset_options), False  # labels unused then
 
 
+def _readable(batches, what: str = "video"):
+    """The ``ClipBatch`` es of ``clip_batches`` that hold a clip; unreadable clips are logged and skipped."""
+    for batch in batches:
+        for entry in batch.failed:
+            logger.warning("skipping an unreadable %s: %s", what, entry["error"])
+        if len(batch):
+            yield batch
+
+
 def _training_batches(source: ClipSource, indices: list[int], batch_size: int, workers: int, pin: bool, seed: int):
     """Endless uint8 batches ``(B, T, C, H, W)`` of the clips ``indices`` of ``source``, reshuffled every
     pass; unreadable clips are skipped."""
@@ -173,12 +182,9 @@ def _training_batches(source: ClipSource, indices: list[int], batch_size: int, w
     while True:
         order = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
         readable = 0
-        for batch in clip_batches(source, batch_size, workers=workers, pin_memory=pin, indices=order):
-            for entry in batch.failed:
-                logger.warning("skipping an unreadable video: %s", entry["error"])
-            if len(batch):
-                readable += len(batch)
-                yield batch.pixel_values
+        for batch in _readable(clip_batches(source, batch_size, workers=workers, pin_memory=pin, indices=order)):
+            readable += len(batch)
+            yield batch.pixel_values
         if readable == 0:
             raise ValueError(f"no readable clip in {source.description}")
 
@@ -305,14 +311,11 @@ def calibrate(
     overrides = {"rlt_threshold": threshold, "rlt_pooling": pooling,
                  "rlt_proportional_attention": proportional_attention, **rlt_settings}
     before = {name: getattr(config, name, None) for name in overrides}
-    for name, value in overrides.items():
-        if value is not None:
-            setattr(config, name, value)
     try:
+        config.update({name: value for name, value in overrides.items() if value is not None})
         config.validate_rlt_settings()  # the config's own checks, with their messages
     except ValueError:
-        for name, value in before.items():
-            setattr(config, name, value)
+        config.update(before)
         raise
     config.rlt_enabled = True
     settings = {name: getattr(config, name, None) for name in overrides}
@@ -320,13 +323,13 @@ def calibrate(
 
     model.to(device).eval()  # eval: no dropout, so the teacher and the student differ by RLT alone
     trained = {name: parameter for parameters in groups.values() for name, parameter in parameters.items()}
+    for name, parameter in trained.items():
+        if parameter.dtype != torch.float32:
+            raise ValueError(f"{name} is {parameter.dtype}: calibrate a float32 model (bf16=True autocasts it)")
     frozen = {name: p for name, p in model.named_parameters() if name not in trained}
     requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name in trained)
-    for name, parameter in trained.items():
-        if parameter.dtype != torch.float32:
-            raise ValueError(f"{name} is {parameter.dtype}: calibrate a float32 model (bf16=True autocasts it)")
     # The teacher's copy of what changes: the calibrated tensors at their start (a few thousand values).
     teacher_parameters = {name: parameter.detach().clone() for name, parameter in trained.items()}
     versions = {name: p._version for name, p in frozen.items()}  # an in-place write bumps the counter
@@ -417,14 +420,10 @@ def _teacher_reference(batches, description: str, teacher, normalizer, device, l
     """The held-out clips (``clip_batches``) on the device (uint8: a quarter of their float size) with the
     teacher's outputs, computed once: the teacher is fixed."""
     clips, targets, labels = [], [], []
-    for clip_batch in batches:
-        for entry in clip_batch.failed:
-            logger.warning("skipping an unreadable held-out video: %s", entry["error"])
-        if len(clip_batch):
-            batch, batch_labels = clip_batch.pixel_values.to(device), clip_batch.labels
-            clips.append(batch)
-            targets.append(teacher(normalizer(batch)))
-            labels.append(batch_labels)
+    for clip_batch in _readable(batches, "held-out video"):
+        clips.append(clip_batch.pixel_values.to(device))
+        targets.append(teacher(normalizer(clips[-1])))
+        labels.append(clip_batch.labels)
     if not clips:
         raise ValueError(f"no readable clip in the held-out {description}")
     reference = {"clips": clips, "targets": targets, "labels": labels, "normalizer": normalizer}
