@@ -191,22 +191,12 @@ def convert(
     overwrite: bool = False,
     **rlt_settings,
 ):
-    """Convert a checkpoint of a registered architecture (VideoMAE, ViViT, V-JEPA 2, ...; a folder or a Hub
-    id; a base model or a video classifier) into an RLT checkpoint folder of the same kind.
+    """Convert a checkpoint (folder or Hub id; a base model or a video classifier of a registered architecture)
+    into an RLT checkpoint folder of the same kind (``write_checkpoint``), and return the converted model.
 
-    The weights are copied unchanged; the length encoding starts at zero, so the converted model
-    computes what the original does on the tokens RLT keeps. The folder holds the config (with
-    ``auto_map``), the modeling code for ``trust_remote_code``, safetensors weights and the
-    processor config, and loads without ``rlt`` installed.
-
-    Args:
-        source: checkpoint folder or Hub model id.
-        output_dir: folder to write; must not exist or be empty unless ``overwrite``.
-        threshold: ``rlt_threshold`` of the converted model.
-        rlt_settings: other ``rlt_*`` config fields (e.g. ``rlt_pooling="length_weighted"``).
-
-    Returns:
-        The converted model (already saved to ``output_dir``).
+    The weights are copied unchanged and the length encoding starts at zero, so the converted model computes
+    what the original does on the tokens RLT keeps. ``output_dir`` must be absent or empty unless ``overwrite``;
+    ``threshold`` and ``rlt_settings`` set the config's ``rlt_*`` fields (``rlt_pooling="length_weighted"``).
     """
     check_rlt_setting_names(rlt_settings, what="rlt.convert")
     output_dir = Path(output_dir)
@@ -246,23 +236,21 @@ def write_checkpoint(output_dir: str | Path, model, processor, **card) -> None:
 
 
 def from_model(model, threshold: float = 0.1, *, processor=None, **rlt_settings):
-    """The RLT version of a transformers video model in memory, sharing its weights (no disk round trip).
+    """The RLT version of a transformers video model in memory (a base model or video classifier of a registered
+    architecture, or a video LLM), whose parameters ARE the model's (same tensors: training one trains the other),
+    with a zero length table, so that it computes what the model does on the tokens RLT keeps. It comes on the
+    model's device, in its dtype and train / eval mode.
 
-    ``rlt.from_model(VideoMAEForVideoClassification.from_pretrained(...))`` returns an
-    ``RLTVideoMAEForVideoClassification`` whose parameters ARE the given model's (same tensors: no
-    copy, and training one trains the other), with a zero length table, so that it computes what the
-    model does on the tokens RLT keeps. It comes on the model's device, in its dtype and train / eval mode.
-
-    Args:
-        model: a vanilla base model or video classifier of a registered architecture (VideoMAE,
-            ViViT, ...; ``rlt.registry.describe_supported()``).
-        threshold: ``rlt_threshold`` (tau).
-        processor: the processor whose output the model gets (a transformers image / video processor
-            or ``RLTVideoProcessor``); its ``rescale_factor / image_std`` sets ``rlt_input_scale`` so
-            that ``threshold`` means the same pixel change for every checkpoint. Default: the
-            processor of the architecture's public checkpoints (``Architecture.processor_defaults``).
-        rlt_settings: other ``rlt_*`` config fields (``rlt_pooling="length_weighted"``, ...).
+    ``processor``: the one whose output the model gets (a transformers image / video processor or
+    ``RLTVideoProcessor``); its ``rescale_factor / image_std`` sets ``rlt_input_scale`` so that ``threshold``
+    means the same pixel change for every checkpoint. Default: ``Architecture.processor_defaults``.
+    ``rlt_settings``: other ``rlt_*`` config fields (``rlt_pooling="length_weighted"``, ...).
     """
+    if hasattr(getattr(model, "config", None), "rlt_threshold"):
+        raise TypeError(
+            f"{type(model).__name__} is already an RLT model: change model.config.rlt_threshold (or other rlt_* "
+            "settings) instead"
+        )
     video_llm = registry.video_llm_for_model(model)
     if video_llm is not None:
         if processor is not None:
@@ -271,21 +259,14 @@ def from_model(model, threshold: float = 0.1, *, processor=None, **rlt_settings)
             )
         return _video_llm_from_model(model, video_llm, threshold=threshold, **rlt_settings)
     architecture = registry.for_model(model)
-    if isinstance(model, (architecture.model_class, architecture.classifier_class)):
-        raise TypeError(
-            f"{type(model).__name__} is already an RLT model: change model.config.rlt_threshold (or other rlt_* "
-            "settings) instead"
-        )
-    if isinstance(model, architecture.vanilla_classifier_class):
-        rlt_class = architecture.classifier_class
-    elif isinstance(model, architecture.vanilla_model_class):
-        rlt_class = architecture.model_class
-    else:
+    classifier = isinstance(model, architecture.vanilla_classifier_class)
+    if not classifier and not isinstance(model, architecture.vanilla_model_class):
         raise registry.UnsupportedArchitectureError(
             f"rlt.from_model takes {architecture.vanilla_model_class.__name__} or "
             f"{architecture.vanilla_classifier_class.__name__} for {architecture.display_name}, "
             f"got {type(model).__name__}"
         )
+    rlt_class = architecture.rlt_class(classifier)
     check_rlt_setting_names(rlt_settings, what="rlt.from_model")
     if processor is None:
         processor = architecture.processor()
@@ -325,8 +306,6 @@ def _materialise_meta_tensors(model, device: torch.device, dtype: torch.dtype) -
 def _video_llm_from_model(model, entry: registry.VideoLLMArchitecture, threshold: float, **rlt_settings):
     """``from_model`` for a video LLM (Qwen2.5-VL, Qwen3-VL): the RLT generation model whose vision
     tower, LLM and head ARE the model's modules (the RLT classes change only how they are called)."""
-    if isinstance(model, entry.model_class):
-        raise TypeError(f"{type(model).__name__} is already an RLT model: change model.config.rlt_* instead")
     bad = [key for key in rlt_settings if not key.startswith("rlt_")]
     if bad:
         raise TypeError(f"unknown settings {bad}; RLT settings start with 'rlt_'")
