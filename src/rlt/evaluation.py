@@ -138,15 +138,15 @@ def _warn_if_sampling_differs(cache, processor: RLTVideoProcessor) -> None:
 
 
 class _Batches:
-    """``(uint8 clips, labels)`` of ``source``, read through ``clip_batches``; counts the clips and the
-    seconds spent waiting for the loader, and (``record``) notes unreadable and padded clips."""
+    """``(uint8 clips, labels)`` of ``source``, read through ``clip_batches``; counts the seconds spent
+    waiting for the loader, and (``record``) notes unreadable and padded clips."""
 
     def __init__(self, source: ClipSource, batch_size: int, workers: int, pin: bool, record: bool = False):
         self.loader = clip_batches(source, batch_size, workers=workers, pin_memory=pin)
         self.record = record
         self.failed: list[dict] = []
         self.padded: list[dict] = []
-        self.clips, self.wait_seconds = 0, 0.0
+        self.wait_seconds = 0.0
 
     def __len__(self):
         return len(self.loader)
@@ -164,7 +164,6 @@ class _Batches:
                 self.padded += batch.padded
                 for entry in batch.failed:
                     logger.warning("skipping an unreadable video: %s", entry["error"])
-            self.clips += len(batch)
             if len(batch):
                 yield batch.pixel_values, batch.labels
 
@@ -390,8 +389,8 @@ def evaluate(
         if not loaded_here:
             model.to(home)
     loader = {"kind": source.kind, "workers": 0 if source.in_memory else workers, "held_in_memory": hold,
-              "clips": first.clips, "seconds": first.wait_seconds,
-              "clips_per_s": _per_second(first.clips, first.wait_seconds)}
+              "clips": baseline.clips, "seconds": first.wait_seconds,
+              "clips_per_s": _per_second(baseline.clips, first.wait_seconds)}
     report = EvaluationReport(model_name, source.description, str(device), dtype, batch_size, baseline.clips,
                               config.num_labels, loader, rows, failed=first.failed, padded=first.padded)
     if json_path is not None:
