@@ -22,9 +22,7 @@ from ..models.packing import resolve_backend
 from .clips import InputFactory, cut_windows, normalize
 from .timing import RecompileRecorder, busy_fraction, measure, peak_memory_gb, reset_peak_memory
 
-__all__ = [
-    "MODELS", "PARTS", "TINY_MODELS", "Bench", "ModelSpec", "Settings", "build_models", "config_kwargs", "error_text",
-]
+__all__ = ["MODELS", "PARTS", "TINY_MODELS", "Bench", "ModelSpec", "Settings", "build_models", "error_text"]
 
 PARTS = ("core", "sweep", "backends", "train", "compile")
 
@@ -66,10 +64,11 @@ TINY_MODELS = {
 }
 
 
-def config_kwargs(spec: ModelSpec, num_labels: int) -> dict:
-    """The vanilla config fields of ``spec`` (in its architecture's names), for a classifier of ``num_labels``."""
-    return dict(
-        registry.get(spec.family).config_fields(spec.shape),
+def build_models(spec: ModelSpec, num_labels: int, device: torch.device, seed: int = 0):
+    """The vanilla model and the RLT model, both float32 on ``device``, the RLT one with the vanilla weights."""
+    architecture = registry.get(spec.family)
+    kwargs = dict(
+        architecture.config_fields(spec.shape),
         num_labels=num_labels,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
@@ -77,12 +76,6 @@ def config_kwargs(spec: ModelSpec, num_labels: int) -> dict:
         # mutation of the config fails torch.compile's guards once (a recompile that is not the model's).
         problem_type="single_label_classification",
     )
-
-
-def build_models(spec: ModelSpec, num_labels: int, device: torch.device, seed: int = 0):
-    """The vanilla model and the RLT model, both float32 on ``device``, the RLT one with the vanilla weights."""
-    architecture = registry.get(spec.family)
-    kwargs = config_kwargs(spec, num_labels)
     torch.manual_seed(seed)
     vanilla_config = architecture.vanilla_classifier_class.config_class(**kwargs)
     vanilla = architecture.vanilla_classifier_class._from_config(vanilla_config, attn_implementation="sdpa")
@@ -491,32 +484,31 @@ class Bench:
         def case(net, variant, tau, attention, tok, keep_masks=None):
             self.timed_case(model_name, net, variant, tau, attention, kind, inputs, tok, keep_masks, labels)
 
+        def rlt_case(variant, tau, tok, keep_masks=None, **rlt):
+            """An RLT row: the model with RLT on at ``tau``, the settings ``rlt`` (``set_rlt``'s) and defaults."""
+            self.set_rlt(config, enabled=True, tau=tau, **rlt)
+            case(model, variant, tau, rlt.get("attention", "auto"), tok, keep_masks)
+
         full = self.token_stats(config, inputs, cls_tokens, None)
         case(vanilla, "vanilla", None, "sdpa", full)
         if real and (labels is not None or "core" in s.parts):
             self.set_rlt(config, enabled=False)
             case(model, "rlt_off", None, "auto", full)
-        self.set_rlt(config, enabled=True, tau=s.tau)
         tok = self.token_stats(config, inputs, cls_tokens, s.tau)
-        case(model, "rlt", s.tau, "auto", tok)
+        rlt_case("rlt", s.tau, tok)
         if "core" in s.parts:
             masks = host_keep_masks(config, inputs)
-            host_tok = self.token_stats(config, inputs, cls_tokens, s.tau, masks)
-            case(model, "rlt_hostkeep", s.tau, "auto", host_tok, masks)
+            rlt_case("rlt_hostkeep", s.tau, self.token_stats(config, inputs, cls_tokens, s.tau, masks), masks)
         if s.pack_buckets:
-            self.set_rlt(config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
-            case(model, f"rlt_b{s.pack_buckets}", s.tau, "auto", tok)
+            rlt_case(f"rlt_b{s.pack_buckets}", s.tau, tok, buckets=s.pack_buckets)
         if s.proportional_attention:
-            self.set_rlt(config, enabled=True, tau=s.tau, proportional=True)
-            case(model, "rlt_prop", s.tau, "auto", tok)
+            rlt_case("rlt_prop", s.tau, tok, proportional=True)
         if real and labels is None and "sweep" in s.parts:
             for tau in s.sweep:
-                self.set_rlt(config, enabled=True, tau=tau)
-                case(model, f"rlt_tau{tau:g}", tau, "auto", self.token_stats(config, inputs, cls_tokens, tau))
+                rlt_case(f"rlt_tau{tau:g}", tau, self.token_stats(config, inputs, cls_tokens, tau))
         if real and labels is None and "backends" in s.parts:
             for backend in s.backends:
-                self.set_rlt(config, enabled=True, tau=s.tau, attention=backend)
-                case(model, f"rlt_{backend}", s.tau, backend, tok)
+                rlt_case(f"rlt_{backend}", s.tau, tok, attention=backend)
         self.set_rlt(config, enabled=True, tau=s.tau)
 
     @staticmethod
