@@ -522,8 +522,8 @@ def _did_you_mean(parser: argparse.ArgumentParser, token: str) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-# Errors that come from what the user asked for: one line, no traceback.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, OSError)
+# Errors that come from what the user asked for: one line, no traceback (OSError: a missing file, a non-empty folder...).
+USER_ERRORS = (ValueError, TypeError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:

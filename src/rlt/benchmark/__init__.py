@@ -24,7 +24,7 @@ The package: ``clips`` (decoding, windows, input batches), ``timing`` (measureme
 (models and the timed cases), ``report`` (speed-ups, table, files); this module is the command line.
 Which numbers an issue asks for is not decided here: ``benchmarks/targets.py`` checks a report.
 
-Entry points: ``rlt bench`` (``rlt.cli``) and ``examples/benchmark.py``; both call :func:`main`.
+Entry points: ``rlt bench`` (``rlt.cli``: :func:`run`) and ``examples/benchmark.py`` (:func:`main`).
 """
 
 from __future__ import annotations
