@@ -215,7 +215,7 @@ def run(args, argv: Sequence[str] | None = None) -> dict:
         add_speedups(bench.rows)
         return {
             "command": command,
-            "settings": {k: str(v) if isinstance(v, (torch.device, torch.dtype)) else v for k, v in s.__dict__.items()},
+            "settings": vars(s),  # the device and dtype written as text by write_outputs (json default=str)
             "tiny": args.tiny,
             "precision": precision_text(s),
             "environment": env,
