@@ -27,13 +27,11 @@ _FILE_SUFFIXES = (".json", ".csv", ".txt", ".safetensors", ".bin", ".pt", ".pth"
 
 
 def check_local_argument(value: str, what: str, *, hub: bool = True, checkpoint: bool = False) -> None:
-    """Fail at once, naming ``value`` and ``what`` it was given as, where an argument that names a local
-    path does not exist.
+    """Fail at once, naming ``value`` and ``what`` it was given as, where a local path does not exist.
 
-    ``hub``: the argument may also be a Hub id (``user/name``); a value that looks like a path
-    (``./x``, ``../x``, ``/x``, ``~/x``, ``a/b/c``, or a file suffix) is then "not found" here, before
-    transformers spends its retries on the Hub. ``checkpoint``: the argument is a model checkpoint, so
-    a video file (or any other file) given there is named as such.
+    ``hub``: the argument may also be a Hub id (``user/name``), so only a value that looks like a path is "not
+    found" here (before transformers spends its retries on the Hub). ``checkpoint``: a file given there (a video
+    above all) is named as such.
     """
     from .data import VIDEO_EXTENSIONS
 
@@ -197,10 +195,8 @@ def _add_inspect(subparsers) -> None:
 
 
 def _inspect_geometry(args) -> None:
-    """Fill ``--num-frames``, ``--size``, ``--tubelet-size`` and ``--patch-size`` not given: from
-    ``--arch``'s default config (the registry), else 16 frames, 224 px, 2x16x16. Without ``--size``,
-    ``--arch`` also sets the short side resized to before the crop (``args.resize``), as that
-    architecture's checkpoints' processor does (V-JEPA 2: 292 for a 256 crop)."""
+    """Fill the geometry flags not given from ``--arch``'s default config, else 16 frames, 224 px, 2x16x16. Without
+    ``--size``, ``--arch`` also sets ``args.resize`` as its checkpoints' processor does (V-JEPA 2: 292 for a 256 crop)."""
     defaults = {"num_frames": 16, "size": 224, "tubelet_size": 2, "patch_size": 16}
     args.resize = None
     if args.arch is not None:
@@ -526,8 +522,8 @@ def _did_you_mean(parser: argparse.ArgumentParser, token: str) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-# Errors that come from what the user asked for: one line, no traceback.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, OSError)
+# Errors that come from what the user asked for: one line, no traceback (OSError: a missing file, a non-empty folder...).
+USER_ERRORS = (ValueError, TypeError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:

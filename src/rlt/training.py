@@ -1,11 +1,6 @@
-"""Fine-tuning with transformers' ``Trainer``: the trainer, its metrics and its compile settings.
-
-- ``RLTTrainer``: a ``Trainer`` that normalises uint8 clips on the device (4x less host-to-device traffic
-  than float32), batches by a token budget when given one, measures what a speed claim needs
-  (``training_stats()``) and, compiled (``compile_arguments``), compiles evaluation too (``compile_stats()``).
-- ``compute_metrics``: top-1 / top-5 accuracy with numpy (``evaluate.load`` would need the Hub).
-
-Its batches come from ``rlt.collator.ClipCollator`` (re-exported here with ``PixelNormalizer``).
+"""Fine-tuning with transformers' ``Trainer``: ``RLTTrainer``, its metrics (``compute_metrics``, top-1 / top-5
+with numpy: ``evaluate.load`` would need the Hub) and its compile settings (``compile_arguments``). Its batches
+come from ``rlt.collator.ClipCollator`` (re-exported here with ``PixelNormalizer``).
 """
 
 from __future__ import annotations
@@ -16,6 +11,7 @@ import time
 
 import numpy as np
 import torch
+from torch.utils._pytree import tree_map_only
 from transformers import Trainer, TrainerCallback
 
 from .collator import ClipCollator
@@ -94,17 +90,6 @@ def _compiled_graphs() -> int:
     from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])
-
-
-def _clone_tensors(value):
-    """``value`` with every tensor in it (nested in tuples / lists / dicts) cloned."""
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    if isinstance(value, (tuple, list)):
-        return type(value)(_clone_tensors(v) for v in value)
-    if isinstance(value, dict):
-        return {key: _clone_tensors(v) for key, v in value.items()}
-    return value
 
 
 class _EpochTimer(TrainerCallback):
@@ -248,7 +233,7 @@ class RLTTrainer(Trainer):
         with self._step("eval"):
             outputs = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
         # The Trainer keeps the logits of every step for the metrics: out of the graphs' memory with them.
-        return _clone_tensors(outputs) if self.cuda_graphs else outputs
+        return tree_map_only(torch.Tensor, torch.clone, outputs) if self.cuda_graphs else outputs
 
     def _compiled_for_evaluation(self, model):
         """``model`` compiled as the training model is (transformers evaluates its uncompiled model)."""

@@ -24,7 +24,7 @@ The package: ``clips`` (decoding, windows, input batches), ``timing`` (measureme
 (models and the timed cases), ``report`` (speed-ups, table, files); this module is the command line.
 Which numbers an issue asks for is not decided here: ``benchmarks/targets.py`` checks a report.
 
-Entry points: ``rlt bench`` (``rlt.cli``) and ``examples/benchmark.py``; both call :func:`main`.
+Entry points: ``rlt bench`` (``rlt.cli``: :func:`run`) and ``examples/benchmark.py`` (:func:`main`).
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ def run(args, argv: Sequence[str] | None = None) -> dict:
         add_speedups(bench.rows)
         return {
             "command": command,
-            "settings": {k: str(v) if isinstance(v, (torch.device, torch.dtype)) else v for k, v in s.__dict__.items()},
+            "settings": vars(s),  # the device and dtype written as text by write_outputs (json default=str)
             "tiny": args.tiny,
             "precision": precision_text(s),
             "environment": env,

