@@ -1,11 +1,7 @@
-"""Hub-ready RLT checkpoints: the model card (README.md) and the upload.
+"""Hub-ready RLT checkpoints: the model card (README.md, from ``model_card_template.md``) and the upload.
 
-``write_model_card(folder)`` fills ``model_card_template.md`` with the facts of the checkpoint in
-``folder`` (base model, architecture, threshold, pooling, input size, labels, whether the length
-encoding is still zero) and writes it as ``README.md``; the metadata is built with
-``huggingface_hub.ModelCardData`` and ``EvalResult`` (transformers' ``Trainer.create_model_card``
-drops video-classification results). ``push_to_hub(folder, repo_id)`` checks that the folder is
-complete and that a token is available, then uploads it with ``create_repo`` + ``upload_folder``.
+The card's metadata is built with ``huggingface_hub.ModelCardData`` and ``EvalResult``: transformers'
+``Trainer.create_model_card`` drops video-classification results.
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from . import registry
-from .conversion import PROCESSOR_FILES
+from .conversion import PROCESSOR_FILES, read_processor_config
 from .models import relative_imports
 
 __all__ = [
@@ -80,6 +76,8 @@ def render_template(template: str, values: dict) -> str:
 
 def base_model_of(source) -> str | None:
     """The Hub id a conversion source stands for: the id itself, or a Hub cache snapshot's repo; else None."""
+    if source is None:
+        return None
     path = Path(str(source))
     if path.exists():
         for part in path.resolve().parts:
@@ -137,12 +135,11 @@ def _length_table_is_zero(folder: Path) -> bool | None:
 
 
 def _processor_facts(folder: Path) -> str:
-    for name in PROCESSOR_FILES:
-        if (folder / name).is_file():
-            config = json.loads((folder / name).read_text())
-            kind = config.get("video_processor_type") or config.get("image_processor_type") or "processor"
-            return f"`{kind}` (`{name}`)"
-    return "none saved: give `pixel_values` normalised like the base model's processor does"
+    name, config = read_processor_config(folder)
+    if name is None:
+        return "none saved: give `pixel_values` normalised like the base model's processor does"
+    kind = config.get("video_processor_type") or config.get("image_processor_type") or "processor"
+    return f"`{kind}` (`{name}`)"
 
 
 def model_card_facts(folder: Path, config: dict) -> dict:
@@ -159,7 +156,6 @@ def model_card_facts(folder: Path, config: dict) -> dict:
     is_classifier = architecture.endswith("ForVideoClassification")
     if not is_classifier:
         pooling = "none: a base model without a classification head (packed hidden states)"
-        auto_class = "AutoModel"
         usage_result = "clips = outputs.per_clip()  # one (tokens kept, hidden) tensor per clip"
         pooling_sentence = (
             "No classification head: `outputs.last_hidden_state` holds the clips' kept tokens packed end to end\n"
@@ -175,7 +171,6 @@ def model_card_facts(folder: Path, config: dict) -> dict:
             pooling = f"{weighting} of the clip's kept tokens, then `fc_norm`"
         else:
             pooling = "the clip's first token"
-        auto_class = "AutoModelForVideoClassification"
         usage_result = "print(model.config.id2label[outputs.logits.argmax(-1).item()])"
         pooling_sentence = f"The classifier pools each clip's own tokens ({pooling.split(':')[0]})."
     zero = _length_table_is_zero(folder)
@@ -216,7 +211,7 @@ def model_card_facts(folder: Path, config: dict) -> dict:
         "position_encoding": entry.position_encoding,
         "input_size_limitation": input_size_limitation,
         "is_classifier": is_classifier,
-        "auto_class": auto_class,
+        "auto_class": "AutoModelForVideoClassification" if is_classifier else "AutoModel",
         "usage_result": usage_result,
         "num_frames": frames,
         "num_channels": geometry.rlt_num_channels,
@@ -292,7 +287,7 @@ def model_card(
     facts = model_card_facts(folder, config)
     existing = _read_card_data(folder / "README.md")
     source_card = _source_card_data(source)
-    base_model = base_model or existing.get("base_model") or (base_model_of(source) if source is not None else None)
+    base_model = base_model or existing.get("base_model") or base_model_of(source)
     license = license or existing.get("license") or source_card.get("license")
     datasets = datasets or existing.get("datasets") or source_card.get("datasets")
     name = (repo_id or "").split("/")[-1] or (
