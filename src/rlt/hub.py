@@ -119,19 +119,13 @@ def _length_table_is_zero(folder: Path) -> bool | None:
     """Whether the saved length encoding is all zeros (a training-free conversion); None if not found."""
     from safetensors import safe_open
 
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-    elif (folder / "model.safetensors").is_file():
-        with safe_open(folder / "model.safetensors", framework="pt") as weights:
-            weight_map = dict.fromkeys(weights.keys(), "model.safetensors")
-    else:
-        return None
-    key = next((key for key in weight_map if key.endswith("length_embeddings.weight")), None)
-    if key is None:
-        return None
-    with safe_open(folder / weight_map[key], framework="pt") as weights:
-        return not bool(weights.get_tensor(key).any())
+    for path in sorted(folder.glob("*.safetensors")):  # one file, or the shards of a large model
+        with safe_open(path, framework="pt") as weights:
+            names = weights.keys()  # a safe_open handle is not iterable itself
+            key = next((name for name in names if name.endswith("length_embeddings.weight")), None)
+            if key is not None:
+                return not bool(weights.get_tensor(key).any())
+    return None
 
 
 def _processor_facts(folder: Path) -> str:

@@ -237,8 +237,6 @@ def as_rlt_config(config):
 
 
 # ---------------------------------------------------------------------------------------- entries
-# Each entry: its name, display name and vanilla model_type(s); the RLT config, base model and classifier
-# classes; transformers' base model and classifier classes; then what differs from the defaults.
 
 
 def _vivit_fields(shape: ModelShape) -> dict:
