@@ -165,12 +165,9 @@ def _background_bank(device: torch.device) -> torch.Tensor:
         raise ImportError("the synthetic video task needs scikit-image (pip install scikit-image)") from error
     images = []
     for name in BACKGROUND_IMAGES:
-        loader = getattr(skdata, name, None)
-        if loader is None:
-            continue
         try:
-            image = np.asarray(loader())
-        except (OSError, ValueError, ImportError):  # an image a scikit-image version only offers as a download
+            image = np.asarray(getattr(skdata, name)())
+        except (AttributeError, OSError, ValueError, ImportError):  # not in, or only a download in, this version
             continue
         if image.dtype != np.uint8:
             continue
