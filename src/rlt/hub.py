@@ -22,13 +22,9 @@ from .models import relative_imports
 
 __all__ = [
     "HubTokenError",
-    "base_model_of",
     "check_checkpoint_folder",
     "model_card",
-    "model_card_facts",
-    "paper_results",
     "push_to_hub",
-    "render_template",
     "require_token",
     "write_model_card",
 ]
@@ -66,7 +62,7 @@ def require_token(token: str | None = None) -> str:
 # ---------------------------------------------------------------------------------------------- card
 
 
-def render_template(template: str, values: dict) -> str:
+def _render_template(template: str, values: dict) -> str:
     """Replace each ``{{ name }}`` in ``template`` with ``values[name]`` (a name without a value is an error)."""
     missing = sorted({name for name in re.findall(r"\{\{\s*(\w+)\s*\}\}", template) if name not in values})
     if missing:
@@ -74,7 +70,7 @@ def render_template(template: str, values: dict) -> str:
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda match: str(values[match.group(1)]), template)
 
 
-def base_model_of(source) -> str | None:
+def _base_model_of(source) -> str | None:
     """The Hub id a conversion source stands for: the id itself, or a Hub cache snapshot's repo; else None."""
     if source is None:
         return None
@@ -136,7 +132,7 @@ def _processor_facts(folder: Path) -> str:
     return f"`{kind}` (`{name}`)"
 
 
-def model_card_facts(folder: Path, config: dict) -> dict:
+def _model_card_facts(folder: Path, config: dict) -> dict:
     """What the card says about the checkpoint in ``folder`` (``config`` is its ``config.json``)."""
     model_type = config.get("model_type", "")
     architecture = (config.get("architectures") or ["?"])[0]
@@ -220,7 +216,7 @@ def model_card_facts(folder: Path, config: dict) -> dict:
     }
 
 
-def paper_results(base_model: str | None) -> tuple[list[EvalResult], str]:
+def _paper_results(base_model: str | None) -> tuple[list[EvalResult], str]:
     """The paper's reported numbers for ``base_model``'s size (model-index entries and text), if any."""
     if base_model not in PAPER_RESULTS:
         return [], (
@@ -278,10 +274,10 @@ def model_card(
     """
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
-    facts = model_card_facts(folder, config)
+    facts = _model_card_facts(folder, config)
     existing = _read_card_data(folder / "README.md")
     source_card = _source_card_data(source)
-    base_model = base_model or existing.get("base_model") or base_model_of(source)
+    base_model = base_model or existing.get("base_model") or _base_model_of(source)
     license = license or existing.get("license") or source_card.get("license")
     datasets = datasets or existing.get("datasets") or source_card.get("datasets")
     name = (repo_id or "").split("/")[-1] or (
@@ -291,7 +287,7 @@ def model_card(
         kept = ModelCardData(**{"model-index": existing["model-index"]}, ignore_metadata_errors=True).eval_results
         eval_results = [result for result in kept or [] if result.source_url != PAPER_URL]
     own_results = list(eval_results or [])
-    reported, reported_text = paper_results(base_model)
+    reported, reported_text = _paper_results(base_model)
     if own_results:
         rows = "\n".join(
             f"| {r.dataset_name} ({r.dataset_split or 'unspecified split'}) | {r.metric_name or r.metric_type} "
@@ -340,7 +336,7 @@ def model_card(
         "rlt_version": __version__,
     }
     template = resources.files("rlt").joinpath(TEMPLATE).read_text(encoding="utf-8")
-    return ModelCard(render_template(template, values))
+    return ModelCard(_render_template(template, values))
 
 
 def write_model_card(folder: str | Path, **kwargs) -> ModelCard:
