@@ -1,11 +1,7 @@
-"""Hub-ready RLT checkpoints: the model card (README.md) and the upload.
+"""Hub-ready RLT checkpoints: the model card (README.md, from ``model_card_template.md``) and the upload.
 
-``write_model_card(folder)`` fills ``model_card_template.md`` with the facts of the checkpoint in
-``folder`` (base model, architecture, threshold, pooling, input size, labels, whether the length
-encoding is still zero) and writes it as ``README.md``; the metadata is built with
-``huggingface_hub.ModelCardData`` and ``EvalResult`` (transformers' ``Trainer.create_model_card``
-drops video-classification results). ``push_to_hub(folder, repo_id)`` checks that the folder is
-complete and that a token is available, then uploads it with ``create_repo`` + ``upload_folder``.
+The card's metadata is built with ``huggingface_hub.ModelCardData`` and ``EvalResult``: transformers'
+``Trainer.create_model_card`` drops video-classification results.
 """
 
 from __future__ import annotations
@@ -21,18 +17,14 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from . import registry
-from .conversion import PROCESSOR_FILES
+from .conversion import PROCESSOR_FILES, read_processor_config
 from .models import relative_imports
 
 __all__ = [
     "HubTokenError",
-    "base_model_of",
     "check_checkpoint_folder",
     "model_card",
-    "model_card_facts",
-    "paper_results",
     "push_to_hub",
-    "render_template",
     "require_token",
     "write_model_card",
 ]
@@ -70,7 +62,7 @@ def require_token(token: str | None = None) -> str:
 # ---------------------------------------------------------------------------------------------- card
 
 
-def render_template(template: str, values: dict) -> str:
+def _render_template(template: str, values: dict) -> str:
     """Replace each ``{{ name }}`` in ``template`` with ``values[name]`` (a name without a value is an error)."""
     missing = sorted({name for name in re.findall(r"\{\{\s*(\w+)\s*\}\}", template) if name not in values})
     if missing:
@@ -78,8 +70,10 @@ def render_template(template: str, values: dict) -> str:
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda match: str(values[match.group(1)]), template)
 
 
-def base_model_of(source) -> str | None:
+def _base_model_of(source) -> str | None:
     """The Hub id a conversion source stands for: the id itself, or a Hub cache snapshot's repo; else None."""
+    if source is None:
+        return None
     path = Path(str(source))
     if path.exists():
         for part in path.resolve().parts:
@@ -121,31 +115,24 @@ def _length_table_is_zero(folder: Path) -> bool | None:
     """Whether the saved length encoding is all zeros (a training-free conversion); None if not found."""
     from safetensors import safe_open
 
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-    elif (folder / "model.safetensors").is_file():
-        with safe_open(folder / "model.safetensors", framework="pt") as weights:
-            weight_map = dict.fromkeys(weights.keys(), "model.safetensors")
-    else:
-        return None
-    key = next((key for key in weight_map if key.endswith("length_embeddings.weight")), None)
-    if key is None:
-        return None
-    with safe_open(folder / weight_map[key], framework="pt") as weights:
-        return not bool(weights.get_tensor(key).any())
+    for path in sorted(folder.glob("*.safetensors")):  # one file, or the shards of a large model
+        with safe_open(path, framework="pt") as weights:
+            names = weights.keys()  # a safe_open handle is not iterable itself
+            key = next((name for name in names if name.endswith("length_embeddings.weight")), None)
+            if key is not None:
+                return not bool(weights.get_tensor(key).any())
+    return None
 
 
 def _processor_facts(folder: Path) -> str:
-    for name in PROCESSOR_FILES:
-        if (folder / name).is_file():
-            config = json.loads((folder / name).read_text())
-            kind = config.get("video_processor_type") or config.get("image_processor_type") or "processor"
-            return f"`{kind}` (`{name}`)"
-    return "none saved: give `pixel_values` normalised like the base model's processor does"
+    name, config = read_processor_config(folder)
+    if name is None:
+        return "none saved: give `pixel_values` normalised like the base model's processor does"
+    kind = config.get("video_processor_type") or config.get("image_processor_type") or "processor"
+    return f"`{kind}` (`{name}`)"
 
 
-def model_card_facts(folder: Path, config: dict) -> dict:
+def _model_card_facts(folder: Path, config: dict) -> dict:
     """What the card says about the checkpoint in ``folder`` (``config`` is its ``config.json``)."""
     model_type = config.get("model_type", "")
     architecture = (config.get("architectures") or ["?"])[0]
@@ -159,7 +146,6 @@ def model_card_facts(folder: Path, config: dict) -> dict:
     is_classifier = architecture.endswith("ForVideoClassification")
     if not is_classifier:
         pooling = "none: a base model without a classification head (packed hidden states)"
-        auto_class = "AutoModel"
         usage_result = "clips = outputs.per_clip()  # one (tokens kept, hidden) tensor per clip"
         pooling_sentence = (
             "No classification head: `outputs.last_hidden_state` holds the clips' kept tokens packed end to end\n"
@@ -175,7 +161,6 @@ def model_card_facts(folder: Path, config: dict) -> dict:
             pooling = f"{weighting} of the clip's kept tokens, then `fc_norm`"
         else:
             pooling = "the clip's first token"
-        auto_class = "AutoModelForVideoClassification"
         usage_result = "print(model.config.id2label[outputs.logits.argmax(-1).item()])"
         pooling_sentence = f"The classifier pools each clip's own tokens ({pooling.split(':')[0]})."
     zero = _length_table_is_zero(folder)
@@ -216,7 +201,7 @@ def model_card_facts(folder: Path, config: dict) -> dict:
         "position_encoding": entry.position_encoding,
         "input_size_limitation": input_size_limitation,
         "is_classifier": is_classifier,
-        "auto_class": auto_class,
+        "auto_class": "AutoModelForVideoClassification" if is_classifier else "AutoModel",
         "usage_result": usage_result,
         "num_frames": frames,
         "num_channels": geometry.rlt_num_channels,
@@ -231,7 +216,7 @@ def model_card_facts(folder: Path, config: dict) -> dict:
     }
 
 
-def paper_results(base_model: str | None) -> tuple[list[EvalResult], str]:
+def _paper_results(base_model: str | None) -> tuple[list[EvalResult], str]:
     """The paper's reported numbers for ``base_model``'s size (model-index entries and text), if any."""
     if base_model not in PAPER_RESULTS:
         return [], (
@@ -289,10 +274,10 @@ def model_card(
     """
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
-    facts = model_card_facts(folder, config)
+    facts = _model_card_facts(folder, config)
     existing = _read_card_data(folder / "README.md")
     source_card = _source_card_data(source)
-    base_model = base_model or existing.get("base_model") or (base_model_of(source) if source is not None else None)
+    base_model = base_model or existing.get("base_model") or _base_model_of(source)
     license = license or existing.get("license") or source_card.get("license")
     datasets = datasets or existing.get("datasets") or source_card.get("datasets")
     name = (repo_id or "").split("/")[-1] or (
@@ -302,7 +287,7 @@ def model_card(
         kept = ModelCardData(**{"model-index": existing["model-index"]}, ignore_metadata_errors=True).eval_results
         eval_results = [result for result in kept or [] if result.source_url != PAPER_URL]
     own_results = list(eval_results or [])
-    reported, reported_text = paper_results(base_model)
+    reported, reported_text = _paper_results(base_model)
     if own_results:
         rows = "\n".join(
             f"| {r.dataset_name} ({r.dataset_split or 'unspecified split'}) | {r.metric_name or r.metric_type} "
@@ -351,7 +336,7 @@ def model_card(
         "rlt_version": __version__,
     }
     template = resources.files("rlt").joinpath(TEMPLATE).read_text(encoding="utf-8")
-    return ModelCard(render_template(template, values))
+    return ModelCard(_render_template(template, values))
 
 
 def write_model_card(folder: str | Path, **kwargs) -> ModelCard:

@@ -229,6 +229,22 @@ def plot_kept_fraction(curves: dict[str, list[tuple[float, float]]], size: tuple
     return image
 
 
+def _inputs(videos, thresholds, out_dir, stream) -> tuple[list, list[float], Path | None]:
+    """The clips (the bundled sample, said on ``stream``, when none is given), the checked thresholds,
+    and the output folder, made (None: no files)."""
+    thresholds = [check_threshold(t) for t in thresholds]
+    if not thresholds:
+        raise ValueError("give at least one threshold")
+    if not videos and not SAMPLE_VIDEO.exists():
+        raise FileNotFoundError(f"the sample clip is missing from the installation: {SAMPLE_VIDEO}")
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if not videos:
+        print(f"no video given: inspecting the bundled sample clip ({SAMPLE_ATTRIBUTION})", file=stream)
+    return (list(videos) if videos else [SAMPLE_VIDEO]), thresholds, out
+
+
 def run_inspection(videos: Sequence | None = None, thresholds: Sequence[float] = (0.1,), *,
                    out_dir: str | os.PathLike | None = "rlt-inspect", num_frames: int = 16,
                    frame_stride: int | None = 2, fps: float | None = None, size: int = 224, resize: int | None = None,
@@ -248,20 +264,9 @@ def run_inspection(videos: Sequence | None = None, thresholds: Sequence[float] =
     """
     from tqdm.auto import tqdm
 
-    use_sample = not videos
-    if use_sample and not SAMPLE_VIDEO.exists():
-        raise FileNotFoundError(f"the sample clip is missing from the installation: {SAMPLE_VIDEO}")
-    videos = [SAMPLE_VIDEO] if use_sample else list(videos)
-    thresholds = [check_threshold(t) for t in thresholds]
-    if not thresholds:
-        raise ValueError("give at least one threshold")
+    videos, thresholds, out = _inputs(videos, thresholds, out_dir, stream)
     several = len(thresholds) > 1
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
     processor = sampling_processor(num_frames, frame_stride, fps, size, resize)
-    if use_sample:
-        print(f"no video given: inspecting the bundled sample clip ({SAMPLE_ATTRIBUTION})", file=stream)
     sampling = f"{num_frames} frames, " + (
         f"{fps:g} fps" if fps is not None else f"stride {frame_stride}" if frame_stride else "uniform over the clip"
     )
@@ -333,11 +338,7 @@ def run_video_llm_inspection(
     """
     from .models.processing_rlt_qwen_vl import RLTQwenVLProcessor, unpatchify
 
-    videos = list(videos) if videos else [SAMPLE_VIDEO]
-    thresholds = [check_threshold(t) for t in thresholds]
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    videos, thresholds, out = _inputs(videos, thresholds, out_dir, stream)
     decoder = RLTVideoProcessor(num_frames=num_frames, frame_stride=None, fps=fps)
     processors = [RLTQwenVLProcessor(None, family, threshold=tau) for tau in thresholds]
     results = []

@@ -1,17 +1,10 @@
 """One entry per architecture: everything the tools need to know about VideoMAE, ViViT, ...
 
-Each ``Architecture`` names the vanilla transformers ``model_type`` (s) it converts, its RLT config,
-base model and classifier classes, the vanilla transformers classes (for ``rlt.from_model``), the
-processor settings of the checkpoints people use, and how a neutral ``ModelShape`` is spelled in
-its config's fields. Token geometry (tubelet, patch, grid, prefix tokens, input name) is not here:
-every RLT config answers it as ``rlt_*`` properties, and ``as_rlt_config`` gives such a config for
-a vanilla one too.
-
-Auto registration (``import rlt``), ``rlt.convert``, ``rlt.from_model``, both collators'
-``for_model``, ``rlt evaluate``, ``rlt bench``, ``rlt inspect``, the cache and the training
-script look architectures up here; nothing outside this file and the architectures' own model files
-tests a ``model_type``. Adding an architecture: its files in ``rlt/models/`` and one ``register``
-call below (PEFT's ``register_peft_method`` habit).
+Token geometry (tubelet, patch, grid, prefix tokens, input name) is not here: every RLT config
+answers it as ``rlt_*`` properties, and ``as_rlt_config`` gives such a config for a vanilla one too.
+Every tool looks architectures up here; nothing outside this file and the architectures' own model
+files tests a ``model_type``. Adding an architecture: its files in ``rlt/models/`` and one
+``register`` call below.
 """
 
 from __future__ import annotations
@@ -28,7 +21,6 @@ from .models.configuration_rlt_vjepa2 import RLTVJEPA2Config
 from .models.modeling_rlt_videomae import RLTVideoMAEForVideoClassification, RLTVideoMAEModel
 from .models.modeling_rlt_vivit import RLTVivitForVideoClassification, RLTVivitModel
 from .models.modeling_rlt_vjepa2 import RLTVJEPA2ForVideoClassification, RLTVJEPA2Model
-from .models.tokenizer import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 __all__ = [
     "Architecture",
@@ -85,10 +77,11 @@ class Architecture:
         vanilla_model_types: the transformers ``model_type`` (s) this architecture converts.
         config_class, model_class, classifier_class: the RLT classes.
         vanilla_model_class, vanilla_classifier_class: transformers' classes for the same weights.
-        processor_defaults: ``RLTVideoProcessor`` settings of the checkpoints people use (mean/std,
-            rescaling, resize and crop, frames): the input scale ``rlt.from_model`` assumes without a
-            processor, and ``rlt inspect --arch``'s defaults.
-        config_fields: ``ModelShape -> dict`` of this architecture's config fields.
+        processor_defaults: ``RLTVideoProcessor`` settings of the checkpoints people use where they
+            differ from its defaults (which are VideoMAE's): the input scale ``rlt.from_model`` assumes
+            without a processor, and ``rlt inspect --arch``'s resize and crop.
+        config_fields: ``ModelShape -> dict`` of this architecture's config fields (default: the
+            shape's own names, which are VideoMAE's).
         position_encoding: how a kept token keeps its place, in words (model cards).
         classifier_pooling: ``config dict -> words``: how the RLT classifier pools a clip (model
             cards); None for the shared heads (the CLS token, or the mean / first token).
@@ -105,7 +98,7 @@ class Architecture:
     vanilla_model_class: type
     vanilla_classifier_class: type
     processor_defaults: Mapping[str, Any] = field(default_factory=dict)
-    config_fields: Callable[[ModelShape], dict] = field(default=lambda shape: {})
+    config_fields: Callable[[ModelShape], dict] = asdict
     position_encoding: str = "the position embedding of its original place"
     classifier_pooling: Callable[[Mapping], str] | None = None
     rlt_pooling_applies: Callable[[Any], bool] = field(default=lambda config: False)
@@ -173,8 +166,7 @@ def register(architecture: Architecture, *, exist_ok: bool = False) -> Architect
 
 
 def register_auto_classes(architecture: Architecture) -> None:
-    """Make ``AutoConfig`` / ``AutoModel`` / ``AutoModelForVideoClassification``
-    know the RLT classes in this process."""
+    """Make ``AutoConfig`` / ``AutoModel`` / ``AutoModelForVideoClassification`` know the RLT classes."""
     from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification
 
     AutoConfig.register(architecture.model_type, architecture.config_class, exist_ok=True)
@@ -245,8 +237,6 @@ def as_rlt_config(config):
 
 
 # ---------------------------------------------------------------------------------------- entries
-# Each entry: its name, display name and vanilla model_type(s); the RLT config, base model and classifier
-# classes; transformers' base model and classifier classes; then what differs from the defaults.
 
 
 def _vivit_fields(shape: ModelShape) -> dict:
@@ -273,20 +263,11 @@ def _vjepa2_fields(shape: ModelShape) -> dict:
     }
 
 
-def _processor_defaults(num_frames: int, short_side: int, crop: int, *, rescale_factor: float = 1 / 255,
-                        rescale_offset: float = 0.0, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD) -> dict:
-    """``RLTVideoProcessor`` settings: ``num_frames`` frames, short side resized to ``short_side``, square
-    centre crop ``crop``; pixels scaled by ``rescale_factor`` (plus ``rescale_offset``), then normalised
-    by ``mean`` / ``std``."""
-    return {
-        "num_frames": num_frames,
-        "size": {"shortest_edge": short_side},
-        "crop_size": {"height": crop, "width": crop},
-        "rescale_factor": rescale_factor,
-        "rescale_offset": rescale_offset,
-        "image_mean": list(mean),
-        "image_std": list(std),
-    }
+def _processor_defaults(num_frames: int, short_side: int, crop: int, **settings) -> dict:
+    """``num_frames`` frames, short side resized to ``short_side``, square centre crop ``crop``, then other
+    ``RLTVideoProcessor`` ``settings`` (rescaling, mean / std)."""
+    crop_size = {"height": crop, "width": crop}
+    return {"num_frames": num_frames, "size": {"shortest_edge": short_side}, "crop_size": crop_size, **settings}
 
 
 register(
@@ -294,9 +275,7 @@ register(
         "videomae", "VideoMAE", ("videomae",),
         RLTVideoMAEConfig, RLTVideoMAEModel, RLTVideoMAEForVideoClassification,
         transformers.VideoMAEModel, transformers.VideoMAEForVideoClassification,
-        # The public Kinetics / SSv2 checkpoints (MCG-NJU/videomae-*): ImageNet statistics, 16 frames, 224 px.
-        processor_defaults=_processor_defaults(16, 224, 224),
-        config_fields=asdict,  # ModelShape's names are VideoMAE's
+        # processor_defaults: the public checkpoints (MCG-NJU/videomae-*) use RLTVideoProcessor's defaults.
         rlt_pooling_applies=lambda config: bool(getattr(config, "use_mean_pooling", True)),
     )
 )
@@ -307,7 +286,7 @@ register(
         transformers.VivitModel, transformers.VivitForVideoClassification,
         # google/vivit-b-16x2-kinetics400: pixels to [-1, 1] (1/127.5, offset -1), then mean = std = 0.5.
         processor_defaults=_processor_defaults(32, 256, 224, rescale_factor=1 / 127.5, rescale_offset=-1.0,
-                                              mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+                                              image_mean=[0.5] * 3, image_std=[0.5] * 3),
         config_fields=_vivit_fields,
     )
 )

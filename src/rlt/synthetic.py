@@ -38,7 +38,7 @@ import csv
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +82,8 @@ class SyntheticVideoConfig:
 
     Attributes:
         num_frames, image_size: clip shape ``(num_frames, 3, image_size, image_size)``.
+        time_step: time between rendered frames, in frames of the reference rate: 0.5 renders the same
+            motions at twice the frame rate (dense sampling), so an object moves half as far per frame.
         classes: which of ``CLASS_NAMES`` to use, in label order.
         speed: range of the object's (and the pan's) speed.
         object_size: range of the object's diameter as a fraction of the frame side.
@@ -89,12 +91,11 @@ class SyntheticVideoConfig:
             a foreground bar, a shaking camera.
         shake_amplitude: largest camera offset of a shake.
         max_noise: largest sensor noise standard deviation, in grey levels.
-        time_step: time between rendered frames, in frames of the reference rate: 0.5 renders the same
-            motions at twice the frame rate (dense sampling), so an object moves half as far per frame.
     """
 
     num_frames: int = 16
     image_size: int = 224
+    time_step: float = 1.0
     classes: tuple[str, ...] = CLASS_NAMES
     speed: tuple[float, float] = (0.5, 3.0)
     object_size: tuple[float, float] = (0.14, 0.3)
@@ -103,7 +104,6 @@ class SyntheticVideoConfig:
     shake_prob: float = 0.25
     shake_amplitude: float = 2.0
     max_noise: float = 3.0
-    time_step: float = 1.0
 
     def __post_init__(self):
         unknown = [name for name in self.classes if name not in CLASS_NAMES]
@@ -165,12 +165,9 @@ def _background_bank(device: torch.device) -> torch.Tensor:
         raise ImportError("the synthetic video task needs scikit-image (pip install scikit-image)") from error
     images = []
     for name in BACKGROUND_IMAGES:
-        loader = getattr(skdata, name, None)
-        if loader is None:
-            continue
         try:
-            image = np.asarray(loader())
-        except (OSError, ValueError, ImportError):  # an image a scikit-image version only offers as a download
+            image = np.asarray(getattr(skdata, name)())
+        except (AttributeError, OSError, ValueError, ImportError):  # not in, or only a download in, this version
             continue
         if image.dtype != np.uint8:
             continue
@@ -196,24 +193,8 @@ def _noise_bank(size: int, device: torch.device) -> torch.Tensor:
 # --------------------------------------------------------------------------------------- parameters
 
 
-@dataclass
-class _Sprite:
-    """One object per clip, for a batch of clips: arrays with a leading clip dimension."""
-
-    present: np.ndarray  # (B,) bool
-    image: np.ndarray  # (B,) int, texture photograph
-    tex_center: np.ndarray  # (B, 2) in the photograph's [-1, 1] coordinates
-    tex_scale: np.ndarray  # (B,)
-    tint: np.ndarray  # (B, 3) colour in 0..255
-    tint_weight: np.ndarray  # (B,)
-    shape: np.ndarray  # (B,) index into SHAPES
-    position: np.ndarray  # (B, T, 2) centre in frame pixels (x, y)
-    radius: np.ndarray  # (B, T, 2) half width / half height in pixels
-    visible: np.ndarray  # (B, T) bool
-
-
 def _texture(rng, num_images) -> dict:
-    """A sprite's texture: a patch of one photograph, tinted (the ``_Sprite`` fields of that name)."""
+    """A sprite's texture: a patch of one photograph (index, centre in its [-1, 1] coordinates, scale), tinted."""
     return {
         "image": int(rng.integers(num_images)),
         "tex_center": rng.uniform(-0.7, 0.7, 2),
@@ -229,16 +210,28 @@ def label_of(index: int, config: SyntheticVideoConfig) -> int:
 
 
 def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_images: int) -> dict:
-    """Everything random about clip ``index``, from its own stream ``(seed, index)``."""
+    """Everything random about clip ``index``, from its own stream ``(seed, index)``, drawn in a fixed order."""
     rng = np.random.default_rng([int(seed), int(index)])
-    frames, size = config.num_frames, config.image_size
-    unit = size / REFERENCE_SIZE
     label = label_of(index, config)
-    kind = config.classes[label]
-    t = np.arange(frames, dtype=np.float64) * config.time_step  # in reference frames
-    margin = 2.0 * unit
+    t = np.arange(config.num_frames, dtype=np.float64) * config.time_step  # in reference frames
+    camera, background = _camera_and_background(rng, config.classes[label], t, config, num_images)
+    target = _target(rng, config.classes[label], t, camera, config, num_images)
+    distractor, occluder = _distractor_and_occluder(rng, t, camera, config, num_images)
+    noise = {"sigma": rng.uniform(0, config.max_noise), "frames": rng.integers(NOISE_FRAMES, size=len(t))}
+    return {
+        "label": label,
+        "camera": camera,
+        "background": background,
+        "sprites": (distractor, target, occluder),
+        "noise": noise,
+    }
 
-    # Camera: a pan (class camera_pan) and/or a handheld shake, in frame pixels.
+
+def _camera_and_background(rng, kind: str, t, config: SyntheticVideoConfig, num_images: int) -> tuple:
+    """The camera's offsets in frame pixels (a pan for ``camera_pan`` and/or a handheld shake), and the
+    photograph crop it films, with room for the camera's reach."""
+    frames, size = len(t), config.image_size
+    unit = size / REFERENCE_SIZE
     camera = np.zeros((frames, 2))
     if kind == "camera_pan":
         angle = rng.uniform(0, 2 * math.pi)
@@ -256,8 +249,14 @@ def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_im
         "flip": float(rng.choice([-1.0, 1.0])),
         "brightness": rng.uniform(0.75, 1.2),
     }
+    return camera, background
 
-    # The object whose motion is the class, in scene coordinates (moved by the camera afterwards).
+
+def _target(rng, kind: str, t, camera, config: SyntheticVideoConfig, num_images: int) -> dict:
+    """The object whose motion is the class, moved in the scene (then by the camera), kept in view."""
+    frames, size = len(t), config.image_size
+    unit = size / REFERENCE_SIZE
+    margin = 2.0 * unit
     radius = np.full(frames, rng.uniform(*config.object_size) * size / 2)
     visible = np.ones(frames, dtype=bool)
     velocity = np.zeros(2)
@@ -280,7 +279,7 @@ def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_im
     low = r_max + margin - np.minimum(travel, 0)
     high = size - r_max - margin - np.maximum(travel, 0)
     start = rng.uniform(low, np.maximum(high, low))
-    target = {
+    return {
         **_texture(rng, num_images),
         "shape": int(rng.integers(len(SHAPES))),
         "position": start + np.outer(t, velocity) - camera,
@@ -289,7 +288,11 @@ def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_im
         "present": True,
     }
 
-    # A smaller distractor oscillating in place (in the scene), and a foreground bar fixed in the frame.
+
+def _distractor_and_occluder(rng, t, camera, config: SyntheticVideoConfig, num_images: int) -> tuple[dict, dict]:
+    """A smaller distractor oscillating in place (in the scene), and a foreground bar fixed in the frame."""
+    frames, size = len(t), config.image_size
+    unit = size / REFERENCE_SIZE
     d_radius = rng.uniform(0.04, 0.08) * size
     d_angle = rng.uniform(0, 2 * math.pi)
     d_amplitude = rng.uniform(1.5, 6.0) * unit
@@ -314,14 +317,9 @@ def _clip_parameters(seed: int, index: int, config: SyntheticVideoConfig, num_im
         "visible": np.ones(frames, dtype=bool),
         "present": rng.random() < config.occluder_prob,
     }
-    noise = {"sigma": rng.uniform(0, config.max_noise), "frames": rng.integers(NOISE_FRAMES, size=frames)}
-    return {
-        "label": label,
-        "camera": camera,
-        "background": background,
-        "sprites": (distractor, target, occluder),
-        "noise": noise,
-    }
+    return distractor, occluder
+
+
 
 
 # ---------------------------------------------------------------------------------------- rendering
@@ -359,30 +357,34 @@ def _shape_distance(shape: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> to
     return torch.where(shape == 0, disc, torch.where(shape == 1, square, torch.where(shape == 2, diamond, ring)))
 
 
-def _composite_sprite(frames: torch.Tensor, sprite: _Sprite, bank: torch.Tensor, size: int) -> torch.Tensor:
-    """Paint one object per clip onto ``frames`` ``(B, T, 3, S, S)`` (alpha-blended, soft 1 px edge)."""
-    if not sprite.present.any():
+def _composite_sprite(frames: torch.Tensor, sprite: dict, bank: torch.Tensor, size: int) -> torch.Tensor:
+    """Paint one object per clip onto ``frames`` ``(B, T, 3, S, S)`` (alpha-blended, soft 1 px edge).
+
+    ``sprite`` holds ``_clip_parameters``' sprite fields stacked over the clips: ``position`` (centre, x y)
+    and ``radius`` (half width, half height) ``(B, T, 2)`` in pixels, ``visible`` ``(B, T)``, the rest ``(B, ...)``.
+    """
+    if not sprite["present"].any():
         return frames
     device = frames.device
     batch, steps = frames.shape[:2]
-    position = _tensor(sprite.position, device)  # (B, T, 2)
-    radius = _tensor(sprite.radius, device)
+    position = _tensor(sprite["position"], device)  # (B, T, 2)
+    radius = _tensor(sprite["radius"], device)
     pixel = torch.arange(size, device=device, dtype=torch.float32) + 0.5
     u = (pixel.view(1, 1, 1, size) - position[..., 0, None, None]) / radius[..., 0, None, None]  # (B, T, 1, S)
     v = (pixel.view(1, 1, size, 1) - position[..., 1, None, None]) / radius[..., 1, None, None]  # (B, T, S, 1)
     u, v = torch.broadcast_tensors(u, v)
-    distance = _shape_distance(_tensor(sprite.shape, device, torch.long), u, v)
+    distance = _shape_distance(_tensor(sprite["shape"], device, torch.long), u, v)
     softness = radius.amin(-1)[..., None, None]  # pixels per unit of distance
     alpha = ((1.0 - distance) * softness).clamp(0, 1)
-    alpha = alpha * _tensor(sprite.visible & sprite.present[:, None], device)[..., None, None]
-    tex_center = _tensor(sprite.tex_center, device).view(-1, 1, 1, 1, 2)
-    tex_scale = _tensor(sprite.tex_scale, device).view(-1, 1, 1, 1, 1)
+    alpha = alpha * _tensor(sprite["visible"] & sprite["present"][:, None], device)[..., None, None]
+    tex_center = _tensor(sprite["tex_center"], device).view(-1, 1, 1, 1, 2)
+    tex_scale = _tensor(sprite["tex_scale"], device).view(-1, 1, 1, 1, 1)
     grid = (torch.stack([u, v], dim=-1) * tex_scale + tex_center).clamp(-1, 1)  # (B, T, S, S, 2)
-    source = bank[_tensor(sprite.image, device, torch.long)]
+    source = bank[_tensor(sprite["image"], device, torch.long)]
     texture = F.grid_sample(source, grid.flatten(1, 2), mode="bilinear", align_corners=False)
     texture = texture.view(batch, 3, steps, size, size).transpose(1, 2)
-    weight = _tensor(sprite.tint_weight, device).view(-1, 1, 1, 1, 1)
-    color = texture * (1 - weight) + _tensor(sprite.tint, device).view(-1, 1, 3, 1, 1) * weight
+    weight = _tensor(sprite["tint_weight"], device).view(-1, 1, 1, 1, 1)
+    color = texture * (1 - weight) + _tensor(sprite["tint"], device).view(-1, 1, 3, 1, 1) * weight
     alpha = alpha.unsqueeze(2)
     return frames * (1 - alpha) + color * alpha
 
@@ -416,8 +418,7 @@ def generate_clips(
         clips = _render_background(params, bank, size, frames, device)
         for slot in range(3):  # distractor, object, foreground bar
             sprites = [p["sprites"][slot] for p in params]
-            sprite = _Sprite(**{field.name: np.stack([s[field.name] for s in sprites]) for field in fields(_Sprite)})
-            clips = _composite_sprite(clips, sprite, bank, size)
+            clips = _composite_sprite(clips, {key: np.stack([s[key] for s in sprites]) for key in sprites[0]}, bank, size)
         sigma = _tensor([p["noise"]["sigma"] for p in params], device).view(-1, 1, 1, 1, 1)
         noise_index = _tensor(np.stack([p["noise"]["frames"] for p in params]), device, torch.long)
         clips = clips + _noise_bank(size, device)[noise_index] * sigma
