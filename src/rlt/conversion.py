@@ -26,7 +26,7 @@ from transformers import AutoConfig
 from transformers.utils import cached_file
 
 from . import registry
-from .models import CHECKPOINT_FILES, FOLDER, relative_imports
+from .models import CHECKPOINT_FILES, code_closure
 from .models.configuration_rlt import check_rlt_setting_names, input_scale_from_processor
 from .models.video_processing_rlt import RLTVideoProcessor
 
@@ -68,16 +68,11 @@ class OutputNotEmptyError(FileExistsError):
 def code_files_of(*objects) -> list[str]:
     """The files of ``rlt/models`` that travel with these classes or instances: their modules and
     every module those import (single-dot relative imports), as ``save_pretrained`` copies them."""
-    todo = [(obj if isinstance(obj, type) else type(obj)).__module__.rsplit(".", 1)[-1] + ".py" for obj in objects]
-    files: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name in files:
-            continue
-        if name not in CHECKPOINT_FILES:
-            raise ValueError(f"{name} is not a file of rlt/models (the code that travels with a checkpoint)")
-        files.add(name)
-        todo += [f"{module}.py" for module in relative_imports((FOLDER / name).read_text(encoding="utf-8"))]
+    modules = [(obj if isinstance(obj, type) else type(obj)).__module__.rsplit(".", 1)[-1] + ".py" for obj in objects]
+    files, missing = code_closure(modules)
+    if missing or not files <= set(CHECKPOINT_FILES):
+        outside = sorted(missing | (files - set(CHECKPOINT_FILES)))
+        raise ValueError(f"{outside} are not files of rlt/models (the code that travels with a checkpoint)")
     return sorted(files)
 
 

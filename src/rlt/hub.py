@@ -18,7 +18,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from . import registry
 from .conversion import PROCESSOR_FILES, read_processor_config
-from .models import relative_imports
+from .models import code_closure
 
 __all__ = [
     "HubTokenError",
@@ -367,17 +367,7 @@ def check_checkpoint_folder(folder: str | Path) -> list[str]:
     missing = []
     if not ((folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()):
         missing.append("model.safetensors")
-    todo = [reference.split(".")[0] + ".py" for reference in auto_map.values()]
-    seen = set()
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        if not (folder / name).is_file():
-            missing.append(name)
-            continue
-        todo += [f"{module}.py" for module in relative_imports((folder / name).read_text(encoding="utf-8"))]
+    missing += code_closure({reference.split(".")[0] + ".py" for reference in auto_map.values()}, folder)[1]
     if missing:
         raise ValueError(f"{folder} is incomplete, missing {sorted(missing)}")
     if not any((folder / name).is_file() for name in PROCESSOR_FILES):

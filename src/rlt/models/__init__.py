@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-__all__ = ["CHECKPOINT_FILES", "FOLDER", "relative_imports"]
+__all__ = ["CHECKPOINT_FILES", "FOLDER", "code_closure", "relative_imports"]
 
 FOLDER = Path(__file__).resolve().parent
 CHECKPOINT_FILES = tuple(sorted(path.name for path in FOLDER.glob("*.py") if path.name != "__init__.py"))
@@ -26,3 +26,20 @@ def relative_imports(source: str) -> list[str]:
         for node in ast.walk(ast.parse(source))
         if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
     ]
+
+
+def code_closure(names, folder: Path = FOLDER) -> tuple[set[str], set[str]]:
+    """The code files ``names`` (e.g. ``"modeling_rlt.py"``) of ``folder`` and every file their single-dot
+    relative imports reach, as ``(present, missing)``: what ``save_pretrained`` copies and
+    ``trust_remote_code`` loads."""
+    todo, present, missing = list(names), set(), set()
+    while todo:
+        name = todo.pop()
+        if name in present or name in missing:
+            continue
+        if not (folder / name).is_file():
+            missing.add(name)
+            continue
+        present.add(name)
+        todo += [f"{module}.py" for module in relative_imports((folder / name).read_text(encoding="utf-8"))]
+    return present, missing
