@@ -17,12 +17,14 @@ __all__ = [
     "IMAGENET_DEFAULT_MEAN",
     "IMAGENET_DEFAULT_STD",
     "READ_ERRORS",
+    "VIDEO_EXTENSIONS",
     "PixelNormalizer",
     "plural",
     "synchronize",
     "to_pair",
 ]
 
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ogv", ".wmv", ".flv")
 # Errors that mean "this file cannot be read", not "the program is wrong".
 READ_ERRORS = (OSError, ValueError, TypeError, RuntimeError, EOFError)
 
