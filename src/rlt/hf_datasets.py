@@ -212,15 +212,19 @@ class VideoDatasetSource:
             raise ValueError(f"label {value!r} is not one of the classes {self.class_names[:10]}")
         return self.label_ids[key]
 
+    def _label_or_error(self, value) -> tuple[int | None, str | None]:
+        """``(class id, None)``, or ``(None, why there is none)``: such rows are skipped with their label."""
+        try:
+            return self.label_of(value), None
+        except (ValueError, TypeError) as problem:
+            return None, str(problem)
+
     def _row(self, index: int, example: Mapping) -> VideoRow:
         video = example[self.video_column]
         name = row_name(index, video)
         label, error = None, None
         if self.label_column is not None:
-            try:
-                label = self.label_of(example[self.label_column])
-            except (ValueError, TypeError) as problem:
-                error = str(problem)
+            label, error = self._label_or_error(example[self.label_column])
         if error is None:
             try:
                 video = _fetch_remote(video)
@@ -288,14 +292,10 @@ class VideoDatasetSource:
                                       features=wanted)
             return stream.filter(lambda example: example["label"] >= 0)
 
-        raw = list(self.dataset.select_columns([self.label_column]).to_dict()[self.label_column])
-        ids, skipped = [], []
-        for index, value in enumerate(raw):
-            try:
-                ids.append(self.label_of(value))
-            except (ValueError, TypeError) as problem:
-                ids.append(-1)
-                skipped.append(f"row {index}: {problem}")
+        raw = self.dataset.select_columns([self.label_column]).to_dict()[self.label_column]
+        labels = [self._label_or_error(value) for value in raw]
+        ids = [-1 if label is None else label for label, _ in labels]
+        skipped = [f"row {index}: {error}" for index, (_, error) in enumerate(labels) if error is not None]
         dataset = self.dataset.select_columns([self.video_column])
         if self.video_column != "video":
             dataset = dataset.rename_column(self.video_column, "video")
