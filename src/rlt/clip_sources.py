@@ -37,6 +37,7 @@ __all__ = [
     "SyntheticClips",
     "TensorClips",
     "VideoRow",
+    "decode_row",
     "label_mapping",
     "open_clips",
     "prepare_clip",
@@ -134,6 +135,17 @@ def prepare_clip(processor, video, *, return_padded_frames: bool = False):
     return (clip, padded) if return_padded_frames else clip
 
 
+def decode_row(processor, row: VideoRow) -> Clip:
+    """A row's clip by ``prepare_clip``; one that cannot be read is a ``Clip`` with the error and no frames."""
+    if row.error is not None:
+        return Clip(None, row.label, row.name, 0, row.error)
+    try:
+        frames, padded = prepare_clip(processor, row.video, return_padded_frames=True)
+    except READ_ERRORS as error:
+        return Clip(None, row.label, row.name, 0, str(error) or type(error).__name__)
+    return Clip(frames, row.label, row.name, padded)
+
+
 def label_mapping(data_names: Sequence[str], model_names: Sequence[str] | None, where: str = "the data") -> list[int]:
     """Data label id -> model label id, by class name (or identity for a model with generic labels).
 
@@ -204,14 +216,7 @@ class DecodedClips(ClipSource):
         return self.num_rows
 
     def clip(self, i: int) -> Clip:
-        row = self.row(i)
-        if row.error is not None:
-            return Clip(None, row.label, row.name, 0, row.error)
-        try:
-            frames, padded = prepare_clip(self.processor, row.video, return_padded_frames=True)
-        except READ_ERRORS as error:
-            return Clip(None, row.label, row.name, 0, str(error) or type(error).__name__)
-        return Clip(frames, row.label, row.name, padded)
+        return decode_row(self.processor, self.row(i))
 
 
 class CacheClips(ClipSource):
