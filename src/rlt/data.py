@@ -148,11 +148,8 @@ def load_video_dataset(
     Args:
         source: a folder with one sub-folder per class (``train/cat/a.mp4``), or a ``.csv`` /
             ``.json`` / ``.jsonl`` list of ``path,label`` (relative paths are relative to the list);
-            or a Hugging Face dataset with a ``Video`` column (see ``rlt.hf_datasets``): a
-            ``save_to_disk`` folder, a folder of parquet / arrow / webdataset shards, a Hub id or a
-            ``datasets`` object. A dataset gives ``video`` (``{"path", "bytes"}`` rows, read with
-            ``Video(decode=False)``), ``label`` and ``row`` (the row's index in its split); rows
-            without a usable label are left out with a warning.
+            or a dataset ``rlt.hf_datasets`` opens, which gives ``video`` (``{"path", "bytes"}``),
+            ``label`` and ``row`` (the row's index in its split), leaving out rows without a usable label.
         class_names: the classes in the order of the label ids (e.g. a model's ``id2label``);
             default: sorted class names (a dataset's ``ClassLabel`` names). Integer labels in a
             list are taken as ids.
