@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from ..clip_sources import VideoRow, decode_row
-from ..collator import KeepMaskSettings
-from ..models.modeling_rlt import run_length_tokenize_for
+from ..collator import ClipCollator
 from ..models.video_processing_rlt import RLTVideoProcessor
 from .format import DEFAULT_THRESHOLD, PROCESSOR_FILE
 
@@ -129,15 +128,10 @@ def processor_settings(processor: RLTVideoProcessor) -> dict:
 def clip_keep_mask(processor, clip: torch.Tensor, tokens: TokenSettings, threshold: float) -> torch.Tensor | None:
     """RLT's keep mask of one uint8 clip as the model computes it on the processor's output, bool
     ``(T', H', W')``; None when the clip cannot be cut into tubelets."""
-    settings = KeepMaskSettings(
-        rlt_threshold=threshold,
-        rlt_tubelet_size=tokens.tubelet_size,
-        rlt_patch_size=tokens.patch_size,
-        rlt_input_scale=tuple(processor.rlt_input_scale),
-        rlt_compare_to=tokens.compare_to,
-    )
+    collator = ClipCollator(threshold=threshold, tubelet_size=tokens.tubelet_size, patch_size=tokens.patch_size,
+                            input_scale=processor.rlt_input_scale, compare_to=tokens.compare_to)
     try:
-        return run_length_tokenize_for(settings, processor.normalize_frames(clip.float()).unsqueeze(0)).keep_mask[0]
+        return collator.keep_mask(processor.normalize_frames(clip.float()).unsqueeze(0))[0]
     except ValueError:
         return None
 
