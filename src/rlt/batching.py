@@ -3,16 +3,9 @@
 With RLT a clip keeps anywhere from ``1 / T'`` of its tokens (a still scene) to all of them (a camera
 pan), so a fixed number of clips per step gives steps of very different cost: memory must be sized
 for the worst batch and the average step leaves the accelerator under-used. ``TokenBudgetBatchSampler``
-fills each batch with clips (in random order) until the next one would exceed ``max_tokens``, looking
-a little further ahead for a clip that still fits, so batches are both near the budget and mixed.
-Every clip appears exactly once per epoch; a clip larger than the budget gets a batch of its own.
-
-The counts it needs (tokens kept per clip) are computed once: ``count_kept_tokens`` runs RLT's token
-choice over a dataset (uint8 clips, or ``pixel_values`` a processor already normalised).
-
-Use it as a ``DataLoader``'s ``batch_sampler``. Under DDP (``accelerate launch`` / ``torchrun``) every
-rank builds the same batches from the same seed and ``accelerator.prepare`` deals them out in turn
-(``BatchSamplerShard``), so the sampler itself needs no rank logic.
+(a ``DataLoader``'s ``batch_sampler``) fills each batch up to ``max_tokens`` from the per-clip counts
+that ``count_kept_tokens`` computes once. Under DDP every rank builds the same batches from the same
+seed and ``accelerator.prepare`` deals them out in turn, so the sampler needs no rank logic.
 """
 
 from __future__ import annotations
@@ -35,7 +28,9 @@ logger = logging.getLogger(__name__)
 
 
 class TokenBudgetBatchSampler(torch.utils.data.Sampler):
-    """Batches of clip indices whose kept tokens add up to at most ``max_tokens``.
+    """Batches of clip indices whose kept tokens add up to at most ``max_tokens``: clips in random order,
+    looking ahead for one that still fits when the next does not. Every clip appears once per epoch; a
+    clip larger than the budget gets a batch of its own.
 
     Args:
         token_counts: tokens each clip keeps (``len(dataset)`` numbers), e.g. from ``count_kept_tokens``.

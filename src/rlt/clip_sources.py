@@ -3,27 +3,17 @@
 
 The road of a clip to the model, for training, evaluation, calibration, inspection and the benchmark:
 
-1. a source here gives ``Clip`` objects (uint8 frames ``(T, C, H, W)``, label, name, padded-frame count);
-   ``ClipDataset`` serves them to a ``DataLoader``, which decodes in its workers;
+1. a source here gives ``Clip`` objects; ``ClipDataset`` serves them to a ``DataLoader``, which
+   decodes in its workers;
 2. ``rlt.collator.ClipCollator`` stacks them into a batch and computes RLT's keep mask there;
 3. ``rlt.common.PixelNormalizer`` normalises the uint8 batch on the device, and the model runs.
 
-``open_clips(data, processor)`` picks the reader by the argument:
-
-- a clip cache folder or ``ClipCache`` (``rlt cache``, the package ``rlt.cache``): ``CacheClips``;
-- ``"synthetic:N"`` / ``"synthetic:VARIANT:N"`` or a ``SyntheticVideoDataset``: ``SyntheticClips``,
-  the generated task (``rlt.synthetic``) at the processor's frames and size;
-- in-memory uint8 clips ``(clips, labels[, class_names])``: ``TensorClips``;
-- a Hugging Face dataset with a ``Video`` column (opened by ``rlt.hf_datasets``), a labelled video
-  folder, a CSV / JSON list of ``path,label`` (listed by ``rlt.data``) or a ``load_video_dataset``
-  dataset of paths: ``DecodedClips``, each ``VideoRow`` decoded by ``prepare_clip`` when read.
-
-``prepare_clip`` is the one decode of the road: the clip cache stores its output, so a cached clip
-equals a decoded one. Labels come out as the class ids of ``class_names`` when given (a model's
-labels, matched by name by ``label_mapping``), else as the data's own. Heavy imports (``datasets``,
-the cache, the generator) wait for the reader that needs them. A clip that cannot be read is a
-``Clip`` with ``error`` set (and no frames), so that a loader can skip it with its label and report
-it by name.
+``open_clips(data, processor)`` picks the reader: ``CacheClips`` (a clip cache, ``rlt.cache``),
+``SyntheticClips`` (the generated task, ``rlt.synthetic``), ``TensorClips`` (uint8 clips in memory) or
+``DecodedClips`` (a Hugging Face dataset opened by ``rlt.hf_datasets``, or a labelled video folder or
+``path,label`` list from ``rlt.data``, each ``VideoRow`` decoded by ``prepare_clip`` when read).
+``prepare_clip`` is the one decode of the road: the cache stores its output, so a cached clip equals
+a decoded one. ``label_mapping`` is the one relabelling (to a model's classes, by name).
 """
 
 from __future__ import annotations
@@ -47,6 +37,7 @@ __all__ = [
     "SyntheticClips",
     "TensorClips",
     "VideoRow",
+    "decode_row",
     "label_mapping",
     "open_clips",
     "prepare_clip",
@@ -101,10 +92,8 @@ class Clip:
 class ClipSource:
     """Random access to ``Clip`` objects: ``len(source)`` and ``source.clip(i)``.
 
-    Attributes (set by each reader): ``kind`` (``"cache"``, ``"synthetic"``, ``"memory"``,
-    ``"dataset"``, ``"videos"``), ``class_names``, ``description`` (for reports) and ``clip_shape``
-    (``(T, C, H, W)`` of every clip, or None where only decoding tells). ``in_memory`` sources are
-    read in the main process (a loader worker would only copy them).
+    ``clip_shape`` is ``(T, C, H, W)`` of every clip, or None where only decoding tells; ``in_memory``
+    sources are read in the main process (a loader worker would only copy them).
     """
 
     kind: str = "?"
@@ -146,6 +135,17 @@ def prepare_clip(processor, video, *, return_padded_frames: bool = False):
     return (clip, padded) if return_padded_frames else clip
 
 
+def decode_row(processor, row: VideoRow) -> Clip:
+    """A row's clip by ``prepare_clip``; one that cannot be read is a ``Clip`` with the error and no frames."""
+    if row.error is not None:
+        return Clip(None, row.label, row.name, 0, row.error)
+    try:
+        frames, padded = prepare_clip(processor, row.video, return_padded_frames=True)
+    except READ_ERRORS as error:
+        return Clip(None, row.label, row.name, 0, str(error) or type(error).__name__)
+    return Clip(frames, row.label, row.name, padded)
+
+
 def label_mapping(data_names: Sequence[str], model_names: Sequence[str] | None, where: str = "the data") -> list[int]:
     """Data label id -> model label id, by class name (or identity for a model with generic labels).
 
@@ -167,6 +167,13 @@ def label_mapping(data_names: Sequence[str], model_names: Sequence[str] | None, 
     raise ValueError(f"{where} has classes {unknown[:5]} that are not among the model's labels {model_names[:10]}")
 
 
+def class_names_from(labels, integers: bool) -> list[str]:
+    """The classes of labels given without class names: ``0 .. max`` for integer labels, else the sorted names."""
+    if integers:
+        return [str(i) for i in range(max((int(label) for label in labels), default=-1) + 1)]
+    return sorted({str(label) for label in labels})
+
+
 def relabel(labels: Sequence[int], data_names: Sequence[str], model_names: Sequence[str] | None,
             where: str = "the data") -> tuple[list[str], list[int]]:
     """``(class names, labels)`` of data labelled by ``data_names``, renumbered to ``model_names`` when given."""
@@ -180,10 +187,8 @@ def relabel(labels: Sequence[int], data_names: Sequence[str], model_names: Seque
 
 
 class DecodedClips(ClipSource):
-    """Videos decoded when read (``rlt.cache.prepare_clip``: the processor's sampling, resize and crop, kept
-    in uint8), from their ``VideoRow``: the files of a folder or list (``kind="videos"``) or the rows of an
-    opened ``rlt.hf_datasets.VideoDatasetSource`` (``kind="dataset"``). A row that carries an error (no
-    usable label, a remote video that cannot be fetched) gives a ``Clip`` with that error."""
+    """Videos decoded by ``prepare_clip`` when read: the files of a folder or list (``kind="videos"``) or
+    the rows of an opened dataset (``kind="dataset"``). A row's error becomes its ``Clip``'s error."""
 
     def __init__(self, row: Callable[[int], VideoRow], num_rows: int, processor, class_names, description: str,
                  kind: str):
@@ -211,14 +216,7 @@ class DecodedClips(ClipSource):
         return self.num_rows
 
     def clip(self, i: int) -> Clip:
-        row = self.row(i)
-        if row.error is not None:
-            return Clip(None, row.label, row.name, 0, row.error)
-        try:
-            frames, padded = prepare_clip(self.processor, row.video, return_padded_frames=True)
-        except READ_ERRORS as error:
-            return Clip(None, row.label, row.name, 0, str(error) or type(error).__name__)
-        return Clip(frames, row.label, row.name, padded)
+        return decode_row(self.processor, self.row(i))
 
 
 class CacheClips(ClipSource):

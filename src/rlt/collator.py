@@ -2,15 +2,10 @@
 
 ``ClipCollator.for_model(model_or_config)`` stacks clips (uint8 frames, normalised later on the device
 by ``rlt.common.PixelNormalizer``, or floats a processor normalised) and their labels, and can add a
-``keep_mask`` computed here, in the data loader's workers: RLT's own (``drop="rlt"``, through
-``run_length_tokenize_for``, the model's own token choice) or, as an ablation, a random one with
-RLT's per-clip counts (``drop="random"``). Examples that carry their own keep mask (a keep-only clip
-cache) pass it on. Unreadable examples (``pixel_values`` None, or an ``rlt.clip_sources.Clip`` with
-an error) are dropped together with their labels and listed in the result.
-
-It takes what the datasets of ``rlt`` give: dicts (``pixel_values``, ``labels`` or ``label``,
-``video``, ``keep_mask``) and ``Clip`` objects (``rlt.clip_sources``). ``__call__`` returns the dict
-``Trainer`` and the model take; ``collate`` the named ``ClipBatch`` with the unreadable and padded clips.
+``keep_mask`` computed in the data loader's workers: RLT's own (through ``run_length_tokenize_for``, the
+model's own token choice) or, as an ablation, a random one with RLT's per-clip counts. It takes dicts
+(``pixel_values``, ``labels`` or ``label``, ``video``, ``keep_mask``) and ``rlt.clip_sources.Clip``
+objects; unreadable ones are dropped with their labels and listed in the ``ClipBatch``.
 """
 
 from __future__ import annotations

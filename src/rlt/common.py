@@ -17,12 +17,14 @@ __all__ = [
     "IMAGENET_DEFAULT_MEAN",
     "IMAGENET_DEFAULT_STD",
     "READ_ERRORS",
+    "VIDEO_EXTENSIONS",
     "PixelNormalizer",
     "plural",
     "synchronize",
     "to_pair",
 ]
 
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ogv", ".wmv", ".flv")
 # Errors that mean "this file cannot be read", not "the program is wrong".
 READ_ERRORS = (OSError, ValueError, TypeError, RuntimeError, EOFError)
 
@@ -42,9 +44,8 @@ def synchronize(device: torch.device | str) -> None:
 class PixelNormalizer:
     """A processor's value mapping as ``p * scale_c + shift_c`` (``pixel_affine``), for uint8 clips on the device.
 
-    Called on uint8 ``(..., C, H, W)`` pixel values (0..255) it returns float32 on the same device;
-    float input is returned as it is (already normalised by a processor). The default is the
-    ImageNet mapping (rescale by 1/255, ImageNet mean / std), the reference scale of ``tau``.
+    uint8 ``(..., C, H, W)`` in, float32 out on the same device; float input (already normalised) is
+    returned as it is. The default is the ImageNet mapping, the reference scale of ``tau``.
     """
 
     def __init__(

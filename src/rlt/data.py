@@ -1,18 +1,14 @@
 """Video datasets for training and evaluation: files on disk -> ``datasets.Dataset`` -> model batches.
 
-- ``load_video_dataset(folder_or_list)``: a folder with one sub-folder per class, or a CSV / JSON /
-  JSON-lines list of ``path,label``, becomes a ``datasets.Dataset`` with a ``video`` column (the
-  file's path) and a ``label`` ``ClassLabel``. Nothing is decoded here. A Hugging Face dataset with a
-  ``Video`` column (a ``save_to_disk`` folder, parquet / webdataset shards, a Hub id;
-  ``rlt.hf_datasets``) becomes the same, its ``video`` rows ``{"path", "bytes"}`` dicts, plus ``row``.
-- ``VideoTransform(processor)``: for ``dataset.with_transform(...)``; decodes and preprocesses when
-  an example is read, i.e. lazily, in the data loader's workers.
-- batches: ``rlt.collator.ClipCollator`` (also named ``VideoCollator`` here) stacks ``pixel_values``
-  and ``labels`` for ``Trainer`` / ``DataLoader`` and can compute RLT's ``keep_mask`` in the worker too.
+- ``load_video_dataset``: a class-folder tree or a ``path,label`` list (or a Hugging Face dataset
+  with a ``Video`` column, ``rlt.hf_datasets``) as a ``datasets.Dataset`` of ``video`` and a ``label``
+  ``ClassLabel``; nothing is decoded here.
+- ``VideoTransform(processor)``: for ``dataset.with_transform(...)``; decodes when an example is read,
+  i.e. lazily, in the data loader's workers.
+- ``rlt.collator.ClipCollator`` (also named ``VideoCollator`` here) batches the examples.
 
-A file that fails to decode raises an error naming it (``on_error="raise"``, the default); with
-``on_error="skip"`` the example is dropped from its batch together with its label, with a warning
-naming the file, so labels never shift onto other videos.
+A file that fails to decode raises an error naming it (``on_error="raise"``); with ``"skip"`` the
+example is dropped from its batch with its label and a warning, so labels never shift onto other videos.
 """
 
 from __future__ import annotations
@@ -24,8 +20,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .clip_sources import class_names_from
 from .collator import ClipCollator
-from .common import READ_ERRORS
+from .common import READ_ERRORS, VIDEO_EXTENSIONS
 from .hf_datasets import is_dataset_source, open_video_dataset, row_name
 from .models.video_processing_rlt import RLTVideoProcessor, VideoDecodeError
 
@@ -41,7 +38,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ogv", ".wmv", ".flv")
 ON_ERROR_CHOICES = ("raise", "skip")
 # The collator's earlier name on this side (rlt 0.1): one class, ``rlt.collator.ClipCollator``.
 VideoCollator = ClipCollator
@@ -106,11 +102,8 @@ def list_labelled_videos(
     path_column: str = "path",
     label_column: str = "label",
 ) -> tuple[list[str], list[int], list[str]]:
-    """``(paths, label ids, class names)`` of a class-folder tree or a CSV / JSON list, checked.
-
-    Needs no ``datasets`` (the cache and ``rlt evaluate`` use it); ``load_video_dataset`` wraps it.
-    Arguments as for ``load_video_dataset``.
-    """
+    """``(paths, label ids, class names)`` of a class-folder tree or a CSV / JSON list, checked; needs no
+    ``datasets``. Arguments as for ``load_video_dataset``."""
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"no such video folder or list: {source}")
@@ -124,10 +117,7 @@ def list_labelled_videos(
 
     integer_labels = all(isinstance(label, int) or (isinstance(label, str) and label.isdigit()) for label in labels)
     if class_names is None:
-        if integer_labels and not source.is_dir():
-            class_names = [str(i) for i in range(max(int(label) for label in labels) + 1)]
-        else:
-            class_names = sorted({str(label) for label in labels})
+        class_names = class_names_from(labels, integer_labels and not source.is_dir())
     class_names = [str(name) for name in class_names]
     index = {name: i for i, name in enumerate(class_names)}
     ids = []
@@ -158,11 +148,8 @@ def load_video_dataset(
     Args:
         source: a folder with one sub-folder per class (``train/cat/a.mp4``), or a ``.csv`` /
             ``.json`` / ``.jsonl`` list of ``path,label`` (relative paths are relative to the list);
-            or a Hugging Face dataset with a ``Video`` column (see ``rlt.hf_datasets``): a
-            ``save_to_disk`` folder, a folder of parquet / arrow / webdataset shards, a Hub id or a
-            ``datasets`` object. A dataset gives ``video`` (``{"path", "bytes"}`` rows, read with
-            ``Video(decode=False)``), ``label`` and ``row`` (the row's index in its split); rows
-            without a usable label are left out with a warning.
+            or a dataset ``rlt.hf_datasets`` opens, which gives ``video`` (``{"path", "bytes"}``),
+            ``label`` and ``row`` (the row's index in its split), leaving out rows without a usable label.
         class_names: the classes in the order of the label ids (e.g. a model's ``id2label``);
             default: sorted class names (a dataset's ``ClassLabel`` names). Integer labels in a
             list are taken as ids.
@@ -189,10 +176,9 @@ def load_video_dataset(
 class VideoTransform:
     """Decode and preprocess examples when they are read: ``dataset.with_transform(VideoTransform(processor))``.
 
-    Turns a batch ``{"video": [paths], "label": [ids]}`` into ``{"pixel_values": [(T, C, H, W)],
-    "labels": [ids], "video": [paths]}``. Rows of a dataset (``video`` dicts and a ``row`` column,
-    from ``load_video_dataset``) are named ``row N`` in ``video`` and in errors, not by their bytes.
-    Picklable, so it runs in ``DataLoader`` worker processes.
+    A batch ``{"video", "label"}`` becomes ``{"pixel_values": [(T, C, H, W)], "labels", "video"}``; a
+    dataset's rows (with a ``row`` column) are named ``row N``, not by their bytes. Picklable, for
+    ``DataLoader`` workers.
 
     Args:
         processor: an ``RLTVideoProcessor`` (or anything called like one returning ``pixel_values``).

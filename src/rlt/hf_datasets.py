@@ -1,30 +1,23 @@
 """Hugging Face ``datasets`` with a ``Video`` column as labelled videos: open one, pick its columns, read its rows.
 
-Every entry point that takes a video folder or a ``path,label`` list (``rlt.load_video_dataset``,
-``rlt cache``, ``rlt evaluate``, ``rlt inspect --dataset`` and the training script) also takes a
-dataset, opened here by ``open_video_dataset``:
-
-- a folder written by ``save_to_disk`` (read with ``load_from_disk``);
-- a local folder (or single file) of parquet, arrow or webdataset (``.tar``) shards, or a Hub dataset
-  id: both go through the same ``load_dataset(source, name=config, split=split, streaming=streaming)``;
-- a ``datasets.Dataset`` / ``IterableDataset`` / ``DatasetDict`` object already loaded.
+``open_video_dataset`` opens a ``save_to_disk`` folder, a local folder or file of parquet / arrow /
+webdataset (``.tar``) shards or a Hub id (both through one ``load_dataset`` call), or a ``datasets``
+object already loaded; every entry point that takes a video folder or list also takes a dataset.
 
 The video column is the first ``Video`` feature (or ``video_column``: a ``Video`` column, or one of
-file paths or video bytes); the label column is ``label``, else ``labels`` (or ``label_column``),
-with class names from its ``ClassLabel`` feature (integer or string labels without one: the names
-are read from the column, which a stream cannot do up front). A ``Video`` column is read with
-``Video(decode=False)``: its rows are ``{"path", "bytes"}`` dicts that ``RLTVideoProcessor`` decodes
-with PyAV, so neither torchcodec nor system FFmpeg libraries are needed; a row that holds only a
-remote path (a streamed Hub folder of video files) is fetched with ``datasets``' own file opener.
+file paths or video bytes), read with ``Video(decode=False)``: its ``{"path", "bytes"}`` rows are
+decoded by ``RLTVideoProcessor`` with PyAV (no torchcodec, no system FFmpeg); a remote path alone is
+fetched with ``datasets``' own file opener. The label column is ``label``, else ``labels`` (or
+``label_column``); class names come from its ``ClassLabel``, else from the column's values.
 
 Rows are named by their index in the split (``row 12``, with the video's stored path when it has
-one). A row without a usable label carries the reason instead of a label; the entry points report
-such rows, and rows whose video cannot be decoded, by that name and skip them with their label, so
-labels never shift onto other videos.
+one). A row without a usable label carries the reason instead of a label, so that the entry points
+report and skip it with its label, and labels never shift onto other videos.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -32,7 +25,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .clip_sources import VideoRow, label_mapping
+from .clip_sources import VideoRow, class_names_from, label_mapping
+from .common import VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +44,7 @@ LABEL_COLUMNS = ("label", "labels")
 # Files that `datasets` reads as a dataset, and the builder that reads each.
 DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".tar": "webdataset"}
 # Names that are files of ours (video files, path,label lists), never Hub ids.
-_NOT_HUB_SUFFIXES = (
-    ".csv", ".json", ".jsonl", ".txt", ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ogv", ".wmv",
-    ".flv", *DATA_FILE_BUILDERS,
-)
+_NOT_HUB_SUFFIXES = (".csv", ".json", ".jsonl", ".txt", *VIDEO_EXTENSIONS, *DATA_FILE_BUILDERS)
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 OPTION_NAMES = ("split", "config", "video_column", "label_column", "streaming")
 _TEXT_TYPES = ("string", "large_string")
@@ -93,16 +84,10 @@ def _has_data_files(folder: Path) -> bool:
 
 def _dataset_object_kind(source) -> str | None:
     """``"dict"``, ``"map"`` or ``"iterable"`` for ``datasets`` objects, else None (without importing ``datasets``)."""
-    module = type(source).__module__
-    if not module.startswith("datasets."):
+    if not type(source).__module__.startswith("datasets."):
         return None
-    name = type(source).__name__
-    return {
-        "DatasetDict": "dict",
-        "IterableDatasetDict": "dict",
-        "Dataset": "map",
-        "IterableDataset": "iterable",
-    }.get(name)
+    kinds = {"DatasetDict": "dict", "IterableDatasetDict": "dict", "Dataset": "map", "IterableDataset": "iterable"}
+    return kinds.get(type(source).__name__)
 
 
 def is_dataset_source(source) -> bool:
@@ -227,15 +212,19 @@ class VideoDatasetSource:
             raise ValueError(f"label {value!r} is not one of the classes {self.class_names[:10]}")
         return self.label_ids[key]
 
+    def _label_or_error(self, value) -> tuple[int | None, str | None]:
+        """``(class id, None)``, or ``(None, why there is none)``: such rows are skipped with their label."""
+        try:
+            return self.label_of(value), None
+        except (ValueError, TypeError) as problem:
+            return None, str(problem)
+
     def _row(self, index: int, example: Mapping) -> VideoRow:
         video = example[self.video_column]
         name = row_name(index, video)
         label, error = None, None
         if self.label_column is not None:
-            try:
-                label = self.label_of(example[self.label_column])
-            except (ValueError, TypeError) as problem:
-                error = str(problem)
+            label, error = self._label_or_error(example[self.label_column])
         if error is None:
             try:
                 video = _fetch_remote(video)
@@ -252,12 +241,9 @@ class VideoDatasetSource:
     def rows(self, start: int = 0) -> Iterator[VideoRow]:
         """The rows from ``start`` on, in order (a stream reads past the first ``start`` rows without decoding them)."""
         if not self.streaming:
-            for index in range(start, self.num_rows):
-                yield self.row(index)
-            return
+            return map(self.row, range(start, self.num_rows))
         stream = self.dataset.skip(start) if start else self.dataset
-        for offset, example in enumerate(stream):
-            yield self._row(start + offset, example)
+        return (self._row(start + offset, example) for offset, example in enumerate(stream))
 
     def take(self, indices: Sequence[int]) -> list[VideoRow]:
         """The rows at ``indices`` (a stream is read up to the largest); an index past the end is an error."""
@@ -268,12 +254,8 @@ class VideoDatasetSource:
             raise ValueError(f"row indices must be >= 0, got {wanted[0]}")
         if self.num_rows is not None and wanted[-1] >= self.num_rows:
             raise ValueError(f"{self.description} has {self.num_rows} rows; there is no row {wanted[-1]}")
-        found = {}
-        for row in self.rows() if self.streaming else map(self.row, wanted):
-            if row.index in wanted:
-                found[row.index] = row
-            if row.index >= wanted[-1]:
-                break
+        rows = itertools.islice(self.rows(), wanted[-1] + 1) if self.streaming else map(self.row, wanted)
+        found = {row.index: row for row in rows if row.index in wanted}
         if len(found) < len(wanted):
             raise ValueError(f"{self.description} ended before row {wanted[-1]}")
         return [found[int(i)] for i in indices]
@@ -310,14 +292,10 @@ class VideoDatasetSource:
                                       features=wanted)
             return stream.filter(lambda example: example["label"] >= 0)
 
-        raw = list(self.dataset.select_columns([self.label_column]).to_dict()[self.label_column])
-        ids, skipped = [], []
-        for index, value in enumerate(raw):
-            try:
-                ids.append(self.label_of(value))
-            except (ValueError, TypeError) as problem:
-                ids.append(-1)
-                skipped.append(f"row {index}: {problem}")
+        raw = self.dataset.select_columns([self.label_column]).to_dict()[self.label_column]
+        labels = [self._label_or_error(value) for value in raw]
+        ids = [-1 if label is None else label for label, _ in labels]
+        skipped = [f"row {index}: {error}" for index, (_, error) in enumerate(labels) if error is not None]
         dataset = self.dataset.select_columns([self.video_column])
         if self.video_column != "video":
             dataset = dataset.rename_column(self.video_column, "video")
@@ -369,10 +347,7 @@ def _label_setup(dataset, column: str, feature, class_names, streaming: bool, de
         names = given
         if names is None:
             values = [v for v in dataset.select_columns([column]).to_dict()[column] if v is not None]
-            if kind == "int":
-                names = [str(i) for i in range(max((int(v) for v in values), default=-1) + 1)]
-            else:
-                names = sorted({str(v) for v in values})
+            names = class_names_from(values, kind == "int")
         return kind, names, {} if kind == "int" else {name: i for i, name in enumerate(names)}
     raise ValueError(
         f"column {column!r} of {description} holds {feature}; rlt needs one class per video "

@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..clip_sources import VideoRow, prepare_clip
-from ..collator import KeepMaskSettings
-from ..common import READ_ERRORS
-from ..models.modeling_rlt import run_length_tokenize_for
+from ..clip_sources import VideoRow, decode_row
+from ..collator import ClipCollator
 from ..models.video_processing_rlt import RLTVideoProcessor
 from .format import DEFAULT_THRESHOLD, PROCESSOR_FILE
 
@@ -130,15 +128,10 @@ def processor_settings(processor: RLTVideoProcessor) -> dict:
 def clip_keep_mask(processor, clip: torch.Tensor, tokens: TokenSettings, threshold: float) -> torch.Tensor | None:
     """RLT's keep mask of one uint8 clip as the model computes it on the processor's output, bool
     ``(T', H', W')``; None when the clip cannot be cut into tubelets."""
-    settings = KeepMaskSettings(
-        rlt_threshold=threshold,
-        rlt_tubelet_size=tokens.tubelet_size,
-        rlt_patch_size=tokens.patch_size,
-        rlt_input_scale=tuple(processor.rlt_input_scale),
-        rlt_compare_to=tokens.compare_to,
-    )
+    collator = ClipCollator(threshold=threshold, tubelet_size=tokens.tubelet_size, patch_size=tokens.patch_size,
+                            input_scale=processor.rlt_input_scale, compare_to=tokens.compare_to)
     try:
-        return run_length_tokenize_for(settings, processor.normalize_frames(clip.float()).unsqueeze(0)).keep_mask[0]
+        return collator.keep_mask(processor.normalize_frames(clip.float()).unsqueeze(0))[0]
     except ValueError:
         return None
 
@@ -182,14 +175,11 @@ def _init_worker(job: PrepareJob) -> None:
 def _prepare(row: VideoRow, job: PrepareJob | None = None) -> ClipResult:
     """Decode or take one row's video, as the job's (default: this worker's) processor does, with its token counts."""
     job = job or _JOB
-    result = ClipResult(row.index, row.name, row.label, error=row.error)
-    if row.error is not None:
+    decoded = decode_row(job.processor, row)
+    result = ClipResult(row.index, row.name, row.label, padded_frames=decoded.padded_frames, error=decoded.error)
+    if decoded.error is not None:
         return result
-    try:
-        clip, result.padded_frames = prepare_clip(job.processor, row.video, return_padded_frames=True)
-    except READ_ERRORS as error:
-        result.error = str(error) or type(error).__name__
-        return result
+    clip = decoded.frames
     mask = clip_keep_mask(job.processor, clip, job.tokens, job.tokens.threshold)
     result.tokens_kept = int(mask.sum()) if mask is not None else -1
     if job.keep_only_threshold is not None:

@@ -1,6 +1,6 @@
-"""Reading a clip cache: ``ClipCache`` (the folder: its index, processor and clips, integrity-checked on
-open), and the two views over it, ``CachedClips`` (a torch ``Dataset``) and ``load_clip_cache`` (a lazy
-``datasets.Dataset`` through ``ClipCacheTransform``), which read their items through ``CachedClips``.
+"""Reading a clip cache: ``ClipCache`` (the one reader, integrity-checked on open) and its views,
+``CachedClips`` (a torch ``Dataset``) and ``load_clip_cache`` (a lazy ``datasets.Dataset``, whose
+``ClipCacheTransform`` reads its items through ``CachedClips``).
 """
 
 from __future__ import annotations
@@ -22,17 +22,13 @@ _NOTED: set[Path] = set()  # older caches whose missing checksums were pointed o
 
 
 class ClipCache:
-    """A complete clip cache folder: its index, its processor and random access to its clips.
+    """A complete clip cache folder: its index, its processor and random access to its clips. Picklable
+    (each process opens the shard files it reads).
 
-    ``len(cache)``; ``cache.clip(i)`` uint8 ``(T, C, H, W)``; ``cache.keep_mask(i)`` for a keep-only
-    cache; ``cache.labels``, ``cache.paths``, ``cache.class_names``, ``cache.processor``.
-    Picklable (shard files are opened lazily in each process).
-
-    Opening checks that every shard is there at the size the index records (cheap: one ``stat`` per
-    shard); ``verify=True`` also reads each shard once and compares its CRC-32 (at disk speed). A
-    problem raises ``DamagedCacheError`` naming the shards and the command that repairs them. A cache
-    written before sizes and checksums were recorded is checked against its shards' headers, with a
-    warning saying how to record them.
+    Opening checks that every shard is there at the size the index records (one ``stat`` per shard);
+    ``verify=True`` also compares each shard's CRC-32 (one read, at disk speed). A problem raises
+    ``DamagedCacheError`` naming the shards and the command that repairs them. A cache written before
+    sizes and checksums were recorded is checked against its shards' headers, with a warning.
     """
 
     def __init__(self, folder: str | os.PathLike, *, verify: bool = False):
@@ -137,19 +133,15 @@ class ClipCache:
 class CachedClips(torch.utils.data.Dataset):
     """A clip cache, or some of its clips, as a torch ``Dataset`` of uint8 clips read from the shards when indexed.
 
-    Item ``i``: ``{"pixel_values": uint8 (T, C, H, W), "labels": int}`` and, from a keep-only cache
-    (``keep_only_threshold``), ``"keep_mask": bool (T', H', W')`` (the tubelets the cache kept; dropped
-    ones are filled by their run's kept one). ``rlt.training.ClipCollator`` batches these items, and
-    ``RLTTrainer`` normalises the uint8 clips on the device. What describes a clip without reading
-    it (path, label, ``tokens_kept``, ``padded_frames``) is in ``record(i)``. Picklable: each
-    ``DataLoader`` worker opens the shards it reads.
+    Item ``i``: ``{"pixel_values": uint8 (T, C, H, W), "labels": int}`` and, from a keep-only cache,
+    ``"keep_mask": bool (T', H', W')``. ``ClipCollator`` batches them; ``record(i)`` describes a clip
+    without reading it.
 
     Args:
         cache: a ``ClipCache`` or its folder.
         indices: which of the cache's clips, in this order (one side of a split, say); all by default.
-        class_names: renumber the labels to these classes, by name (as ``load_clip_cache`` does): two
-            caches written apart may number their classes differently. A class of the cache that is
-            not among them is an error.
+        class_names: renumber the labels to these classes, by name (``rlt.clip_sources.relabel``): two
+            caches written apart may number their classes differently.
         with_labels: False leaves ``labels`` out of the items (self-supervised pretraining takes none).
         with_keep_masks: False leaves a keep-only cache's ``keep_mask`` out (the model then tokenizes the
             filled-in clips itself).
@@ -201,10 +193,8 @@ class CachedClips(torch.utils.data.Dataset):
 class ClipCacheTransform:
     """``dataset.with_transform(...)`` for ``load_clip_cache``: reads clips and normalises them when accessed.
 
-    Output per batch: ``pixel_values`` float ``(T, C, H, W)`` each (or ``clip`` uint8 with
-    ``normalize=False``), ``labels``, ``video`` (source paths) and, for a keep-only cache, ``keep_mask``,
-    besides the dataset's own columns. Reading a whole column (``dataset["label"]``) reads every clip
-    through here: read columns from ``dataset.with_format(None)`` instead.
+    Adds ``pixel_values`` (or uint8 ``clip`` with ``normalize=False``), ``labels``, ``video`` and, for a
+    keep-only cache, ``keep_mask`` to the dataset's own columns.
     """
 
     def __init__(self, cache: ClipCache, processor: RLTVideoProcessor | None = None, normalize: bool = True):
@@ -237,17 +227,14 @@ def load_clip_cache(
 ):
     """A clip cache as a lazy ``datasets.Dataset``: ``clip_id``, ``path``, ``label`` (``ClassLabel``), ``tokens_kept``.
 
-    Reading an example reads its clip from the shard and normalises it with the cache's processor
-    (or ``processor``, e.g. the checkpoint's, when its mean/std differ): ``pixel_values`` float
-    ``(T, C, H, W)``, ``labels``, ``video``; ``VideoCollator`` batches them. ``tokens_kept`` (RLT's
-    count at the cache's threshold) is readable without touching a clip, e.g. for token-budget
-    batching: ``dataset.with_format(None)["tokens_kept"]`` (a plain column read would read every clip).
+    Reading an example reads its clip and normalises it with the cache's processor (or ``processor``,
+    e.g. the checkpoint's, when its mean/std differ); ``ClipCollator`` batches them. Read plain columns
+    from ``dataset.with_format(None)`` (``["tokens_kept"]`` for token-budget batching): through the
+    transform, a column read reads every clip.
 
-    ``class_names`` (e.g. the training cache's or the model's classes, in id order) relabels the clips
-    by class name: two caches written apart (a split without one of the classes, string labels sorted
-    per split) number their classes differently, and evaluating one with the other's ids would shift
-    labels silently. A class of the cache that is not among them is an error. ``verify=True`` compares
-    every shard's CRC-32 with the index first (``ClipCache``; sizes are always checked).
+    ``class_names`` (e.g. the model's classes, in id order) relabels the clips by class name: two
+    caches written apart number their classes differently, and one read with the other's ids would
+    shift labels silently. ``verify=True`` as for ``ClipCache``.
     """
     from datasets import ClassLabel, Dataset, Features, Value
 

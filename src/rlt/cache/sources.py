@@ -41,13 +41,13 @@ def cache_clips(
 ) -> CacheSummary:
     """Decode a labelled video folder / CSV / JSON list or a dataset once into a clip cache (see the package doc).
 
-    Run again on the same ``out``, it resumes an interrupted run and rewrites any shard that is missing
-    or damaged (size or CRC-32 differ from the index), and only those.
+    Run again on the same ``out``, it resumes an interrupted run and rewrites only the shards that are
+    missing or damaged (``writer.py``).
 
     Args:
         data: a folder with one sub-folder per class, or a ``path,label`` list (``load_video_dataset``);
             or a Hugging Face dataset with a ``Video`` column (``rlt.hf_datasets.is_dataset_source``).
-        out: the cache folder; a cache of the same data and settings there is resumed (and repaired).
+        out: the cache folder.
         processor: an ``RLTVideoProcessor``, or a checkpoint / processor folder (``load_processor``);
             default ``RLTVideoProcessor()``. ``num_frames``, ``frame_stride``, ``size`` override it.
         workers: decoding processes (default: one per core; 0 or 1 decode in this process).

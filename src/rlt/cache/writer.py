@@ -203,13 +203,11 @@ def write_source(
 
 
 def _shards_to_write(out: Path, index: dict, shard_size: int, exact: bool, summary: CacheSummary):
-    """The resume-and-repair rule: ``(shards to write among the known ones, first shard past them or None,
-    {damaged shard file: what is wrong})``.
+    """The resume-and-repair rule (module doc): ``(shards to write among the known ones, first shard past
+    them or None, {damaged shard file: what is wrong})``.
 
-    Every recorded shard is checked (size and CRC-32: one read of the cache, cheap beside decoding);
-    a missing or damaged one is written again under its recorded name. Shards of an older
-    cache that recorded no checksum get one (they are kept: nothing can tell whether they changed).
-    While a dataset's length is not known for sure, the shards past the recorded ones follow.
+    Checking every CRC-32 costs one read of the cache, cheap beside decoding. Shards of an older cache
+    that recorded no checksum are kept and get one (nothing can tell whether they changed).
     """
     recorded, problems = index["shards"], {}
     for key in sorted(recorded, key=int):
