@@ -21,6 +21,11 @@
 # compiling ~20-30 s per new graph, 2-4 of them per run): still-vanilla 7-8.5, still-rlt 3-4, still-rlt-eager
 # 5-6, the same again for full and for the dense tasks; speed-<task> 3-4 (SPEED_TRAIN 3072 clips, 2 epochs).
 # Each part is one GPU call of under 9.5 minutes; the first three are the comparison that matters most.
+# Measured on an H100 (RESULTS.md issue 21, second session): TRAIN=4096 EVAL=768 EPOCHS=20 at 224 px,
+# still-vanilla 250 s in all (6.7 s an epoch; it stayed at chance: 16.5%), still-rlt ~215 s (5.6 s an epoch with
+# evaluation, 60 s of compiles; 98.4% at epoch 18): one part per call; vanilla ViT-S at 224 px needs more than
+# 82k clip-steps to learn this task (at 112 px, 200k clip-steps gave 87.9%). ViT-B speed-still with
+# SPEED_TRAIN=1536 BATCH=32: 300 s for the three runs.
 # ViT-B (SIZE=vit-b, issue 12's compute-bound size) did not leave chance in 5 epochs from scratch (RESULTS.md,
 # issue 5/6 runs); at ~3.5 ms per clip graphed, EPOCHS=12 TRAIN=8000 fits a part: `SIZE=vit-b EPOCHS=12 BATCH=32`.
 #
