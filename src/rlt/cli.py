@@ -459,12 +459,15 @@ def _run_calibrate(args) -> None:
     output with RLT off (KL of the class distributions; MSE of pooled features for a base model), on unlabelled
     clips. Every other parameter stays as it was. Writes a checkpoint folder like `rlt convert`'s, whose model card
     says what was calibrated."""
-    from .calibration import calibrate, synthetic_clips_for
+    import torch
+
+    from .calibration import calibrate
 
     data = args.data
-    if args.synthetic is not None:
-        data = synthetic_clips_for(args.model, args.synthetic, variant=args.synthetic_variant, seed=args.data_seed,
-                                   time_step=args.synthetic_time_step, device=args.synthetic_device)
+    if args.synthetic is not None:  # the generated task's flags spelled as its spec (rlt.clip_sources.SyntheticClips)
+        device = args.synthetic_device or ("cuda" if torch.cuda.is_available() else "cpu")
+        data = (f"synthetic:{args.synthetic_variant}:{args.synthetic},seed={args.data_seed},"
+                f"time_step={args.synthetic_time_step},device={device}")
     result = calibrate(
         args.model, data, dataset_options=dataset_options(args), json_path=args.json,
         rlt_run_embedding=args.run_embedding, progress=not args.no_progress,
