@@ -370,8 +370,7 @@ def _run_evaluate(args) -> None:
     threshold 0 (RLT off, the baseline). The clips are decoded once and reused for every threshold."""
     from .evaluation import evaluate
 
-    check_local_argument(args.model, "the classifier to evaluate", checkpoint=True)
-    check_local_argument(args.data, "the data to evaluate on")
+    check_local_argument(args.model, "the classifier to evaluate", checkpoint=True)  # evaluate checks the data
     if args.processor is not None:
         check_local_argument(args.processor, "the processor folder", hub=False)
 
