@@ -1,13 +1,16 @@
-"""Shared test helpers, defined once for every test file: tiny model settings, clips with known repeats,
-a vanilla / RLT model pair with the same weights, and a Python process in which ``rlt`` is not importable."""
+"""Shared test helpers, defined once for every test file: tiny model settings, a tiny vanilla VideoMAE
+checkpoint folder, clips with known repeats, a vanilla / RLT model pair with the same weights, and a Python
+process in which ``rlt`` is not importable."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,26 @@ TINY_VIDEOMAE = {
 # A processor config that normalises as the public VideoMAE checkpoints do (ImageNet mean and std).
 IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
 IMAGENET_PROCESSOR = {"do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, **IMAGENET}
+# The image-processor config the Hub's VideoMAE checkpoints carry, at the tiny models' 32 px.
+VIDEOMAE_PROCESSOR = {"image_processor_type": "VideoMAEImageProcessor", "size": {"shortest_edge": 32},
+                      "crop_size": {"height": 32, "width": 32}, **IMAGENET_PROCESSOR}
+
+
+def tiny_videomae_classifier(class_names: Sequence[str]):
+    """A tiny vanilla VideoMAE classifier (``TINY_VIDEOMAE``, seed 0) of ``class_names``."""
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+    config = VideoMAEConfig(**{**TINY_VIDEOMAE, "num_labels": len(class_names)}, id2label=dict(enumerate(class_names)),
+                            label2id={name: i for i, name in enumerate(class_names)})
+    torch.manual_seed(0)
+    return VideoMAEForVideoClassification(config)
+
+
+def save_vanilla_checkpoint(folder: Path, model) -> Path:
+    """``model`` saved as the Hub's vanilla VideoMAE checkpoints are: weights, config, ``VIDEOMAE_PROCESSOR``."""
+    model.save_pretrained(folder)
+    (Path(folder) / "preprocessor_config.json").write_text(json.dumps(VIDEOMAE_PROCESSOR))
+    return Path(folder)
 
 
 def assert_same_random_draws_as_vanilla(vanilla, rlt_model, clips: torch.Tensor) -> None:

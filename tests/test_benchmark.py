@@ -256,3 +256,15 @@ def test_bench_is_an_rlt_command():
     args = build_parser().parse_args(["bench", "--tiny", "--batch-sizes", "4,8", "--parts", "core,train"])
     assert args.batch_sizes == [4, 8] and args.parts == ["core", "train"] and args.run is benchmark.run
     assert args.train_inputs == args.compile_inputs == ["real"]  # training and compile cases default to real clips
+
+
+def test_prepared_clips_keep_every_nth_frame_up_to_the_maximum(tmp_path, capsys):
+    from video_helpers import decoded_indices, index_frames, write_video
+
+    from rlt.benchmark.clips import prepare_clips
+
+    video = str(write_video(tmp_path / "index.mp4", index_frames(11)))
+    for max_frames, expected in ((None, [0, 3, 6, 9]), (2, [0, 3]), (40, [0, 3, 6, 9])):
+        data = prepare_clips(str(tmp_path / "clips.pt"), size=32, frame_stride=3, max_frames=max_frames, videos=[video])
+        assert decoded_indices(data["videos"]["index"]) == expected
+    assert "decoded index: 4 frames at stride 3, 32px" in capsys.readouterr().out

@@ -9,13 +9,12 @@ import sys
 
 import pytest
 import torch
-from conftest import IMAGENET, SRC, TINY_VIDEOMAE
+from conftest import SRC, TINY_VIDEOMAE, save_vanilla_checkpoint, tiny_videomae_classifier
 from transformers import (
     AutoModelForVideoClassification,
     BertConfig,
     BertModel,
     VideoMAEConfig,
-    VideoMAEForVideoClassification,
     VideoMAEModel,
 )
 
@@ -24,11 +23,6 @@ from rlt.cli import main
 from rlt.conversion import model_and_processor
 from rlt.synthetic import CLASS_NAMES, SyntheticVideoDataset, task_config
 
-PROCESSOR = {
-    "image_processor_type": "VideoMAEImageProcessor", "size": {"shortest_edge": 32},
-    "crop_size": {"height": 32, "width": 32}, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-    **IMAGENET,
-}
 FAST = {"batch_size": 8, "workers": 0, "progress": False, "device": "cpu"}
 
 
@@ -39,18 +33,13 @@ def _save_vanilla(folder, model):
                 parameter.normal_(0, 0.1)
         if hasattr(model, "classifier"):  # confident logits, as a trained head gives: a loss worth lowering
             model.classifier.weight.normal_(0, 1.0)
-    model.save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps(PROCESSOR))
-    return folder
+    return save_vanilla_checkpoint(folder, model)
 
 
 @pytest.fixture(scope="module")
 def vanilla(tmp_path_factory):
     """A tiny vanilla VideoMAE classifier of the generated task's classes, saved as a Hub checkpoint is."""
-    config = VideoMAEConfig(**{**TINY_VIDEOMAE, "num_labels": len(CLASS_NAMES)}, id2label=dict(enumerate(CLASS_NAMES)),
-                            label2id={name: i for i, name in enumerate(CLASS_NAMES)})
-    torch.manual_seed(0)
-    return _save_vanilla(tmp_path_factory.mktemp("calibrate") / "vanilla", VideoMAEForVideoClassification(config))
+    return _save_vanilla(tmp_path_factory.mktemp("calibrate") / "vanilla", tiny_videomae_classifier(CLASS_NAMES))
 
 
 @pytest.fixture(scope="module")

@@ -90,11 +90,16 @@ def test_a_path_that_does_not_exist_is_not_found_at_once(argv, message, capsys, 
     assert err == f"rlt {argv[0]}: error: {message}"
 
 
-def test_evaluate_names_missing_data_after_a_good_model(capsys, tmp_path, monkeypatch, no_loading):
+def test_evaluate_names_missing_data_after_a_good_model(capsys, tmp_path, monkeypatch):
+    def reached(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(evaluation, "model_and_processor", reached)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "model").mkdir()
-    _, err = error_of(["evaluate", "model", "./clips.csv"], capsys)
-    assert err == "rlt evaluate: error: no such file or folder: ./clips.csv (the data to evaluate on)"
+    for data, options in (("./clips.csv", []), ("./videos", ["--split", "test"]), ("a/b/c", [])):
+        _, err = error_of(["evaluate", "model", data, *options], capsys)
+        assert err == f"rlt evaluate: error: no such clip cache, video folder or list: {data}"
 
 
 def test_a_video_where_a_checkpoint_belongs_is_named(capsys, tmp_path, monkeypatch, no_loading):

@@ -9,6 +9,7 @@ import rlt
 from rlt.cache import write_clip_cache
 from rlt.clip_sources import CacheClips, DecodedClips, SyntheticClips, TensorClips, open_clips
 from rlt.collator import ClipBatch, ClipCollator
+from rlt.synthetic import SyntheticVideoDataset, task_config
 
 
 def small_processor() -> rlt.RLTVideoProcessor:
@@ -48,8 +49,16 @@ def test_synthetic_spec_gives_the_generated_task_at_the_processor_size():
     clip = source.clip(0)
     assert clip.frames.dtype == torch.uint8 and tuple(clip.frames.shape) == (8, 3, 32, 32)
     assert 0 <= clip.label < len(source.class_names)
-    with pytest.raises(ValueError, match="synthetic:N or synthetic:VARIANT:N"):
-        open_clips("synthetic:many", small_processor())
+    # The options render what SyntheticVideoDataset renders with them (rlt calibrate --synthetic spells its flags so).
+    source = open_clips("synthetic:still:2,seed=3,time_step=0.5,device=cpu", small_processor())
+    expected = SyntheticVideoDataset(2, seed=3, config=task_config("still", num_frames=8, image_size=32, time_step=0.5))
+    assert torch.equal(source.clips, expected.clips) and source.labels == expected.labels.tolist()
+    assert not torch.equal(source.clips, open_clips("synthetic:still:2", small_processor()).clips)
+    for spec in ("synthetic:many", "synthetic:2,sed=3", "synthetic:2,seed"):
+        with pytest.raises(ValueError, match="synthetic:N or synthetic:VARIANT:N"):
+            open_clips(spec, small_processor())
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        open_clips("synthetic:2,seed=x", small_processor())
     with pytest.raises(ValueError, match="needs the processor"):
         open_clips("synthetic:2")
 

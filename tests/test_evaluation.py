@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGENET, TINY_VIDEOMAE
+from conftest import TINY_VIDEOMAE, save_vanilla_checkpoint, tiny_videomae_classifier
 from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 from video_helpers import write_video
 
@@ -39,17 +39,8 @@ def setup(tmp_path_factory):
         (root / "data" / name).mkdir(parents=True)
         for i in range(3):
             write_video(root / "data" / name / f"{i}.mp4", class_clip(name, rng))
-    config = VideoMAEConfig(**{**TINY_VIDEOMAE, "num_labels": 3}, id2label=dict(enumerate(CLASSES)),
-                            label2id={n: i for i, n in enumerate(CLASSES)})
-    torch.manual_seed(0)
-    vanilla = VideoMAEForVideoClassification(config).eval()
-    vanilla.save_pretrained(root / "model")
-    # A vanilla checkpoint's image-processor config, as the Hub's VideoMAE checkpoints carry.
-    (root / "model" / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "VideoMAEImageProcessor", "size": {"shortest_edge": 32},
-        "crop_size": {"height": 32, "width": 32}, "do_rescale": True, "rescale_factor": 1 / 255,
-        "do_normalize": True, **IMAGENET,
-    }))
+    vanilla = tiny_videomae_classifier(CLASSES).eval()
+    save_vanilla_checkpoint(root / "model", vanilla)
     return root, vanilla
 
 

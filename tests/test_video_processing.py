@@ -98,6 +98,14 @@ def test_sample_frame_indices():
         sample_frame_indices(10, 2, frame_stride=2, fps=5, video_fps=25)
     with pytest.raises(ValueError, match="num_frames must be a positive integer"):
         sample_frame_indices(10, 0)
+    # pad=False: the sampling stops at the clip's end; num_frames=None takes every step of it
+    assert sample_frame_indices(5, 6, frame_stride=2, pad=False).tolist() == [0, 2, 4]
+    assert sample_frame_indices(9, None, frame_stride=4, pad=False).tolist() == [0, 4, 8]
+    assert sample_frame_indices(10, 2, frame_stride=4, pad=False).tolist() == [0, 4]
+    assert sample_frame_indices(10, 4, fps=5, video_fps=15, pad=False).tolist() == [0, 3, 6, 9]
+    assert sample_frame_indices(10, 5, fps=5, video_fps=15, pad=False).tolist() == [0, 3, 6, 9]
+    with pytest.raises(ValueError, match="needs a frame_stride and pad=False"):
+        sample_frame_indices(10, None, frame_stride=2)
 
 
 @pytest.mark.parametrize(
@@ -150,6 +158,9 @@ def test_short_clip_repeats_its_last_frame(tmp_path):
     path = write_video(tmp_path / "short.mp4", index_frames(5))
     frames = small(num_frames=8, frame_stride=2).load_frames(path)
     assert decoded_indices(frames) == [0, 2, 4, 4, 4, 4, 4, 4]
+    # ...unless asked not to pad (rlt bench keeps every n-th frame of a video, at most a number)
+    frames = video_processing_rlt.decode_video(path, num_frames=8, frame_stride=2, pad=False)
+    assert decoded_indices(torch.from_numpy(frames).permute(0, 3, 1, 2)) == [0, 2, 4]
     assert small(num_frames=8)(path)["pixel_values"].shape == (1, 8, 3, 32, 32)
 
 

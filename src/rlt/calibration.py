@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import default_workers, load_processor
+from .cache import default_workers
 from .clip_sources import ClipSource
 from .common import PixelNormalizer
 from .conversion import OutputNotEmptyError, model_and_processor, write_checkpoint
@@ -44,7 +44,6 @@ __all__ = [
     "CalibrationResult",
     "calibrate",
     "parameters_of_groups",
-    "synthetic_clips_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -134,24 +133,6 @@ def _head_output(model, outputs) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------
 # The data
-
-
-def synthetic_clips_for(
-    checkpoint: str | os.PathLike, num_clips: int, *, variant: str = "full", seed: int = 0, time_step: float = 1.0,
-    device: str | torch.device | None = None,
-):
-    """``num_clips`` clips of the generated task (``rlt.synthetic``) sampled as ``checkpoint``'s processor
-    expects (its frame count and crop), rendered on ``device`` (default: CUDA when available), as
-    ``examples/train_video_classification.py --synthetic`` renders them."""
-    from .synthetic import SyntheticVideoDataset, task_config
-
-    if isinstance(num_clips, bool) or not isinstance(num_clips, int) or num_clips < 1:
-        raise ValueError(f"the generated task needs a positive number of clips, got {num_clips!r}")
-    processor, _ = load_processor(checkpoint)
-    config = task_config(variant, num_frames=processor.num_frames, image_size=processor.crop_size["height"],
-                         time_step=time_step)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return SyntheticVideoDataset(num_clips, seed=seed, config=config, device=device)
 
 
 def _source(data, processor, model, dataset_options) -> tuple[ClipSource, bool]:

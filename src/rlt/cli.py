@@ -194,40 +194,12 @@ def _add_inspect(subparsers) -> None:
     add_dataset_arguments(parser)
 
 
-def _inspect_geometry(args) -> None:
-    """Fill the geometry flags not given from ``--arch``'s default config, else 16 frames, 224 px, 2x16x16. Without
-    ``--size``, ``--arch`` also sets ``args.resize`` as its checkpoints' processor does (V-JEPA 2: 292 for a 256 crop)."""
-    defaults = {"num_frames": 16, "size": 224, "tubelet_size": 2, "patch_size": 16}
-    args.resize = None
-    if args.arch is not None:
-        architecture = registry.get(args.arch)
-        config = architecture.config_class()
-        patch_h, patch_w = config.rlt_patch_size
-        if patch_h != patch_w:
-            raise ValueError(f"rlt inspect draws square patches; {args.arch} uses {patch_h}x{patch_w}")
-        defaults = {
-            "num_frames": config.rlt_num_frames,
-            "size": min(config.rlt_image_size),
-            "tubelet_size": config.rlt_tubelet_size,
-            "patch_size": patch_h,
-        }
-        resize = architecture.processor_defaults.get("size", {}).get("shortest_edge")
-        crop = architecture.processor_defaults.get("crop_size", {})
-        # The checkpoints' resize only where their crop is the config's frame size (ViViT's processor
-        # crops 224 from 256 for a 224 model: the same rule then; a config of another size: no resize rule).
-        if args.size is None and resize and crop.get("height") == crop.get("width") == defaults["size"]:
-            args.resize = int(resize)
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-
-
 def _run_inspect(args) -> None:
     """Print, per clip, the tokens RLT keeps of the total, the reduction and the mean run length, and write a PNG per
     clip with the dropped tubelets greyed out. With several thresholds, also a plot of the kept fraction against the
     threshold. With no VIDEO, a bundled sample clip (Big Buck Bunny, (c) Blender Foundation, CC-BY 3.0) is used;
     --dataset inspects rows of a dataset."""
-    from .inspection import run_inspection, run_video_llm_inspection
+    from .inspection import default_geometry, run_inspection, run_video_llm_inspection
 
     if args.video_llm is not None:
         # The video LLM's processor decides the resize, tubelets and groups; the ViT sampling flags do not apply.
@@ -242,7 +214,12 @@ def _run_inspect(args) -> None:
         run_video_llm_inspection(args.videos, args.threshold, family=args.video_llm, fps=args.fps or 2.0,
                                  num_frames=args.num_frames or 16, out_dir=None if args.no_png else args.out)
         return
-    _inspect_geometry(args)
+    # The flags not given: --arch's (default_geometry); its checkpoints' resize goes with their crop size only.
+    geometry = default_geometry(args.arch)
+    args.resize = geometry.pop("resize") if args.size is None else None
+    for name, value in geometry.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     for name in ("num_frames", "frame_stride", "size", "tubelet_size", "patch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
@@ -393,8 +370,7 @@ def _run_evaluate(args) -> None:
     threshold 0 (RLT off, the baseline). The clips are decoded once and reused for every threshold."""
     from .evaluation import evaluate
 
-    check_local_argument(args.model, "the classifier to evaluate", checkpoint=True)
-    check_local_argument(args.data, "the data to evaluate on")
+    check_local_argument(args.model, "the classifier to evaluate", checkpoint=True)  # evaluate checks the data
     if args.processor is not None:
         check_local_argument(args.processor, "the processor folder", hub=False)
 
@@ -459,12 +435,15 @@ def _run_calibrate(args) -> None:
     output with RLT off (KL of the class distributions; MSE of pooled features for a base model), on unlabelled
     clips. Every other parameter stays as it was. Writes a checkpoint folder like `rlt convert`'s, whose model card
     says what was calibrated."""
-    from .calibration import calibrate, synthetic_clips_for
+    import torch
+
+    from .calibration import calibrate
 
     data = args.data
-    if args.synthetic is not None:
-        data = synthetic_clips_for(args.model, args.synthetic, variant=args.synthetic_variant, seed=args.data_seed,
-                                   time_step=args.synthetic_time_step, device=args.synthetic_device)
+    if args.synthetic is not None:  # the generated task's flags spelled as its spec (rlt.clip_sources.SyntheticClips)
+        device = args.synthetic_device or ("cuda" if torch.cuda.is_available() else "cpu")
+        data = (f"synthetic:{args.synthetic_variant}:{args.synthetic},seed={args.data_seed},"
+                f"time_step={args.synthetic_time_step},device={device}")
     result = calibrate(
         args.model, data, dataset_options=dataset_options(args), json_path=args.json,
         rlt_run_embedding=args.run_embedding, progress=not args.no_progress,

@@ -280,17 +280,27 @@ class SyntheticClips(TensorClips):
 
     @classmethod
     def from_spec(cls, spec: str, processor, model_class_names: Sequence[str] | None = None) -> SyntheticClips:
-        """``"synthetic:N"`` or ``"synthetic:VARIANT:N"``: clips 0..N-1 of the task (seed 0) at the
-        processor's frame count and crop size."""
+        """``"synthetic:N"`` or ``"synthetic:VARIANT:N"``: clips 0..N-1 of the task at the processor's frame
+        count and crop size; then, optionally, ``,seed=S`` (default 0), ``,time_step=T`` (default 1) and
+        ``,device=D`` (where to render; default the CPU), e.g. ``"synthetic:still:64,seed=3,device=cuda"``."""
         from .synthetic import SyntheticVideoDataset, task_config
 
-        parts = spec[len(SYNTHETIC_PREFIX):].split(":")
-        if len(parts) not in (1, 2) or not parts[-1].isdigit() or int(parts[-1]) < 1:
-            raise ValueError(f"{spec!r}: write synthetic:N or synthetic:VARIANT:N with N >= 1 clips")
+        body, *options = spec[len(SYNTHETIC_PREFIX):].split(",")
+        parts = body.split(":")
+        settings = dict(option.split("=", 1) for option in options if "=" in option)
+        if (len(parts) not in (1, 2) or not parts[-1].isdigit() or int(parts[-1]) < 1
+                or len(settings) != len(options) or not set(settings) <= {"seed", "time_step", "device"}):
+            raise ValueError(f"{spec!r}: write synthetic:N or synthetic:VARIANT:N with N >= 1 clips, optionally "
+                             "followed by ,seed=S ,time_step=T ,device=D")
+        try:
+            seed, time_step = int(settings.get("seed", 0)), float(settings.get("time_step", 1.0))
+        except ValueError:
+            raise ValueError(f"{spec!r}: the seed must be an integer and the time step a number") from None
         size = processor.crop_size.height if processor.do_center_crop else 224
         config = task_config(parts[0] if len(parts) == 2 else "full", num_frames=processor.num_frames,
-                             image_size=size)
-        return cls(SyntheticVideoDataset(int(parts[-1]), config=config), model_class_names)
+                             image_size=size, time_step=time_step)
+        return cls(SyntheticVideoDataset(int(parts[-1]), seed=seed, config=config, device=settings.get("device")),
+                   model_class_names)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Small pieces the tools share: device synchronisation, the errors that mean "cannot read this
+"""Small pieces the tools share: device synchronisation, torch.compile's graph count, the errors that mean "cannot read this
 file", and a processor's pixel normalisation as one multiply-add on the device.
 
 The ImageNet statistics and ``to_pair`` live with the code that travels in checkpoints
@@ -19,6 +19,7 @@ __all__ = [
     "READ_ERRORS",
     "VIDEO_EXTENSIONS",
     "PixelNormalizer",
+    "compiled_graphs",
     "plural",
     "synchronize",
     "to_pair",
@@ -32,6 +33,13 @@ READ_ERRORS = (OSError, ValueError, TypeError, RuntimeError, EOFError)
 def plural(count: int, noun: str, plural_form: str | None = None) -> str:
     """``"1 clip"``, ``"2 clips"``, ``"0 clips"``: a count with its noun in the right number."""
     return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has built in this process so far (each compile and recompile adds one)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "PROCESSOR_FILES",
     "OutputNotEmptyError",
     "check_loaded_keys",
+    "checkpoint_file",
     "code_files_of",
     "convert",
     "from_model",
@@ -76,18 +77,20 @@ def code_files_of(*objects) -> list[str]:
     return sorted(files)
 
 
+def checkpoint_file(source: str | Path, name: str, **hub_kwargs) -> Path | None:
+    """The file ``name`` of a checkpoint folder or Hub repo (downloaded), or None where it has none or the Hub
+    cannot be reached."""
+    path = cached_file(str(source), name, _raise_exceptions_for_missing_entries=False,
+                       _raise_exceptions_for_connection_errors=False, **hub_kwargs)
+    return Path(path) if path else None
+
+
 def read_processor_config(source: str | Path, **hub_kwargs) -> tuple[str | None, dict]:
     """The first processor config found in a checkpoint (file name, contents), or (None, {})."""
     for name in PROCESSOR_FILES:
-        path = cached_file(
-            str(source),
-            name,
-            _raise_exceptions_for_missing_entries=False,
-            _raise_exceptions_for_connection_errors=False,
-            **hub_kwargs,
-        )
+        path = checkpoint_file(source, name, **hub_kwargs)
         if path:
-            return name, json.loads(Path(path).read_text())
+            return name, json.loads(path.read_text())
     return None, {}
 
 

@@ -75,11 +75,11 @@ ATTENTIONS = tuple(AXES["attention"][1])
 # The data
 
 
-def check_data_exists(data, dataset_options=None) -> None:
-    """A clear error for a path that names nothing (before a model is loaded for it)."""
+def check_data_exists(data) -> None:
+    """A clear error, before a model is loaded for it, for a path that names nothing and cannot be a Hub dataset."""
     if not isinstance(data, (str, os.PathLike)) or Path(data).exists() or str(data).startswith(SYNTHETIC_PREFIX):
         return
-    if not dataset_options and not is_dataset_source(data):
+    if not is_dataset_source(data):
         raise FileNotFoundError(f"no such clip cache, video folder or list: {data}")
 
 
@@ -89,7 +89,7 @@ def clip_source(
     """The clips of ``data`` (``rlt.clip_sources.open_clips``: a clip cache, a video folder / list, a dataset, the
     generated task or in-memory uint8 clips) checked against what ``config``'s model takes; labels are matched
     to the model's ``class_names`` by name."""
-    check_data_exists(data, dataset_options)
+    check_data_exists(data)
     source = open_clips(data, processor, class_names, dataset_options)
     if isinstance(source, CacheClips):
         cache = source.cache
@@ -333,7 +333,7 @@ def evaluate(
         dataset_options: ``split``, ``config``, ``video_column``, ``label_column`` of a dataset
             (``rlt.hf_datasets.open_video_dataset``).
     """
-    check_data_exists(data, dataset_options)  # before loading the model
+    check_data_exists(data)  # before loading the model
     loaded_here = isinstance(model, (str, os.PathLike))
     model_name = str(model) if loaded_here else type(model).__name__
     model, processor = model_and_processor(model, processor, classifier_only=True)

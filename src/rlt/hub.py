@@ -17,7 +17,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from . import registry
-from .conversion import PROCESSOR_FILES, read_processor_config
+from .conversion import PROCESSOR_FILES, checkpoint_file, read_processor_config
 from .models import code_closure
 
 __all__ = [
@@ -100,15 +100,8 @@ def _source_card_data(source) -> dict:
     """Metadata of the source checkpoint's own card (license, datasets), when it has one."""
     if source is None:
         return {}
-    from transformers.utils import cached_file
-
-    path = cached_file(
-        str(source),
-        "README.md",
-        _raise_exceptions_for_missing_entries=False,
-        _raise_exceptions_for_connection_errors=False,
-    )
-    return _read_card_data(Path(path)) if path else {}
+    path = checkpoint_file(source, "README.md")
+    return _read_card_data(path) if path else {}
 
 
 def _length_table_is_zero(folder: Path) -> bool | None:

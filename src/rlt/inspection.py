@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from . import registry
 from .cache import prepare_clip
 from .collator import KeepMaskSettings
 from .common import plural
@@ -30,6 +31,7 @@ __all__ = [
     "SAMPLE_ATTRIBUTION",
     "SAMPLE_VIDEO",
     "ClipReport",
+    "default_geometry",
     "inspect_video",
     "plot_kept_fraction",
     "render_keep_mask",
@@ -85,6 +87,27 @@ class ClipReport:
             f"{self.name}: tau={self.threshold:g} kept {self.tokens_kept}/{self.tokens_per_clip} tokens, "
             f"{self.reduction:.1f}% fewer, mean run length {self.mean_run_length:.2f}{padded}"
         )
+
+
+def default_geometry(arch: str | None = None) -> dict:
+    """``run_inspection``'s ``num_frames``, ``size``, ``tubelet_size``, ``patch_size`` and ``resize`` for the
+    registered architecture ``arch``: its default config's, and the short side its checkpoints' processor
+    resizes to before the crop (V-JEPA 2: 292 for a 256 crop). Without ``arch``: 16 frames, 224 px, 2x16x16."""
+    if arch is None:
+        return {"num_frames": 16, "size": 224, "tubelet_size": 2, "patch_size": 16, "resize": None}
+    architecture = registry.get(arch)
+    config = architecture.config_class()
+    patch_h, patch_w = config.rlt_patch_size
+    if patch_h != patch_w:
+        raise ValueError(f"rlt inspect draws square patches; {arch} uses {patch_h}x{patch_w}")
+    size = min(config.rlt_image_size)
+    resize = architecture.processor_defaults.get("size", {}).get("shortest_edge")
+    crop = architecture.processor_defaults.get("crop_size", {})
+    # The checkpoints' resize only where their crop is the config's frame size (ViViT's processor
+    # crops 224 from 256 for a 224 model: the same rule then; a config of another size: no resize rule).
+    resize = int(resize) if resize and crop.get("height") == crop.get("width") == size else None
+    return {"num_frames": config.rlt_num_frames, "size": size, "tubelet_size": config.rlt_tubelet_size,
+            "patch_size": patch_h, "resize": resize}
 
 
 def sampling_processor(num_frames: int, frame_stride: int | None, fps: float | None, size: int,

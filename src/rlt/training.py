@@ -15,7 +15,7 @@ from torch.utils._pytree import tree_map_only
 from transformers import Trainer, TrainerCallback
 
 from .collator import ClipCollator
-from .common import PixelNormalizer, synchronize
+from .common import PixelNormalizer, compiled_graphs, synchronize
 
 __all__ = [
     "COMPILE_CHOICES",
@@ -83,13 +83,6 @@ def compile_arguments(choice: str, device: torch.device | str, backend: str | No
     if backend is not None:
         fields["torch_compile_backend"] = backend
     return fields
-
-
-def _compiled_graphs() -> int:
-    """Graphs torch.compile has built in this process so far (each compile and recompile adds one)."""
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
 
 
 class _EpochTimer(TrainerCallback):
@@ -207,9 +200,9 @@ class RLTTrainer(Trainer):
             return
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        graphs, start = _compiled_graphs(), time.perf_counter()
+        graphs, start = compiled_graphs(), time.perf_counter()
         yield
-        built = _compiled_graphs() - graphs
+        built = compiled_graphs() - graphs
         if built:
             seconds = time.perf_counter() - start
             event = {"phase": phase, "step": self.state.global_step, "graphs": built, "s": round(seconds, 2)}

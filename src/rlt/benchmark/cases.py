@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import registry
-from ..common import synchronize
+from ..common import compiled_graphs, synchronize
 from ..models.modeling_rlt import choose_tokens, run_length_tokenize_for
 from ..models.packing import resolve_backend
 from .clips import InputFactory, cut_windows, normalize
@@ -340,12 +340,12 @@ class Bench:
         def timed_call(seed: int, recorder: RecompileRecorder) -> dict:
             """One call on batch ``seed``: its seconds, and the graphs and recompiles it caused."""
             batch = item(seed)
-            graphs, reasons = recorder.graphs, len(recorder.reasons)
+            graphs, reasons = compiled_graphs(), len(recorder.reasons)
             start = time.perf_counter()
             call(batch)
             synchronize(s.device)
             seconds = time.perf_counter() - start
-            return {"s": seconds, "new_graphs": recorder.graphs - graphs, "recompiles": len(recorder.reasons) - reasons}
+            return {"s": seconds, "new_graphs": compiled_graphs() - graphs, "recompiles": len(recorder.reasons) - reasons}
 
         per_batch = []
         try:

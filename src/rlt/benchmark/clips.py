@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..common import PixelNormalizer
-from ..models.video_processing_rlt import RLTVideoProcessor
+from ..models.video_processing_rlt import RLTVideoProcessor, decode_video
 
 __all__ = [
     "CLIPS_FORMAT",
@@ -23,7 +23,6 @@ __all__ = [
     "InputFactory",
     "Window",
     "cut_windows",
-    "decode_video",
     "load_clips",
     "normalize",
     "prepare_clips",
@@ -58,25 +57,6 @@ def resize_short_side_center_crop(frames: torch.Tensor, size: int) -> torch.Tens
     return processor.resize_and_crop(frames).to(torch.uint8)  # uint8 in: whole grey levels out
 
 
-def decode_video(path: str, *, frame_stride: int = 2, size: int = 224, max_frames: int | None = None) -> torch.Tensor:
-    """Every ``frame_stride``-th frame of a video, resized and centre-cropped: uint8 ``(F, 3, size, size)``."""
-    try:
-        import av
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("decoding needs PyAV (pip install av); or pass a prepared --clips-cache file") from error
-    frames = []
-    with av.open(path) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            if index % frame_stride:
-                continue
-            frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1))
-            if max_frames is not None and len(frames) >= max_frames:
-                break
-    if not frames:
-        raise ValueError(f"no frames decoded from {path}")
-    return resize_short_side_center_crop(torch.stack(frames), size)
-
-
 def prepare_clips(
     path: str, *, size: int = 224, frame_stride: int = 2, max_frames: int | None = None, videos: Sequence[str] = ()
 ) -> dict:
@@ -90,10 +70,14 @@ def prepare_clips(
     for video in paths:
         name = os.path.splitext(os.path.basename(video))[0]
         start = time.perf_counter()
-        data["videos"][name] = decode_video(video, frame_stride=frame_stride, size=size, max_frames=max_frames)
-        frames = data["videos"][name].shape[0]
+        # Every frame_stride-th frame, at most max_frames (None: all). A frame count that was an estimate can
+        # exceed what decodes: the last decoded frame then repeats (padding), which is cut off.
+        frames, padded = decode_video(video, num_frames=max_frames, frame_stride=frame_stride, pad=False,
+                                      return_padded_frames=True)
+        frames = torch.from_numpy(frames[: len(frames) - padded]).permute(0, 3, 1, 2)
+        data["videos"][name] = frames = resize_short_side_center_crop(frames, size)
         seconds = time.perf_counter() - start
-        print(f"decoded {name}: {frames} frames at stride {frame_stride}, {size}px, {seconds:.1f} s")
+        print(f"decoded {name}: {len(frames)} frames at stride {frame_stride}, {size}px, {seconds:.1f} s")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     torch.save(data, path)
     total = sum(v.numel() for v in data["videos"].values())

@@ -115,7 +115,7 @@ def peak_memory_gb(device: torch.device) -> float | None:
 
 
 class RecompileRecorder:
-    """Counts torch._dynamo recompilations and compiled graphs while attached."""
+    """Records torch._dynamo's recompilations (with their reasons) while attached, and its graph breaks."""
 
     def __init__(self):
         from torch._dynamo.utils import counters
@@ -141,10 +141,6 @@ class RecompileRecorder:
         self.logger.removeHandler(self.handler)
         self.logger.propagate = self.propagate
         torch._logging.set_logs()
-
-    @property
-    def graphs(self) -> int:
-        return int(self.counters["stats"]["unique_graphs"])
 
     @property
     def graph_breaks(self) -> dict:

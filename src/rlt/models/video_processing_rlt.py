@@ -91,18 +91,23 @@ def _describe(source) -> str:
 
 def sample_frame_indices(
     total_frames: int,
-    num_frames: int,
+    num_frames: int | None,
     *,
     frame_stride: int | None = None,
     fps: float | None = None,
     video_fps: float | None = None,
+    pad: bool = True,
 ) -> np.ndarray:
     """Which frames to take from a clip of ``total_frames``: int64 ``(num_frames,)``, non-decreasing.
 
     Uniform over the clip by default; ``frame_stride`` or ``fps`` (with the clip's ``video_fps``)
-    take frames at a fixed step from frame 0. Indices past the end repeat the last frame.
+    take frames at a fixed step from frame 0. Indices past the end repeat the last frame; with
+    ``pad=False`` they are left out (fewer frames), and ``num_frames=None`` with a ``frame_stride``
+    takes every ``frame_stride``-th frame of the clip.
     """
-    if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
+    if num_frames is None and (pad or frame_stride is None):
+        raise ValueError("num_frames=None (every frame_stride-th frame to the end) needs a frame_stride and pad=False")
+    if num_frames is not None and (not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1):
         raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
     if total_frames < 1:
         raise ValueError("the video has no frames")
@@ -111,7 +116,9 @@ def sample_frame_indices(
     if frame_stride is not None:
         if not isinstance(frame_stride, int) or isinstance(frame_stride, bool) or frame_stride < 1:
             raise ValueError(f"frame_stride must be a positive integer, got {frame_stride!r}")
-        indices = np.arange(num_frames, dtype=np.int64) * frame_stride
+        within = -(-total_frames // frame_stride)  # the stride's frames inside the clip
+        count = num_frames if pad else min(num_frames or within, within)
+        indices = np.arange(count, dtype=np.int64) * frame_stride
     elif fps is not None:
         if not fps or fps <= 0 or not math.isfinite(fps):
             raise ValueError(f"fps must be a positive number, got {fps!r}")
@@ -120,7 +127,7 @@ def sample_frame_indices(
         indices = np.floor(np.arange(num_frames) * (video_fps / fps) + 1e-6).astype(np.int64)
     else:
         indices = np.floor((np.arange(num_frames) + 0.5) * total_frames / num_frames).astype(np.int64)
-    return np.minimum(indices, total_frames - 1)
+    return np.minimum(indices, total_frames - 1) if pad else indices[indices < total_frames]
 
 
 def count_padded_frames(source_indices) -> int:
@@ -347,18 +354,20 @@ def _decode_through_decoder(decoder, name: str, sample) -> tuple[np.ndarray, flo
 def decode_video(
     source,
     *,
-    num_frames: int = 16,
+    num_frames: int | None = 16,
     frame_stride: int | None = None,
     fps: float | None = None,
     decoder: str = "pyav",
     do_sample_frames: bool = True,
+    pad: bool = True,
     return_padded_frames: bool = False,
 ):
     """Decode a video file, bytes, file object or ``datasets`` Video row into sampled RGB frames ``(T, H, W, 3)`` uint8.
 
     A ``{"path", "bytes"}`` row is decoded from its bytes (else its path) with ``decoder``; a torchcodec
     ``VideoDecoder`` object is read through itself. With ``do_sample_frames=False`` every frame is
-    decoded (``T`` = the clip's length). With ``return_padded_frames``, returns ``(frames, padded)``: how
+    decoded (``T`` = the clip's length); ``pad=False`` stops the sampling at the clip's end (see
+    ``sample_frame_indices``). With ``return_padded_frames``, returns ``(frames, padded)``: how
     many sampled frames repeat the one before them because the clip is too short for the sampling
     (``count_padded_frames``).
     """
@@ -369,7 +378,8 @@ def decode_video(
     def sample(total, video_fps):
         if not do_sample_frames:
             return np.arange(total, dtype=np.int64)
-        return sample_frame_indices(total, num_frames, frame_stride=frame_stride, fps=fps, video_fps=video_fps)
+        return sample_frame_indices(total, num_frames, frame_stride=frame_stride, fps=fps, video_fps=video_fps,
+                                    pad=pad)
 
     if _is_torchcodec_decoder(source):
         frames, _, sources = _decode_through_decoder(source, name, sample)
