@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from rlt import RLTVideoMAEConfig
-from rlt.models.packing import PackedSequence, bucketed_length, packed_attention, padding_segments
+from rlt.models.attention_kernels import packed_attention
+from rlt.models.packing import PackedSequence, bucketed_length, padding_segments
 
 
 def random_keep(batch, capacity, seed):

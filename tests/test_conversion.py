@@ -62,6 +62,7 @@ def test_converted_folder_loads_without_rlt_installed(vanilla_folder, tmp_path):
     assert isinstance(model, RLTVideoMAEForVideoClassification)
     files = {path.name for path in out.iterdir()}
     assert {"config.json", "model.safetensors", "modeling_rlt_videomae.py", "tokenizer.py", "packing.py"} <= files
+    assert {"attention_kernels.py", "token_choice.py", "video_decoding.py"} <= files  # split out of the three above
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "rlt_videomae"
     assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForVideoClassification"}

@@ -5,7 +5,8 @@ import torch
 from conftest import TINY_VIDEOMAE, noise_clips
 
 from rlt import RLTVideoMAEConfig, RLTVideoMAEForVideoClassification
-from rlt.models.packing import PackedSequence, packed_attention
+from rlt.models.attention_kernels import packed_attention
+from rlt.models.packing import PackedSequence
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

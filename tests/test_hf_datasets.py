@@ -140,7 +140,7 @@ def test_processor_reads_through_a_torchcodec_decoder(data):
 def test_a_decoder_object_is_sampled_like_a_file(data, monkeypatch):
     """torchcodec's API (metadata, get_frames_at -> NCHW frames) served by PyAV, for machines without torchcodec:
     the frames the processor asks a decoder for, and their order and layout, give the file's own clip."""
-    from rlt.models.video_processing_rlt import decode_video
+    from rlt.models.video_decoding import decode_video
 
     class VideoDecoder:
         __module__ = "torchcodec.decoders._video_decoder"

@@ -389,17 +389,17 @@ def test_training_step_reaches_every_weight_and_reduces_loss(case):
 def test_autocast_reaches_the_attention_kernel_in_its_dtype(case, monkeypatch):
     """Under bf16 autocast every packed attention call must see bf16 inputs, as SDPA would: a float32
     query (V-JEPA 2's RoPE in some transformers releases) would pick a slow float32-only fallback on CUDA."""
-    from rlt.models import packing
+    from rlt.models import attention_kernels
 
     seen = []
-    resolve = packing.resolve_backend
+    resolve = attention_kernels.resolve_backend
 
     def spy(requested, attn_implementation, query, packed, dropout):
         seen.append(query.dtype)
         return resolve(requested, attn_implementation, query, packed, dropout)
 
-    monkeypatch.setattr(packing, "resolve_backend", spy)
-    rotary_like = packing.packed_attention
+    monkeypatch.setattr(attention_kernels, "resolve_backend", spy)
+    rotary_like = attention_kernels.packed_attention
 
     def float32_inputs(query, key, value, *args, **kwargs):  # as a float32 rotation would hand them over
         return rotary_like(query.float(), key.float(), value, *args, **kwargs)

@@ -18,7 +18,7 @@ from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 
 from rlt import RLTVideoProcessor
 from rlt.cli import main
-from rlt.models.video_processing_rlt import count_padded_frames, decode_video, sample_frame_indices
+from rlt.models.video_decoding import count_padded_frames, decode_video, sample_frame_indices
 from rlt.synthetic import write_mp4
 
 av = pytest.importorskip("av")

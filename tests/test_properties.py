@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rlt.models.packing import PackedSequence, packed_attention
+from rlt.models.attention_kernels import packed_attention
+from rlt.models.packing import PackedSequence
 from rlt.models.tokenizer import COMPARE_TO_CHOICES, run_length_tokenize, run_lengths_from_keep_mask
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

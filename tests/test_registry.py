@@ -175,12 +175,27 @@ def test_checkpoint_code_imports_only_torch_transformers_and_itself(name):
 def test_checkpoint_files_are_the_models_folder():
     assert set(CHECKPOINT_FILES) == {p.name for p in FOLDER.glob("*.py")} - {"__init__.py"}
     assert {"tokenizer.py", "packing.py", "modeling_rlt.py", "video_processing_rlt.py"} <= set(CHECKPOINT_FILES)
+    assert {"attention_kernels.py", "token_choice.py", "video_decoding.py"} <= set(CHECKPOINT_FILES)
     for entry in registry.architectures():  # every registered class lives in rlt/models
         for cls in (entry.config_class, entry.model_class, entry.classifier_class):
             assert cls.__module__.rsplit(".", 1)[0] == "rlt.models", cls
     files = code_files_of(registry.get("videomae").classifier_class, rlt.RLTVideoProcessor)
     assert "modeling_rlt_vivit.py" not in files and {"modeling_rlt_videomae.py", "tokenizer.py"} <= set(files)
+    for entry in registry.architectures():  # the modules split out of packing, modeling_rlt and the processor travel
+        assert {"packing.py", "attention_kernels.py", "token_choice.py"} <= set(code_files_of(entry.classifier_class))
+    assert {"video_processing_rlt.py", "video_decoding.py"} <= set(code_files_of(rlt.RLTVideoProcessor))
     assert relative_imports("from .packing import x\nimport torch\nfrom . import y\n") == ["packing"]
+
+
+def test_split_modules_keep_their_old_import_paths():
+    """What moved out of packing, video_processing_rlt and modeling_rlt into a module of its own stays
+    importable from the old module, as the same object (user code and older tools import it there)."""
+    from rlt.models import attention_kernels, modeling_rlt, packing, token_choice, video_decoding, video_processing_rlt
+
+    for old, new in ((packing, attention_kernels), (video_processing_rlt, video_decoding), (modeling_rlt, token_choice)):
+        for name in new.__all__:
+            assert getattr(old, name) is getattr(new, name), f"{old.__name__}.{name}"
+    assert packing.key_score_mask is attention_kernels.key_score_mask
 
 
 def test_tools_do_not_test_model_types():

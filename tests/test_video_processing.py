@@ -21,7 +21,7 @@ from video_helpers import (
 
 import rlt
 from rlt import RLTVideoProcessor, VideoDecodeError, run_length_tokenize
-from rlt.models import video_processing_rlt
+from rlt.models import video_decoding
 from rlt.models.configuration_rlt import input_scale_from_processor
 from rlt.models.video_processing_rlt import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, sample_frame_indices
 
@@ -121,7 +121,7 @@ def test_decoded_frames_are_the_sampled_ones(index_clip, settings, expected, mon
     processor = small(**settings)
     assert decoded_indices(processor.load_frames(index_clip)) == expected
     # Decoding straight through (no seeking) gives the same frames.
-    monkeypatch.setattr(video_processing_rlt, "SEEK_GAP_FRAMES", 10**9)
+    monkeypatch.setattr(video_decoding, "SEEK_GAP_FRAMES", 10**9)
     assert decoded_indices(processor.load_frames(index_clip)) == expected
 
 
@@ -150,7 +150,7 @@ def test_frame_count_falls_back_to_counting_packets():
             self.seeks.append(offset)
 
     container = Container()
-    assert video_processing_rlt._frame_count(container, Stream()) == 7
+    assert video_decoding._frame_count(container, Stream()) == 7
     assert container.seeks == [0]
 
 
@@ -159,7 +159,7 @@ def test_short_clip_repeats_its_last_frame(tmp_path):
     frames = small(num_frames=8, frame_stride=2).load_frames(path)
     assert decoded_indices(frames) == [0, 2, 4, 4, 4, 4, 4, 4]
     # ...unless asked not to pad (rlt bench keeps every n-th frame of a video, at most a number)
-    frames = video_processing_rlt.decode_video(path, num_frames=8, frame_stride=2, pad=False)
+    frames = video_decoding.decode_video(path, num_frames=8, frame_stride=2, pad=False)
     assert decoded_indices(torch.from_numpy(frames).permute(0, 3, 1, 2)) == [0, 2, 4]
     assert small(num_frames=8)(path)["pixel_values"].shape == (1, 8, 3, 32, 32)
 
@@ -231,7 +231,7 @@ def test_save_and_load_through_a_folder(tmp_path, square_clip):
     processor.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "video_preprocessor_config.json").read_text())
     assert saved["auto_map"] == {"AutoVideoProcessor": "video_processing_rlt.RLTVideoProcessor"}
-    assert (tmp_path / "video_processing_rlt.py").is_file()
+    assert (tmp_path / "video_processing_rlt.py").is_file() and (tmp_path / "video_decoding.py").is_file()
     loaded = AutoVideoProcessor.from_pretrained(tmp_path, trust_remote_code=True)
     assert type(loaded).__name__ == "RLTVideoProcessor" and type(loaded) is not RLTVideoProcessor  # the folder's copy
     assert loaded.to_dict() == processor.to_dict() | {"video_processor_type": "RLTVideoProcessor"}

@@ -4,7 +4,8 @@ Importing ``rlt`` registers the RLT configs and models of every architecture in 
 with transformers' Auto classes.
 
 Layout: ``rlt/models/`` holds the files that travel into checkpoint folders (tokenizer, packing,
-configuration and modeling files, the video processor); everything else in ``rlt/`` is tooling.
+attention kernels, token choice, configuration and modeling files, video decoding and the video
+processor); everything else in ``rlt/`` is tooling.
 A clip's road to the model: ``clip_sources`` (one reader per kind of data, ``open_clips``) ->
 ``ClipDataset`` -> ``collator.ClipCollator`` -> the model; ``data`` turns video folders and lists
 into ``datasets`` for ``Trainer``, ``cache`` decodes them once. What a user calls is exported here;
@@ -31,7 +32,8 @@ from .models.modeling_rlt_vivit import RLTVivitForVideoClassification, RLTVivitM
 from .models.modeling_rlt_vjepa2 import RLTVJEPA2ForVideoClassification, RLTVJEPA2Model
 from .models.processing_rlt_qwen_vl import RLTQwenVLProcessor
 from .models.tokenizer import RunLengthTokens, run_length_tokenize
-from .models.video_processing_rlt import RLTVideoProcessor, VideoDecodeError
+from .models.video_decoding import VideoDecodeError
+from .models.video_processing_rlt import RLTVideoProcessor
 
 __version__ = "0.1.0"
 

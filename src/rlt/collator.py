@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .clip_sources import Clip
-from .models.modeling_rlt import run_length_tokenize_for
+from .models.token_choice import run_length_tokenize_for
 from .models.tokenizer import check_finite_pixels
 
 __all__ = ["DROP_CHOICES", "ClipBatch", "ClipCollator", "KeepMaskSettings", "random_drop_keep_mask"]

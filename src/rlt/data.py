@@ -24,7 +24,8 @@ from .clip_sources import class_names_from
 from .collator import ClipCollator
 from .common import READ_ERRORS, VIDEO_EXTENSIONS
 from .hf_datasets import is_dataset_source, open_video_dataset, row_name
-from .models.video_processing_rlt import RLTVideoProcessor, VideoDecodeError
+from .models.video_decoding import VideoDecodeError
+from .models.video_processing_rlt import RLTVideoProcessor
 
 __all__ = [
     "ON_ERROR_CHOICES",

@@ -37,7 +37,7 @@ from .common import PixelNormalizer, plural, synchronize
 from .conversion import model_and_processor
 from .hf_datasets import is_dataset_source
 from .models.configuration_rlt import POOLING_CHOICES, RUN_EMBEDDING_CHOICES
-from .models.modeling_rlt import run_length_tokenize_for
+from .models.token_choice import run_length_tokenize_for
 from .models.tokenizer import COMPARE_TO_CHOICES
 from .models.video_processing_rlt import RLTVideoProcessor
 

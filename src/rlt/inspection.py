@@ -21,7 +21,7 @@ from . import registry
 from .cache import prepare_clip
 from .collator import KeepMaskSettings
 from .common import plural
-from .models.modeling_rlt import run_length_tokenize_for
+from .models.token_choice import run_length_tokenize_for
 from .models.tokenizer import check_threshold, to_pair
 from .models.video_processing_rlt import RLTVideoProcessor
 

@@ -40,7 +40,7 @@ from dataclasses import fields, replace
 
 import torch
 
-from ..models.packing import ATTENTION_BACKENDS
+from ..models.attention_kernels import ATTENTION_BACKENDS
 from .cases import MODELS, PARTS, TINY_MODELS, Bench, ModelSpec, Settings, build_models, error_text
 from .clips import DEFAULT_CLIPS_CACHE, INPUT_KINDS, InputFactory, cut_windows, load_clips, prepare_clips
 from .report import NOTES, TINY_NOTE, add_speedups, environment, format_table, write_outputs

@@ -17,8 +17,8 @@ import torch
 
 from .. import registry
 from ..common import compiled_graphs, synchronize
-from ..models.modeling_rlt import choose_tokens, run_length_tokenize_for
-from ..models.packing import resolve_backend
+from ..models.attention_kernels import resolve_backend
+from ..models.token_choice import choose_tokens, run_length_tokenize_for
 from .clips import InputFactory, cut_windows, normalize
 from .timing import RecompileRecorder, busy_fraction, measure, peak_memory_gb, reset_peak_memory
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from ..common import PixelNormalizer
-from ..models.video_processing_rlt import RLTVideoProcessor, decode_video
+from ..models.video_decoding import decode_video
+from ..models.video_processing_rlt import RLTVideoProcessor
 
 __all__ = [
     "CLIPS_FORMAT",

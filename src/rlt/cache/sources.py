@@ -15,7 +15,8 @@ import torch
 
 from ..clip_sources import VideoRow
 from ..data import list_labelled_videos
-from ..models.video_processing_rlt import RLTVideoProcessor, frames_to_tensor
+from ..models.video_decoding import frames_to_tensor
+from ..models.video_processing_rlt import RLTVideoProcessor
 from .clips import PrepareJob, TokenSettings, default_workers, load_processor
 from .format import DEFAULT_SHARD_SIZE
 from .writer import CacheSummary, RowSource, write_source

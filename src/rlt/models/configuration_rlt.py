@@ -18,7 +18,7 @@ import logging
 import math
 from dataclasses import dataclass, fields
 
-from .packing import check_backend
+from .attention_kernels import check_backend
 from .tokenizer import COMPARE_TO_CHOICES, check_threshold, pixel_affine, to_pair
 
 __all__ = [
@@ -68,7 +68,7 @@ class RLTSettings:
             run's tubelet embeddings, each with its own position (V-JEPA 2: the first's RoPE position), as
             ToMe merges tokens: what the vanilla model's ``L`` near-copies average to. Measured training-free on
             a still camera it was worse than ``"first"`` (benchmarks/RESULTS.md): an experiment.
-        rlt_attention: attention backend for packed batches, see ``rlt.packing``.
+        rlt_attention: attention backend for packed batches, see ``attention_kernels.py``.
         rlt_pack_buckets: 0 (default) packs exactly the kept tokens; ``k > 0`` rounds the packed length
             up to one of ``k`` sizes per batch size (multiples of ``B * tokens_per_clip / k``), the
             padding in dummy attention segments that no clip sees and no head pools. Outputs are the

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AttentionInterface
 
-from .packing import varlen_available
+from .attention_kernels import varlen_available
 
 __all__ = [
     "PACKED_VISION_ATTENTION",
@@ -67,7 +67,7 @@ def packed_vision_attention_forward(
     ``query`` / ``key`` / ``value``: ``(1, heads, total, head_dim)``; ``cu_seq_lens_q/k``: int32
     ``(segments + 1,)``. Returns ``(1, total, heads, head_dim)`` as transformers' flash functions do.
     On CUDA in fp16 / bf16 this is PyTorch's own variable-length flash kernel (the aten op under
-    ``torch.nn.attention.varlen.varlen_attn``, the one ``rlt.packing``'s ``varlen`` backend calls);
+    ``torch.nn.attention.varlen.varlen_attn``, the one ``attention_kernels``' ``varlen`` backend calls);
     elsewhere one SDPA call per segment (what transformers' vision attention does without flash).
     """
     if cu_seq_lens_q is None or query.shape[0] != 1:

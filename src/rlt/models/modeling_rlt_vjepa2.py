@@ -39,6 +39,7 @@ from transformers.models.vjepa2.modeling_vjepa2 import (
 )
 from transformers.utils.generic import can_return_tuple
 
+from .attention_kernels import packed_cross_attention
 from .configuration_rlt_vjepa2 import RLTVJEPA2Config
 from .modeling_rlt import (
     EncodedClips,
@@ -52,7 +53,7 @@ from .modeling_rlt import (
     RLTVideoModelMixin,
     embed_tubelets,
 )
-from .packing import PackedSequence, packed_cross_attention
+from .packing import PackedSequence
 from .tokenizer import RunLengthTokens
 
 __all__ = [
