@@ -107,6 +107,22 @@ def test_one_collator_for_dicts_and_clips_with_rlt_and_random_keep_masks():
         collator([{"pixel_values": None, "video": "x.mp4"}])
 
 
+def test_collator_keep_mask_clip_by_clip_equals_the_whole_batch_at_a_threshold():
+    """On the CPU the collator tokenizes clip by clip (a whole batch in float32 is slow to go through): the
+    keep masks are those of the batch at once, for uint8 clips and for normalised float ones."""
+    clips = uint8_clips(3, seed=1)
+    clips[0, 2:] = clips[0, 1]
+    clips[2, 4:, :, :16] = clips[2, 3, :, :16]
+    clips[2, 4:, :, :16] += (torch.arange(16) % 3).to(torch.uint8).view(1, 1, 16, 1)  # small changes, near tau
+    scale = [0.02, 0.03, 0.04]
+    collator = ClipCollator(drop="rlt", threshold=0.1, input_scale=scale)
+    expected = rlt.run_length_tokenize(clips.float(), threshold=0.1, input_scale=[1.0, 1.0, 1.0]).keep_mask
+    assert torch.equal(collator.keep_mask(clips), expected) and 0 < expected.sum() < expected.numel()
+    normalised = clips.float() * torch.tensor(scale).view(1, 1, 3, 1, 1)
+    expected = rlt.run_length_tokenize(normalised, threshold=0.1, input_scale=scale).keep_mask
+    assert torch.equal(collator.keep_mask(normalised), expected)
+
+
 def test_for_model_takes_a_model_or_its_config():
     config = rlt.RLTVideoMAEConfig(
         image_size=32, num_frames=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,

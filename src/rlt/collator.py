@@ -184,11 +184,17 @@ class ClipCollator:
     def keep_mask(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """RLT's keep mask for a batch ``(B, T, C, H, W)`` (uint8 or normalised floats): bool ``(B, T', H', W')``."""
         settings = self.settings
-        if not pixel_values.is_floating_point():
-            channels = pixel_values.shape[2]
-            settings = dataclasses.replace(settings, rlt_input_scale=(1.0,) * channels)
-            pixel_values = pixel_values.float()
-        return run_length_tokenize_for(settings, pixel_values).keep_mask
+        as_float = pixel_values.is_floating_point()
+        if not as_float:
+            settings = dataclasses.replace(settings, rlt_input_scale=(1.0,) * pixel_values.shape[2])
+        if pixel_values.device.type != "cpu":
+            return run_length_tokenize_for(settings, pixel_values if as_float else pixel_values.float()).keep_mask
+        # In a loader worker, one clip at a time: a batch of 64 clips of 16 x 224 px is 600 MB in float32,
+        # and going through it whole took 4x as long as clip by clip (610 against 155 ms on one thread).
+        return torch.cat([
+            run_length_tokenize_for(settings, (clip if as_float else clip.float())[None]).keep_mask
+            for clip in pixel_values
+        ])
 
     def collate(self, features: Sequence, *, allow_empty: bool = False) -> ClipBatch:
         """The batch of ``features`` (dicts or ``Clip`` objects) as a ``ClipBatch``.
