@@ -35,9 +35,9 @@
 #     bash benchmarks/trainer_headline.sh
 set -u
 SIZE=${SIZE:-vit-s} IMAGE=${IMAGE:-224} FRAMES=${FRAMES:-16} TRAIN=${TRAIN:-8000} EVAL=${EVAL:-800}
-EPOCHS=${EPOCHS:-25} BATCH=${BATCH:-64} LR=${LR:-1e-4} WORKERS=${WORKERS:-3} PRECISION=${PRECISION---bf16}
+EPOCHS=${EPOCHS:-25} BATCH=${BATCH:-64} LR=${LR:-1e-4} WORKERS=${WORKERS:-6} PRECISION=${PRECISION---bf16}
 SEED=${SEED:-0} VANILLA_COMPILE=${VANILLA_COMPILE:-cuda-graphs}
-SPEED_TRAIN=${SPEED_TRAIN:-3072} SPEED_EPOCHS=${SPEED_EPOCHS:-2}
+SPEED_TRAIN=${SPEED_TRAIN:-3072} SPEED_EPOCHS=${SPEED_EPOCHS:-2} PROFILE_AFTER=${PROFILE_AFTER:-30}
 ATTENTION=${ATTENTION:-auto} COMPILE_BACKEND=${COMPILE_BACKEND:-}
 PARTS=${PARTS:-still-vanilla still-rlt still-rlt-eager} RESULTS=${RESULTS:-rlt_out/headline}
 MODELS=${MODELS:-/tmp/rlt-headline-models} PYTHON=${PYTHON:-python3}
@@ -64,8 +64,9 @@ run_mode() {  # run_mode TASK MODE PURPOSE: MODE vanilla | rlt | rlt-eager; PURP
   local task=$1 mode=$2 purpose=$3 variant=${1%-dense} step=1
   [ "$task" != "$variant" ] && step=0.5
   local clips=$TRAIN epochs=$EPOCHS evaluation=(--eval-strategy epoch) name="$task-$mode"
-  if [ "$purpose" = speed ]; then
-    clips=$SPEED_TRAIN epochs=$SPEED_EPOCHS evaluation=(--eval-strategy no) name="speed-$task-$mode"
+  if [ "$purpose" = speed ]; then  # 5 steps profiled in the first epoch (the later ones are the steady wall-clock)
+    clips=$SPEED_TRAIN epochs=$SPEED_EPOCHS evaluation=(--eval-strategy no --profile-steps 5
+      --profile-after "$PROFILE_AFTER") name="speed-$task-$mode"
   fi
   local flags
   case $mode in
@@ -129,6 +130,18 @@ if first is not None:
              f"held-out clips, seed {first['seed']}, {first['steps']} steps.\n")
 if missing:
     facts += f"\nMissing (failed or not run): {', '.join(missing)} (see their .log files).\n"
+profiled = {n: s["profile"] for n, s in runs.items() if s.get("profile")}
+if profiled:  # where a step's time goes (torch.profiler over a few steps of the first epoch)
+    facts += ("\n| run | profiled steps | ms a step | device busy (fraction) | kernels | host syncs | loader wait ms "
+              "| top kernel (ms a step) |\n|---|---|---|---|---|---|---|---|\n")
+    for name, p in profiled.items():
+        busy = "-" if p["device_busy_fraction"] is None else (
+            f"{p['device_busy_ms_per_step']:.1f} ms ({p['device_busy_fraction']:.2f})")
+        top = p["top_kernels"][0] if p["top_kernels"] else None
+        top = f"{top['name'][:60]} ({top['ms_per_step']:.1f})" if top else "-"
+        facts += (f"| {name} | {p['steps'][0]}-{p['steps'][1]} | {p['wall_ms_per_step']:.1f} | {busy} "
+                  f"| {p['kernels_per_step']:.0f} | {p['host_syncs_per_step']:.1f} | {p['loader_wait_ms_per_step']:.1f} "
+                  f"| {top} |\n")
 text = "\n".join(rows) + "\n" + facts
 (results / f"{part}.md").write_text(text)
 (results / f"{part}.json").write_text(json.dumps(runs, indent=2))

@@ -65,6 +65,7 @@ from rlt.training import (
     VIT_SIZES,
     RLTTrainer,
     compile_arguments,
+    host_overlap_arguments,
     resolve_compile,
 )
 
@@ -351,9 +352,6 @@ def main(argv=None) -> dict:
         logging_steps=args.logging_steps,
         seed=args.seed,
         data_seed=args.seed,
-        dataloader_num_workers=args.num_workers,
-        dataloader_persistent_workers=args.num_workers > 0,
-        dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,  # the collator reads pixel_values; the mask is added on the device
         label_names=[],  # the targets are the clips themselves
         ddp_find_unused_parameters=False,
@@ -361,6 +359,7 @@ def main(argv=None) -> dict:
         use_cpu=not torch.cuda.is_available(),
         tf32=args.tf32,
         **compile_arguments(args.compile, device, backend=args.compile_backend),
+        **host_overlap_arguments(device, args.num_workers),
     )
     trainer = TubeMaskingTrainer(
         model=model,

@@ -72,8 +72,10 @@ from rlt.synthetic import add_task_arguments
 from rlt.training import (
     COMPILE_CHOICES,
     RLTTrainer,
+    StepProfiler,
     compile_arguments,
     compute_metrics,
+    host_overlap_arguments,
     resolve_compile,
 )
 from rlt.training import VIT_SIZES as SIZES
@@ -134,6 +136,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     speed.add_argument("--compile-backend", help=argparse.SUPPRESS)
     speed.add_argument("--tf32", action=argparse.BooleanOptionalAction,
                        help="TF32 matmuls (transformers' tf32; with --compile it turns TF32 on unless --no-tf32)")
+    speed.add_argument("--profile-steps", type=int, default=0, metavar="N",
+                       help="profile N training steps (torch.profiler): device busy fraction, kernels, host syncs "
+                       "and the top kernels and host ops, in summary.json's 'profile' (default 0: off)")
+    speed.add_argument("--profile-after", type=int, default=20, metavar="STEP",
+                       help="the profiled steps start after this step (default 20: past the first compiles)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--output-dir", required=True)
@@ -428,9 +435,6 @@ def main(argv=None) -> dict:
         logging_steps=args.logging_steps,
         seed=args.seed,
         data_seed=args.seed,
-        dataloader_num_workers=args.num_workers,
-        dataloader_persistent_workers=args.num_workers > 0,
-        dataloader_pin_memory=torch.cuda.is_available(),
         # The collator reads raw columns, and a wrapped forward hides the signature: say what the labels are.
         remove_unused_columns=False,
         label_names=["labels"],
@@ -441,6 +445,7 @@ def main(argv=None) -> dict:
         use_cpu=not torch.cuda.is_available(),
         tf32=args.tf32,
         **compile_arguments(args.compile, device, backend=args.compile_backend),
+        **host_overlap_arguments(device, args.num_workers),
     )
     trainer = RLTTrainer(
         model=model,
@@ -453,6 +458,10 @@ def main(argv=None) -> dict:
         train_batch_sampler=sampler,
         tokens_per_clip=tokens_per_clip,
     )
+    profiler = None
+    if args.profile_steps:
+        profiler = StepProfiler(trainer, steps=args.profile_steps, after=args.profile_after)
+        trainer.add_callback(profiler)
     resume = args.resume_from_checkpoint
     if resume == "last":
         resume = get_last_checkpoint(str(output_dir))
@@ -505,6 +514,7 @@ def main(argv=None) -> dict:
         "eval_loss": metrics.get("eval_loss"),
         "eval_mean_tokens_kept": metrics.get("eval_mean_tokens_kept"),
         "eval_s": eval_s,
+        "profile": profiler.report if profiler is not None else None,
         # Accuracy after each evaluation during training: where a run plateaus, or how fast it recovers.
         "eval_history": [
             {
@@ -607,6 +617,14 @@ def print_summary(summary: dict) -> None:
             f"   compiled ({summary['compile']}, buckets {summary['pack_buckets']}): {summary['compile_s']:.1f} s in "
             f"{len(summary['compile_steps'])} compiling steps (train {summary['compile_s_train']:.1f} s, "
             f"eval {summary['compile_s_eval']:.1f} s), {summary['graph_breaks']} graph breaks"
+        )
+    profile = summary.get("profile")
+    if profile:
+        busy = profile["device_busy_fraction"]
+        lines.append(
+            f"   profiled steps {profile['steps'][0]}-{profile['steps'][1]}: {profile['wall_ms_per_step']:.1f} ms a step, device busy "
+            f"{'-' if busy is None else f'{busy:.2f}'}, {profile['kernels_per_step']:.0f} kernels, "
+            f"{profile['host_syncs_per_step']:.1f} host syncs, loader wait {profile['loader_wait_ms_per_step']:.1f} ms"
         )
     lines.append(
         f"   eval top-1 {summary['eval_accuracy']:.4f}  top-5 {summary['eval_top5_accuracy']:.4f}  "

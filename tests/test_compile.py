@@ -19,13 +19,13 @@ from rlt import RLTVideoMAEConfig, RLTVideoMAEForVideoClassification
 from rlt.collator import ClipCollator
 from rlt.common import PixelNormalizer
 from rlt.synthetic import SyntheticVideoConfig, SyntheticVideoDataset
-from rlt.training import RLTTrainer, compile_arguments, resolve_compile
+from rlt.training import RLTTrainer, StepProfiler, compile_arguments, host_overlap_arguments, resolve_compile
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_video_classification.py"
 CLASSES = ("static", "camera_pan", "move_left", "move_right")
 
 
-def _trainer(output_dir: Path, compiled: bool) -> RLTTrainer:
+def _trainer(output_dir: Path, compiled: bool, max_steps: int = 2) -> RLTTrainer:
     """A tiny RLT classifier on 16 generated clips, the same weights and data order for both runs."""
     torch.manual_seed(0)
     config = RLTVideoMAEConfig(
@@ -36,7 +36,7 @@ def _trainer(output_dir: Path, compiled: bool) -> RLTTrainer:
     data = SyntheticVideoDataset(16, seed=0, config=SyntheticVideoConfig(num_frames=8, image_size=32, classes=CLASSES))
     args = TrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=8, per_device_eval_batch_size=8, learning_rate=1e-3,
-        max_steps=2, logging_steps=1, save_strategy="steps", save_steps=2, eval_strategy="steps", eval_steps=2,
+        max_steps=max_steps, logging_steps=1, save_strategy="steps", save_steps=2, eval_strategy="steps", eval_steps=2,
         remove_unused_columns=False, label_names=["labels"], report_to="none", use_cpu=True, seed=0,
         dataloader_num_workers=0, **(compile_arguments("default", "cpu", backend="aot_eager") if compiled else {}),
     )  # fmt: skip
@@ -114,3 +114,34 @@ def test_script_buckets_rlt_packing_for_cuda_graphs_only():
         script.parse_args([*base, "--vanilla", "--pack-buckets", "8"])
     with pytest.raises(SystemExit):
         script.parse_args([*base, "--pack-buckets", "-1"])
+
+
+def test_host_overlap_arguments_let_the_host_run_ahead_on_cuda_only():
+    cuda = host_overlap_arguments("cuda", num_workers=4)
+    assert cuda["dataloader_pin_memory"] and cuda["accelerator_config"] == {"non_blocking": True}
+    assert cuda["logging_nan_inf_filter"] is False  # the filter reads the loss on the host every step
+    assert cuda["dataloader_num_workers"] == 4 and cuda["dataloader_persistent_workers"]
+    cpu = host_overlap_arguments("cpu", num_workers=0)
+    assert not cpu["dataloader_pin_memory"] and cpu["accelerator_config"] == {"non_blocking": False}
+    assert cpu["logging_nan_inf_filter"] and not cpu["dataloader_persistent_workers"]
+    # transformers takes them as they are
+    args = TrainingArguments(output_dir="unused", use_cpu=True, report_to="none", **cpu)
+    assert args.accelerator_config.non_blocking is False and args.logging_nan_inf_filter
+
+
+def test_step_profiler_reports_the_profiled_steps(tmp_path):
+    trainer = _trainer(tmp_path, compiled=False, max_steps=4)
+    trainer.args.eval_strategy, trainer.args.save_strategy = "no", "no"
+    profiler = StepProfiler(trainer, steps=2, after=1, top=3)
+    trainer.add_callback(profiler)
+    trainer.train()
+    report = profiler.report
+    assert report["steps"] == [2, 3] and profiler.profiler is None
+    assert report["wall_ms_per_step"] > 0 and report["loader_wait_ms_per_step"] >= 0
+    assert report["device_busy_fraction"] is None and report["kernels_per_step"] == 0  # no CUDA here
+    assert report["graphs_built"] == 0 and report["host_syncs_per_step"] == 0
+    ops = report["top_host_ops"]
+    assert 0 < len(ops) <= 3 and all(op["name"].startswith("aten::") for op in ops)
+    assert ops == sorted(ops, key=lambda op: -op["ms_per_step"])
+    with pytest.raises(ValueError, match="profile steps must be >= 1"):
+        StepProfiler(trainer, steps=0)

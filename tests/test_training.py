@@ -281,10 +281,11 @@ def test_example_script_random_drop_token_budget_and_resume(tmp_path):
         "--synthetic", "48", "--synthetic-eval", "16", "--from-scratch", "tiny", "--image-size", "32",
         "--num-frames", "8", "--batch-size", "8", "--token-budget", "200", "--random-drop",
         "--num-workers", "0", "--output-dir", str(out), "--save-strategy", "epoch", "--epochs", "1",
-        "--eval-strategy", "no", "--logging-steps", "1",
+        "--eval-strategy", "no", "--logging-steps", "1", "--profile-steps", "1", "--profile-after", "1",
     ]  # fmt: skip
     summary = script.main(argv)
     assert summary["mode"] == "random-drop" and summary["token_budget"] == 200
+    assert summary["profile"]["steps"] == [2, 2] and summary["profile"]["wall_ms_per_step"] > 0
     assert summary["train_clips"] == 48  # one epoch: every clip once
     assert summary["steps"] < 48 // 8  # RLT keeps < 32 of 64 tokens here: more than 8 clips fit 200 tokens
     assert 0 <= summary["eval_accuracy"] <= 1 and len(summary["epoch_wall_s"]) == 1
@@ -302,7 +303,7 @@ def test_example_script_random_drop_token_budget_and_resume(tmp_path):
     loaded = AutoModelForVideoClassification.from_pretrained(out)
     assert loaded.config.num_labels == len(CLASS_NAMES)
 
-    resumed = script.main([*argv[:-6], "--epochs", "2", "--eval-strategy", "no", "--resume-from-checkpoint", "last"])
+    resumed = script.main([*argv[:-10], "--epochs", "2", "--eval-strategy", "no", "--resume-from-checkpoint", "last"])
     assert resumed["steps"] > summary["steps"] and resumed["train_clips"] == 48  # only the second epoch ran
 
 

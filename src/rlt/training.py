@@ -22,7 +22,9 @@ __all__ = [
     "ClipCollator",
     "PixelNormalizer",
     "RLTTrainer",
+    "StepProfiler",
     "compile_arguments",
+    "host_overlap_arguments",
     "compute_metrics",
     "resolve_compile",
     "top_k_accuracy",
@@ -85,6 +87,24 @@ def compile_arguments(choice: str, device: torch.device | str, backend: str | No
     return fields
 
 
+def host_overlap_arguments(device: torch.device | str, num_workers: int) -> dict:
+    """``TrainingArguments`` fields that let the host prepare the next step while the device runs this one.
+
+    On CUDA: batches in pinned memory, copied to the device without waiting (accelerate's
+    ``non_blocking``), and no NaN/inf filter on the logged loss: transformers' filter reads the loss on
+    the host every step, a device sync that stops the host from running ahead (a NaN loss is logged
+    as NaN instead of being replaced by the running mean; training is the same either way).
+    """
+    cuda = torch.device(device).type == "cuda"
+    return {
+        "dataloader_num_workers": num_workers,
+        "dataloader_persistent_workers": num_workers > 0,
+        "dataloader_pin_memory": cuda,
+        "accelerator_config": {"non_blocking": cuda},
+        "logging_nan_inf_filter": not cuda,
+    }
+
+
 class _EpochTimer(TrainerCallback):
     """Wall-clock of each training epoch (evaluation excluded), synchronised with the device."""
 
@@ -116,6 +136,72 @@ def _input_name(model) -> str:
         return registry.as_rlt_config(model.config).rlt_input_name
     except registry.UnsupportedArchitectureError:
         return "pixel_values"
+
+
+class StepProfiler(TrainerCallback):
+    """Where a training step's time goes: torch.profiler over ``steps`` optimizer steps after step ``after``.
+
+    ``report`` (None until the window ends) holds per step: wall-clock, the device's busy time (union
+    of its kernel intervals; CUDA only), kernels launched, host syncs, the loader wait, graphs compiled
+    in the window, and the top device kernels and host ops by time. The window starts after a step
+    ends, so each profiled step includes fetching its batch.
+    """
+
+    SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+
+    def __init__(self, trainer: RLTTrainer, steps: int = 5, after: int = 20, top: int = 12):
+        if steps < 1 or after < 0:
+            raise ValueError(f"profile steps must be >= 1 and the first step >= 0, got {steps} after {after}")
+        self.trainer, self.steps, self.after, self.top = trainer, steps, after, top
+        self.profiler, self.report = None, None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.after and self.profiler is None and self.report is None:
+            from torch.profiler import ProfilerActivity, profile
+
+            synchronize(args.device)
+            cuda = torch.device(args.device).type == "cuda"
+            self.profiler = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []))
+            self.profiler.__enter__()
+            self.marks = (time.perf_counter(), self.trainer._loader_wait, len(self.trainer.compile_events))
+        elif self.profiler is not None and state.global_step == self.after + self.steps:
+            synchronize(args.device)
+            wall = time.perf_counter() - self.marks[0]
+            self.profiler.__exit__(None, None, None)
+            self.report = self._summary(self.profiler.events(), wall, args.device)
+            self.profiler = None
+            logger.info("profiled steps %d-%d: %s", self.after + 1, self.after + self.steps,
+                        {k: v for k, v in self.report.items() if not k.startswith("top_")})
+
+    def _summary(self, events, wall: float, device) -> dict:
+        from .benchmark.timing import covered_time
+
+        per_step = 1e3 / self.steps  # us -> ms per step
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        host = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
+        busy_us = covered_time([(e.time_range.start, e.time_range.end) for e in kernels])
+
+        def top(rows, time_of):
+            totals = {}
+            for e in rows:
+                count, us = totals.get(e.name, (0, 0.0))
+                totals[e.name] = (count + 1, us + time_of(e))
+            ranked = sorted(totals.items(), key=lambda item: -item[1][1])[: self.top]
+            return [{"name": name[:120], "calls_per_step": count / self.steps, "ms_per_step": us * per_step / 1e3}
+                    for name, (count, us) in ranked]
+
+        return {
+            "steps": [self.after + 1, self.after + self.steps],  # the first and last profiled step
+            "wall_ms_per_step": 1e3 * wall / self.steps,
+            "device_busy_ms_per_step": busy_us * per_step / 1e3 if kernels else None,
+            "device_busy_fraction": min(1.0, busy_us / (wall * 1e6)) if kernels else None,
+            "kernels_per_step": len(kernels) / self.steps,
+            "host_syncs_per_step": sum(e.name in self.SYNC_CALLS for e in host) / self.steps,
+            "loader_wait_ms_per_step": 1e3 * (self.trainer._loader_wait - self.marks[1]) / self.steps,
+            "graphs_built": len(self.trainer.compile_events) - self.marks[2],
+            "top_kernels": top(kernels, lambda e: e.time_range.elapsed_us()),
+            "top_host_ops": top([e for e in host if e.name.startswith("aten::")], lambda e: e.self_cpu_time_total),
+        }
 
 
 class RLTTrainer(Trainer):
