@@ -143,5 +143,6 @@ def test_step_profiler_reports_the_profiled_steps(tmp_path):
     ops = report["top_host_ops"]
     assert 0 < len(ops) <= 3 and all(op["name"].startswith("aten::") for op in ops)
     assert ops == sorted(ops, key=lambda op: -op["ms_per_step"])
+    assert sum(op["ms_per_step"] for op in ops) <= report["wall_ms_per_step"]  # self times within the wall-clock
     with pytest.raises(ValueError, match="profile steps must be >= 1"):
         StepProfiler(trainer, steps=0)

@@ -176,7 +176,7 @@ class StepProfiler(TrainerCallback):
     def _summary(self, events, wall: float, device) -> dict:
         from .benchmark.timing import covered_time
 
-        per_step = 1e3 / self.steps  # us -> ms per step
+        per_step = 1e-3 / self.steps  # profiler microseconds in all -> milliseconds a step
         kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
         host = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
         busy_us = covered_time([(e.time_range.start, e.time_range.end) for e in kernels])
@@ -187,16 +187,17 @@ class StepProfiler(TrainerCallback):
                 count, us = totals.get(e.name, (0, 0.0))
                 totals[e.name] = (count + 1, us + time_of(e))
             ranked = sorted(totals.items(), key=lambda item: -item[1][1])[: self.top]
-            return [{"name": name[:120], "calls_per_step": count / self.steps, "ms_per_step": us * per_step / 1e3}
+            return [{"name": name[:120], "calls_per_step": count / self.steps, "ms_per_step": us * per_step}
                     for name, (count, us) in ranked]
 
         return {
             "steps": [self.after + 1, self.after + self.steps],  # the first and last profiled step
             "wall_ms_per_step": 1e3 * wall / self.steps,
-            "device_busy_ms_per_step": busy_us * per_step / 1e3 if kernels else None,
+            "device_busy_ms_per_step": busy_us * per_step if kernels else None,
             "device_busy_fraction": min(1.0, busy_us / (wall * 1e6)) if kernels else None,
             "kernels_per_step": len(kernels) / self.steps,
             "host_syncs_per_step": sum(e.name in self.SYNC_CALLS for e in host) / self.steps,
+            "host_syncs_by_call": {name: sum(e.name == name for e in host) / self.steps for name in self.SYNC_CALLS},
             "loader_wait_ms_per_step": 1e3 * (self.trainer._loader_wait - self.marks[1]) / self.steps,
             "graphs_built": len(self.trainer.compile_events) - self.marks[2],
             "top_kernels": top(kernels, lambda e: e.time_range.elapsed_us()),
