@@ -25,7 +25,10 @@
 # still-vanilla 250 s in all (6.7 s an epoch; it stayed at chance: 16.5%), still-rlt ~215 s (5.6 s an epoch with
 # evaluation, 60 s of compiles; 98.4% at epoch 18): one part per call; vanilla ViT-S at 224 px needs more than
 # 82k clip-steps to learn this task (at 112 px, 200k clip-steps gave 87.9%). ViT-B speed-still with
-# SPEED_TRAIN=1536 BATCH=32: 300 s for the three runs.
+# SPEED_TRAIN=1536 BATCH=32: 300-430 s for the three runs. Third session (H100, clips through loader workers):
+# TRAIN=4096 EVAL=768 BATCH=64 at 224 px, EPOCHS=10: still-vanilla 217 s, still-rlt 218 s, still-rlt-eager
+# ~140 s (still-all does not fit one call); EPOCHS=4: full-vanilla 139 s, full-rlt 152 s, full-rlt-eager ~90 s.
+# A run's wall-clock is about 1.8x its training time: rendering, evaluation, compiling it, saving.
 # ViT-B (SIZE=vit-b, issue 12's compute-bound size) did not leave chance in 5 epochs from scratch (RESULTS.md,
 # issue 5/6 runs); at ~3.5 ms per clip graphed, EPOCHS=12 TRAIN=8000 fits a part: `SIZE=vit-b EPOCHS=12 BATCH=32`.
 #
@@ -38,7 +41,7 @@ SIZE=${SIZE:-vit-s} IMAGE=${IMAGE:-224} FRAMES=${FRAMES:-16} TRAIN=${TRAIN:-8000
 EPOCHS=${EPOCHS:-25} BATCH=${BATCH:-64} LR=${LR:-1e-4} WORKERS=${WORKERS:-6} PRECISION=${PRECISION---bf16}
 SEED=${SEED:-0} VANILLA_COMPILE=${VANILLA_COMPILE:-cuda-graphs}
 SPEED_TRAIN=${SPEED_TRAIN:-3072} SPEED_EPOCHS=${SPEED_EPOCHS:-2} PROFILE_AFTER=${PROFILE_AFTER:-30}
-ATTENTION=${ATTENTION:-auto} COMPILE_BACKEND=${COMPILE_BACKEND:-}
+ATTENTION=${ATTENTION:-auto} COMPILE_BACKEND=${COMPILE_BACKEND:-} ON_DEVICE=${ON_DEVICE:-1}
 PARTS=${PARTS:-still-vanilla still-rlt still-rlt-eager} RESULTS=${RESULTS:-rlt_out/headline}
 MODELS=${MODELS:-/tmp/rlt-headline-models} PYTHON=${PYTHON:-python3}
 mkdir -p "$RESULTS" "$MODELS"
@@ -49,6 +52,9 @@ SCRIPT=examples/train_video_classification.py
 GPU=$("$PYTHON" -c 'import torch; print(int(torch.cuda.is_available()))')
 TF32=$([ "$GPU" = 1 ] && echo --no-tf32 || echo)
 BACKEND=$([ -n "$COMPILE_BACKEND" ] && echo "--compile-backend $COMPILE_BACKEND" || echo)
+# The clips stay on the GPU they are rendered on (ON_DEVICE=1): through loader workers, shared and pinned memory,
+# 16x224 uint8 batches capped the H100 near 950 clips/s, below RLT's step (RESULTS.md issue 21, third session).
+CLIPS=$([ "$ON_DEVICE" = 1 ] && echo --synthetic-on-device || echo)
 
 say() { echo "[$(date +%T)] $1${2:+ (exit $2)}"; }
 
@@ -78,7 +84,7 @@ run_mode() {  # run_mode TASK MODE PURPOSE: MODE vanilla | rlt | rlt-eager; PURP
   train "$name" --synthetic "$clips" --synthetic-eval "$EVAL" --synthetic-variant "$variant" \
     --synthetic-time-step "$step" \
     --image-size "$IMAGE" --num-frames "$FRAMES" --from-scratch "$SIZE" --batch-size "$BATCH" --lr "$LR" $PRECISION \
-    $TF32 $BACKEND --seed "$SEED" --data-seed "$SEED" --num-workers "$WORKERS" --save-strategy no --logging-steps 50 \
+    $TF32 $BACKEND $CLIPS --seed "$SEED" --data-seed "$SEED" --num-workers "$WORKERS" --save-strategy no --logging-steps 50 \
     --epochs "$epochs" "${evaluation[@]}" "${flags[@]}"
 }
 

@@ -66,6 +66,7 @@ from rlt.training import (
     RLTTrainer,
     compile_arguments,
     host_overlap_arguments,
+    loader_workers,
     resolve_compile,
 )
 
@@ -133,6 +134,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--mask-ratio must lie strictly between 0 and 1 (VideoMAE uses 0.9), got {args.mask_ratio}")
     if args.synthetic is not None and args.synthetic < 1:
         parser.error(f"--synthetic needs at least one clip, got {args.synthetic}")
+    if args.synthetic_on_device and args.synthetic is None:
+        parser.error("--synthetic-on-device goes with --synthetic")
     for flag, value in (("--batch-size", args.batch_size), ("--grad-accum", args.grad_accum),
                         ("--frame-stride", args.frame_stride), ("--num-frames", args.num_frames),
                         ("--image-size", args.image_size)):
@@ -284,9 +287,11 @@ def load_data(args, device) -> tuple[torch.utils.data.Dataset, rlt.RLTVideoProce
         )
         render = args.synthetic_device or device
         start = time.perf_counter()
-        dataset = SyntheticVideoDataset(args.synthetic, seed=args.data_seed, config=config, device=render)
+        dataset = SyntheticVideoDataset(args.synthetic, seed=args.data_seed, config=config, device=render,
+                                        keep_on_device=args.synthetic_on_device)
         info = {"data": "synthetic", "variant": args.synthetic_variant, "time_step": args.synthetic_time_step,
-                "generate_s": time.perf_counter() - start, "render_device": str(render)}
+                "generate_s": time.perf_counter() - start, "render_device": str(render),
+                "clips_device": str(dataset.device)}
         return ClipDataset(SyntheticClips(dataset)), processor, info
     # Decoded in the loader workers; a file that cannot be read is skipped by the collator with a warning naming it.
     paths = list_videos(args.train)
@@ -324,6 +329,8 @@ def main(argv=None) -> dict:
     device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
     train_dataset, processor, data_info = load_data(args, device)
+    clips_device = data_info.get("clips_device", "cpu")
+    args.num_workers = loader_workers(args.num_workers, clips_device)
     model = build_model(args)
     config = model.config
     steps = config.num_frames // TUBELET_SIZE
@@ -359,7 +366,7 @@ def main(argv=None) -> dict:
         use_cpu=not torch.cuda.is_available(),
         tf32=args.tf32,
         **compile_arguments(args.compile, device, backend=args.compile_backend),
-        **host_overlap_arguments(device, args.num_workers),
+        **host_overlap_arguments(device, args.num_workers, clips_on_device=clips_device != "cpu"),
     )
     trainer = TubeMaskingTrainer(
         model=model,

@@ -76,6 +76,7 @@ from rlt.training import (
     compile_arguments,
     compute_metrics,
     host_overlap_arguments,
+    loader_workers,
     resolve_compile,
 )
 from rlt.training import VIT_SIZES as SIZES
@@ -187,8 +188,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--eval goes with --train, --eval-cache with --cache")
     if (args.eval_split or rlt.hf_datasets.dataset_options(args)) and not args.train:
         parser.error("--split, --eval-split, --config, --video-column and --label-column go with --train")
-    if args.synthetic_eval is not None and args.synthetic is None:
-        parser.error("--synthetic-eval goes with --synthetic")
+    if (args.synthetic_eval is not None or args.synthetic_on_device) and args.synthetic is None:
+        parser.error("--synthetic-eval and --synthetic-on-device go with --synthetic")
     if args.eval_only and not args.model:
         parser.error("--eval-only evaluates a checkpoint: give --model")
     if args.lr is None:
@@ -301,13 +302,17 @@ def load_data(args, processor, device):
         render = args.synthetic_device or device
         start = time.perf_counter()
         num_train = 0 if args.eval_only else args.synthetic
-        train = SyntheticVideoDataset(num_train, seed=args.data_seed, config=config, device=render)
+        on_device = args.synthetic_on_device
+        train = SyntheticVideoDataset(num_train, seed=args.data_seed, config=config, device=render,
+                                      keep_on_device=on_device)
         num_eval = (
             args.synthetic_eval if args.synthetic_eval is not None else max(len(config.classes), args.synthetic // 5)
         )
         # Another seed: other backgrounds, objects and motions than any training clip.
-        evaluation = SyntheticVideoDataset(num_eval, seed=args.data_seed + 1_000_003, config=config, device=render)
-        info.update(data="synthetic", generate_s=time.perf_counter() - start, render_device=str(render))
+        evaluation = SyntheticVideoDataset(num_eval, seed=args.data_seed + 1_000_003, config=config, device=render,
+                                           keep_on_device=on_device)
+        info.update(data="synthetic", generate_s=time.perf_counter() - start, render_device=str(render),
+                    clips_device=str(train.device))
         return train, evaluation, list(config.classes), info
     if args.cache:
         from rlt.cache import CachedClips, ClipCache, load_clip_cache
@@ -384,6 +389,8 @@ def main(argv=None) -> dict:
     processor = make_processor(args, cache)
     normalizer = PixelNormalizer.from_processor(processor)
     train_dataset, eval_dataset, class_names, data_info = load_data(args, processor, device)
+    clips_device = data_info.get("clips_device", "cpu")
+    args.num_workers = loader_workers(args.num_workers, clips_device)
     model = build_model(args, dict(enumerate(class_names)), processor)
     config = model.config
     is_rlt = hasattr(config, "rlt_enabled")
@@ -445,7 +452,7 @@ def main(argv=None) -> dict:
         use_cpu=not torch.cuda.is_available(),
         tf32=args.tf32,
         **compile_arguments(args.compile, device, backend=args.compile_backend),
-        **host_overlap_arguments(device, args.num_workers),
+        **host_overlap_arguments(device, args.num_workers, clips_on_device=clips_device != "cpu"),
     )
     trainer = RLTTrainer(
         model=model,

@@ -19,7 +19,14 @@ from rlt import RLTVideoMAEConfig, RLTVideoMAEForVideoClassification
 from rlt.collator import ClipCollator
 from rlt.common import PixelNormalizer
 from rlt.synthetic import SyntheticVideoConfig, SyntheticVideoDataset
-from rlt.training import RLTTrainer, StepProfiler, compile_arguments, host_overlap_arguments, resolve_compile
+from rlt.training import (
+    RLTTrainer,
+    StepProfiler,
+    compile_arguments,
+    host_overlap_arguments,
+    loader_workers,
+    resolve_compile,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_video_classification.py"
 CLASSES = ("static", "camera_pan", "move_left", "move_right")
@@ -124,6 +131,9 @@ def test_host_overlap_arguments_let_the_host_run_ahead_on_cuda_only():
     cpu = host_overlap_arguments("cpu", num_workers=0)
     assert not cpu["dataloader_pin_memory"] and cpu["accelerator_config"] == {"non_blocking": False}
     assert cpu["logging_nan_inf_filter"] and not cpu["dataloader_persistent_workers"]
+    # Clips already on the GPU: nothing to pin, and no loader workers (a worker cannot use GPU memory).
+    assert not host_overlap_arguments("cuda", 0, clips_on_device=True)["dataloader_pin_memory"]
+    assert loader_workers(4, "cuda") == 0 and loader_workers(4, "cpu") == 4 and loader_workers(0, "cpu") == 0
     # transformers takes them as they are
     args = TrainingArguments(output_dir="unused", use_cpu=True, report_to="none", **cpu)
     assert args.accelerator_config.non_blocking is False and args.logging_nan_inf_filter

@@ -285,3 +285,30 @@ def test_trainer_with_cuda_graphs_matches_eager_with_accumulation_and_keeps_eval
     torch.testing.assert_close(graph_logits, reference, atol=1e-3, rtol=1e-3)
     assert len({tuple(row.tolist()) for row in graph_logits.round(decimals=3)}) > 4  # not one batch repeated
     torch._dynamo.reset()
+
+
+def test_synthetic_clips_kept_on_the_gpu_train_without_loader_workers(tmp_path):
+    """--synthetic-on-device: the clips stay where they were rendered, the loader runs no workers and pins
+    nothing, and they are the clips the CPU copy holds."""
+    import importlib.util
+    from pathlib import Path
+
+    from rlt.synthetic import SyntheticVideoConfig, SyntheticVideoDataset
+
+    config = SyntheticVideoConfig(num_frames=8, image_size=32)
+    on_gpu = SyntheticVideoDataset(6, config=config, device="cuda", keep_on_device=True)
+    on_cpu = SyntheticVideoDataset(6, config=config, device="cuda")
+    assert on_gpu.device.type == "cuda" and on_cpu.device.type == "cpu"
+    assert torch.equal(on_gpu.clips.cpu(), on_cpu.clips) and torch.equal(on_gpu.labels, on_cpu.labels)
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "train_video_classification.py"
+    spec = importlib.util.spec_from_file_location("train_video_classification", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    summary = script.main([
+        "--synthetic", "16", "--synthetic-eval", "8", "--synthetic-on-device", "--from-scratch", "tiny",
+        "--image-size", "32", "--num-frames", "8", "--batch-size", "8", "--epochs", "1", "--num-workers", "4",
+        "--eval-strategy", "no", "--save-strategy", "no", "--output-dir", str(tmp_path),
+    ])  # fmt: skip
+    assert summary["data"]["clips_device"].startswith("cuda") and summary["train_clips"] == 16
+    assert 0 <= summary["eval_accuracy"] <= 1

@@ -332,6 +332,9 @@ def test_example_script_rejects_contradictory_switches(capsys):
             ["--synthetic", "8", "--from-scratch", "tiny", "--output-dir", "x", "--vanilla", "--random-drop"]
         )
     assert "--vanilla runs transformers' own class" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.parse_args(["--cache", "c", "--synthetic-on-device", "--from-scratch", "tiny", "--output-dir", "x"])
+    assert "--synthetic-on-device go with --synthetic" in capsys.readouterr().err
 
 
 def test_example_writes_the_generated_task_as_clip_caches(tmp_path):

@@ -144,6 +144,11 @@ def add_task_arguments(group) -> None:
         help="time between generated frames in reference frames: 0.5 = twice the frame rate (dense sampling)",
     )
     group.add_argument("--data-seed", type=int, default=0, help="seed of the generated task (default 0)")
+    group.add_argument(
+        "--synthetic-on-device", action="store_true",
+        help="keep the generated clips on the device they are rendered on (a GPU: 2.4 MB a 16x224 clip) and "
+        "gather batches there, with no loader workers or host copies: the data path stops capping the step",
+    )
 
 
 def task_config(variant: str = "full", **overrides) -> SyntheticVideoConfig:
@@ -437,7 +442,8 @@ def rendered_chunks(num_clips: int, seed: int, config, device, chunk_size: int, 
 
 
 class SyntheticVideoDataset(torch.utils.data.Dataset):
-    """``num_clips`` generated clips held in memory (uint8, CPU), for ``Trainer`` / ``DataLoader``.
+    """``num_clips`` generated clips held in memory (uint8; on the CPU unless ``keep_on_device``), for
+    ``Trainer`` / ``DataLoader``.
 
     Items are ``{"pixel_values": uint8 (T, 3, H, W), "labels": int}``; normalise them on the device
     (``rlt.training.ClipCollator`` / the example training script do). 16 x 224 x 224 clips take
@@ -445,16 +451,21 @@ class SyntheticVideoDataset(torch.utils.data.Dataset):
 
     Args:
         num_clips: clips ``start .. start + num_clips - 1`` of the task with ``seed``.
-        device: where to render (a GPU is much faster); the clips are kept on the CPU.
+        device: where to render (a GPU is much faster).
+        keep_on_device: keep the clips on ``device`` (default: on the CPU). A loader then gathers its
+            batches there, in the main process: uint8 batches of 16 x 224 px clips, sent from loader
+            workers through shared and pinned memory, capped an H100 near 950 clips/s.
         chunk_size: clips rendered per batch.
     """
 
     def __init__(self, num_clips: int, *, seed: int = 0, config: SyntheticVideoConfig | None = None,
-                 device: str | torch.device | None = None, chunk_size: int = 32, start: int = 0):
+                 device: str | torch.device | None = None, chunk_size: int = 32, start: int = 0,
+                 keep_on_device: bool = False):
         self.config = config or SyntheticVideoConfig()
         self.seed = seed
         size, frames = self.config.image_size, self.config.num_frames
-        self.clips = torch.empty(num_clips, frames, 3, size, size, dtype=torch.uint8)
+        storage = torch.device(device or "cpu") if keep_on_device else torch.device("cpu")
+        self.clips = torch.empty(num_clips, frames, 3, size, size, dtype=torch.uint8, device=storage)
         self.labels = torch.empty(num_clips, dtype=torch.long)
         for indices, clips, labels in rendered_chunks(num_clips, seed, self.config, device, chunk_size, start):
             self.clips[indices.start - start : indices.stop - start] = clips
@@ -466,6 +477,11 @@ class SyntheticVideoDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return self.clips.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the clips are (a loader of clips on an accelerator needs no workers and no pinned memory)."""
+        return self.clips.device
 
     def __getitem__(self, index: int) -> dict:
         return {"pixel_values": self.clips[index], "labels": int(self.labels[index])}

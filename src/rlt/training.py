@@ -25,6 +25,7 @@ __all__ = [
     "StepProfiler",
     "compile_arguments",
     "host_overlap_arguments",
+    "loader_workers",
     "compute_metrics",
     "resolve_compile",
     "top_k_accuracy",
@@ -87,19 +88,30 @@ def compile_arguments(choice: str, device: torch.device | str, backend: str | No
     return fields
 
 
-def host_overlap_arguments(device: torch.device | str, num_workers: int) -> dict:
+def loader_workers(requested: int, clips_device: torch.device | str = "cpu") -> int:
+    """Data-loader workers for clips held on ``clips_device``: ``requested`` for clips on the CPU, none for
+    clips on an accelerator (a worker process cannot use its memory; the main process gathers batches
+    there, which costs the host nothing)."""
+    if torch.device(clips_device).type == "cpu" or requested == 0:
+        return requested
+    logger.info("the clips are on %s: batches are gathered there without loader workers", clips_device)
+    return 0
+
+
+def host_overlap_arguments(device: torch.device | str, num_workers: int, clips_on_device: bool = False) -> dict:
     """``TrainingArguments`` fields that let the host prepare the next step while the device runs this one.
 
-    On CUDA: batches in pinned memory, copied to the device without waiting (accelerate's
-    ``non_blocking``), and no NaN/inf filter on the logged loss: transformers' filter reads the loss on
-    the host every step, a device sync that stops the host from running ahead (a NaN loss is logged
-    as NaN instead of being replaced by the running mean; training is the same either way).
+    On CUDA: batches in pinned memory (unless the clips are on the device already), copied to the
+    device without waiting (accelerate's ``non_blocking``), and no NaN/inf filter on the logged loss:
+    transformers' filter reads the loss on the host every step, a device sync that stops the host from
+    running ahead (a NaN loss is logged as NaN instead of being replaced by the running mean; training
+    is the same either way).
     """
     cuda = torch.device(device).type == "cuda"
     return {
         "dataloader_num_workers": num_workers,
         "dataloader_persistent_workers": num_workers > 0,
-        "dataloader_pin_memory": cuda,
+        "dataloader_pin_memory": cuda and not clips_on_device,
         "accelerator_config": {"non_blocking": cuda},
         "logging_nan_inf_filter": not cuda,
     }
