@@ -24,9 +24,9 @@ __all__ = [
     "RLTTrainer",
     "StepProfiler",
     "compile_arguments",
+    "compute_metrics",
     "host_overlap_arguments",
     "loader_workers",
-    "compute_metrics",
     "resolve_compile",
     "top_k_accuracy",
 ]
