@@ -180,6 +180,9 @@ def test_the_fine_tuning_script_loads_the_encoder_and_trains(pretrained, tmp_pat
     summary = fine_tune.main(argv)
     assert summary["steps"] == 2
     assert math.isfinite(summary["final_loss"]) and math.isfinite(summary["eval_loss"])
+    # transformers' own class: every clip counted with all its tokens (4 time steps x 4 x 4 patches)
+    vanilla = fine_tune.main([*argv, "--vanilla", "--output-dir", str(tmp_path / "vanilla")])
+    assert vanilla["mean_tokens_kept"] == vanilla["tokens_per_clip"] == 64 and vanilla["kept_fraction"] == 1
 
 
 def test_pretraining_reads_clip_caches_and_video_files(pretrain, tmp_path, caplog):

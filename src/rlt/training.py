@@ -365,8 +365,10 @@ class RLTTrainer(Trainer):
             loss = loss.clone()  # logged after later steps replayed the graph that returned it
         batch = inputs[self.input_name].shape[0]
         kept = outputs.get("tokens_kept") if hasattr(outputs, "get") else None
-        tokens = kept.detach().sum() if kept is not None else torch.tensor(batch * (self.tokens_per_clip or 0))
-        tokens = tokens.to(loss.device)
+        if kept is not None:
+            tokens = kept.detach().sum().to(loss.device)
+        else:  # made on the device: a host tensor's copy there would wait for the step (a host sync)
+            tokens = torch.full((), batch * (self.tokens_per_clip or 0), device=loss.device, dtype=torch.long)
         if model.training:
             self._train_tokens = tokens if self._train_tokens is None else self._train_tokens + tokens
             self._train_clips += batch
