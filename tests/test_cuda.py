@@ -312,3 +312,22 @@ def test_synthetic_clips_kept_on_the_gpu_train_without_loader_workers(tmp_path):
     ])  # fmt: skip
     assert summary["data"]["clips_device"].startswith("cuda") and summary["train_clips"] == 16
     assert 0 <= summary["eval_accuracy"] <= 1
+
+
+def test_pixel_normalizer_makes_no_device_sync_after_its_first_call():
+    """The Trainer normalises every batch on the GPU: its mean and scale are copied there once, not per batch
+    (a copy from the host waits for the device: one host sync per step each)."""
+    from rlt.common import PixelNormalizer
+
+    normalizer = PixelNormalizer()
+    clips = torch.randint(0, 256, (2, 4, 3, 16, 16), dtype=torch.uint8)
+    expected = normalizer(clips)
+    video = clips.cuda()
+    normalizer(video)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        output = normalizer(video)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(output.cpu(), expected)

@@ -147,6 +147,9 @@ def test_pixel_normalizer_matches_the_processor():
         rescale_factor=1 / 127.5, rescale_offset=-1.0, image_mean=[0.5] * 3, image_std=[0.5] * 3
     )
     torch.testing.assert_close(PixelNormalizer.from_processor(vivit)(clip), vivit.normalize_frames(clip.float()))
+    # its (C, 1, 1) mean and scale are made once per device, for instances made either way
+    assert set(normalizer._affine) == {clip.device} and normalizer._affine_on(clip.device)[0].shape == (3, 1, 1)
+    assert PixelNormalizer()(clip).shape == clip.shape
 
 
 def test_top1_top5_accuracy():

@@ -82,7 +82,13 @@ class PixelNormalizer:
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if pixel_values.is_floating_point():
             return pixel_values
-        shape = (pixel_values.shape[-3], 1, 1)
-        scale = torch.tensor(self.scale, device=pixel_values.device).view(shape)
-        shift = torch.tensor(self.shift, device=pixel_values.device).view(shape)
+        scale, shift = self._affine_on(pixel_values.device)
         return torch.addcmul(shift, pixel_values.float(), scale)
+
+    def _affine_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scale, shift)`` as ``(C, 1, 1)`` tensors on ``device``, made once per device: copying them from
+        the host every call waited for the device each training step (a blocking copy is a host sync)."""
+        cached = self.__dict__.setdefault("_affine", {})  # also on instances made by from_processor
+        if device not in cached:
+            cached[device] = tuple(torch.tensor(values).view(-1, 1, 1).to(device) for values in (self.scale, self.shift))
+        return cached[device]
