@@ -156,3 +156,30 @@ def test_step_profiler_reports_the_profiled_steps(tmp_path):
     assert sum(op["ms_per_step"] for op in ops) <= report["wall_ms_per_step"]  # self times within the wall-clock
     with pytest.raises(ValueError, match="profile steps must be >= 1"):
         StepProfiler(trainer, steps=0)
+
+
+def test_compiled_training_under_ddp_on_two_processes(tmp_path):
+    """The training script compiled under DDP (torchrun, two CPU processes over gloo): accelerate compiles
+    after the DDP wrapper, each rank takes half the clips, and the counts are summed over the ranks."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    argv = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(EXAMPLE),
+        "--synthetic", "32", "--synthetic-eval", "16", "--from-scratch", "tiny", "--image-size", "32",
+        "--num-frames", "8", "--batch-size", "4", "--epochs", "1", "--num-workers", "0", "--save-strategy", "no",
+        "--compile", "default", "--compile-backend", "aot_eager", "--attention", "padded", "--output-dir", str(out),
+    ]  # fmt: skip
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4  # 32 clips / (4 a rank x 2 ranks)
+    assert summary["train_clips"] == 32 and summary["compile_s_train"] > 0
+    assert 0 < summary["mean_tokens_kept"] < 16
+    assert RLTVideoMAEForVideoClassification.from_pretrained(out).config.rlt_enabled
