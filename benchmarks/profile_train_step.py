@@ -25,10 +25,8 @@ import torch._dynamo
 from torch.profiler import ProfilerActivity, profile
 
 from rlt.benchmark import MODELS, TINY_MODELS, InputFactory, build_models, cut_windows, load_clips
-from rlt.benchmark.timing import covered_time
+from rlt.benchmark.timing import HOST_SYNC_CALLS, covered_time
 
-# Calls that make the host wait for the device (a plain cudaMemcpy does; cudaMemcpyAsync is counted apart).
-SYNC_CALLS = {"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy"}
 CASTS = ("aten::to", "aten::_to_copy")
 
 
@@ -105,7 +103,7 @@ def profile_steps(name, step, inputs, device, steps, rows):
     busy_ms = covered_time([(e.time_range.start, e.time_range.end) for e in kernels]) / 1e3 / steps
     aten = [e for e in events if e.name.startswith("aten::")]
     top_level_aten = [e for e in aten if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
-    syncs = sum(1 for e in events if e.name in SYNC_CALLS) / steps
+    syncs = sum(1 for e in events if e.name in HOST_SYNC_CALLS) / steps
     item_calls = sum(1 for e in events if e.name in ("aten::item", "aten::_local_scalar_dense")) / steps
     async_copies = sum(1 for e in events if e.name == "cudaMemcpyAsync") / steps
     casts = sum(1 for e in events if e.name in CASTS and (e.cpu_parent is None or e.cpu_parent.name not in CASTS))

@@ -628,8 +628,9 @@ def print_summary(summary: dict) -> None:
     profile = summary.get("profile")
     if profile:
         busy = profile["device_busy_fraction"]
+        first, last = profile["steps"]
         lines.append(
-            f"   profiled steps {profile['steps'][0]}-{profile['steps'][1]}: {profile['wall_ms_per_step']:.1f} ms a step, device busy "
+            f"   profiled steps {first}-{last}: {profile['wall_ms_per_step']:.1f} ms a step, device busy "
             f"{'-' if busy is None else f'{busy:.2f}'}, {profile['kernels_per_step']:.0f} kernels, "
             f"{profile['host_syncs_per_step']:.1f} host syncs, loader wait {profile['loader_wait_ms_per_step']:.1f} ms"
         )

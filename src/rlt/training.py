@@ -159,8 +159,6 @@ class StepProfiler(TrainerCallback):
     ends, so each profiled step includes fetching its batch.
     """
 
-    SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
-
     def __init__(self, trainer: RLTTrainer, steps: int = 5, after: int = 20, top: int = 12):
         if steps < 1 or after < 0:
             raise ValueError(f"profile steps must be >= 1 and the first step >= 0, got {steps} after {after}")
@@ -177,18 +175,25 @@ class StepProfiler(TrainerCallback):
             self.profiler.__enter__()
             self.marks = (time.perf_counter(), self.trainer._loader_wait, len(self.trainer.compile_events))
         elif self.profiler is not None and state.global_step == self.after + self.steps:
-            synchronize(args.device)
-            wall = time.perf_counter() - self.marks[0]
-            self.profiler.__exit__(None, None, None)
-            self.report = self._summary(self.profiler.events(), wall, args.device)
-            self.profiler = None
-            logger.info("profiled steps %d-%d: %s", self.after + 1, self.after + self.steps,
-                        {k: v for k, v in self.report.items() if not k.startswith("top_")})
+            self._finish(args, self.steps)
 
-    def _summary(self, events, wall: float, device) -> dict:
-        from .benchmark.timing import covered_time
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.profiler is not None:  # training ended inside the window: report the steps it had
+            self._finish(args, state.global_step - self.after)
 
-        per_step = 1e-3 / self.steps  # profiler microseconds in all -> milliseconds a step
+    def _finish(self, args, steps: int) -> None:
+        synchronize(args.device)
+        wall = time.perf_counter() - self.marks[0]
+        self.profiler.__exit__(None, None, None)
+        self.report = self._summary(self.profiler.events(), wall, max(steps, 1))
+        self.profiler = None
+        logger.info("profiled steps %d-%d: %s", *self.report["steps"],
+                    {k: v for k, v in self.report.items() if not k.startswith("top_")})
+
+    def _summary(self, events, wall: float, steps: int) -> dict:
+        from .benchmark.timing import HOST_SYNC_CALLS, covered_time
+
+        per_step = 1e-3 / steps  # profiler microseconds in all -> milliseconds a step
         kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
         host = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
         busy_us = covered_time([(e.time_range.start, e.time_range.end) for e in kernels])
@@ -199,18 +204,18 @@ class StepProfiler(TrainerCallback):
                 count, us = totals.get(e.name, (0, 0.0))
                 totals[e.name] = (count + 1, us + time_of(e))
             ranked = sorted(totals.items(), key=lambda item: -item[1][1])[: self.top]
-            return [{"name": name[:120], "calls_per_step": count / self.steps, "ms_per_step": us * per_step}
+            return [{"name": name[:120], "calls_per_step": count / steps, "ms_per_step": us * per_step}
                     for name, (count, us) in ranked]
 
         return {
-            "steps": [self.after + 1, self.after + self.steps],  # the first and last profiled step
-            "wall_ms_per_step": 1e3 * wall / self.steps,
+            "steps": [self.after + 1, self.after + steps],  # the first and last profiled step
+            "wall_ms_per_step": 1e3 * wall / steps,
             "device_busy_ms_per_step": busy_us * per_step if kernels else None,
             "device_busy_fraction": min(1.0, busy_us / (wall * 1e6)) if kernels else None,
-            "kernels_per_step": len(kernels) / self.steps,
-            "host_syncs_per_step": sum(e.name in self.SYNC_CALLS for e in host) / self.steps,
-            "host_syncs_by_call": {name: sum(e.name == name for e in host) / self.steps for name in self.SYNC_CALLS},
-            "loader_wait_ms_per_step": 1e3 * (self.trainer._loader_wait - self.marks[1]) / self.steps,
+            "kernels_per_step": len(kernels) / steps,
+            "host_syncs_per_step": sum(e.name in HOST_SYNC_CALLS for e in host) / steps,
+            "host_syncs_by_call": {name: sum(e.name == name for e in host) / steps for name in HOST_SYNC_CALLS},
+            "loader_wait_ms_per_step": 1e3 * (self.trainer._loader_wait - self.marks[1]) / steps,
             "graphs_built": len(self.trainer.compile_events) - self.marks[2],
             "top_kernels": top(kernels, lambda e: e.time_range.elapsed_us()),
             "top_host_ops": top([e for e in host if e.name.startswith("aten::")], lambda e: e.self_cpu_time_total),

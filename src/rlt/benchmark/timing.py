@@ -59,6 +59,10 @@ def measure(fn: Callable, inputs: Sequence, *, device: torch.device, warmup: int
     }
 
 
+# CUDA runtime calls that make the host wait for the device (a plain cudaMemcpy does; cudaMemcpyAsync does not).
+HOST_SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+
+
 def covered_time(intervals: Sequence[tuple[float, float]]) -> float:
     """Length of the union of ``(start, end)`` intervals: time during which at least one was running."""
     covered, reach = 0.0, float("-inf")
