@@ -52,8 +52,8 @@ SCRIPT=examples/train_video_classification.py
 GPU=$("$PYTHON" -c 'import torch; print(int(torch.cuda.is_available()))')
 TF32=$([ "$GPU" = 1 ] && echo --no-tf32 || echo)
 BACKEND=$([ -n "$COMPILE_BACKEND" ] && echo "--compile-backend $COMPILE_BACKEND" || echo)
-# The clips stay on the GPU they are rendered on (ON_DEVICE=1): through loader workers, shared and pinned memory,
-# 16x224 uint8 batches capped the H100 near 950 clips/s, below RLT's step (RESULTS.md issue 21, third session).
+# The clips stay on the training GPU (ON_DEVICE=1): through loader workers, shared and pinned memory,
+# 16x224 uint8 batches capped the H100 near 940 clips/s, below RLT's step (RESULTS.md issue 21, third session).
 CLIPS=$([ "$ON_DEVICE" = 1 ] && echo --synthetic-on-device || echo)
 
 say() { echo "[$(date +%T)] $1${2:+ (exit $2)}"; }

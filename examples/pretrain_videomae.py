@@ -89,7 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     source.add_argument("--synthetic", type=int, metavar="N", help="N generated clips in memory (rlt.synthetic)")
     source.add_argument("--cache", metavar="DIR", help="a clip cache folder (rlt cache)")
     source.add_argument("--train", metavar="DIR_OR_CSV", help="video files: a folder (searched recursively) or a list")
-    add_task_arguments(data)  # --synthetic-device, --synthetic-variant, --synthetic-time-step, --data-seed
+    add_task_arguments(data, training=True)  # --synthetic-device, -variant, -time-step, -on-device, --data-seed
     data.add_argument("--frame-stride", type=int, help="with --train: sample every N-th frame (default: uniform)")
     data.add_argument("--num-workers", type=int, default=4, help="data loader workers (default 4)")
 
@@ -288,7 +288,7 @@ def load_data(args, device) -> tuple[torch.utils.data.Dataset, rlt.RLTVideoProce
         render = args.synthetic_device or device
         start = time.perf_counter()
         dataset = SyntheticVideoDataset(args.synthetic, seed=args.data_seed, config=config, device=render,
-                                        keep_on_device=args.synthetic_on_device)
+                                        clips_device=device if args.synthetic_on_device else None)
         info = {"data": "synthetic", "variant": args.synthetic_variant, "time_step": args.synthetic_time_step,
                 "generate_s": time.perf_counter() - start, "render_device": str(render),
                 "clips_device": str(dataset.device)}

@@ -96,7 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--eval-split", help="the evaluation split of the --train (or --eval) dataset, e.g. validation")
     data.add_argument("--eval-cache", help="a clip cache folder for evaluation")
     data.add_argument("--synthetic-eval", type=int, metavar="M", help="generated evaluation clips (default N/5)")
-    add_task_arguments(data)  # --synthetic-device, --synthetic-variant, --synthetic-time-step, --data-seed
+    add_task_arguments(data, training=True)  # --synthetic-device, -variant, -time-step, -on-device, --data-seed
     data.add_argument("--frame-stride", type=int, help="sample every N-th frame of a video (default: uniform)")
     data.add_argument("--num-workers", type=int, default=min(4, (os.cpu_count() or 1) - 1),
                       help="data loader workers (default: 4, leaving one core to the main process)")
@@ -192,6 +192,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--synthetic-eval and --synthetic-on-device go with --synthetic")
     if args.eval_only and not args.model:
         parser.error("--eval-only evaluates a checkpoint: give --model")
+    if args.profile_steps < 0 or args.profile_after < 0:
+        parser.error(f"--profile-steps and --profile-after must be >= 0, got {args.profile_steps} and {args.profile_after}")
     if args.lr is None:
         args.lr = 3e-4 if args.from_scratch else 5e-5
     if args.from_scratch:
@@ -302,15 +304,15 @@ def load_data(args, processor, device):
         render = args.synthetic_device or device
         start = time.perf_counter()
         num_train = 0 if args.eval_only else args.synthetic
-        on_device = args.synthetic_on_device
+        kept_on = device if args.synthetic_on_device else None  # this process's GPU (cuda:LOCAL_RANK)
         train = SyntheticVideoDataset(num_train, seed=args.data_seed, config=config, device=render,
-                                      keep_on_device=on_device)
+                                      clips_device=kept_on)
         num_eval = (
             args.synthetic_eval if args.synthetic_eval is not None else max(len(config.classes), args.synthetic // 5)
         )
         # Another seed: other backgrounds, objects and motions than any training clip.
         evaluation = SyntheticVideoDataset(num_eval, seed=args.data_seed + 1_000_003, config=config, device=render,
-                                           keep_on_device=on_device)
+                                           clips_device=kept_on)
         info.update(data="synthetic", generate_s=time.perf_counter() - start, render_device=str(render),
                     clips_device=str(train.device))
         return train, evaluation, list(config.classes), info

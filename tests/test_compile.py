@@ -7,6 +7,7 @@ as inductor, without generating C++ on two busy cores); CUDA graphs are checked 
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -126,17 +127,49 @@ def test_script_buckets_rlt_packing_for_cuda_graphs_only():
 def test_host_overlap_arguments_let_the_host_run_ahead_on_cuda_only():
     cuda = host_overlap_arguments("cuda", num_workers=4)
     assert cuda["dataloader_pin_memory"] and cuda["accelerator_config"] == {"non_blocking": True}
-    assert cuda["logging_nan_inf_filter"] is False  # the filter reads the loss on the host every step
     assert cuda["dataloader_num_workers"] == 4 and cuda["dataloader_persistent_workers"]
     cpu = host_overlap_arguments("cpu", num_workers=0)
     assert not cpu["dataloader_pin_memory"] and cpu["accelerator_config"] == {"non_blocking": False}
-    assert cpu["logging_nan_inf_filter"] and not cpu["dataloader_persistent_workers"]
-    # Clips already on the GPU: nothing to pin, and no loader workers (a worker cannot use GPU memory).
-    assert not host_overlap_arguments("cuda", 0, clips_on_device=True)["dataloader_pin_memory"]
+    assert not cpu["dataloader_persistent_workers"]
+    # Clips already on the GPU: nothing to pin or copy, and no loader workers (a worker cannot use GPU memory).
+    on_device = host_overlap_arguments("cuda", 0, clips_on_device=True)
+    assert not on_device["dataloader_pin_memory"] and on_device["accelerator_config"] == {"non_blocking": False}
     assert loader_workers(4, "cuda") == 0 and loader_workers(4, "cpu") == 4 and loader_workers(0, "cpu") == 0
     # transformers takes them as they are
     args = TrainingArguments(output_dir="unused", use_cpu=True, report_to="none", **cpu)
-    assert args.accelerator_config.non_blocking is False and args.logging_nan_inf_filter
+    assert args.accelerator_config.non_blocking is False
+
+
+def test_a_non_finite_step_loss_is_logged_as_the_running_mean_without_a_host_read(tmp_path, monkeypatch):
+    """logging_nan_inf_filter, done on the device: transformers' loop does not read the loss (its filter is off
+    while training), a NaN step loss is logged as the running mean, and the flag is the user's again after."""
+    from transformers import Trainer
+
+    step_loss = Trainer.training_step
+
+    def run(filtering: bool):
+        trainer = _trainer(tmp_path / str(filtering), compiled=False, max_steps=4)
+        trainer.args.eval_strategy, trainer.args.save_strategy, trainer.args.logging_steps = "no", "no", 2
+        trainer.args.logging_nan_inf_filter = filtering
+        flags, losses = [], []
+
+        def nan_on_the_second_step(self, *args, **kwargs):
+            flags.append(self.args.logging_nan_inf_filter)
+            loss = step_loss(self, *args, **kwargs)
+            losses.append(float(loss) if len(flags) != 2 else float("nan"))
+            return torch.full_like(loss, float("nan")) if len(flags) == 2 else loss
+
+        monkeypatch.setattr(Trainer, "training_step", nan_on_the_second_step)
+        trainer.train()
+        assert flags == [False] * 4 and trainer.args.logging_nan_inf_filter is filtering
+        return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry], losses
+
+    logged, losses = run(filtering=True)
+    # Steps 1-2: step 1's loss and transformers' stand-in for step 2 (the loss summed since the last log over 1 +
+    # the steps since it: here losses[0] / 2); steps 3-4 as they are.
+    assert logged == pytest.approx([(losses[0] + losses[0] / 2) / 2, (losses[2] + losses[3]) / 2], rel=1e-3)
+    logged, _ = run(filtering=False)  # the user's choice: a NaN step loss is logged as NaN
+    assert math.isnan(logged[0])
 
 
 def test_step_profiler_reports_the_profiled_steps(tmp_path):
@@ -150,6 +183,7 @@ def test_step_profiler_reports_the_profiled_steps(tmp_path):
     assert report["wall_ms_per_step"] > 0 and report["loader_wait_ms_per_step"] >= 0
     assert report["device_busy_fraction"] is None and report["kernels_per_step"] == 0  # no CUDA here
     assert report["graphs_built"] == 0 and report["host_syncs_per_step"] == 0
+    assert report["interruptions"] == {"log": 1, "evaluate": 0, "save": 0}  # step 2's log (logging_steps 1)
     ops = report["top_host_ops"]
     assert 0 < len(ops) <= 3 and all(op["name"].startswith("aten::") for op in ops)
     assert ops == sorted(ops, key=lambda op: -op["ms_per_step"])
@@ -159,10 +193,13 @@ def test_step_profiler_reports_the_profiled_steps(tmp_path):
     # Training that ends inside the window reports the steps it had, and leaves no profiler running.
     trainer = _trainer(tmp_path / "short", compiled=False, max_steps=4)
     trainer.args.eval_strategy, trainer.args.save_strategy = "no", "no"
-    cut = StepProfiler(trainer, steps=10, after=2)
-    trainer.add_callback(cut)
+    cut, never, first = StepProfiler(trainer, steps=10, after=2), StepProfiler(trainer, after=4), StepProfiler(trainer, 1, 0)
+    for profiler in (cut, never, first):
+        trainer.add_callback(profiler)
     trainer.train()
     assert cut.report["steps"] == [3, 4] and cut.profiler is None
+    assert never.report is None and never.profiler is None  # after the last step: nothing to profile
+    assert first.report["steps"] == [1, 1]
 
 
 def test_compiled_training_under_ddp_on_two_processes(tmp_path):

@@ -288,15 +288,15 @@ def test_trainer_with_cuda_graphs_matches_eager_with_accumulation_and_keeps_eval
 
 
 def test_synthetic_clips_kept_on_the_gpu_train_without_loader_workers(tmp_path):
-    """--synthetic-on-device: the clips stay where they were rendered, the loader runs no workers and pins
-    nothing, and they are the clips the CPU copy holds."""
+    """--synthetic-on-device: the clips stay on the training GPU, the loader runs no workers and pins nothing,
+    and they are the clips a CPU copy holds."""
     import importlib.util
     from pathlib import Path
 
     from rlt.synthetic import SyntheticVideoConfig, SyntheticVideoDataset
 
     config = SyntheticVideoConfig(num_frames=8, image_size=32)
-    on_gpu = SyntheticVideoDataset(6, config=config, device="cuda", keep_on_device=True)
+    on_gpu = SyntheticVideoDataset(6, config=config, device="cuda", clips_device="cuda")
     on_cpu = SyntheticVideoDataset(6, config=config, device="cuda")
     assert on_gpu.device.type == "cuda" and on_cpu.device.type == "cpu"
     assert torch.equal(on_gpu.clips.cpu(), on_cpu.clips) and torch.equal(on_gpu.labels, on_cpu.labels)

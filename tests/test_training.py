@@ -338,6 +338,9 @@ def test_example_script_rejects_contradictory_switches(capsys):
     with pytest.raises(SystemExit):
         script.parse_args(["--cache", "c", "--synthetic-on-device", "--from-scratch", "tiny", "--output-dir", "x"])
     assert "--synthetic-on-device go with --synthetic" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.parse_args(["--synthetic", "8", "--from-scratch", "tiny", "--output-dir", "x", "--profile-steps", "-1"])
+    assert "--profile-steps and --profile-after must be >= 0" in capsys.readouterr().err
 
 
 def test_example_writes_the_generated_task_as_clip_caches(tmp_path):

@@ -131,9 +131,10 @@ TASK_VARIANTS = {
 }
 
 
-def add_task_arguments(group) -> None:
+def add_task_arguments(group, *, training: bool = False) -> None:
     """The scripts' flags for the generated task (an ``argparse`` parser or group): where to render it,
-    which variant, the time step between frames and the task's seed."""
+    which variant, the time step between frames and the task's seed; with ``training``, also whether the
+    training loader keeps the clips on the training device."""
     group.add_argument("--synthetic-device", help="where to render generated clips (default: cuda if available)")
     group.add_argument(
         "--synthetic-variant", choices=sorted(TASK_VARIANTS), default="full",
@@ -144,11 +145,12 @@ def add_task_arguments(group) -> None:
         help="time between generated frames in reference frames: 0.5 = twice the frame rate (dense sampling)",
     )
     group.add_argument("--data-seed", type=int, default=0, help="seed of the generated task (default 0)")
-    group.add_argument(
-        "--synthetic-on-device", action="store_true",
-        help="keep the generated clips on the device they are rendered on (a GPU: 2.4 MB a 16x224 clip) and "
-        "gather batches there, with no loader workers or host copies: the data path stops capping the step",
-    )
+    if training:
+        group.add_argument(
+            "--synthetic-on-device", action="store_true",
+            help="keep the generated clips on the training device (a GPU: 2.4 MB a 16x224 clip) and gather "
+            "batches there, with no loader workers or host copies: the data path stops capping the step",
+        )
 
 
 def task_config(variant: str = "full", **overrides) -> SyntheticVideoConfig:
@@ -442,7 +444,7 @@ def rendered_chunks(num_clips: int, seed: int, config, device, chunk_size: int, 
 
 
 class SyntheticVideoDataset(torch.utils.data.Dataset):
-    """``num_clips`` generated clips held in memory (uint8; on the CPU unless ``keep_on_device``), for
+    """``num_clips`` generated clips held in memory (uint8; on the CPU unless ``clips_device``), for
     ``Trainer`` / ``DataLoader``.
 
     Items are ``{"pixel_values": uint8 (T, 3, H, W), "labels": int}``; normalise them on the device
@@ -452,20 +454,19 @@ class SyntheticVideoDataset(torch.utils.data.Dataset):
     Args:
         num_clips: clips ``start .. start + num_clips - 1`` of the task with ``seed``.
         device: where to render (a GPU is much faster).
-        keep_on_device: keep the clips on ``device`` (default: on the CPU). A loader then gathers its
-            batches there, in the main process: uint8 batches of 16 x 224 px clips, sent from loader
-            workers through shared and pinned memory, capped an H100 near 950 clips/s.
+        clips_device: where to keep the clips (default: the CPU). On the training GPU, a loader gathers
+            its batches there, in the main process: uint8 batches of 16 x 224 px clips, sent from loader
+            workers through shared and pinned memory, capped an H100 near 940 clips/s.
         chunk_size: clips rendered per batch.
     """
 
     def __init__(self, num_clips: int, *, seed: int = 0, config: SyntheticVideoConfig | None = None,
                  device: str | torch.device | None = None, chunk_size: int = 32, start: int = 0,
-                 keep_on_device: bool = False):
+                 clips_device: str | torch.device | None = None):
         self.config = config or SyntheticVideoConfig()
         self.seed = seed
         size, frames = self.config.image_size, self.config.num_frames
-        storage = torch.device(device or "cpu") if keep_on_device else torch.device("cpu")
-        self.clips = torch.empty(num_clips, frames, 3, size, size, dtype=torch.uint8, device=storage)
+        self.clips = torch.empty(num_clips, frames, 3, size, size, dtype=torch.uint8, device=clips_device or "cpu")
         self.labels = torch.empty(num_clips, dtype=torch.long)
         for indices, clips, labels in rendered_chunks(num_clips, seed, self.config, device, chunk_size, start):
             self.clips[indices.start - start : indices.stop - start] = clips

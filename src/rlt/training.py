@@ -101,19 +101,16 @@ def loader_workers(requested: int, clips_device: torch.device | str = "cpu") -> 
 def host_overlap_arguments(device: torch.device | str, num_workers: int, clips_on_device: bool = False) -> dict:
     """``TrainingArguments`` fields that let the host prepare the next step while the device runs this one.
 
-    On CUDA: batches in pinned memory (unless the clips are on the device already), copied to the
-    device without waiting (accelerate's ``non_blocking``), and no NaN/inf filter on the logged loss:
-    transformers' filter reads the loss on the host every step, a device sync that stops the host from
-    running ahead (a NaN loss is logged as NaN instead of being replaced by the running mean; training
-    is the same either way).
+    On CUDA, unless the clips are on the device already: batches in pinned memory, copied to the device
+    without waiting (accelerate's ``non_blocking``). ``RLTTrainer`` does the rest (the logged loss's
+    NaN/inf filter on the device).
     """
-    cuda = torch.device(device).type == "cuda"
+    pinned = torch.device(device).type == "cuda" and not clips_on_device
     return {
         "dataloader_num_workers": num_workers,
         "dataloader_persistent_workers": num_workers > 0,
-        "dataloader_pin_memory": cuda and not clips_on_device,
-        "accelerator_config": {"non_blocking": cuda},
-        "logging_nan_inf_filter": not cuda,
+        "dataloader_pin_memory": pinned,
+        "accelerator_config": {"non_blocking": pinned},
     }
 
 
@@ -155,8 +152,10 @@ class StepProfiler(TrainerCallback):
 
     ``report`` (None until the window ends) holds per step: wall-clock, the device's busy time (union
     of its kernel intervals; CUDA only), kernels launched, host syncs, the loader wait, graphs compiled
-    in the window, and the top device kernels and host ops by time. The window starts after a step
-    ends, so each profiled step includes fetching its batch.
+    in the window, and the top device kernels and host ops by time. The window runs from the first
+    profiled step's forward to the last one's optimizer step (the later steps' batch fetches inside);
+    logs, evaluations and saves inside it are counted in ``interruptions``. A run that ends first
+    reports the steps it had.
     """
 
     def __init__(self, trainer: RLTTrainer, steps: int = 5, after: int = 20, top: int = 12):
@@ -164,8 +163,9 @@ class StepProfiler(TrainerCallback):
             raise ValueError(f"profile steps must be >= 1 and the first step >= 0, got {steps} after {after}")
         self.trainer, self.steps, self.after, self.top = trainer, steps, after, top
         self.profiler, self.report = None, None
+        self.interruptions = {"log": 0, "evaluate": 0, "save": 0}
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == self.after and self.profiler is None and self.report is None:
             from torch.profiler import ProfilerActivity, profile
 
@@ -174,12 +174,31 @@ class StepProfiler(TrainerCallback):
             self.profiler = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []))
             self.profiler.__enter__()
             self.marks = (time.perf_counter(), self.trainer._loader_wait, len(self.trainer.compile_events))
-        elif self.profiler is not None and state.global_step == self.after + self.steps:
-            self._finish(args, self.steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        last = self.after + self.steps
+        if self.profiler is not None and (state.global_step >= last or state.global_step >= state.max_steps):
+            self._finish(args, state.global_step - self.after)
+
+    def on_log(self, args, state, control, **kwargs):
+        self._interrupted("log")
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._interrupted("evaluate")
+
+    def on_save(self, args, state, control, **kwargs):
+        self._interrupted("save")
+
+    def _interrupted(self, event: str) -> None:
+        if self.profiler is not None:
+            self.interruptions[event] += 1
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self.profiler is not None:  # training ended inside the window: report the steps it had
+        if self.profiler is not None:  # stopped inside the window (e.g. by a callback)
             self._finish(args, state.global_step - self.after)
+        elif self.report is None:
+            logger.warning("no training step was profiled: the run ended at step %d, before step %d",
+                           state.global_step, self.after + 1)
 
     def _finish(self, args, steps: int) -> None:
         synchronize(args.device)
@@ -217,6 +236,7 @@ class StepProfiler(TrainerCallback):
             "host_syncs_by_call": {name: sum(e.name == name for e in host) / steps for name in HOST_SYNC_CALLS},
             "loader_wait_ms_per_step": 1e3 * (self.trainer._loader_wait - self.marks[1]) / steps,
             "graphs_built": len(self.trainer.compile_events) - self.marks[2],
+            "interruptions": dict(self.interruptions),  # logs, evaluations, saves inside the window
             "top_kernels": top(kernels, lambda e: e.time_range.elapsed_us()),
             "top_host_ops": top([e for e in host if e.name.startswith("aten::")], lambda e: e.self_cpu_time_total),
         }
@@ -242,6 +262,10 @@ class RLTTrainer(Trainer):
     are made the parameters' own before the next one replays (a graph's gradient output becomes a
     parameter's ``.grad`` as it is: https://github.com/pytorch/pytorch/issues/169545). Steps that
     compiled a graph are timed and logged (``compile_stats()``).
+
+    ``logging_nan_inf_filter`` (on by default: a NaN or infinite step loss is logged as the running mean)
+    is applied on the device: transformers reads every step's loss on the host for it, a sync that keeps
+    the host from preparing the next step while the device runs this one.
     """
 
     def __init__(self, *args, normalizer=None, train_batch_sampler=None, tokens_per_clip: int | None = None, **kwargs):
@@ -258,6 +282,7 @@ class RLTTrainer(Trainer):
         self.input_name = _input_name(self.model)
         self.compile_events: list[dict] = []  # one per step that built a graph: phase, step, seconds
         self._eval_compiled = None  # (the model, its compiled wrapper) for evaluation
+        self._finite_loss_filter = False  # logging_nan_inf_filter done in training_step (while training)
         self.add_callback(_EpochTimer(self))
 
     @property
@@ -316,6 +341,9 @@ class RLTTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         with self._step("train"):
             loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._finite_loss_filter:  # transformers' filter, without reading the loss on the host
+            running = self._tr_loss / (1 + self.state.global_step - self._globalstep_last_logged)
+            loss = torch.where(torch.isfinite(loss), loss, running.to(loss.dtype))
         if self.cuda_graphs and self.args.gradient_accumulation_steps > 1 and not self.accelerator.sync_gradients:
             # The next micro-batch replays the backward graph into the memory these gradients may live in.
             with torch.no_grad():
@@ -385,7 +413,13 @@ class RLTTrainer(Trainer):
     def evaluate(self, *args, **kwargs):
         """``Trainer.evaluate``, adding ``eval_mean_tokens_kept`` (over the processes) to the metrics."""
         self._eval_tokens, self._eval_clips = None, 0
-        metrics = super().evaluate(*args, **kwargs)
+        filtering = self.args.logging_nan_inf_filter
+        if self._finite_loss_filter:  # evaluating during training: transformers' own filter of eval losses
+            self.args.logging_nan_inf_filter = True
+        try:
+            metrics = super().evaluate(*args, **kwargs)
+        finally:
+            self.args.logging_nan_inf_filter = filtering
         clips, tokens = self._summed(self._eval_clips, self._eval_tokens)
         if clips:
             prefix = kwargs.get("metric_key_prefix", "eval")
@@ -403,10 +437,21 @@ class RLTTrainer(Trainer):
     def train(self, *args, **kwargs):
         synchronize(self.args.device)
         start = time.perf_counter()
-        result = super().train(*args, **kwargs)
+        with self._loss_filter_on_device():
+            result = super().train(*args, **kwargs)
         synchronize(self.args.device)
         self._train_wall += time.perf_counter() - start
         return result
+
+    @contextlib.contextmanager
+    def _loss_filter_on_device(self):
+        """Training with ``logging_nan_inf_filter`` done by ``training_step`` instead of transformers' loop."""
+        wanted = self.args.logging_nan_inf_filter
+        self._finite_loss_filter, self.args.logging_nan_inf_filter = wanted, False
+        try:
+            yield
+        finally:
+            self._finite_loss_filter, self.args.logging_nan_inf_filter = False, wanted
 
     def training_stats(self) -> dict:
         """Throughput and token counts of the training so far, summed over processes (call on all ranks)."""
