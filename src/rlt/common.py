@@ -66,13 +66,17 @@ class PixelNormalizer:
     ):
         settings = {"rescale_factor": rescale_factor, "rescale_offset": rescale_offset,
                     "image_mean": image_mean, "image_std": image_std}
-        self.scale, self.shift = pixel_affine(settings, len(image_std))
+        self._set_affine(*pixel_affine(settings, len(image_std)))
 
     @classmethod
     def from_processor(cls, processor) -> PixelNormalizer:
         normalizer = cls.__new__(cls)
-        normalizer.scale, normalizer.shift = pixel_affine(processor)
+        normalizer._set_affine(*pixel_affine(processor))
         return normalizer
+
+    def _set_affine(self, scale: Sequence[float], shift: Sequence[float]) -> None:
+        self.scale, self.shift = scale, shift
+        self._affine = {}  # per device: (scale, shift) as (C, 1, 1) tensors
 
     @property
     def input_scale(self) -> list[float]:
@@ -88,7 +92,6 @@ class PixelNormalizer:
     def _affine_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scale, shift)`` as ``(C, 1, 1)`` tensors on ``device``, made once per device: copying them from
         the host every call waited for the device each training step (a blocking copy is a host sync)."""
-        cached = self.__dict__.setdefault("_affine", {})  # also on instances made by from_processor
-        if device not in cached:
-            cached[device] = tuple(torch.tensor(values).view(-1, 1, 1).to(device) for values in (self.scale, self.shift))
-        return cached[device]
+        if device not in self._affine:
+            self._affine[device] = tuple(torch.tensor(v).view(-1, 1, 1).to(device) for v in (self.scale, self.shift))
+        return self._affine[device]
