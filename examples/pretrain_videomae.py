@@ -66,7 +66,6 @@ from rlt.training import (
     RLTTrainer,
     compile_arguments,
     host_overlap_arguments,
-    loader_workers,
     resolve_compile,
 )
 
@@ -329,8 +328,6 @@ def main(argv=None) -> dict:
     device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
     train_dataset, processor, data_info = load_data(args, device)
-    clips_device = data_info.get("clips_device", "cpu")
-    args.num_workers = loader_workers(args.num_workers, clips_device)
     model = build_model(args)
     config = model.config
     steps = config.num_frames // TUBELET_SIZE
@@ -366,7 +363,7 @@ def main(argv=None) -> dict:
         use_cpu=not torch.cuda.is_available(),
         tf32=args.tf32,
         **compile_arguments(args.compile, device, backend=args.compile_backend),
-        **host_overlap_arguments(device, args.num_workers, clips_on_device=clips_device != "cpu"),
+        **host_overlap_arguments(device, args.num_workers, data_info.get("clips_device", "cpu")),
     )
     trainer = TubeMaskingTrainer(
         model=model,

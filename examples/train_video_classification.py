@@ -76,7 +76,6 @@ from rlt.training import (
     compile_arguments,
     compute_metrics,
     host_overlap_arguments,
-    loader_workers,
     resolve_compile,
 )
 from rlt.training import VIT_SIZES as SIZES
@@ -391,8 +390,6 @@ def main(argv=None) -> dict:
     processor = make_processor(args, cache)
     normalizer = PixelNormalizer.from_processor(processor)
     train_dataset, eval_dataset, class_names, data_info = load_data(args, processor, device)
-    clips_device = data_info.get("clips_device", "cpu")
-    args.num_workers = loader_workers(args.num_workers, clips_device)
     model = build_model(args, dict(enumerate(class_names)), processor)
     config = model.config
     is_rlt = hasattr(config, "rlt_enabled")
@@ -454,7 +451,7 @@ def main(argv=None) -> dict:
         use_cpu=not torch.cuda.is_available(),
         tf32=args.tf32,
         **compile_arguments(args.compile, device, backend=args.compile_backend),
-        **host_overlap_arguments(device, args.num_workers, clips_on_device=clips_device != "cpu"),
+        **host_overlap_arguments(device, args.num_workers, data_info.get("clips_device", "cpu")),
     )
     trainer = RLTTrainer(
         model=model,

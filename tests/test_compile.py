@@ -25,7 +25,6 @@ from rlt.training import (
     StepProfiler,
     compile_arguments,
     host_overlap_arguments,
-    loader_workers,
     resolve_compile,
 )
 
@@ -132,9 +131,12 @@ def test_host_overlap_arguments_let_the_host_run_ahead_on_cuda_only():
     assert not cpu["dataloader_pin_memory"] and cpu["accelerator_config"] == {"non_blocking": False}
     assert not cpu["dataloader_persistent_workers"]
     # Clips already on the GPU: nothing to pin or copy, and no loader workers (a worker cannot use GPU memory).
-    on_device = host_overlap_arguments("cuda", 0, clips_on_device=True)
+    on_device = host_overlap_arguments("cuda", 4, clips_device="cuda")
     assert not on_device["dataloader_pin_memory"] and on_device["accelerator_config"] == {"non_blocking": False}
-    assert loader_workers(4, "cuda") == 0 and loader_workers(4, "cpu") == 4 and loader_workers(0, "cpu") == 0
+    assert on_device["dataloader_num_workers"] == 0 and not on_device["dataloader_persistent_workers"]
+    assert host_overlap_arguments("cuda", 4, clips_device="cpu")["dataloader_num_workers"] == 4
+    with pytest.raises(ValueError, match="num_workers must be >= 0"):
+        host_overlap_arguments("cuda", -1)
     # transformers takes them as they are
     args = TrainingArguments(output_dir="unused", use_cpu=True, report_to="none", **cpu)
     assert args.accelerator_config.non_blocking is False

@@ -26,7 +26,6 @@ __all__ = [
     "compile_arguments",
     "compute_metrics",
     "host_overlap_arguments",
-    "loader_workers",
     "resolve_compile",
     "top_k_accuracy",
 ]
@@ -88,24 +87,22 @@ def compile_arguments(choice: str, device: torch.device | str, backend: str | No
     return fields
 
 
-def loader_workers(requested: int, clips_device: torch.device | str = "cpu") -> int:
-    """Data-loader workers for clips held on ``clips_device``: ``requested`` for clips on the CPU, none for
-    clips on an accelerator (a worker process cannot use its memory; the main process gathers batches
-    there, which costs the host nothing)."""
-    if torch.device(clips_device).type == "cpu" or requested == 0:
-        return requested
-    logger.info("the clips are on %s: batches are gathered there without loader workers", clips_device)
-    return 0
-
-
-def host_overlap_arguments(device: torch.device | str, num_workers: int, clips_on_device: bool = False) -> dict:
+def host_overlap_arguments(device: torch.device | str, num_workers: int, clips_device: torch.device | str = "cpu") -> dict:
     """``TrainingArguments`` fields that let the host prepare the next step while the device runs this one.
 
-    On CUDA, unless the clips are on the device already: batches in pinned memory, copied to the device
-    without waiting (accelerate's ``non_blocking``). ``RLTTrainer`` does the rest (the logged loss's
-    NaN/inf filter on the device).
+    Clips on the CPU: ``num_workers`` loader workers and, on CUDA, batches in pinned memory copied to the
+    device without waiting (accelerate's ``non_blocking``). Clips held on an accelerator
+    (``clips_device``): no workers (a worker process cannot use its memory; the main process gathers the
+    batches there, which costs the host nothing) and nothing to pin. ``RLTTrainer`` does the rest (the
+    logged loss's NaN/inf filter on the device).
     """
-    pinned = torch.device(device).type == "cuda" and not clips_on_device
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    on_device = torch.device(clips_device).type != "cpu"
+    if on_device and num_workers:
+        logger.info("the clips are on %s: batches are gathered there without loader workers", clips_device)
+        num_workers = 0
+    pinned = torch.device(device).type == "cuda" and not on_device
     return {
         "dataloader_num_workers": num_workers,
         "dataloader_persistent_workers": num_workers > 0,
