@@ -5,13 +5,15 @@
 #
 #   PARTS="still-vanilla still-rlt still-rlt-eager" RESULTS=$OUT/headline bash benchmarks/trainer_headline.sh
 #
-# Parts (run in the order given; each writes $RESULTS/<part>.json (its runs' summaries) and <part>.md (the table,
-# with the speed-up against the vanilla run of the same task, when that part ran into the same $RESULTS)):
+# Parts (run in the order given; each run writes its log and summary to $RESULTS/<run>.log and <run>.json, each part
+# its table to $RESULTS/table-<part>.md and table-<part>.json, with the speed-up against the vanilla run of the same
+# task when that run is in the same $RESULTS):
 #   <task>-vanilla     transformers' own VideoMAE, --compile $VANILLA_COMPILE (default cuda-graphs: fixed shapes)
 #   <task>-rlt         RLT, --compile cuda-graphs (bucketed packing, rlt_pack_buckets 8)
 #   <task>-rlt-eager   RLT, no compile
 #   <task>-all         the three above, one after the other (a task whose runs fit one call together)
 #   speed-<task>       the three runs for speed only: SPEED_EPOCHS epochs, no evaluation (one call for all three)
+#   table-<task>       no run: the table of the task's three runs already in $RESULTS (runs split over calls)
 # <task>: still | full (the generated task's variants: a still, clean camera / every nuisance on) at the normal
 # frame rate, or still-dense | full-dense at twice the frame rate (--synthetic-time-step 0.5, the paper's 30 FPS).
 #
@@ -149,8 +151,9 @@ if profiled:  # where a step's time goes (torch.profiler over a few steps of the
                   f"| {p['kernels_per_step']:.0f} | {p['host_syncs_per_step']:.1f} | {p['loader_wait_ms_per_step']:.1f} "
                   f"| {top} |\n")
 text = "\n".join(rows) + "\n" + facts
-(results / f"{part}.md").write_text(text)
-(results / f"{part}.json").write_text(json.dumps(runs, indent=2))
+# Not <part>.json: a part of one run has the run's name, and its summary must stay readable by later parts.
+(results / f"table-{part}.md").write_text(text)
+(results / f"table-{part}.json").write_text(json.dumps(runs, indent=2))
 print(text)
 EOF
 }
@@ -165,6 +168,9 @@ for part in $PARTS; do
     task=${part%-all}
     for mode in vanilla rlt rlt-eager; do run_mode "$task" "$mode" headline; done
     table "$part" "$task-vanilla" "$task-rlt" "$task-rlt-eager" ;;
+  table-still|table-full|table-still-dense|table-full-dense)
+    task=${part#table-}
+    table "$task" "$task-vanilla" "$task-rlt" "$task-rlt-eager" ;;
   still-*|full-*)
     mode=${part##*-}
     [ "$mode" = eager ] && mode=rlt-eager

@@ -268,3 +268,28 @@ def test_prepared_clips_keep_every_nth_frame_up_to_the_maximum(tmp_path, capsys)
         data = prepare_clips(str(tmp_path / "clips.pt"), size=32, frame_stride=3, max_frames=max_frames, videos=[video])
         assert decoded_indices(data["videos"]["index"]) == expected
     assert "decoded index: 4 frames at stride 3, 32px" in capsys.readouterr().out
+
+
+def test_headline_script_keeps_run_summaries_when_parts_are_single_runs(tmp_path):
+    """A part of one run has the run's name: its table must not overwrite the run's summary that later parts and a
+    `table-<task>` part (runs split over GPU calls) read."""
+    import os
+    import subprocess
+
+    results = tmp_path / "results"
+    env = {**os.environ, "SIZE": "tiny", "IMAGE": "32", "FRAMES": "8", "TRAIN": "16", "EVAL": "8", "EPOCHS": "1",
+           "BATCH": "8", "PRECISION": "", "WORKERS": "0", "ATTENTION": "padded", "VANILLA_COMPILE": "none",
+           "PYTHON": sys.executable, "RESULTS": str(results), "MODELS": str(tmp_path / "models"),
+           "OMP_NUM_THREADS": "1", "PARTS": "still-rlt-eager still-vanilla table-still"}  # fmt: skip
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "trainer_headline.sh"
+    run = subprocess.run(["bash", str(script)], cwd=script.parents[1], env=env, capture_output=True, text=True,
+                         timeout=600, check=False)  # fmt: skip
+    assert run.returncode == 0 and "Traceback" not in run.stdout + run.stderr, run.stdout[-3000:] + run.stderr[-3000:]
+    eager = json.loads((results / "still-rlt-eager.json").read_text())
+    assert eager["compile"] == "none" and eager["steps"] == 2  # the run's own summary, not a table of it
+    table = json.loads((results / "table-still.json").read_text())
+    assert sorted(table) == ["still-rlt-eager", "still-vanilla"]
+    text = (results / "table-still.md").read_text()
+    assert "Missing (failed or not run): still-rlt " in text
+    eager_row = next(line for line in text.splitlines() if line.startswith("| still-rlt-eager "))
+    assert eager_row.rstrip().endswith("x |")  # its speed-up against the vanilla run of a later part
