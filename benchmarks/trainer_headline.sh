@@ -31,6 +31,9 @@
 # TRAIN=4096 EVAL=768 BATCH=64 at 224 px, EPOCHS=10: still-vanilla 217 s, still-rlt 218 s, still-rlt-eager
 # ~140 s (still-all does not fit one call); EPOCHS=4: full-vanilla 139 s, full-rlt 152 s, full-rlt-eager ~90 s.
 # A run's wall-clock is about 1.8x its training time: rendering, evaluation, compiling it, saving.
+# Fourth session (H100, clips on the GPU, ON_DEVICE=1): the three runs of a task fit one call: EPOCHS=8 still 270 s,
+# EPOCHS=4 full 182 s and still-dense 172 s (inductor's cache warm from the first task); ViT-B speed-still-dense
+# 211 s cold, speed-still + speed-full 253 s warm. A task's runs split over calls: PARTS=table-<task> renders them.
 # ViT-B (SIZE=vit-b, issue 12's compute-bound size) did not leave chance in 5 epochs from scratch (RESULTS.md,
 # issue 5/6 runs); at ~3.5 ms per clip graphed, EPOCHS=12 TRAIN=8000 fits a part: `SIZE=vit-b EPOCHS=12 BATCH=32`.
 #
