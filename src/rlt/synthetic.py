@@ -327,8 +327,6 @@ def _distractor_and_occluder(rng, t, camera, config: SyntheticVideoConfig, num_i
     return distractor, occluder
 
 
-
-
 # ---------------------------------------------------------------------------------------- rendering
 
 
@@ -434,13 +432,15 @@ def generate_clips(
     return clips, labels
 
 
-def rendered_chunks(num_clips: int, seed: int, config, device, chunk_size: int, start: int = 0):
+def rendered_chunks(num_clips: int, seed: int, config, device, chunk_size: int, start: int = 0, *,
+                    clips_to: str | torch.device = "cpu"):
     """Clips ``start .. start + num_clips - 1`` rendered ``chunk_size`` at a time:
-    ``(index range, uint8 clips on the CPU, int64 labels on the CPU)`` per chunk."""
+    ``(index range, uint8 clips on clips_to (default the CPU), int64 labels on the CPU)`` per chunk.
+    Clips rendered where they are kept (a GPU) stay there, with no round trip through the host."""
     for begin in range(start, start + num_clips, chunk_size):
         indices = range(begin, min(begin + chunk_size, start + num_clips))
         clips, labels = generate_clips(indices, seed=seed, config=config, device=device)
-        yield indices, clips.cpu(), labels.cpu()
+        yield indices, clips.to(clips_to), labels.cpu()
 
 
 class SyntheticVideoDataset(torch.utils.data.Dataset):
@@ -468,7 +468,8 @@ class SyntheticVideoDataset(torch.utils.data.Dataset):
         size, frames = self.config.image_size, self.config.num_frames
         self.clips = torch.empty(num_clips, frames, 3, size, size, dtype=torch.uint8, device=clips_device or "cpu")
         self.labels = torch.empty(num_clips, dtype=torch.long)
-        for indices, clips, labels in rendered_chunks(num_clips, seed, self.config, device, chunk_size, start):
+        chunks = rendered_chunks(num_clips, seed, self.config, device, chunk_size, start, clips_to=self.clips.device)
+        for indices, clips, labels in chunks:
             self.clips[indices.start - start : indices.stop - start] = clips
             self.labels[indices.start - start : indices.stop - start] = labels
 
