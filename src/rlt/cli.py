@@ -33,7 +33,7 @@ def check_local_argument(value: str, what: str, *, hub: bool = True, checkpoint:
     found" here (before transformers spends its retries on the Hub). ``checkpoint``: a file given there (a video
     above all) is named as such.
     """
-    from .data import VIDEO_EXTENSIONS
+    from .common import VIDEO_EXTENSIONS
 
     path = Path(value).expanduser()
     suffix = path.suffix.lower()
